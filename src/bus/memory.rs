@@ -1,0 +1,142 @@
+//! In-process bus: the embedded default.
+//!
+//! Nothing here outlives the process, so a publish is acknowledged only
+//! when the consumer has *processed* the message: until then its outbox row
+//! stays in the database, and a crash loses nothing (the row is published
+//! again after restart and the processor's dedupe absorbs the repeat).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Acknowledge, Delivery, PublishError, Publisher, Subscriber};
+use crate::store::OutboxRow;
+
+/// Dead letters kept for inspection; older ones are dropped from memory
+/// (each was logged with its payload when parked).
+const DEAD_LETTERS_KEPT: usize = 1000;
+
+/// Creates a connected publisher and subscriber whose queue holds up to
+/// `capacity` messages (publishers wait when it is full).
+pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        MemoryPublisher {
+            tx,
+            dead_letters: Mutex::default(),
+        },
+        MemorySubscriber { rx },
+    )
+}
+
+/// A message parked after it failed processing.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub payload: Bytes,
+    pub reason: String,
+}
+
+pub struct MemoryPublisher {
+    tx: mpsc::Sender<Delivery>,
+    dead_letters: Mutex<VecDeque<DeadLetter>>,
+}
+
+impl MemoryPublisher {
+    /// The most recent dead letters, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        let parked = self
+            .dead_letters
+            .lock()
+            .expect("BUG: dead letters poisoned");
+        parked.iter().cloned().collect()
+    }
+}
+
+/// Completes the publisher's wait for this message.
+struct Processed(oneshot::Sender<()>);
+
+impl Acknowledge for Processed {
+    fn ack(self: Box<Self>) {
+        // The publisher may have given up waiting; the row is then simply
+        // published again and deduplicated.
+        let _ = self.0.send(());
+    }
+}
+
+#[async_trait]
+impl Publisher for MemoryPublisher {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
+        let mut waits = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (done, processed) = oneshot::channel();
+            let delivery = Delivery::new(
+                Some(Bytes::from(row.key.clone())),
+                Bytes::from(row.payload.clone()),
+                format!("outbox row {}", row.id),
+                Box::new(Processed(done)),
+            );
+            let sent = self.tx.send(delivery).await.is_ok();
+            waits.push((sent, processed));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (sent, processed) in waits {
+            results.push(match (sent, processed.await) {
+                (true, Ok(())) => Ok(()),
+                (false, _) => Err(PublishError("the consumer has stopped".into())),
+                (true, Err(_)) => Err(PublishError(
+                    "the consumer stopped before processing the message".into(),
+                )),
+            });
+        }
+        results
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()> {
+        tracing::error!(
+            reason,
+            origin = delivery.origin,
+            payload = %String::from_utf8_lossy(&delivery.payload),
+            "message parked as a dead letter"
+        );
+        let mut parked = self
+            .dead_letters
+            .lock()
+            .expect("BUG: dead letters poisoned");
+        if parked.len() == DEAD_LETTERS_KEPT {
+            parked.pop_front();
+        }
+        parked.push_back(DeadLetter {
+            payload: delivery.payload.clone(),
+            reason: reason.to_owned(),
+        });
+        Ok(())
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.tx.is_closed(), "the in-process consumer has stopped");
+        Ok(())
+    }
+
+    async fn flush(&self, _timeout: Duration) {}
+}
+
+pub struct MemorySubscriber {
+    rx: mpsc::Receiver<Delivery>,
+}
+
+#[async_trait]
+impl Subscriber for MemorySubscriber {
+    async fn next(&mut self) -> anyhow::Result<Option<Delivery>> {
+        Ok(self.rx.recv().await)
+    }
+
+    async fn close(self: Box<Self>) {}
+}

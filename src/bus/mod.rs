@@ -1,0 +1,92 @@
+//! The Bus port: publishing outbox messages and consuming them.
+//!
+//! The contract is at-least-once, the same for every backend:
+//! - [`Publisher::publish`] resolves `Ok` only once a message is durable in
+//!   the bus; only then does the relay delete its outbox row;
+//! - a [`Delivery`] is acknowledged only after the processor's effect is
+//!   committed; an unacknowledged delivery comes again (after a restart or a
+//!   rebalance), so the processor must be idempotent, and is.
+//!
+//! Implementations: [`memory`] (embedded default).
+
+pub mod memory;
+pub mod outbox;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::store::OutboxRow;
+
+/// Why a publish failed; the outbox row stays and is retried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PublishError(pub String);
+
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Short name for logs and health checks (`memory`, `kafka`).
+    fn backend(&self) -> &'static str;
+
+    /// Publishes the rows' messages, keyed by user id, in order, and
+    /// reports for each whether the bus now holds it durably.
+    async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>>;
+
+    /// Parks a message that cannot be processed on the dead-letter topic,
+    /// with the reason.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()>;
+
+    /// Whether the bus is reachable now.
+    async fn check(&self) -> anyhow::Result<()>;
+
+    /// Waits until everything published so far is delivered (or `timeout`).
+    async fn flush(&self, timeout: Duration);
+}
+
+#[async_trait]
+pub trait Subscriber: Send + 'static {
+    /// The next message; `Ok(None)` once the bus is closed for good.
+    async fn next(&mut self) -> anyhow::Result<Option<Delivery>>;
+
+    /// Commits what was acknowledged, then leaves the bus. Called after the
+    /// worker pool has finished every delivery it was handed.
+    async fn close(self: Box<Self>);
+}
+
+/// Marks a delivery as done, so that the bus will not deliver it again.
+pub trait Acknowledge: Send + Sync {
+    fn ack(self: Box<Self>);
+}
+
+/// One consumed message, to be acknowledged once it is processed.
+pub struct Delivery {
+    /// The message key (the user id), which routes it to a worker so that
+    /// one user's messages are processed in order.
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    /// Where it came from, for logs (`partition 3 offset 42`).
+    pub origin: String,
+    ack: Box<dyn Acknowledge>,
+}
+
+impl Delivery {
+    pub fn new(
+        key: Option<Bytes>,
+        payload: Bytes,
+        origin: String,
+        ack: Box<dyn Acknowledge>,
+    ) -> Self {
+        Self {
+            key,
+            payload,
+            origin,
+            ack,
+        }
+    }
+
+    /// The message is processed (or parked on the dead-letter topic).
+    pub fn ack(self) {
+        self.ack.ack();
+    }
+}

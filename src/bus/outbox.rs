@@ -1,0 +1,125 @@
+//! The outbox relay: moves committed outbox rows onto the bus.
+//!
+//! Loop: lease a batch of rows (oldest first), publish them, delete the ones
+//! the bus acknowledged, release the rest. A row is deleted only after its
+//! message is durable, so a crash at any point publishes it again rather
+//! than losing it. While the bus is down the relay backs off and retries;
+//! writes keep succeeding because they only touch the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Publisher;
+use crate::backoff::Backoff;
+use crate::store::Store;
+
+/// How long a claimed batch is reserved for this relay. It must outlast a
+/// publish (bounded by the producer's delivery timeout), so that another
+/// replica never republishes rows this one is still working on.
+const LEASE: Duration = Duration::from_secs(120);
+
+pub struct OutboxRelay {
+    pub store: Arc<dyn Store>,
+    pub publisher: Arc<dyn Publisher>,
+    /// Rows per claim and publish.
+    pub batch_size: u32,
+    /// How often to look for rows written by other replicas.
+    pub poll_interval: Duration,
+    /// Poked by every local write, so that its message goes out at once
+    /// instead of at the next poll.
+    pub wakeup: Arc<Notify>,
+}
+
+impl OutboxRelay {
+    /// Relays until `token` is cancelled, then publishes what is left (as
+    /// long as the bus accepts it) and returns.
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        while !token.is_cancelled() {
+            match self.relay_batch().await {
+                Ok(relayed) => {
+                    backoff.reset();
+                    if relayed < self.batch_size as usize {
+                        tokio::select! {
+                            () = token.cancelled() => {}
+                            () = self.wakeup.notified() => {}
+                            () = tokio::time::sleep(self.poll_interval) => {}
+                        }
+                    }
+                }
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "outbox relay failed; rows stay in the outbox"
+                    );
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Publishes until the outbox is empty or the bus refuses.
+    async fn drain(&self) {
+        let mut drained = 0;
+        loop {
+            match self.relay_batch().await {
+                Ok(0) => break,
+                Ok(relayed) => drained += relayed,
+                Err(err) => {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "outbox not drained; the remaining rows are published after restart"
+                    );
+                    break;
+                }
+            }
+        }
+        tracing::info!(drained, "outbox relay stopped");
+    }
+
+    /// One claim–publish–settle round; returns how many rows it published.
+    async fn relay_batch(&self) -> anyhow::Result<usize> {
+        let rows = self.store.claim_outbox(self.batch_size, LEASE).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let results = self.publisher.publish(&rows).await;
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => published.push(row.id),
+                Err(err) => {
+                    failed.push(row.id);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        self.store.complete_outbox(&published).await?;
+        self.store.release_outbox(&failed).await?;
+        tracing::debug!(
+            published = published.len(),
+            failed = failed.len(),
+            "outbox batch relayed"
+        );
+        match first_error {
+            None => Ok(published.len()),
+            Some(err) => Err(anyhow::Error::new(err).context(format!(
+                "failed to publish {} of {} outbox rows",
+                failed.len(),
+                rows.len()
+            ))),
+        }
+    }
+}

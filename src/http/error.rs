@@ -1,0 +1,232 @@
+//! The one error type of the HTTP edge.
+//!
+//! Every error answers with `application/problem+json`: the `error` message
+//! the Go service sent, plus the RFC 9457 fields (`type`, `title`, `status`,
+//! `detail`) and, for validation errors, the offending `field`. 4xx bodies
+//! tell the client what to fix; 5xx bodies say nothing internal, and the
+//! cause chain is logged inside the request's span instead.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::ValidationError;
+use crate::service::ServiceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request body: {detail}")]
+    InvalidBody {
+        field: Option<String>,
+        detail: String,
+    },
+    #[error("invalid query parameter: {0}")]
+    InvalidQuery(ValidationError),
+    #[error("invalid {0} id")]
+    InvalidId(&'static str),
+    #[error("user not found")]
+    UserNotFound,
+    #[error("event not found")]
+    EventNotFound,
+    #[error("no route for this path")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("email already exists")]
+    EmailTaken,
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("unsupported content type")]
+    UnsupportedMediaType,
+    #[error("server overloaded")]
+    Overloaded,
+    #[error("request timed out")]
+    Timeout,
+    #[error("dependency unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        Self::InvalidBody {
+            field: Some(err.field.to_owned()),
+            detail: err.to_string(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::UserNotFound => Self::UserNotFound,
+            ServiceError::EventNotFound => Self::EventNotFound,
+            ServiceError::EmailTaken => Self::EmailTaken,
+            ServiceError::Unavailable(e) => Self::Unavailable(e),
+            ServiceError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+/// The problem document.
+#[derive(Serialize)]
+struct Problem<'a> {
+    error: &'a str,
+    #[serde(rename = "type")]
+    problem_type: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// Status, problem `type` (README.md's "Errors" lists them), and the
+    /// short message (`error`, `title`).
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::InvalidBody { .. } => (
+                S::BAD_REQUEST,
+                "urn:highload:problem:invalid-body",
+                "Invalid request body",
+            ),
+            Self::InvalidQuery(_) => (
+                S::BAD_REQUEST,
+                "urn:highload:problem:invalid-query",
+                "Invalid query parameter",
+            ),
+            Self::InvalidId("user") => (
+                S::BAD_REQUEST,
+                "urn:highload:problem:invalid-id",
+                "Invalid user ID",
+            ),
+            Self::InvalidId(_) => (
+                S::BAD_REQUEST,
+                "urn:highload:problem:invalid-id",
+                "Invalid event ID",
+            ),
+            Self::UserNotFound => (
+                S::NOT_FOUND,
+                "urn:highload:problem:not-found",
+                "User not found",
+            ),
+            Self::EventNotFound => (
+                S::NOT_FOUND,
+                "urn:highload:problem:not-found",
+                "Event not found",
+            ),
+            Self::RouteNotFound => (
+                S::NOT_FOUND,
+                "urn:highload:problem:not-found",
+                "Route not found",
+            ),
+            Self::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "urn:highload:problem:method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::EmailTaken => (
+                S::CONFLICT,
+                "urn:highload:problem:conflict",
+                "Email already exists",
+            ),
+            Self::PayloadTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                "urn:highload:problem:payload-too-large",
+                "Request body too large",
+            ),
+            Self::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "urn:highload:problem:unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::Overloaded => (
+                S::SERVICE_UNAVAILABLE,
+                "urn:highload:problem:overloaded",
+                "Service overloaded",
+            ),
+            Self::Timeout => (
+                S::SERVICE_UNAVAILABLE,
+                "urn:highload:problem:timeout",
+                "Request timed out",
+            ),
+            Self::Unavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "urn:highload:problem:unavailable",
+                "Service unavailable",
+            ),
+            Self::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "urn:highload:problem:internal",
+                "Internal server error",
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::InvalidBody { detail, .. } => detail.clone(),
+            Self::InvalidQuery(err) => err.to_string(),
+            Self::InvalidId(what) => format!("the {what} id in the path is not a UUID"),
+            Self::UserNotFound => "no user has this id".into(),
+            Self::EventNotFound => "no event has this id".into(),
+            Self::RouteNotFound => "no endpoint at this path; see the API in README.md".into(),
+            Self::MethodNotAllowed => "this path does not accept this method".into(),
+            Self::EmailTaken => "email: another user already has this address".into(),
+            Self::PayloadTooLarge { limit } => {
+                format!("the request body exceeds the limit of {limit} bytes")
+            }
+            Self::UnsupportedMediaType => {
+                "send the body as JSON with Content-Type: application/json".into()
+            }
+            Self::Overloaded => "too many requests in progress; retry shortly".into(),
+            Self::Timeout => "the request took too long; retry shortly".into(),
+            Self::Unavailable(_) => "a backing service is unavailable; retry shortly".into(),
+            Self::Internal(_) => "the server failed to handle this request".into(),
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidBody { field, .. } => field.as_deref(),
+            Self::InvalidQuery(err) => Some(err.field),
+            Self::EmailTaken => Some("email"),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, problem_type, title) = self.parts();
+        match &self {
+            Self::Internal(err) => tracing::error!(error = format!("{err:#}"), "request failed"),
+            Self::Unavailable(err) => {
+                tracing::warn!(error = format!("{err:#}"), "dependency unavailable");
+            }
+            _ => {}
+        }
+        let problem = Problem {
+            error: title,
+            problem_type,
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            field: self.field(),
+        };
+        let body = serde_json::to_vec(&problem).expect("BUG: a problem serializes");
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

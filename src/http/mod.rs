@@ -1,0 +1,164 @@
+//! The HTTP edge: routes, middleware, and the mapping of errors to
+//! responses.
+//!
+//! Middleware, outermost first: trailing-slash normalization (wraps the
+//! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
+//! id (accepted from `X-Request-ID` or generated, and returned), one log line
+//! per request, panic → 500, load shedding past the in-flight limit → 503,
+//! request timeout → 503, body size limit → 413.
+
+mod error;
+mod events;
+mod extract;
+pub mod health;
+mod users;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use tower::Layer;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+pub use error::ApiError;
+use health::Health;
+
+use crate::domain::Page;
+use crate::service::Service;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub health: Arc<Health>,
+    /// Largest accepted request body, in bytes (for the 413 message).
+    pub body_limit: usize,
+    /// Requests being handled now.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// Limits of the HTTP edge.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+/// `page` and `limit` of the list endpoints, validated by [`Page::parse`].
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    page: Option<String>,
+    limit: Option<String>,
+}
+
+impl PageQuery {
+    pub(crate) fn page(&self) -> Result<Page, ApiError> {
+        Page::parse(self.page.as_deref(), self.limit.as_deref()).map_err(ApiError::InvalidQuery)
+    }
+}
+
+/// A response whose body is JSON serialized earlier (by the cache or the
+/// service).
+pub(crate) fn json_body(status: StatusCode, json: Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// The whole application, ready for `axum::serve`.
+pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            let request_id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!(
+                "request",
+                method = %req.method(),
+                route,
+                path = req.uri().path(),
+                request_id,
+            )
+        })
+        .on_request(())
+        .on_response(
+            |res: &axum::http::Response<_>, latency: Duration, _span: &Span| {
+                tracing::info!(
+                    status = res.status().as_u16(),
+                    latency_ms = latency.as_secs_f64() * 1e3,
+                    "request completed"
+                );
+            },
+        )
+        .on_failure(());
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_in_flight,
+        ))
+        .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
+            if err.is::<tower::load_shed::error::Overloaded>() {
+                ApiError::Overloaded
+            } else if err.is::<tower::timeout::error::Elapsed>() {
+                ApiError::Timeout
+            } else {
+                ApiError::Internal(anyhow::anyhow!(err))
+            }
+        }))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
+        .layer(TimeoutLayer::new(limits.request_timeout))
+        .layer(DefaultBodyLimit::max(limits.body_limit));
+    let router = Router::new()
+        .merge(health::router())
+        .merge(users::router())
+        .merge(events::router())
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware)
+        .with_state(state);
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+/// Keeps [`AppState::in_flight`] current.
+async fn count_in_flight(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    /// Decrements on drop, so that cancelled requests are uncounted too.
+    struct Guard(Arc<AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _guard = Guard(Arc::clone(&state.in_flight));
+    next.run(req).await
+}

@@ -1,0 +1,28 @@
+//! highload: a users-and-events REST service built for load.
+//!
+//! A guided tour, from the edge inwards:
+
+/// Exponential backoff for retry loops.
+pub mod backoff;
+/// The Bus port: in-process or Kafka, and the outbox relay.
+pub mod bus;
+/// The Cache port: in-process or Redis, read-through with single-flight.
+pub mod cache;
+/// Typed configuration from environment variables, `.env` and flags.
+pub mod config;
+/// Valid-by-construction users, events, pages and bus messages.
+pub mod domain;
+/// Routes, middleware and the error responses of the HTTP API.
+pub mod http;
+/// The API's operations over the ports below.
+pub mod service;
+/// SIGTERM / Ctrl-C → cancellation token.
+pub mod shutdown;
+/// Builds the backends, serves HTTP, runs the background tasks, drains.
+pub mod startup;
+/// The Store port: SQLite or PostgreSQL, with the transactional outbox.
+pub mod store;
+/// Logging setup (`LOG_LEVEL`, `LOG_FORMAT`).
+pub mod telemetry;
+/// The bounded worker pool and the event processor.
+pub mod worker;

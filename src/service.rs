@@ -1,0 +1,216 @@
+//! The service layer: the API's operations over the Store and the Cache.
+//!
+//! Reads go through the read-through cache and return the JSON body to send.
+//! Writes commit the change and its outbox row in one store transaction,
+//! then update the cache and wake the outbox relay. A write runs as its own
+//! task: if the client disconnects or the request times out after the
+//! commit, the cache update still happens, so the cache never keeps a value
+//! the database no longer has.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::cache::{CacheKind, ReadThrough};
+use crate::domain::{
+    self, Activity, Event, EventFilter, EventMessage, NewEvent, NewUser, Page, PageOf, User,
+    UserPatch,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("event not found")]
+    EventNotFound,
+    #[error("email is already taken")]
+    EmailTaken,
+    /// The database is down or saturated: the client may retry.
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::UserNotFound => Self::UserNotFound,
+            StoreError::Unavailable(e) => Self::Unavailable(e.into()),
+            StoreError::Other(e) => Self::Internal(e),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    cache: ReadThrough,
+    /// Wakes the outbox relay after each committed write.
+    relay_wakeup: Arc<Notify>,
+    /// Writes in progress; shutdown waits for them before closing the store.
+    writes: TaskTracker,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("BUG: domain records serialize"))
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, cache: ReadThrough, relay_wakeup: Arc<Notify>) -> Self {
+        Self {
+            store,
+            cache,
+            relay_wakeup,
+            writes: TaskTracker::new(),
+        }
+    }
+
+    /// Runs a write to completion even if the caller stops waiting.
+    async fn complete<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = ServiceResult<T>> + Send + 'static,
+    ) -> ServiceResult<T> {
+        // The task logs inside the request's span, like the handler would.
+        let write = write.instrument(tracing::Span::current());
+        self.writes.spawn(write).await.map_err(|err| {
+            ServiceError::Internal(anyhow::Error::new(err).context("write task failed"))
+        })?
+    }
+
+    /// Waits for writes in progress (after the HTTP server has stopped).
+    pub async fn finish_writes(&self) {
+        self.writes.close();
+        self.writes.wait().await;
+    }
+
+    pub async fn create_user(self: &Arc<Self>, new: NewUser) -> ServiceResult<Bytes> {
+        let this = Arc::clone(self);
+        self.complete(async move {
+            let now = domain::now();
+            let user = User {
+                id: Uuid::now_v7(),
+                email: new.email.as_str().to_owned(),
+                first_name: new.first_name.as_str().to_owned(),
+                last_name: new.last_name.as_str().to_owned(),
+                created_at: now,
+                updated_at: now,
+            };
+            let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
+            this.store.create_user(&user, &message).await?;
+            this.relay_wakeup.notify_one();
+            let json = to_json(&user);
+            this.cache.put(CacheKind::User, user.id, json.clone()).await;
+            tracing::info!(user_id = %user.id, "user created");
+            Ok(json)
+        })
+        .await
+    }
+
+    pub async fn get_user(&self, id: Uuid) -> ServiceResult<Bytes> {
+        self.cache
+            .get_or_load(CacheKind::User, id, || async {
+                Ok(self.store.get_user(id).await?.as_ref().map(to_json))
+            })
+            .await?
+            .ok_or(ServiceError::UserNotFound)
+    }
+
+    pub async fn update_user(self: &Arc<Self>, id: Uuid, patch: UserPatch) -> ServiceResult<Bytes> {
+        if patch.is_empty() {
+            return self.get_user(id).await;
+        }
+        let this = Arc::clone(self);
+        self.complete(async move {
+            let user = this
+                .store
+                .update_user(id, &patch, domain::now())
+                .await?
+                .ok_or(ServiceError::UserNotFound)?;
+            this.relay_wakeup.notify_one();
+            let json = to_json(&user);
+            this.cache.put(CacheKind::User, id, json.clone()).await;
+            tracing::info!(user_id = %id, "user updated");
+            Ok(json)
+        })
+        .await
+    }
+
+    pub async fn delete_user(self: &Arc<Self>, id: Uuid) -> ServiceResult<()> {
+        let this = Arc::clone(self);
+        self.complete(async move {
+            let message = EventMessage::user_deleted(id, domain::now());
+            let event_ids = this
+                .store
+                .delete_user(id, &message)
+                .await?
+                .ok_or(ServiceError::UserNotFound)?;
+            this.relay_wakeup.notify_one();
+            this.cache.forget(CacheKind::User, &[id]).await;
+            this.cache.forget(CacheKind::Event, &event_ids).await;
+            tracing::info!(user_id = %id, events = event_ids.len(), "user deleted");
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_users(&self, page: Page) -> ServiceResult<PageOf<User>> {
+        Ok(self.store.list_users(page).await?)
+    }
+
+    pub async fn create_event(self: &Arc<Self>, new: NewEvent) -> ServiceResult<Bytes> {
+        let this = Arc::clone(self);
+        self.complete(async move {
+            let event = Event {
+                id: Uuid::now_v7(),
+                user_id: new.user_id,
+                event_type: new.event_type.as_str().to_owned(),
+                data: new.data.as_str().to_owned(),
+                created_at: domain::now(),
+            };
+            this.store
+                .create_event(&event, &EventMessage::for_event(&event))
+                .await?;
+            this.relay_wakeup.notify_one();
+            let json = to_json(&event);
+            this.cache
+                .put(CacheKind::Event, event.id, json.clone())
+                .await;
+            tracing::info!(event_id = %event.id, user_id = %event.user_id, "event created");
+            Ok(json)
+        })
+        .await
+    }
+
+    pub async fn get_event(&self, id: Uuid) -> ServiceResult<Bytes> {
+        self.cache
+            .get_or_load(CacheKind::Event, id, || async {
+                Ok(self.store.get_event(id).await?.as_ref().map(to_json))
+            })
+            .await?
+            .ok_or(ServiceError::EventNotFound)
+    }
+
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: Page,
+    ) -> ServiceResult<PageOf<Event>> {
+        Ok(self.store.list_events(filter, page).await?)
+    }
+
+    /// The user's derived activity; 404 when the user does not exist.
+    pub async fn activity(&self, user_id: Uuid) -> ServiceResult<Activity> {
+        self.get_user(user_id).await?;
+        Ok(self.store.get_activity(user_id).await?)
+    }
+}

@@ -1,0 +1,128 @@
+//! The consumer side: a bounded worker pool fed by the bus subscriber.
+//!
+//! Each worker owns a bounded queue; a delivery goes to the queue chosen by
+//! hashing its key (the user id), so one user's messages are processed in
+//! the order they were consumed while different users proceed in parallel.
+//! When the chosen queue is full the consumer waits: consumption pauses
+//! (backpressure) and nothing is dropped.
+
+mod processor;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use processor::EventProcessor;
+
+use crate::backoff::Backoff;
+use crate::bus::{Delivery, Subscriber};
+
+pub struct WorkerPool {
+    /// One queue per worker.
+    queues: Vec<mpsc::Sender<Delivery>>,
+    /// Spreads deliveries without a key over the workers.
+    next_unkeyed: AtomicUsize,
+    workers: TaskTracker,
+}
+
+impl WorkerPool {
+    /// Starts `workers` workers sharing `capacity` queued deliveries.
+    pub fn start(workers: usize, capacity: usize, processor: Arc<EventProcessor>) -> Self {
+        let workers = workers.max(1);
+        let per_worker = capacity.div_ceil(workers).max(1);
+        let tracker = TaskTracker::new();
+        let queues = (0..workers)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<Delivery>(per_worker);
+                let processor = Arc::clone(&processor);
+                tracker.spawn(async move {
+                    while let Some(delivery) = rx.recv().await {
+                        processor.handle(delivery).await;
+                    }
+                });
+                tx
+            })
+            .collect();
+        tracker.close();
+        Self {
+            queues,
+            next_unkeyed: AtomicUsize::new(0),
+            workers: tracker,
+        }
+    }
+
+    /// Queues a delivery, waiting while its worker's queue is full.
+    pub async fn dispatch(&self, delivery: Delivery) {
+        let index = match &delivery.key {
+            Some(key) => {
+                let mut hasher = DefaultHasher::new();
+                key.hash(&mut hasher);
+                (hasher.finish() % self.queues.len() as u64) as usize
+            }
+            None => self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.queues.len(),
+        };
+        if self.queues[index].send(delivery).await.is_err() {
+            // Workers only stop after `finish` drops the queues.
+            tracing::error!("BUG: worker stopped while the pool is running");
+        }
+    }
+
+    /// Deliveries waiting in the queues.
+    pub fn queued(&self) -> usize {
+        self.queues
+            .iter()
+            .map(|q| q.max_capacity() - q.capacity())
+            .sum()
+    }
+
+    /// Lets the workers finish every queued delivery, then returns.
+    pub async fn finish(self) {
+        drop(self.queues);
+        self.workers.wait().await;
+    }
+}
+
+/// Feeds the pool from the subscriber until `token` is cancelled, then lets
+/// the pool finish its queue and closes the subscriber (final commit).
+pub async fn run_consumer_until_stopped(
+    mut subscriber: Box<dyn Subscriber>,
+    pool: WorkerPool,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = token.cancelled() => break,
+            next = subscriber.next() => next,
+        };
+        match next {
+            Ok(Some(delivery)) => {
+                backoff.reset();
+                pool.dispatch(delivery).await;
+            }
+            Ok(None) => break,
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "consuming failed"
+                );
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    pool.finish().await;
+    subscriber.close().await;
+    tracing::info!("consumer stopped");
+    Ok(())
+}

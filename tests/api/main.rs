@@ -1,0 +1,10 @@
+//! API tests: every request goes over real HTTP to the real `Application`.
+
+mod helpers;
+
+mod events;
+mod health;
+mod lifecycle;
+mod pipeline;
+mod process;
+mod users;

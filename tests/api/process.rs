@@ -1,0 +1,148 @@
+//! The release binary as an operator runs it: configuration errors, help,
+//! and SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::eventually;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_highload");
+
+/// A command for the binary with a clean environment in a fresh directory.
+fn highload(dir: &tempfile::TempDir) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .current_dir(dir.path())
+        .env("LOG_FORMAT", "json");
+    command
+}
+
+#[test]
+fn help_lists_every_setting_with_its_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = highload(&dir).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "SERVER_HOST",
+        "SERVER_PORT",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_NAME",
+        "DB_SSLMODE",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_PASSWORD",
+        "REDIS_DB",
+        "KAFKA_BROKERS",
+        "KAFKA_TOPIC",
+        "KAFKA_GROUP_ID",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SQLITE_PATH",
+        "WORKER_COUNT",
+        "WORKER_QUEUE_CAPACITY",
+        "SHUTDOWN_TIMEOUT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "--help lacks {variable}"
+        );
+    }
+    for default in [
+        "[default: 8080]",
+        "[default: user-events]",
+        "[default: highload-service]",
+    ] {
+        assert!(help.contains(default), "--help lacks {default}");
+    }
+}
+
+#[test]
+fn a_bad_value_stops_startup_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (variable, value) in [
+        ("SERVER_PORT", "eighty"),
+        ("WORKER_COUNT", "0"),
+        ("LOG_LEVEL", "shout=["),
+        ("DATABASE_URL", "mysql://db/x"),
+        ("SHUTDOWN_TIMEOUT", "later"),
+    ] {
+        let output = highload(&dir).env(variable, value).output().unwrap();
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+#[test]
+fn empty_variables_count_as_unset_like_the_go_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = highload(&dir)
+        .env("REDIS_DB", "")
+        .env("DB_HOST", "")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = highload(&dir)
+        .env("SERVER_HOST", "127.0.0.1")
+        .env("SERVER_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(|| async {
+        let live = client.get(format!("{base}/health/live")).send().await;
+        live.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    let created = client
+        .post(format!("{base}/api/v1/users"))
+        .json(
+            &serde_json::json!({ "email": "sig@example.com", "first_name": "S", "last_name": "T" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert!(
+        dir.path().join("data/highload.db").exists(),
+        "data file under ./data"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
