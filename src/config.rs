@@ -211,6 +211,10 @@ pub struct CacheConfig {
     #[arg(long, env = "CACHE_EVENT_TTL", value_name = "CACHE_EVENT_TTL", default_value = "30m", value_parser = parse_duration)]
     pub cache_event_ttl: Duration,
 
+    /// Time limit of one Redis command; slower ones are served from the store
+    #[arg(long, env = "CACHE_TIMEOUT", value_name = "CACHE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub cache_timeout: Duration,
+
     /// Entries the in-process cache holds
     #[arg(
         long,
@@ -245,6 +249,29 @@ pub struct BusConfig {
         default_value = "highload-service"
     )]
     pub kafka_group_id: String,
+
+    /// Partitions of the topics created at start (existing topics keep theirs)
+    #[arg(long, env = "KAFKA_PARTITIONS", value_name = "KAFKA_PARTITIONS", default_value_t = 6,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of the topics created at start
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", value_name = "KAFKA_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub kafka_replication_factor: i32,
+
+    /// How long the producer waits to batch messages
+    #[arg(long, env = "KAFKA_LINGER", value_name = "KAFKA_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub kafka_linger: Duration,
+
+    /// Compression of produced batches
+    #[arg(long, env = "KAFKA_COMPRESSION", value_name = "KAFKA_COMPRESSION", default_value = "lz4",
+          value_parser = ["none", "gzip", "snappy", "lz4"])]
+    pub kafka_compression: String,
+
+    /// How long a message is retried before its publish counts as failed (the outbox keeps it)
+    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_name = "KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub kafka_delivery_timeout: Duration,
 
     /// Run the outbox relay in this process (false: API-only replica; another one relays)
     #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
@@ -343,6 +370,25 @@ impl DatabaseConfig {
     }
 }
 
+impl CacheConfig {
+    /// The Redis URL, if Redis is configured.
+    pub fn redis_url(&self) -> Option<String> {
+        if let Some(url) = &self.redis_url {
+            return Some(url.clone());
+        }
+        let host = self.redis_host.as_ref()?;
+        let auth = if self.redis_password.is_empty() {
+            String::new()
+        } else {
+            format!(":{}@", encode(&self.redis_password))
+        };
+        Some(format!(
+            "redis://{auth}{host}:{}/{}",
+            self.redis_port, self.redis_db
+        ))
+    }
+}
+
 /// Percent-encodes a URL component (user, password, database name).
 fn encode(component: &str) -> String {
     let mut out = String::with_capacity(component.len());
@@ -383,6 +429,14 @@ impl Config {
     /// parsing).
     pub fn validate(&self) -> Result<(), String> {
         self.database.backend()?;
+        if let Some(url) = self.cache.redis_url() {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return Err("REDIS_URL must start with redis:// or rediss://".into());
+            }
+        }
+        if self.bus.kafka_delivery_timeout < Duration::from_secs(1) {
+            return Err("KAFKA_DELIVERY_TIMEOUT must be at least 1s".into());
+        }
         Ok(())
     }
 }
@@ -478,6 +532,16 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn redis_host_builds_a_url_with_go_defaults() {
+        let config = parse(&["--redis-host", "cache", "--redis-password", "s3:cret"]).unwrap();
+        assert_eq!(
+            config.cache.redis_url().as_deref(),
+            Some("redis://:s3%3Acret@cache:6379/0")
+        );
+        assert_eq!(parse(&[]).unwrap().cache.redis_url(), None);
     }
 
     #[test]

@@ -5,12 +5,11 @@
 //! 1. readiness answers 503, so load balancers stop sending requests;
 //! 2. the HTTP server stops accepting and finishes in-flight requests, and
 //!    writes started by them complete;
-//! 3. the outbox relay publishes what is left in the outbox (as long as the
-//!    bus accepts it) — before the consumer stops, because the in-process
-//!    bus acknowledges a publish only once the message is processed;
-//! 4. the consumer stops fetching, the worker pool finishes its queue, and
-//!    the subscriber commits its final offsets;
-//! 5. the producer flushes, the store's pool closes.
+//! 3. the pipeline stops: the outbox relay publishes what is left in the
+//!    outbox (as long as the bus accepts it), then the consumer stops
+//!    fetching, the worker pool finishes its queue, and the final offsets
+//!    are committed (see `pipeline`);
+//! 4. the producer flushes, the store's pool closes.
 //!
 //! A background task that stops on its own before shutdown is a failure:
 //! the rest is drained the same way and the process exits non-zero.
@@ -25,17 +24,21 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::kafka::KafkaSettings;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{self, Publisher, Subscriber};
 use crate::cache::memory::MemoryCache;
+use crate::cache::redis::RedisCache;
 use crate::cache::{Cache, ReadThrough};
 use crate::config::{Config, DatabaseBackend};
 use crate::http::health::Health;
 use crate::http::{self, AppState, HttpLimits};
+use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::worker::{self, EventProcessor, WorkerPool};
+use crate::worker::{EventProcessor, WorkerStats};
 
 /// Time limit of each health check.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,15 +50,17 @@ pub struct Application {
     state: AppState,
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
-    subscriber: Box<dyn Subscriber>,
-    relay_wakeup: Arc<Notify>,
+    pipeline: Pipeline,
+    worker_stats: Arc<WorkerStats>,
     /// Cancelled to begin a graceful shutdown.
     shutdown: CancellationToken,
 }
 
 impl Application {
-    /// Connects the backends (running migrations) and binds the listener;
-    /// nothing is served until [`Application::run_until_stopped`].
+    /// Creates the backends and binds the listener. Configured servers
+    /// (PostgreSQL, Redis, Kafka) are connected lazily: one that is down
+    /// does not stop start-up, it is retried and reported by the health
+    /// endpoints. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
         let store = build_store(&config).await?;
@@ -70,18 +75,44 @@ impl Application {
             config.cache.cache_event_ttl,
         );
         let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
-        let health = Health {
+        let health = Arc::new(Health {
             store: Arc::clone(&store),
             cache: Arc::clone(&cache),
-            bus: Arc::clone(&publisher),
+            producer: Arc::clone(&publisher),
+            consumer: subscriber.probe(),
             check_timeout: HEALTH_CHECK_TIMEOUT,
             shutting_down: AtomicBool::new(false),
-        };
+            store_ready: AtomicBool::new(false),
+        });
         let state = AppState {
             service: Arc::new(service),
-            health: Arc::new(health),
+            health: Arc::clone(&health),
             body_limit: config.server.http_body_limit,
             in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
+            store: Arc::clone(&store),
+            publisher: Arc::clone(&publisher),
+            batch_size: config.bus.outbox_batch_size,
+            poll_interval: config.bus.outbox_poll_interval,
+            wakeup: relay_wakeup,
+        });
+        let worker_stats = Arc::new(WorkerStats::default());
+        let pipeline = Pipeline {
+            store: Arc::clone(&store),
+            publisher: Arc::clone(&publisher),
+            subscriber,
+            relay,
+            processor: EventProcessor {
+                store: Arc::clone(&store),
+                dead_letters: Arc::clone(&publisher),
+                max_attempts: config.workers.processing_max_attempts,
+                retry_delay: config.workers.processing_retry_delay,
+            },
+            workers: config.workers.worker_count as usize,
+            queue_capacity: config.workers.worker_queue_capacity as usize,
+            worker_stats: Arc::clone(&worker_stats),
+            health,
         };
 
         let address = (
@@ -101,7 +132,7 @@ impl Application {
             cache = cache.backend(),
             bus = publisher.backend(),
             startup_ms = started.elapsed().as_millis() as u64,
-            "highload ready"
+            "highload listening"
         );
         Ok(Self {
             config,
@@ -110,8 +141,8 @@ impl Application {
             state,
             store,
             publisher,
-            subscriber,
-            relay_wakeup,
+            pipeline,
+            worker_stats,
             shutdown: CancellationToken::new(),
         })
     }
@@ -131,6 +162,11 @@ impl Application {
         Arc::clone(&self.state.in_flight)
     }
 
+    /// The worker pool's queue and in-flight gauges.
+    pub fn worker_stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.worker_stats)
+    }
+
     /// Serves until the shutdown token is cancelled (or a task fails), then
     /// drains in order. Errors if a task failed or draining overran
     /// `SHUTDOWN_TIMEOUT`.
@@ -141,8 +177,7 @@ impl Application {
             state,
             store,
             publisher,
-            subscriber,
-            relay_wakeup,
+            pipeline,
             shutdown,
             ..
         } = self;
@@ -164,33 +199,8 @@ impl Application {
             .await
             .context("http server failed")
         });
-
-        let mut relay = config.bus.outbox_relay_enabled.then(|| {
-            let relay = OutboxRelay {
-                store: Arc::clone(&store),
-                publisher: Arc::clone(&publisher),
-                batch_size: config.bus.outbox_batch_size,
-                poll_interval: config.bus.outbox_poll_interval,
-                wakeup: relay_wakeup,
-            };
-            Stage::spawn("outbox relay", &failed, |token| {
-                relay.run_until_stopped(token)
-            })
-        });
-
-        let processor = Arc::new(EventProcessor {
-            store: Arc::clone(&store),
-            dead_letters: Arc::clone(&publisher),
-            max_attempts: config.workers.processing_max_attempts,
-            retry_delay: config.workers.processing_retry_delay,
-        });
-        let pool = WorkerPool::start(
-            config.workers.worker_count as usize,
-            config.workers.worker_queue_capacity as usize,
-            processor,
-        );
-        let mut consumer = Stage::spawn("consumer", &failed, |token| {
-            worker::run_consumer_until_stopped(subscriber, pool, token)
+        let mut pipeline = Stage::spawn("pipeline", &failed, |token| {
+            pipeline.run_until_stopped(token)
         });
 
         tokio::select! {
@@ -201,30 +211,24 @@ impl Application {
         let deadline = config.server.shutdown_timeout;
         let started = Instant::now();
         let drain = async {
-            let mut results = vec![server.stop().await];
+            let server = server.stop().await;
             state.service.finish_writes().await;
-            if let Some(relay) = relay.as_mut() {
-                results.push(relay.stop().await);
-            }
-            results.push(consumer.stop().await);
+            let pipeline = pipeline.stop().await;
             publisher
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
-            results
+            [server, pipeline]
         };
         let results = tokio::time::timeout(deadline, drain).await.map_err(|_| {
             anyhow::anyhow!("shutdown did not finish within {deadline:?} (SHUTDOWN_TIMEOUT)")
         })?;
-        for result in &results {
-            if let Err(err) = result {
-                tracing::error!(error = format!("{err:#}"), "task failed");
-            }
-        }
         if failed.is_cancelled() {
             anyhow::bail!("stopped because a background task ended unexpectedly");
         }
-        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        for result in results {
+            result?;
+        }
         tracing::info!(
             drain_ms = started.elapsed().as_millis() as u64,
             "shutdown complete"
@@ -244,27 +248,44 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             )
             .await?,
         )),
-        DatabaseBackend::Postgres(_) => {
-            anyhow::bail!("PostgreSQL is not supported by this build yet (DATABASE_URL, DB_HOST)")
-        }
+        DatabaseBackend::Postgres(url) => Ok(Arc::new(PostgresStore::connect_lazy(
+            &url,
+            database.db_max_connections,
+            database.db_acquire_timeout,
+        )?)),
     }
 }
 
 fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
-    if config.cache.redis_url.is_some() || config.cache.redis_host.is_some() {
-        anyhow::bail!("Redis is not supported by this build yet (REDIS_URL, REDIS_HOST)");
-    }
-    Ok(Arc::new(MemoryCache::new(
-        config.cache.cache_memory_capacity,
-    )))
+    let cache = &config.cache;
+    Ok(match cache.redis_url() {
+        Some(url) => Arc::new(RedisCache::connect_lazy(
+            &url,
+            cache.cache_prefix.clone(),
+            cache.cache_timeout,
+        )?),
+        None => Arc::new(MemoryCache::new(cache.cache_memory_capacity)),
+    })
 }
 
 fn build_bus(config: &Config) -> anyhow::Result<(Arc<dyn Publisher>, Box<dyn Subscriber>)> {
-    if config.bus.kafka_brokers.is_some() {
-        anyhow::bail!("Kafka is not supported by this build yet (KAFKA_BROKERS)");
-    }
-    let (publisher, subscriber) =
-        bus::memory::channel(config.workers.worker_queue_capacity as usize);
+    let bus = &config.bus;
+    let Some(brokers) = &bus.kafka_brokers else {
+        let (publisher, subscriber) =
+            bus::memory::channel(config.workers.worker_queue_capacity as usize);
+        return Ok((Arc::new(publisher), Box::new(subscriber)));
+    };
+    let (publisher, subscriber) = bus::kafka::connect(KafkaSettings {
+        brokers: brokers.clone(),
+        topic: bus.kafka_topic.clone(),
+        group_id: bus.kafka_group_id.clone(),
+        partitions: bus.kafka_partitions,
+        replication_factor: bus.kafka_replication_factor,
+        linger: bus.kafka_linger,
+        compression: bus.kafka_compression.clone(),
+        delivery_timeout: bus.kafka_delivery_timeout,
+        check_timeout: HEALTH_CHECK_TIMEOUT,
+    })?;
     Ok((Arc::new(publisher), Box::new(subscriber)))
 }
 

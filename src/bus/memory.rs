@@ -6,14 +6,14 @@
 //! again after restart and the processor's dedupe absorbs the repeat).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Acknowledge, Delivery, PublishError, Publisher, Subscriber};
+use super::{Acknowledge, Delivery, Probe, PublishError, Publisher, Subscriber};
 use crate::store::OutboxRow;
 
 /// Dead letters kept for inspection; older ones are dropped from memory
@@ -26,10 +26,13 @@ pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
         MemoryPublisher {
-            tx,
+            tx: tx.clone(),
             dead_letters: Mutex::default(),
         },
-        MemorySubscriber { rx },
+        MemorySubscriber {
+            tx: tx.downgrade(),
+            rx,
+        },
     )
 }
 
@@ -71,6 +74,10 @@ impl Acknowledge for Processed {
 impl Publisher for MemoryPublisher {
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    async fn prepare(&self) -> anyhow::Result<()> {
+        Ok(())
     }
 
     async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
@@ -129,6 +136,8 @@ impl Publisher for MemoryPublisher {
 }
 
 pub struct MemorySubscriber {
+    /// For the health probe; weak, so that it does not keep the queue open.
+    tx: mpsc::WeakSender<Delivery>,
     rx: mpsc::Receiver<Delivery>,
 }
 
@@ -138,5 +147,22 @@ impl Subscriber for MemorySubscriber {
         Ok(self.rx.recv().await)
     }
 
+    fn probe(&self) -> Arc<dyn Probe> {
+        Arc::new(ChannelOpen(self.tx.clone()))
+    }
+
     async fn close(self: Box<Self>) {}
+}
+
+/// The in-process consumer is healthy while its queue is open (it closes
+/// when the consumer stops).
+struct ChannelOpen(mpsc::WeakSender<Delivery>);
+
+#[async_trait]
+impl Probe for ChannelOpen {
+    async fn check(&self) -> anyhow::Result<()> {
+        let open = self.0.upgrade().is_some_and(|tx| !tx.is_closed());
+        anyhow::ensure!(open, "the in-process consumer has stopped");
+        Ok(())
+    }
 }

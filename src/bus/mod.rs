@@ -7,11 +7,14 @@
 //!   committed; an unacknowledged delivery comes again (after a restart or a
 //!   rebalance), so the processor must be idempotent, and is.
 //!
-//! Implementations: [`memory`] (embedded default).
+//! Implementations: [`memory`] (embedded default) and [`kafka`]
+//! (configured).
 
+pub mod kafka;
 pub mod memory;
 pub mod outbox;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +31,10 @@ pub struct PublishError(pub String);
 pub trait Publisher: Send + Sync + 'static {
     /// Short name for logs and health checks (`memory`, `kafka`).
     fn backend(&self) -> &'static str;
+
+    /// Makes the bus ready for publishing and consuming (creates missing
+    /// topics). Retried with backoff at start-up until it succeeds.
+    async fn prepare(&self) -> anyhow::Result<()>;
 
     /// Publishes the rows' messages, keyed by user id, in order, and
     /// reports for each whether the bus now holds it durably.
@@ -49,9 +56,18 @@ pub trait Subscriber: Send + 'static {
     /// The next message; `Ok(None)` once the bus is closed for good.
     async fn next(&mut self) -> anyhow::Result<Option<Delivery>>;
 
+    /// A health check of the consumer's connection to the bus.
+    fn probe(&self) -> Arc<dyn Probe>;
+
     /// Commits what was acknowledged, then leaves the bus. Called after the
     /// worker pool has finished every delivery it was handed.
     async fn close(self: Box<Self>);
+}
+
+/// A health check of one connection.
+#[async_trait]
+pub trait Probe: Send + Sync + 'static {
+    async fn check(&self) -> anyhow::Result<()>;
 }
 
 /// Marks a delivery as done, so that the bus will not deliver it again.

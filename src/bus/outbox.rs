@@ -37,7 +37,10 @@ impl OutboxRelay {
     /// Relays until `token` is cancelled, then publishes what is left (as
     /// long as the bus accepts it) and returns.
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        // Capped low: while the bus is down each attempt already waits out
+        // the producer's delivery timeout, and once it is back the backlog
+        // should move soon.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !token.is_cancelled() {
             match self.relay_batch().await {
                 Ok(relayed) => {

@@ -13,6 +13,7 @@
 
 pub mod memory;
 mod read_through;
+pub mod redis;
 
 use std::time::Duration;
 

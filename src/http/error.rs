@@ -42,6 +42,8 @@ pub enum ApiError {
     Overloaded,
     #[error("request timed out")]
     Timeout,
+    #[error("starting up")]
+    NotReady,
     #[error("dependency unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -148,6 +150,11 @@ impl ApiError {
                 "urn:highload:problem:overloaded",
                 "Service overloaded",
             ),
+            Self::NotReady => (
+                S::SERVICE_UNAVAILABLE,
+                "urn:highload:problem:unavailable",
+                "Service unavailable",
+            ),
             Self::Timeout => (
                 S::SERVICE_UNAVAILABLE,
                 "urn:highload:problem:timeout",
@@ -184,6 +191,7 @@ impl ApiError {
             }
             Self::Overloaded => "too many requests in progress; retry shortly".into(),
             Self::Timeout => "the request took too long; retry shortly".into(),
+            Self::NotReady => "the database is not ready yet; retry shortly".into(),
             Self::Unavailable(_) => "a backing service is unavailable; retry shortly".into(),
             Self::Internal(_) => "the server failed to handle this request".into(),
         }

@@ -3,7 +3,9 @@
 //! - `/health/live`: the process answers; checks nothing external, so a
 //!   slow database never gets the pod restarted.
 //! - `/health/ready`: whether to send traffic here: not shutting down and
-//!   the database reachable (without it no request can be served).
+//!   the database reachable and migrated (without it no request can be
+//!   served). The cache and the bus may be down: requests are then served
+//!   from the store and messages wait in the outbox.
 //! - `/health`: every dependency, each by name with its backend and
 //!   latency; 503 `"unhealthy"` when any configured one is down.
 
@@ -20,7 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::AppState;
-use crate::bus::Publisher;
+use crate::bus::{Probe, Publisher};
 use crate::cache::Cache;
 use crate::store::Store;
 
@@ -28,12 +30,16 @@ use crate::store::Store;
 pub struct Health {
     pub store: Arc<dyn Store>,
     pub cache: Arc<dyn Cache>,
-    pub bus: Arc<dyn Publisher>,
+    pub producer: Arc<dyn Publisher>,
+    pub consumer: Arc<dyn Probe>,
     /// Each check's time limit: a hung dependency reads as down.
     pub check_timeout: Duration,
     /// Set when shutdown begins, so that readiness fails first and load
     /// balancers stop sending requests before the listener closes.
     pub shutting_down: AtomicBool,
+    /// Set once the store's migrations have run; until then the API
+    /// answers 503 and readiness fails.
+    pub store_ready: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -74,9 +80,17 @@ impl Health {
         }
     }
 
+    /// A ping, but unhealthy until migrations have run.
     async fn check_store(&self) -> Check {
-        self.check(self.store.backend(), async { Ok(self.store.ping().await?) })
-            .await
+        self.check(self.store.backend(), async {
+            self.store.ping().await?;
+            anyhow::ensure!(
+                self.store_ready.load(Ordering::SeqCst),
+                "migrations have not run yet"
+            );
+            Ok(())
+        })
+        .await
     }
 
     pub fn begin_shutdown(&self) {
@@ -107,12 +121,14 @@ fn with_status(status: StatusCode, body: serde_json::Value) -> Response {
 
 async fn health(State(state): State<AppState>) -> Response {
     let health = &state.health;
-    let (database, cache, bus) = tokio::join!(
+    let bus = health.producer.backend();
+    let (database, cache, producer, consumer) = tokio::join!(
         health.check_store(),
         health.check(health.cache.backend(), health.cache.ping()),
-        health.check(health.bus.backend(), health.bus.check()),
+        health.check(bus, health.producer.check()),
+        health.check(bus, health.consumer.check()),
     );
-    let healthy = database.healthy() && cache.healthy() && bus.healthy();
+    let healthy = database.healthy() && cache.healthy() && producer.healthy() && consumer.healthy();
     with_status(
         if healthy {
             StatusCode::OK
@@ -122,7 +138,12 @@ async fn health(State(state): State<AppState>) -> Response {
         json!({
             "status": if healthy { "healthy" } else { "unhealthy" },
             "timestamp": unix_now(),
-            "checks": { "database": database, "cache": cache, "bus": bus },
+            "checks": {
+                "database": database,
+                "cache": cache,
+                "producer": producer,
+                "consumer": consumer,
+            },
         }),
     )
 }

@@ -138,15 +138,29 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
+    let api = users::router()
+        .merge(events::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_store_ready,
+        ));
     let router = Router::new()
         .merge(health::router())
-        .merge(users::router())
-        .merge(events::router())
+        .merge(api)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware)
         .with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+/// Answers 503 until the store is migrated (it may be down at start-up).
+async fn require_store_ready(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.health.store_ready.load(Ordering::Relaxed) {
+        next.run(req).await
+    } else {
+        ApiError::NotReady.into_response()
+    }
 }
 
 /// Keeps [`AppState::in_flight`] current.

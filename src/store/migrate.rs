@@ -39,6 +39,12 @@ pub(crate) const SQLITE: Embedded = Embedded(&[(
     include_str!("../../migrations/sqlite/0001_initial.sql"),
 )]);
 
+pub(crate) const POSTGRES: Embedded = Embedded(&[(
+    1,
+    "initial",
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)]);
+
 pub(crate) async fn migrator(source: Embedded) -> Result<Migrator, sqlx::migrate::MigrateError> {
     Migrator::new(source).await
 }

@@ -6,9 +6,12 @@
 //! deletes them; the event processor applies messages idempotently (dedupe
 //! by message id in the same transaction as the effect).
 //!
-//! Implementations: [`sqlite::SqliteStore`] (embedded default).
+//! Implementations: [`sqlite::SqliteStore`] (embedded default) and
+//! [`postgres::PostgresStore`] (configured).
 
 mod migrate;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -77,6 +80,10 @@ pub trait Store: Send + Sync + 'static {
     /// Short name for logs and health checks (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
+    /// Applies pending schema migrations. Safe when several replicas start
+    /// at once: each migration is applied once.
+    async fn migrate(&self) -> StoreResult<()>;
+
     /// Round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -137,4 +144,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits for in-flight queries and closes connections.
     async fn close(&self);
+}
+
+/// Assembles an [`Activity`] from its summary row and per-type counts.
+pub(crate) fn activity_from(
+    user_id: Uuid,
+    summary: Option<(i64, DateTime<Utc>)>,
+    by_type: Vec<(String, i64)>,
+) -> Activity {
+    let count = |n: i64| u64::try_from(n).unwrap_or_default();
+    Activity {
+        user_id,
+        total_events: summary.map_or(0, |(n, _)| count(n)),
+        events_by_type: by_type.into_iter().map(|(t, n)| (t, count(n))).collect(),
+        last_event_at: summary.map(|(_, at)| at),
+    }
 }

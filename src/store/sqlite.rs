@@ -19,25 +19,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
 use super::{OutboxBacklog, OutboxRow, Store, StoreError, StoreResult, migrate};
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
 
 /// How long a statement waits for another process's write lock (for example
 /// a backup tool) before giving up with "busy".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Lists the columns of a user row once, for every statement that returns one.
-macro_rules! user_columns {
-    () => {
-        "id, email, first_name, last_name, created_at, updated_at"
-    };
-}
-/// Lists the columns of an event row once.
-macro_rules! event_columns {
-    () => {
-        "id, user_id, type, data, created_at"
-    };
-}
 
 pub struct SqliteStore {
     /// The single write connection; see the module comment.
@@ -47,8 +35,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and its directory, and
-    /// runs pending migrations.
+    /// Opens (creating if needed) the database file and its directory.
     pub async fn open(
         path: &Path,
         readers: u32,
@@ -73,12 +60,6 @@ impl SqliteStore {
             .connect_with(options.clone().create_if_missing(true))
             .await
             .with_context(|| format!("failed to open SQLite database {}", path.display()))?;
-        migrate::migrator(migrate::SQLITE)
-            .await
-            .context("failed to load SQLite migrations")?
-            .run(&writer)
-            .await
-            .context("failed to run SQLite migrations")?;
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(acquire_timeout)
@@ -123,27 +104,6 @@ fn classify(err: sqlx::Error, context: &'static str) -> StoreError {
         }
     }
     StoreError::from_sqlx(err, context)
-}
-
-fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        first_name: row.try_get("first_name")?,
-        last_name: row.try_get("last_name")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> Result<Event, sqlx::Error> {
-    Ok(Event {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        event_type: row.try_get("type")?,
-        data: row.try_get("data")?,
-        created_at: row.try_get("created_at")?,
-    })
 }
 
 async fn insert_outbox(
@@ -196,6 +156,16 @@ fn push_id_list(query: &mut QueryBuilder<'_, Sqlite>, ids: &[i64]) {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        migrate::migrator(migrate::SQLITE)
+            .await
+            .context("failed to load SQLite migrations")?
+            .run(&self.writer)
+            .await
+            .context("failed to run SQLite migrations")?;
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -511,15 +481,7 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| classify(e, "failed to read the activity"))?;
-        Ok(Activity {
-            user_id,
-            total_events: summary.map_or(0, |(n, _)| n.try_into().unwrap_or_default()),
-            events_by_type: by_type
-                .into_iter()
-                .map(|(t, n)| (t, n.try_into().unwrap_or_default()))
-                .collect(),
-            last_event_at: summary.map(|(_, at)| at),
-        })
+        Ok(super::activity_from(user_id, summary, by_type))
     }
 
     async fn close(&self) {

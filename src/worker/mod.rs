@@ -22,17 +22,33 @@ pub use processor::EventProcessor;
 use crate::backoff::Backoff;
 use crate::bus::{Delivery, Subscriber};
 
+/// Live gauges of the pool, readable from outside (health, metrics, tests).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Deliveries taken from the bus that no worker has started: queued, or
+    /// (one at most) waiting for room in a full queue.
+    pub queued: AtomicUsize,
+    /// Deliveries a worker is processing now.
+    pub in_flight: AtomicUsize,
+}
+
 pub struct WorkerPool {
     /// One queue per worker.
     queues: Vec<mpsc::Sender<Delivery>>,
     /// Spreads deliveries without a key over the workers.
     next_unkeyed: AtomicUsize,
     workers: TaskTracker,
+    stats: Arc<WorkerStats>,
 }
 
 impl WorkerPool {
     /// Starts `workers` workers sharing `capacity` queued deliveries.
-    pub fn start(workers: usize, capacity: usize, processor: Arc<EventProcessor>) -> Self {
+    pub fn start(
+        workers: usize,
+        capacity: usize,
+        processor: Arc<EventProcessor>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
         let workers = workers.max(1);
         let per_worker = capacity.div_ceil(workers).max(1);
         let tracker = TaskTracker::new();
@@ -40,9 +56,13 @@ impl WorkerPool {
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Delivery>(per_worker);
                 let processor = Arc::clone(&processor);
+                let stats = Arc::clone(&stats);
                 tracker.spawn(async move {
                     while let Some(delivery) = rx.recv().await {
+                        stats.queued.fetch_sub(1, Ordering::Relaxed);
+                        stats.in_flight.fetch_add(1, Ordering::Relaxed);
                         processor.handle(delivery).await;
+                        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                     }
                 });
                 tx
@@ -53,6 +73,7 @@ impl WorkerPool {
             queues,
             next_unkeyed: AtomicUsize::new(0),
             workers: tracker,
+            stats,
         }
     }
 
@@ -66,18 +87,12 @@ impl WorkerPool {
             }
             None => self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.queues.len(),
         };
+        // Counted before it is sent: a worker may take it at once.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         if self.queues[index].send(delivery).await.is_err() {
             // Workers only stop after `finish` drops the queues.
             tracing::error!("BUG: worker stopped while the pool is running");
         }
-    }
-
-    /// Deliveries waiting in the queues.
-    pub fn queued(&self) -> usize {
-        self.queues
-            .iter()
-            .map(|q| q.max_capacity() - q.capacity())
-            .sum()
     }
 
     /// Lets the workers finish every queued delivery, then returns.
@@ -94,7 +109,10 @@ pub async fn run_consumer_until_stopped(
     pool: WorkerPool,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    // Consumer errors are mostly connection trouble that the client
+    // recovers from by itself; pause briefly, so that consumption resumes
+    // soon after the broker is back.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         let next = tokio::select! {
             biased;

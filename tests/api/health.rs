@@ -14,7 +14,7 @@ async fn health_reports_every_dependency_by_name(stack: Stack) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "healthy");
     assert!(body["timestamp"].as_i64().unwrap() > 1_700_000_000);
-    for check in ["database", "cache", "bus"] {
+    for check in ["database", "cache", "producer", "consumer"] {
         assert_eq!(
             body["checks"][check]["status"], "healthy",
             "{check}: {body}"

@@ -8,6 +8,8 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+use crate::kafka;
 use highload::config::Config;
 use highload::startup::Application;
 use reqwest::{Method, Response};
@@ -20,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Stack {
     /// SQLite file, in-process cache and bus.
     Embedded,
+    /// PostgreSQL, Redis and Kafka (see [`RealStack`]).
+    Real,
 }
 
 /// Defines each listed `async fn name(stack: Stack)` as a test per stack,
@@ -35,7 +39,176 @@ macro_rules! stack_tests {
                 }
             )+
         }
+        $crate::real_stack_tests!($($name),+);
     };
+}
+
+/// Defines each listed `async fn name(stack: Stack)` as a test on the real
+/// stack only: skipped (saying so) when its services are not running,
+/// failed instead when `CI=true`.
+#[macro_export]
+macro_rules! real_stack_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod real {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::helpers::RealStack::get(stringify!($name)).await.is_some() {
+                        super::$name($crate::helpers::Stack::Real).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// Where the real stack's services are: `TEST_DATABASE_URL` (a database
+/// the tests may create databases from), `TEST_REDIS_URL`,
+/// `TEST_KAFKA_BROKERS`; the defaults are what `scripts/dev-services.sh`
+/// starts.
+#[derive(Debug, Clone)]
+pub struct RealStack {
+    pub database_url: String,
+    pub redis_url: String,
+    pub kafka_brokers: String,
+}
+
+impl RealStack {
+    fn from_env() -> Self {
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+        Self {
+            database_url: var(
+                "TEST_DATABASE_URL",
+                "postgres://postgres:postgres@127.0.0.1:5432/postgres",
+            ),
+            redis_url: var("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            kafka_brokers: var("TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
+        }
+    }
+
+    /// The real stack if its services answer. Otherwise the test is
+    /// skipped with a message, or fails when `CI=true`: CI must never pass
+    /// by skipping.
+    pub async fn get(test: &str) -> Option<&'static RealStack> {
+        static STACK: tokio::sync::OnceCell<Result<RealStack, String>> =
+            tokio::sync::OnceCell::const_new();
+        let checked = STACK
+            .get_or_init(|| async {
+                let stack = RealStack::from_env();
+                stack.check().await.map(|()| stack)
+            })
+            .await;
+        match checked {
+            Ok(stack) => Some(stack),
+            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!(
+                    "CI=true and the real stack is unavailable: {why} (run scripts/dev-services.sh)"
+                )
+            }
+            Err(why) => {
+                eprintln!("skipping {test} on the real stack: {why} (run scripts/dev-services.sh)");
+                None
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let timeout = Duration::from_secs(5);
+        let pg = async {
+            let pool = sqlx::PgPool::connect(&self.database_url).await?;
+            sqlx::query("SELECT 1").execute(&pool).await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        tokio::time::timeout(timeout, pg)
+            .await
+            .map_err(|_| "PostgreSQL did not answer".to_string())?
+            .map_err(|e| format!("PostgreSQL: {e}"))?;
+        let redis = async {
+            let client = redis::Client::open(self.redis_url.as_str())?;
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        tokio::time::timeout(timeout, redis)
+            .await
+            .map_err(|_| "Redis did not answer".to_string())?
+            .map_err(|e| format!("Redis: {e}"))?;
+        kafka::metadata(&self.kafka_brokers, None)
+            .await
+            .map_err(|e| format!("Kafka at {}: {e}", self.kafka_brokers))
+    }
+}
+
+/// What one test's apps keep their data in: a directory (SQLite), or on
+/// the real stack a database, a cache key prefix and a topic of its own.
+/// The database is dropped with the last app using it. Topics are left in
+/// place: the app may still be producing when this is dropped, and tansu
+/// 0.6 crashes when a topic is deleted under an idempotent producer.
+pub struct TestData {
+    pub dir: tempfile::TempDir,
+    pub stack: Stack,
+    /// Real stack: where, and this test's database / prefix / topic name.
+    pub real: Option<(RealStack, String)>,
+}
+
+impl TestData {
+    pub async fn new(stack: Stack) -> Arc<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let real = match stack {
+            Stack::Embedded => None,
+            Stack::Real => {
+                let real = RealStack::get("setup")
+                    .await
+                    .expect("real stack checked")
+                    .clone();
+                let name = format!("hl_test_{}", uuid::Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(&real.database_url).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await
+                    .expect("test database created");
+                pool.close().await;
+                Some((real, name))
+            }
+        };
+        Arc::new(Self { dir, stack, real })
+    }
+
+    /// The test's own database URL on the real stack.
+    pub fn database_url(&self) -> Option<String> {
+        let (real, name) = self.real.as_ref()?;
+        let base = real
+            .database_url
+            .rsplit_once('/')
+            .expect("URL has a path")
+            .0;
+        Some(format!("{base}/{name}"))
+    }
+}
+
+impl Drop for TestData {
+    fn drop(&mut self) {
+        let Some((real, name)) = self.real.take() else {
+            return;
+        };
+        // Drop runs outside any runtime we may block on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&real.database_url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(&drop).execute(&pool).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 pub struct TestApp {
@@ -46,9 +219,10 @@ pub struct TestApp {
     /// Cancelling it starts the app's graceful shutdown.
     pub shutdown: CancellationToken,
     pub in_flight: Arc<AtomicUsize>,
+    pub worker_stats: Arc<highload::worker::WorkerStats>,
     handle: JoinHandle<anyhow::Result<()>>,
-    /// Keeps the data directory alive across restarts.
-    pub data: Arc<tempfile::TempDir>,
+    /// Keeps the test's data alive across restarts.
+    pub data: Arc<TestData>,
 }
 
 fn init_logging() {
@@ -63,34 +237,42 @@ fn init_logging() {
     });
 }
 
-/// The configuration of a test app: port 0, its own SQLite file under
-/// `data`, defaults otherwise (whatever the environment says).
-pub fn test_config(stack: Stack, data: &tempfile::TempDir) -> Config {
+/// The configuration of a test app: port 0, the test's own data (see
+/// [`TestData`]), defaults otherwise (whatever the environment says).
+pub fn test_config(data: &TestData) -> Config {
     let mut config = Config::try_parse_from(["highload"]).expect("defaults parse");
     config.server.server_host = "127.0.0.1".into();
     config.server.server_port = 0;
     config.server.shutdown_timeout = Duration::from_secs(20);
     config.database.database_url = None;
     config.database.db_host = None;
-    config.database.sqlite_path = data.path().join("highload.db");
+    config.database.sqlite_path = data.dir.path().join("highload.db");
     config.cache.redis_url = None;
     config.cache.redis_host = None;
     config.bus.kafka_brokers = None;
     config.bus.outbox_poll_interval = Duration::from_millis(50);
     config.workers.processing_retry_delay = Duration::from_millis(20);
-    match stack {
-        Stack::Embedded => {}
+    if let Some((real, name)) = &data.real {
+        config.database.database_url = data.database_url();
+        config.database.db_max_connections = 10;
+        config.cache.redis_url = Some(real.redis_url.clone());
+        config.cache.cache_prefix = format!("{name}:");
+        config.bus.kafka_brokers = Some(real.kafka_brokers.clone());
+        config.bus.kafka_topic = name.clone();
+        config.bus.kafka_group_id = name.clone();
+        config.bus.kafka_partitions = 3;
     }
     config
 }
 
 pub async fn spawn_app(stack: Stack) -> TestApp {
-    let data = Arc::new(tempfile::tempdir().expect("temp dir"));
-    spawn_app_with(test_config(stack, &data), data).await
+    let data = TestData::new(stack).await;
+    spawn_app_with(test_config(&data), data).await
 }
 
-/// Starts the app with `config`, keeping `data` alive as long as it runs.
-pub async fn spawn_app_with(config: Config, data: Arc<tempfile::TempDir>) -> TestApp {
+/// Starts the app with `config`, keeping `data` alive as long as it runs,
+/// and waits until it is ready.
+pub async fn spawn_app_with(config: Config, data: Arc<TestData>) -> TestApp {
     init_logging();
     let app = Application::build(config.clone())
         .await
@@ -98,22 +280,38 @@ pub async fn spawn_app_with(config: Config, data: Arc<tempfile::TempDir>) -> Tes
     let port = app.port();
     let shutdown = app.shutdown_token();
     let in_flight = app.in_flight();
+    let worker_stats = app.worker_stats();
     let handle = tokio::spawn(app.run_until_stopped());
-    TestApp {
+    let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::new(),
         config,
         shutdown,
         in_flight,
+        worker_stats,
         handle,
         data,
-    }
+    };
+    eventually(|| async { (app.get("/health/ready").await.status() == 200).then_some(()) }).await;
+    app
 }
 
 impl TestApp {
     pub fn sqlite_path(&self) -> PathBuf {
         self.config.database.sqlite_path.clone()
+    }
+
+    pub fn brokers(&self) -> &str {
+        self.config
+            .bus
+            .kafka_brokers
+            .as_deref()
+            .expect("a Kafka app")
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.config.bus.kafka_topic
     }
 
     /// Shuts the app down gracefully and returns how it ended.
@@ -127,6 +325,7 @@ impl TestApp {
     pub async fn restart(self, change: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = self.config.clone();
         let data = Arc::clone(&self.data);
+        config.server.server_port = 0;
         self.stop().await.expect("clean shutdown");
         change(&mut config);
         spawn_app_with(config, data).await
@@ -187,7 +386,7 @@ impl TestApp {
         response.json().await.expect("event JSON")
     }
 
-    /// Polls the user's activity until `done` holds (or fails after 20 s).
+    /// Polls the user's activity until `done` holds (or fails after 30 s).
     pub async fn wait_for_activity(&self, user_id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/api/v1/users/{user_id}/activity");
         eventually(|| async {
@@ -200,18 +399,18 @@ impl TestApp {
     }
 }
 
-/// Polls `probe` until it returns `Some`, failing the test after 20 s.
+/// Polls `probe` until it returns `Some`, failing the test after 30 s.
 pub async fn eventually<T, F, Fut>(mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "condition not met within 20 s");
+        assert!(Instant::now() < deadline, "condition not met within 30 s");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -242,63 +441,96 @@ pub async fn assert_problem(response: Response, status: u16, field: Option<&str>
     body
 }
 
-/// Delivers `messages` (bus message JSON) again through the app's bus, as a
-/// relay that crashed between publishing and deleting its rows would, and
-/// waits until the app has consumed them.
+/// Delivers `messages` (bus message JSON) through the app's bus again, as
+/// a relay that crashed between publishing and deleting its rows would:
+/// as outbox rows on the embedded stack, straight to the topic on Kafka.
 pub async fn replay_messages(app: &TestApp, messages: &[Value]) {
-    use sqlx::sqlite::SqliteConnectOptions;
-    let options = SqliteConnectOptions::new().filename(app.sqlite_path());
-    let pool = sqlx::SqlitePool::connect_with(options)
-        .await
-        .expect("test opens the app's database");
-    for message in messages {
-        sqlx::query(
-            "INSERT INTO outbox (message_id, key, payload, created_at) \
-             VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-        )
-        .bind(uuid::Uuid::parse_str(message["id"].as_str().unwrap()).unwrap())
-        .bind(message["user_id"].as_str().unwrap())
-        .bind(message.to_string())
-        .execute(&pool)
-        .await
-        .expect("outbox row inserted");
+    match app.data.stack {
+        Stack::Embedded => {
+            let pool = open_sqlite(app).await;
+            for message in messages {
+                sqlx::query(
+                    "INSERT INTO outbox (message_id, key, payload, created_at) \
+                     VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                )
+                .bind(uuid::Uuid::parse_str(message["id"].as_str().unwrap()).unwrap())
+                .bind(message["user_id"].as_str().unwrap())
+                .bind(message.to_string())
+                .execute(&pool)
+                .await
+                .expect("outbox row inserted");
+            }
+            pool.close().await;
+        }
+        Stack::Real => {
+            let records: Vec<_> = messages
+                .iter()
+                .map(|m| (m["user_id"].as_str().unwrap().to_owned(), m.to_string()))
+                .collect();
+            kafka::produce(app.brokers(), app.topic(), &records).await;
+        }
     }
-    // Rows leave the embedded outbox only once processed.
-    eventually(|| async {
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        (left == 0).then_some(())
-    })
-    .await;
-    pool.close().await;
 }
 
-/// Holds the database's write lock from outside the app, so that the app's
-/// writes wait (in flight) until it is released.
-pub struct WriteLock {
-    connection: sqlx::SqliteConnection,
+async fn open_sqlite(app: &TestApp) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(app.sqlite_path());
+    sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("test opens the app's database")
+}
+
+/// Holds a write lock from outside the app, so that the app's writes to
+/// `table` wait (in flight) until it is released: the whole database on
+/// SQLite, the table on PostgreSQL.
+pub enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
 }
 
 impl WriteLock {
-    pub async fn acquire(app: &TestApp) -> Self {
+    pub async fn acquire(app: &TestApp, table: &str) -> Self {
         use sqlx::Connection;
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(app.sqlite_path());
-        let mut connection = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .expect("test opens the app's database");
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut connection)
-            .await
-            .expect("write lock taken");
-        Self { connection }
+        match app.data.database_url() {
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(app.sqlite_path());
+                let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .expect("test opens the app's database");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("write lock taken");
+                Self::Sqlite(connection)
+            }
+            Some(url) => {
+                let mut connection = sqlx::PgConnection::connect(&url)
+                    .await
+                    .expect("test opens the app's database");
+                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+                // Readers pass; writers of the table wait.
+                sqlx::query(&format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))
+                    .execute(&mut connection)
+                    .await
+                    .expect("write lock taken");
+                Self::Postgres(connection)
+            }
+        }
     }
 
-    pub async fn release(mut self) {
-        sqlx::query("COMMIT")
-            .execute(&mut self.connection)
-            .await
-            .expect("write lock released");
+    pub async fn release(self) {
+        match self {
+            Self::Sqlite(mut connection) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+            Self::Postgres(mut connection) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
     }
 }

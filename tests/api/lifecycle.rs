@@ -44,8 +44,8 @@ async fn a_restart_keeps_users_events_and_activity(stack: Stack) {
 }
 
 async fn outbox_rows_written_before_a_stop_are_delivered_after_restart(stack: Stack) {
-    let data = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let mut config = crate::helpers::test_config(stack, &data);
+    let data = crate::helpers::TestData::new(stack).await;
+    let mut config = crate::helpers::test_config(&data);
     // An API-only instance: its writes wait in the outbox.
     config.bus.outbox_relay_enabled = false;
     let app = crate::helpers::spawn_app_with(config, data).await;
@@ -74,7 +74,7 @@ async fn shutdown_lets_in_flight_requests_finish(stack: Stack) {
     const REQUESTS: usize = 16;
     let app = spawn_app(stack).await;
     // Hold the database's write lock so that the writes below stay in flight.
-    let lock = WriteLock::acquire(&app).await;
+    let lock = WriteLock::acquire(&app, "users").await;
     let requests: Vec<_> = (0..REQUESTS)
         .map(|i| {
             let request = app

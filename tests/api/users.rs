@@ -363,7 +363,7 @@ async fn collection_paths_answer_the_same_with_a_trailing_slash(stack: Stack) {
         }
         assert_eq!(app.delete(&item).await.status(), 204, "DELETE {item}");
     }
-    assert_eq!(app.get("/health/").await.status(), 200);
+    assert_eq!(app.get("/health/live/").await.status(), 200);
 }
 
 async fn oversized_and_non_json_bodies_get_413_and_415(stack: Stack) {

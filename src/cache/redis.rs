@@ -1,0 +1,247 @@
+//! Redis cache: the configured backend, shared by every replica.
+//!
+//! One multiplexed, auto-reconnecting connection. Every command has a short
+//! timeout, and a circuit breaker skips Redis for a moment after a failure,
+//! so an unreachable or stalled Redis costs requests one timeout, not one
+//! per request: they are served from the store meanwhile.
+//!
+//! A write that cannot reach Redis leaves the old value there. Those keys
+//! are remembered and deleted before this replica reads from Redis again,
+//! so no stale value is served once Redis is back. (If more keys failed than
+//! are remembered, every user and event key under the prefix is deleted.)
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Cache;
+
+/// How long to skip Redis after a failure before trying again.
+const COOLDOWN: Duration = Duration::from_secs(1);
+/// Failed keys remembered for repair; beyond this, the repair deletes every
+/// entry under the prefix instead.
+const REPAIRS_KEPT: usize = 1_000_000;
+/// Keys deleted per command during a repair.
+const REPAIR_CHUNK: usize = 500;
+
+#[derive(Default)]
+struct Health {
+    /// Skip Redis until then.
+    open_until: Option<Instant>,
+    /// Keys whose latest write failed.
+    stale: HashSet<String>,
+    /// More keys failed than `stale` can hold.
+    overflowed: bool,
+}
+
+pub struct RedisCache {
+    connection: ConnectionManager,
+    /// Prefix of this deployment's keys, for the overflow repair.
+    prefix: String,
+    health: Mutex<Health>,
+}
+
+impl RedisCache {
+    /// Creates the client; the connection is made on first use (and
+    /// re-made after failures), so a Redis that is down at start-up only
+    /// degrades the service.
+    pub fn connect_lazy(url: &str, prefix: String, timeout: Duration) -> anyhow::Result<Self> {
+        let client =
+            redis::Client::open(url).context("invalid Redis settings (REDIS_URL or REDIS_*)")?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
+            .set_number_of_retries(1);
+        let connection = client
+            .get_connection_manager_lazy(config)
+            .context("failed to set up the Redis connection")?;
+        Ok(Self {
+            connection,
+            prefix,
+            health: Mutex::default(),
+        })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().expect("BUG: cache health poisoned")
+    }
+
+    /// Errors at once while the breaker is open.
+    fn check_breaker(&self) -> anyhow::Result<()> {
+        let mut health = self.health();
+        match health.open_until {
+            Some(until) if Instant::now() < until => {
+                anyhow::bail!("redis skipped after a recent failure")
+            }
+            Some(_) => {
+                health.open_until = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the breaker (logging the first failure of an outage) and
+    /// remembers `stale_key`, whose write did not happen.
+    fn failed(&self, err: &redis::RedisError, stale_key: Option<&str>) {
+        let mut health = self.health();
+        if health.open_until.is_none() && health.stale.is_empty() && !health.overflowed {
+            tracing::warn!(error = %err, "redis unavailable; serving from the store");
+        }
+        health.open_until = Some(Instant::now() + COOLDOWN);
+        if let Some(key) = stale_key {
+            remember(&mut health, key);
+        }
+    }
+
+    /// Deletes the keys whose writes failed; reading is safe again after.
+    async fn repair(&self) -> redis::RedisResult<()> {
+        let (keys, overflowed) = {
+            let health = self.health();
+            if health.stale.is_empty() && !health.overflowed {
+                return Ok(());
+            }
+            (
+                health.stale.iter().cloned().collect::<Vec<_>>(),
+                health.overflowed,
+            )
+        };
+        let mut connection = self.connection.clone();
+        if overflowed {
+            for pattern in ["user:*", "event:*"] {
+                self.delete_matching(&mut connection, &format!("{}{pattern}", self.prefix))
+                    .await?;
+            }
+        } else {
+            for chunk in keys.chunks(REPAIR_CHUNK) {
+                redis::cmd("UNLINK")
+                    .arg(chunk)
+                    .query_async::<()>(&mut connection)
+                    .await?;
+            }
+        }
+        let mut health = self.health();
+        for key in &keys {
+            health.stale.remove(key);
+        }
+        if overflowed {
+            health.overflowed = false;
+        }
+        tracing::info!(
+            repaired = keys.len(),
+            flushed = overflowed,
+            "redis is back; entries written during the outage were removed"
+        );
+        Ok(())
+    }
+
+    async fn delete_matching(
+        &self,
+        connection: &mut ConnectionManager,
+        pattern: &str,
+    ) -> redis::RedisResult<()> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(REPAIR_CHUNK)
+                .query_async(connection)
+                .await?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(connection)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Runs `command` unless the breaker is open, repairing first.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+        stale_key_on_failure: Option<&str>,
+    ) -> anyhow::Result<T> {
+        if let Err(err) = self.check_breaker() {
+            if let Some(key) = stale_key_on_failure {
+                remember(&mut self.health(), key);
+            }
+            return Err(err);
+        }
+        if let Err(err) = self.repair().await {
+            self.failed(&err, stale_key_on_failure);
+            return Err(err.into());
+        }
+        let mut connection = self.connection.clone();
+        command.query_async(&mut connection).await.map_err(|err| {
+            self.failed(&err, stale_key_on_failure);
+            anyhow::Error::new(err)
+        })
+    }
+}
+
+fn remember(health: &mut Health, key: &str) {
+    if health.stale.len() < REPAIRS_KEPT {
+        health.stale.insert(key.to_owned());
+    } else {
+        health.overflowed = true;
+    }
+}
+
+fn set(key: &str, value: &[u8], ttl: Duration) -> redis::Cmd {
+    let mut command = redis::cmd("SET");
+    command
+        .arg(key)
+        .arg(value)
+        .arg("PX")
+        .arg(ttl.as_millis().max(1) as u64);
+    command
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        let mut command = redis::cmd("GET");
+        command.arg(key);
+        let value: Option<Vec<u8>> = self.run(command, None).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn fill(&self, key: &str, value: Bytes, ttl: Duration) -> anyhow::Result<()> {
+        let mut command = set(key, &value, ttl);
+        command.arg("NX");
+        // A fill that does not happen leaves nothing stale behind.
+        let _: Option<String> = self.run(command, None).await?;
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> anyhow::Result<()> {
+        let _: () = self.run(set(key, &value, ttl), Some(key)).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .context("redis did not answer PING")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! Kafka clients for the tests: what the app published, and messages it
+//! did not write itself.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// A consumed message, owned.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub payload: String,
+    pub partition: i32,
+    pub headers: HashMap<String, String>,
+}
+
+fn config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// Fetches metadata (of `topic`, or of the cluster).
+pub async fn metadata(brokers: &str, topic: Option<&str>) -> Result<(), String> {
+    let consumer: BaseConsumer = config(brokers).create().map_err(|e| e.to_string())?;
+    let topic = topic.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_metadata(topic.as_deref(), Duration::from_secs(5))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Produces `(key, payload)` records to `topic` and waits for each.
+pub async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) {
+    let producer: FutureProducer = config(brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("test producer");
+    for (key, payload) in records {
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key.as_bytes())
+                    .payload(payload.as_bytes()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("test message delivered");
+    }
+}
+
+/// Reads `topic` from the beginning (a fresh consumer group) until `count`
+/// messages arrived, failing after 30 s.
+pub async fn consume(brokers: &str, topic: &str, count: usize) -> Vec<Record> {
+    let consumer: StreamConsumer = config(brokers)
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("test consumer");
+    consumer.subscribe(&[topic]).expect("subscribed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut records = Vec::new();
+    while records.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} messages on {topic}", records.len()))
+            .expect("consumed");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (h.key.to_owned(), value.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+            partition: message.partition(),
+            headers,
+        });
+    }
+    records
+}

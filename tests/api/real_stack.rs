@@ -1,0 +1,348 @@
+//! Guarantees of the real stack (PostgreSQL, Redis, Kafka): what reaches
+//! Kafka, outages of the broker and of Redis, several instances, the worker
+//! pool's backpressure, and dead letters.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Stack, TestData, WriteLock, eventually, spawn_app, spawn_app_with, test_config,
+};
+use crate::kafka;
+use crate::services::{PrivateBroker, PrivateRedis};
+
+crate::real_stack_tests!(
+    every_change_reaches_kafka_once_as_the_documented_json,
+    a_broker_outage_loses_no_event,
+    a_redis_outage_degrades_to_the_store_and_nothing_stale_is_served_after,
+    two_instances_process_every_event_once,
+    a_full_worker_queue_pauses_consumption_and_drops_nothing,
+    poison_messages_go_to_the_dead_letter_topic_and_the_rest_flows,
+);
+
+async fn every_change_reaches_kafka_once_as_the_documented_json(stack: Stack) {
+    let app = spawn_app(stack).await;
+    let user = app.create_user().await;
+    let id = user["id"].as_str().unwrap();
+    let path = format!("/api/v1/users/{id}");
+    assert_eq!(
+        app.put(&path, &json!({ "first_name": "Grace" }))
+            .await
+            .status(),
+        200
+    );
+    let login = app.create_event(id, "login").await;
+    let logout = app.create_event(id, "logout").await;
+    assert_eq!(app.delete(&path).await.status(), 204);
+
+    let records = kafka::consume(app.brokers(), app.topic(), 5).await;
+    let partition = records[0].partition;
+    let mut types = Vec::new();
+    for record in &records {
+        assert_eq!(record.key.as_deref(), Some(id), "key = user id");
+        assert_eq!(record.partition, partition, "one user, one partition");
+        let message: Value = serde_json::from_str(&record.payload).unwrap();
+        let mut keys: Vec<_> = message.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["data", "id", "timestamp", "type", "user_id"]);
+        assert_eq!(message["user_id"], id);
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(message["timestamp"].as_str().unwrap()).is_ok()
+        );
+        types.push(message["type"].as_str().unwrap().to_owned());
+        match message["type"].as_str().unwrap() {
+            "user_created" => {
+                let data: Value = serde_json::from_str(message["data"].as_str().unwrap()).unwrap();
+                assert_eq!(
+                    data,
+                    json!({
+                        "email": user["email"],
+                        "first_name": user["first_name"],
+                        "last_name": user["last_name"],
+                    })
+                );
+            }
+            "user_updated" => {
+                let data: Value = serde_json::from_str(message["data"].as_str().unwrap()).unwrap();
+                assert_eq!(data["first_name"], "Grace");
+            }
+            "login" => {
+                assert_eq!(message["id"], login["id"], "a posted event keeps its id");
+                assert_eq!(message["data"], login["data"]);
+                assert_eq!(message["timestamp"], login["created_at"]);
+            }
+            "logout" => assert_eq!(message["id"], logout["id"]),
+            "user_deleted" => assert_eq!(message["data"], "{}"),
+            other => panic!("unexpected type {other}"),
+        }
+    }
+    assert_eq!(
+        types,
+        [
+            "user_created",
+            "user_updated",
+            "login",
+            "logout",
+            "user_deleted"
+        ],
+        "in the order of the changes"
+    );
+}
+
+async fn a_broker_outage_loses_no_event(stack: Stack) {
+    let mut broker = PrivateBroker::start().await;
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.bus.kafka_brokers = Some(broker.address());
+    config.bus.kafka_delivery_timeout = Duration::from_secs(2);
+    let app = spawn_app_with(config, data).await;
+    let first = app.create_user().await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    app.wait_for_activity(&first_id, |a| a["total_events"] == 1)
+        .await;
+
+    broker.stop();
+    let mut users = vec![first_id];
+    for _ in 0..3 {
+        let user = app.create_user().await;
+        users.push(user["id"].as_str().unwrap().to_owned());
+    }
+    for user in &users {
+        for kind in ["view", "view", "click"] {
+            app.create_event(user, kind).await;
+        }
+    }
+    let health = eventually(|| async {
+        let response = app.get("/health").await;
+        (response.status() == 503).then_some(response)
+    })
+    .await;
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(
+        health["checks"]["producer"]["status"], "unhealthy",
+        "{health}"
+    );
+    assert_eq!(health["checks"]["database"]["status"], "healthy");
+    assert_eq!(
+        app.get("/health/ready").await.status(),
+        200,
+        "still serving"
+    );
+
+    broker.resume().await;
+    for (n, user) in users.iter().enumerate() {
+        let activity = app
+            .wait_for_activity(user, |a| a["total_events"] == 4)
+            .await;
+        assert_eq!(
+            activity["events_by_type"],
+            json!({ "user_created": 1, "view": 2, "click": 1 }),
+            "user {n}"
+        );
+    }
+    eventually(|| async { (app.get("/health").await.status() == 200).then_some(()) }).await;
+}
+
+async fn a_redis_outage_degrades_to_the_store_and_nothing_stale_is_served_after(stack: Stack) {
+    let redis = PrivateRedis::start().await;
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.cache.redis_url = Some(redis.url());
+    config.cache.cache_timeout = Duration::from_millis(200);
+    let prefix = config.cache.cache_prefix.clone();
+    let app = spawn_app_with(config, data).await;
+    let user = app.create_user().await;
+    let id = user["id"].as_str().unwrap();
+    let path = format!("/api/v1/users/{id}");
+    let key = format!("{prefix}user:{id}");
+    assert_eq!(app.get(&path).await.status(), 200);
+    let cached: Value = serde_json::from_str(&redis.get(&key).await.expect("cached")).unwrap();
+    assert_eq!(cached, user);
+
+    redis.pause();
+    // Writes and reads go on; the update cannot reach Redis, which keeps
+    // the old value.
+    let updated = app.put(&path, &json!({ "first_name": "During" })).await;
+    assert_eq!(updated.status(), 200);
+    let read: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(read["first_name"], "During");
+    let other = app.create_user().await;
+    app.create_event(other["id"].as_str().unwrap(), "login")
+        .await;
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 503);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["checks"]["cache"]["status"], "unhealthy", "{health}");
+    assert_eq!(health["checks"]["cache"]["backend"], "redis");
+    assert_eq!(
+        app.get("/health/ready").await.status(),
+        200,
+        "still serving"
+    );
+
+    redis.resume();
+    eventually(|| async { (app.get("/health").await.status() == 200).then_some(()) }).await;
+    for _ in 0..3 {
+        let read: Value = app.get(&path).await.json().await.unwrap();
+        assert_eq!(
+            read["first_name"], "During",
+            "no stale value after the outage"
+        );
+    }
+    // And the cache is in use again, with the new value.
+    let cached = eventually(|| async { redis.get(&key).await }).await;
+    let cached: Value = serde_json::from_str(&cached).unwrap();
+    assert_eq!(cached["first_name"], "During");
+}
+
+async fn two_instances_process_every_event_once(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let config = test_config(&data);
+    let first = spawn_app_with(config.clone(), data.clone()).await;
+    let second = spawn_app_with(config, data).await;
+    let mut users = Vec::new();
+    for n in 0..6 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        users.push(app.create_user().await["id"].as_str().unwrap().to_owned());
+    }
+    for round in 0..4 {
+        for (n, user) in users.iter().enumerate() {
+            let app = if (n + round) % 2 == 0 {
+                &first
+            } else {
+                &second
+            };
+            app.create_event(user, "tick").await;
+        }
+    }
+    for user in &users {
+        let activity = first
+            .wait_for_activity(user, |a| a["total_events"] == 5)
+            .await;
+        assert_eq!(
+            activity["events_by_type"],
+            json!({ "user_created": 1, "tick": 4 })
+        );
+    }
+    // Each change was published once, whichever instance relayed it.
+    let records = kafka::consume(first.brokers(), first.topic(), 30).await;
+    let mut ids: Vec<_> = records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.payload).unwrap()["id"]
+                .clone()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+}
+
+async fn a_full_worker_queue_pauses_consumption_and_drops_nothing(stack: Stack) {
+    const EVENTS: usize = 20;
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.workers.worker_count = 1;
+    config.workers.worker_queue_capacity = 2;
+    let app = spawn_app_with(config, data).await;
+    let user = app.create_user().await;
+    let id = user["id"].as_str().unwrap();
+    app.wait_for_activity(id, |a| a["total_events"] == 1).await;
+
+    // The worker blocks on its first event; the rest must wait, not vanish.
+    let lock = WriteLock::acquire(&app, "user_activity").await;
+    for _ in 0..EVENTS {
+        app.create_event(id, "burst").await;
+    }
+    let stats = &app.worker_stats;
+    eventually(|| async {
+        (stats.in_flight.load(Ordering::SeqCst) == 1 && stats.queued.load(Ordering::SeqCst) >= 2)
+            .then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        // Two queued, plus at most the one the consumer holds for the queue.
+        assert!(
+            stats.queued.load(Ordering::SeqCst) <= 3,
+            "the queue is bounded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let activity: Value = app
+        .get(&format!("/api/v1/users/{id}/activity"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        activity["total_events"], 1,
+        "nothing processed while blocked"
+    );
+
+    lock.release().await;
+    let activity = app
+        .wait_for_activity(id, |a| a["total_events"] == EVENTS + 1)
+        .await;
+    assert_eq!(activity["events_by_type"]["burst"], EVENTS);
+}
+
+async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_flows(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.workers.processing_max_attempts = 3;
+    let app = spawn_app_with(config, data).await;
+    let user = app.create_user().await;
+    let id = user["id"].as_str().unwrap();
+    app.wait_for_activity(id, |a| a["total_events"] == 1).await;
+
+    // Valid JSON that the database refuses (NUL in text), and not JSON at
+    // all; both keyed like the user's own messages, so they sit in front of
+    // them in the same partition.
+    let refused = json!({
+        "id": uuid::Uuid::new_v4(),
+        "user_id": id,
+        "type": "bad\u{0}type",
+        "data": "",
+        "timestamp": user["created_at"],
+    })
+    .to_string();
+    let garbage = "{not json".to_owned();
+    kafka::produce(
+        app.brokers(),
+        app.topic(),
+        &[
+            (id.to_owned(), refused.clone()),
+            (id.to_owned(), garbage.clone()),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        app.create_event(id, "after").await;
+    }
+    let activity = app.wait_for_activity(id, |a| a["total_events"] == 4).await;
+    assert_eq!(
+        activity["events_by_type"],
+        json!({ "user_created": 1, "after": 3 })
+    );
+
+    let dead = kafka::consume(app.brokers(), &format!("{}.dlq", app.topic()), 2).await;
+    let refused_letter = dead
+        .iter()
+        .find(|r| r.payload == refused)
+        .expect("refused parked");
+    assert!(
+        refused_letter.headers["error"].contains("failed 3 times"),
+        "{:?}",
+        refused_letter.headers
+    );
+    assert_eq!(refused_letter.key.as_deref(), Some(id));
+    assert!(refused_letter.headers["origin"].contains("offset"));
+    let garbage_letter = dead
+        .iter()
+        .find(|r| r.payload == garbage)
+        .expect("garbage parked");
+    assert!(garbage_letter.headers["error"].contains("not an event message"));
+}
