@@ -120,4 +120,15 @@ call GET "/api/v1/users/$USER_ID"; expect_problem 404; ok
 step "GET /api/v1/events/{id} after delete -> 404"
 call GET "/api/v1/events/$EVENT_ID"; expect_problem 404; ok
 
+step "GET /metrics"
+call GET /metrics; expect_status 200
+grep -q '^http_requests_total{method="POST",route="/api/v1/users",status="201"} ' <<<"$BODY" \
+  || fail "no http_requests_total sample for POST /api/v1/users"
+grep -q '^events_published_total ' <<<"$BODY" || fail "no events_published_total"; ok
+step "GET /openapi.json"
+call GET /openapi.json; expect_status 200; expect_jq '.openapi | startswith("3.1")' true; ok
+step "GET /docs"
+call GET /docs; expect_status 200
+grep -q "openapi.json" <<<"$BODY" || fail "the docs page does not load /openapi.json"; ok
+
 echo "smoke: all checks passed against $BASE"

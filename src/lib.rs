@@ -14,6 +14,8 @@ pub mod config;
 pub mod domain;
 /// Routes, middleware and the error responses of the HTTP API.
 pub mod http;
+/// Prometheus metrics of the whole service.
+pub mod metrics;
 /// Readiness of store and bus, then the outbox relay and the consumer.
 pub mod pipeline;
 /// The API's operations over the ports below.

@@ -17,8 +17,9 @@ use crate::backoff::Backoff;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{Publisher, Subscriber};
 use crate::http::health::Health;
+use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::worker::{self, EventProcessor, WorkerPool, WorkerStats};
+use crate::worker::{self, EventProcessor, WorkerPool};
 
 pub struct Pipeline {
     pub store: Arc<dyn Store>,
@@ -29,7 +30,7 @@ pub struct Pipeline {
     pub processor: EventProcessor,
     pub workers: usize,
     pub queue_capacity: usize,
-    pub worker_stats: Arc<WorkerStats>,
+    pub metrics: Arc<Metrics>,
     /// Told when the store is ready, so that the API opens.
     pub health: Arc<Health>,
 }
@@ -57,7 +58,7 @@ impl Pipeline {
             self.workers,
             self.queue_capacity,
             Arc::new(self.processor),
-            self.worker_stats,
+            Arc::clone(&self.metrics),
         );
         let relay_token = CancellationToken::new();
         let consumer_token = CancellationToken::new();

@@ -15,7 +15,7 @@
 //! the rest is drained the same way and the process exits non-zero.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -33,12 +33,13 @@ use crate::cache::{Cache, ReadThrough};
 use crate::config::{Config, DatabaseBackend};
 use crate::http::health::Health;
 use crate::http::{self, AppState, HttpLimits};
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::worker::{EventProcessor, WorkerStats};
+use crate::worker::EventProcessor;
 
 /// Time limit of each health check.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,7 +52,6 @@ pub struct Application {
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
     pipeline: Pipeline,
-    worker_stats: Arc<WorkerStats>,
     /// Cancelled to begin a graceful shutdown.
     shutdown: CancellationToken,
 }
@@ -63,9 +63,10 @@ impl Application {
     /// endpoints. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
+        let metrics = Arc::new(Metrics::new());
         let store = build_store(&config).await?;
         let cache = build_cache(&config)?;
-        let (publisher, subscriber) = build_bus(&config)?;
+        let (publisher, subscriber) = build_bus(&config, &metrics)?;
 
         let relay_wakeup = Arc::new(Notify::new());
         let read_through = ReadThrough::new(
@@ -73,6 +74,7 @@ impl Application {
             config.cache.cache_prefix.clone(),
             config.cache.cache_user_ttl,
             config.cache.cache_event_ttl,
+            Arc::clone(&metrics),
         );
         let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
         let health = Arc::new(Health {
@@ -88,7 +90,7 @@ impl Application {
             service: Arc::new(service),
             health: Arc::clone(&health),
             body_limit: config.server.http_body_limit,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            metrics: Arc::clone(&metrics),
         };
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -96,8 +98,8 @@ impl Application {
             batch_size: config.bus.outbox_batch_size,
             poll_interval: config.bus.outbox_poll_interval,
             wakeup: relay_wakeup,
+            metrics: Arc::clone(&metrics),
         });
-        let worker_stats = Arc::new(WorkerStats::default());
         let pipeline = Pipeline {
             store: Arc::clone(&store),
             publisher: Arc::clone(&publisher),
@@ -108,10 +110,11 @@ impl Application {
                 dead_letters: Arc::clone(&publisher),
                 max_attempts: config.workers.processing_max_attempts,
                 retry_delay: config.workers.processing_retry_delay,
+                metrics: Arc::clone(&metrics),
             },
             workers: config.workers.worker_count as usize,
             queue_capacity: config.workers.worker_queue_capacity as usize,
-            worker_stats: Arc::clone(&worker_stats),
+            metrics: Arc::clone(&metrics),
             health,
         };
 
@@ -142,7 +145,6 @@ impl Application {
             store,
             publisher,
             pipeline,
-            worker_stats,
             shutdown: CancellationToken::new(),
         })
     }
@@ -157,14 +159,9 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// How many HTTP requests are being handled right now.
-    pub fn in_flight(&self) -> Arc<AtomicUsize> {
-        Arc::clone(&self.state.in_flight)
-    }
-
-    /// The worker pool's queue and in-flight gauges.
-    pub fn worker_stats(&self) -> Arc<WorkerStats> {
-        Arc::clone(&self.worker_stats)
+    /// The metrics of this instance (as `GET /metrics` renders them).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.state.metrics)
     }
 
     /// Serves until the shutdown token is cancelled (or a task fails), then
@@ -268,7 +265,10 @@ fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
     })
 }
 
-fn build_bus(config: &Config) -> anyhow::Result<(Arc<dyn Publisher>, Box<dyn Subscriber>)> {
+fn build_bus(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<dyn Publisher>, Box<dyn Subscriber>)> {
     let bus = &config.bus;
     let Some(brokers) = &bus.kafka_brokers else {
         let (publisher, subscriber) =
@@ -285,6 +285,7 @@ fn build_bus(config: &Config) -> anyhow::Result<(Arc<dyn Publisher>, Box<dyn Sub
         compression: bus.kafka_compression.clone(),
         delivery_timeout: bus.kafka_delivery_timeout,
         check_timeout: HEALTH_CHECK_TIMEOUT,
+        metrics: Arc::clone(metrics),
     })?;
     Ok((Arc::new(publisher), Box::new(subscriber)))
 }

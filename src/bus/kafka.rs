@@ -29,18 +29,54 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Acknowledge, Delivery, Probe, PublishError, Publisher, Subscriber};
+use crate::metrics::{Metrics, PartitionLabels};
 use crate::store::OutboxRow;
 
 /// Routes librdkafka's logs into `tracing`. Connection failures, which it
 /// logs as errors and repeats while a broker is down, become warnings: the
 /// client reconnects by itself, and the health checks report the outage.
-#[derive(Clone, Copy, Default)]
-pub struct KafkaContext;
+/// On the consumer it also turns librdkafka's statistics into the
+/// `kafka_consumer_lag` metric.
+#[derive(Clone, Default)]
+pub struct KafkaContext {
+    lag: Option<Arc<Metrics>>,
+}
 
 impl ClientContext for KafkaContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(metrics) = &self.lag else {
+            return;
+        };
+        for (topic, stats) in &statistics.topics {
+            for partition in stats.partitions.values() {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if partition.partition < 0 {
+                    continue;
+                }
+                let labels = PartitionLabels {
+                    topic: topic.clone(),
+                    partition: partition.partition,
+                };
+                // Lag against the offsets stored after processing, where
+                // known; against the committed ones otherwise.
+                let lag = if partition.consumer_lag_stored >= 0 {
+                    partition.consumer_lag_stored
+                } else {
+                    partition.consumer_lag
+                };
+                if partition.desired && lag >= 0 {
+                    metrics.kafka_lag.get_or_create(&labels).set(lag);
+                } else {
+                    metrics.kafka_lag.remove(&labels);
+                }
+            }
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
@@ -78,6 +114,8 @@ pub struct KafkaSettings {
     pub delivery_timeout: Duration,
     /// Limit of a metadata request made by a health check.
     pub check_timeout: Duration,
+    /// Receives the consumer's lag per partition.
+    pub metrics: Arc<Metrics>,
 }
 
 impl KafkaSettings {
@@ -108,7 +146,7 @@ fn create_producer(settings: &KafkaSettings) -> anyhow::Result<KafkaProducer> {
             "message.timeout.ms",
             settings.delivery_timeout.as_millis().to_string(),
         )
-        .create_with_context(KafkaContext)
+        .create_with_context(KafkaContext::default())
         .context("invalid Kafka producer settings")
 }
 
@@ -117,7 +155,7 @@ pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, Kafka
     let producer = create_producer(&settings)?;
     let admin: AdminClient<KafkaContext> = settings
         .client_config()
-        .create_with_context(KafkaContext)
+        .create_with_context(KafkaContext::default())
         .context("invalid Kafka admin settings")?;
     let consumer: StreamConsumer<KafkaContext> = settings
         .client_config()
@@ -132,7 +170,10 @@ pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, Kafka
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
-        .create_with_context(KafkaContext)
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(KafkaContext {
+            lag: Some(Arc::clone(&settings.metrics)),
+        })
         .context("invalid Kafka consumer settings")?;
     let consumer = Arc::new(consumer);
     let publisher = KafkaPublisher {

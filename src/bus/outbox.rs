@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Publisher;
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// How long a claimed batch is reserved for this relay. It must outlast a
@@ -31,6 +32,7 @@ pub struct OutboxRelay {
     /// Poked by every local write, so that its message goes out at once
     /// instead of at the next poll.
     pub wakeup: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl OutboxRelay {
@@ -109,6 +111,7 @@ impl OutboxRelay {
                 }
             }
         }
+        self.metrics.events_published.inc_by(published.len() as u64);
         self.store.complete_outbox(&published).await?;
         self.store.release_outbox(&failed).await?;
         tracing::debug!(

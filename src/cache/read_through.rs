@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::Cache;
+use crate::metrics::Metrics;
 use crate::store::StoreResult;
 
 /// The value that marks "no such entity": answering 404 from the cache
@@ -46,6 +47,7 @@ pub struct ReadThrough {
     /// Loads in progress by key: concurrent misses on one key wait for one
     /// store read instead of each making their own.
     flights: Mutex<HashMap<String, Flight>>,
+    metrics: Arc<Metrics>,
 }
 
 impl ReadThrough {
@@ -54,6 +56,7 @@ impl ReadThrough {
         prefix: String,
         user_ttl: Duration,
         event_ttl: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             cache,
@@ -61,6 +64,7 @@ impl ReadThrough {
             user_ttl,
             event_ttl,
             flights: Mutex::default(),
+            metrics,
         }
     }
 
@@ -93,18 +97,25 @@ impl ReadThrough {
         Fut: Future<Output = StoreResult<Option<Bytes>>>,
     {
         let key = self.key(kind, id);
-        match self.cache.get(&key).await {
-            Ok(Some(value)) => return Ok(Some(value).filter(|v| *v != TOMBSTONE)),
-            Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, key, "cache read failed; reading the store"),
-        }
+        let result = match self.cache.get(&key).await {
+            Ok(Some(value)) => {
+                self.metrics.cache_read(kind.as_str(), "hit");
+                return Ok(Some(value).filter(|v| *v != TOMBSTONE));
+            }
+            Ok(None) => "miss",
+            Err(err) => {
+                tracing::debug!(error = %err, key, "cache read failed; reading the store");
+                "error"
+            }
+        };
+        self.metrics.cache_read(kind.as_str(), result);
         let flight = self.join_flight(&key);
         let loaded = flight
             .get_or_try_init(|| async {
                 let value = load().await?;
                 let stored = value.clone().unwrap_or(TOMBSTONE);
                 if let Err(err) = self.cache.fill(&key, stored, self.ttl(kind)).await {
-                    tracing::warn!(error = %err, key, "cache fill failed");
+                    tracing::debug!(error = %err, key, "cache fill failed");
                 }
                 Ok(value)
             })
@@ -119,7 +130,7 @@ impl ReadThrough {
         let key = self.key(kind, id);
         self.end_flight(&key);
         if let Err(err) = self.cache.put(&key, value, self.ttl(kind)).await {
-            tracing::warn!(error = %err, key, "cache update failed");
+            tracing::debug!(error = %err, key, "cache update failed");
         }
     }
 
@@ -168,6 +179,7 @@ mod tests {
             "t:".into(),
             Duration::from_secs(60),
             Duration::from_secs(60),
+            Arc::new(Metrics::new()),
         )
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// The result of `GET /api/v1/users/{id}/activity`: every bus message the
 /// processor applied for this user, each counted once however often it was
 /// delivered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Activity {
     pub user_id: Uuid,
     /// Messages processed, lifecycle ones (`user_created`, …) included.

@@ -12,12 +12,14 @@ const TYPE_MAX_CHARS: usize = 100;
 pub const DATA_MAX_BYTES: usize = 64 * 1024;
 
 /// A stored event, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     pub user_id: Uuid,
     #[serde(rename = "type")]
+    #[schema(example = "login")]
     pub event_type: String,
+    /// Free-form, as the client sent it.
     pub data: String,
     pub created_at: DateTime<Utc>,
 }

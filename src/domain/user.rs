@@ -14,13 +14,17 @@ const EMAIL_LOCAL_MAX_CHARS: usize = 64;
 const NAME_MAX_CHARS: usize = 100;
 
 /// A stored user, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
+    #[schema(example = "ada@example.com")]
     pub email: String,
+    #[schema(example = "Ada")]
     pub first_name: String,
+    #[schema(example = "Lovelace")]
     pub last_name: String,
     pub created_at: DateTime<Utc>,
+    /// Equals `created_at` until the first update.
     pub updated_at: DateTime<Utc>,
 }
 

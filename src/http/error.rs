@@ -71,16 +71,28 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-/// The problem document.
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error: RFC 9457 problem details, plus the `error` message the Go
+/// service sent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// Short message, as the Go service sent it (equals `title`).
+    #[schema(example = "Invalid request body")]
     error: &'a str,
+    /// Problem type URI; README.md's "Errors" lists them.
     #[serde(rename = "type")]
+    #[schema(example = "urn:highload:problem:invalid-body")]
     problem_type: &'static str,
+    #[schema(example = "Invalid request body")]
     title: &'a str,
+    /// The HTTP status.
+    #[schema(example = 400)]
     status: u16,
+    /// What is wrong, for this request.
+    #[schema(example = "email: must be an email address like name@example.com")]
     detail: String,
+    /// The request field or query parameter at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "email")]
     field: Option<&'a str>,
 }
 

@@ -6,8 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::error::Problem;
 use super::extract::{ApiJson, ApiQuery, parse_id};
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
@@ -18,16 +20,23 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/events/{id}", get(read))
 }
 
-#[derive(Deserialize)]
-struct CreateEvent {
+/// A new event about a user.
+#[derive(Deserialize, ToSchema)]
+pub struct CreateEvent {
+    /// An existing user's id.
+    #[schema(format = Uuid)]
     user_id: String,
+    /// 1–100 characters of `[A-Za-z0-9_.:-]`.
     #[serde(rename = "type")]
+    #[schema(example = "login", pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
     event_type: String,
+    /// Any string up to 64 KiB.
+    #[schema(example = "{\"ip\":\"10.0.0.1\"}")]
     data: String,
 }
 
 #[derive(Deserialize)]
-struct ListEvents {
+pub(super) struct ListEvents {
     #[serde(flatten)]
     page: PageQuery,
     user_id: Option<String>,
@@ -35,9 +44,11 @@ struct ListEvents {
     event_type: Option<String>,
 }
 
-#[derive(Serialize)]
-struct EventList<'a> {
+/// One page of events, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventList<'a> {
     events: &'a [Event],
+    /// Events in all pages (with the same filters).
     total: u64,
     page: u32,
     limit: u32,
@@ -47,7 +58,19 @@ fn parse_user_id(raw: &str) -> Result<Uuid, ValidationError> {
     Uuid::parse_str(raw.trim()).map_err(|_| ValidationError::new("user_id", "must be a UUID"))
 }
 
-async fn create(
+#[utoipa::path(
+    post, path = "/api/v1/events", tag = "events", operation_id = "create_event", summary = "Post an event about a user",
+    request_body(content = CreateEvent, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The created event; its message is on the bus soon after", body = Event),
+        (status = 400, description = "Malformed JSON or an invalid field (named in `field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No user has this `user_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than HTTP_BODY_LIMIT", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateEvent>,
 ) -> Result<Response, ApiError> {
@@ -60,12 +83,39 @@ async fn create(
     Ok(json_body(StatusCode::CREATED, json))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/events/{id}", tag = "events", operation_id = "get_event", summary = "Get an event",
+    params(("id" = uuid::Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The event", body = Event),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let json = state.service.get_event(parse_id(&id, "event")?).await?;
     Ok(json_body(StatusCode::OK, json))
 }
 
-async fn list(
+#[utoipa::path(
+    get, path = "/api/v1/events", tag = "events", operation_id = "list_events", summary = "List events, newest first",
+    params(
+        ("page" = Option<u32>, Query, minimum = 1, description = "Page number (default 1)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Events per page (default 10)"),
+        ("user_id" = Option<uuid::Uuid>, Query, description = "Only this user's events"),
+        ("type" = Option<String>, Query, description = "Only events of this type"),
+    ),
+    responses(
+        (status = 200, description = "One page of events, newest first", body = EventList),
+        (status = 400, description = "A parameter is invalid (named in `field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListEvents>,
 ) -> Result<Response, ApiError> {

@@ -19,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::bus::{Probe, Publisher};
@@ -42,18 +42,85 @@ pub struct Health {
     pub store_ready: AtomicBool,
 }
 
-#[derive(Serialize)]
-struct Check {
-    status: &'static str,
+/// The state of one dependency.
+#[derive(Serialize, ToSchema)]
+pub struct Check {
+    status: Status,
+    /// `sqlite`/`postgres`, `memory`/`redis`, `memory`/`kafka`.
+    #[schema(example = "postgres")]
     backend: &'static str,
+    /// How long the check took.
     latency_ms: f64,
+    /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Unhealthy,
+}
+
+/// `GET /health`: every dependency by name.
+#[derive(Serialize, ToSchema)]
+pub struct HealthReport {
+    status: Status,
+    /// Unix time of the check, in seconds.
+    timestamp: i64,
+    checks: Checks,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Checks {
+    database: Check,
+    cache: Check,
+    producer: Check,
+    consumer: Check,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    Alive,
+}
+
+/// `GET /health/live`.
+#[derive(Serialize, ToSchema)]
+pub struct LiveReport {
+    status: Liveness,
+    timestamp: i64,
+}
+
+#[derive(Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    Ready,
+    NotReady,
+}
+
+/// `GET /health/ready`.
+#[derive(Serialize, ToSchema)]
+pub struct ReadyReport {
+    status: Readiness,
+    timestamp: i64,
+    /// Why not ready, when it is not the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "shutting down")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<ReadyChecks>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadyChecks {
+    database: Check,
+}
+
 impl Check {
     fn healthy(&self) -> bool {
-        self.error.is_none()
+        self.status == Status::Healthy
     }
 }
 
@@ -70,9 +137,9 @@ impl Health {
         };
         Check {
             status: if error.is_none() {
-                "healthy"
+                Status::Healthy
             } else {
-                "unhealthy"
+                Status::Unhealthy
             },
             backend,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -109,17 +176,26 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn with_status(status: StatusCode, body: serde_json::Value) -> Response {
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+/// A health response: 503 (with `Retry-After`) unless `ok`.
+fn respond(ok: bool, body: impl Serialize) -> Response {
+    if ok {
+        return (StatusCode::OK, axum::Json(body)).into_response();
     }
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     response
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get, path = "/health", tag = "health", operation_id = "health", summary = "Check every dependency",
+    responses(
+        (status = 200, description = "Every dependency is up", body = HealthReport),
+        (status = 503, description = "A dependency is down (see its `error`)", body = HealthReport),
+    )
+)]
+pub(super) async fn health(State(state): State<AppState>) -> Response {
     let health = &state.health;
     let bus = health.producer.backend();
     let (database, cache, producer, consumer) = tokio::join!(
@@ -129,52 +205,72 @@ async fn health(State(state): State<AppState>) -> Response {
         health.check(bus, health.consumer.check()),
     );
     let healthy = database.healthy() && cache.healthy() && producer.healthy() && consumer.healthy();
-    with_status(
-        if healthy {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        json!({
-            "status": if healthy { "healthy" } else { "unhealthy" },
-            "timestamp": unix_now(),
-            "checks": {
-                "database": database,
-                "cache": cache,
-                "producer": producer,
-                "consumer": consumer,
+    respond(
+        healthy,
+        HealthReport {
+            status: if healthy {
+                Status::Healthy
+            } else {
+                Status::Unhealthy
             },
-        }),
+            timestamp: unix_now(),
+            checks: Checks {
+                database,
+                cache,
+                producer,
+                consumer,
+            },
+        },
     )
 }
 
-async fn live() -> Response {
-    with_status(
-        StatusCode::OK,
-        json!({ "status": "alive", "timestamp": unix_now() }),
+#[utoipa::path(
+    get, path = "/health/live", tag = "health", operation_id = "liveness", summary = "Check that the process answers",
+    responses((status = 200, description = "The process answers", body = LiveReport))
+)]
+pub(super) async fn live() -> Response {
+    respond(
+        true,
+        LiveReport {
+            status: Liveness::Alive,
+            timestamp: unix_now(),
+        },
     )
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get, path = "/health/ready", tag = "health", operation_id = "readiness", summary = "Check whether to send traffic here",
+    responses(
+        (status = 200, description = "Send traffic here", body = ReadyReport),
+        (status = 503, description = "Starting, shutting down, or no database", body = ReadyReport),
+    )
+)]
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let health = &state.health;
     if health.shutting_down.load(Ordering::SeqCst) {
-        return with_status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "not_ready", "reason": "shutting down", "timestamp": unix_now() }),
+        return respond(
+            false,
+            ReadyReport {
+                status: Readiness::NotReady,
+                timestamp: unix_now(),
+                reason: Some("shutting down"),
+                checks: None,
+            },
         );
     }
     let database = health.check_store().await;
     let ready = database.healthy();
-    with_status(
-        if ready {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
+    respond(
+        ready,
+        ReadyReport {
+            status: if ready {
+                Readiness::Ready
+            } else {
+                Readiness::NotReady
+            },
+            timestamp: unix_now(),
+            reason: None,
+            checks: Some(ReadyChecks { database }),
         },
-        json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "timestamp": unix_now(),
-            "checks": { "database": database },
-        }),
     )
 }

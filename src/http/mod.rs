@@ -11,11 +11,12 @@ mod error;
 mod events;
 mod extract;
 pub mod health;
+pub mod openapi;
 mod users;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -40,7 +41,9 @@ pub use error::ApiError;
 use health::Health;
 
 use crate::domain::Page;
+use crate::metrics::{Metrics, PoolLabels, RequestLabels, RouteLabels};
 use crate::service::Service;
+use prometheus_client::metrics::gauge::Gauge;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -51,8 +54,7 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Largest accepted request body, in bytes (for the 413 message).
     pub body_limit: usize,
-    /// Requests being handled now.
-    pub in_flight: Arc<AtomicUsize>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Limits of the HTTP edge.
@@ -123,7 +125,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            count_in_flight,
+            record_request,
         ))
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
             if err.is::<tower::load_shed::error::Overloaded>() {
@@ -146,6 +148,8 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         ));
     let router = Router::new()
         .merge(health::router())
+        .route("/metrics", axum::routing::get(render_metrics))
+        .merge(openapi::router())
         .merge(api)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -163,16 +167,86 @@ async fn require_store_ready(State(state): State<AppState>, req: Request, next: 
     }
 }
 
-/// Keeps [`AppState::in_flight`] current.
-async fn count_in_flight(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Counts the request, its latency by route template, and requests in
+/// flight.
+async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     /// Decrements on drop, so that cancelled requests are uncounted too.
-    struct Guard(Arc<AtomicUsize>);
-    impl Drop for Guard {
+    struct InFlight(Gauge);
+    impl Drop for InFlight {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
+            self.0.dec();
         }
     }
-    state.in_flight.fetch_add(1, Ordering::SeqCst);
-    let _guard = Guard(Arc::clone(&state.in_flight));
-    next.run(req).await
+    let metrics = &state.metrics;
+    metrics.http_in_flight.inc();
+    let _in_flight = InFlight(metrics.http_in_flight.clone());
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(req).await;
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`: samples what is measured at scrape time, then renders
+/// every metric.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics", summary = "Prometheus metrics",
+    responses((status = 200, description = "Every metric, in the Prometheus text format", content_type = "text/plain", body = String))
+)]
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let metrics = &state.metrics;
+    let store = &state.health.store;
+    for pool in store.pool_stats() {
+        let labels = PoolLabels { pool: pool.pool };
+        metrics
+            .db_pool_connections
+            .get_or_create(&labels)
+            .set(i64::from(pool.size));
+        metrics
+            .db_pool_idle
+            .get_or_create(&labels)
+            .set(pool.idle as i64);
+        metrics
+            .db_pool_max
+            .get_or_create(&labels)
+            .set(i64::from(pool.max));
+        metrics
+            .db_pool_waiting
+            .get_or_create(&labels)
+            .set(pool.waiting as i64);
+    }
+    // A scrape must not hang on a slow database: keep the last values.
+    if let Ok(Ok(backlog)) =
+        tokio::time::timeout(Duration::from_secs(1), store.outbox_backlog()).await
+    {
+        metrics.outbox_backlog.set(backlog.rows as i64);
+        let age = backlog.oldest.map_or(0.0, |oldest| {
+            (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1e3
+        });
+        metrics.outbox_oldest_age.set(age);
+    }
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.render(),
+    )
+        .into_response()
 }

@@ -6,10 +6,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::Problem;
 use super::extract::{ApiJson, ApiQuery, parse_id};
 use super::{ApiError, AppState, PageQuery, json_body};
-use crate::domain::{Email, NewUser, PersonName, User, UserPatch};
+use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,30 +20,52 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/users/{id}/activity", get(activity))
 }
 
-#[derive(Deserialize)]
-struct CreateUser {
+/// A new user.
+#[derive(Deserialize, ToSchema)]
+pub struct CreateUser {
+    /// A valid address, at most 255 characters; unique.
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// 1–100 characters after trimming.
+    #[schema(example = "Ada")]
     first_name: String,
+    /// 1–100 characters after trimming.
+    #[schema(example = "Lovelace")]
     last_name: String,
 }
 
-/// Every field optional; `null` counts as absent.
-#[derive(Deserialize)]
-struct UpdateUser {
+/// The fields to change; absent or `null` fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateUser {
+    #[schema(example = "augusta@example.com")]
     email: Option<String>,
     first_name: Option<String>,
     last_name: Option<String>,
 }
 
-#[derive(Serialize)]
-struct UserList<'a> {
+/// One page of users, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct UserList<'a> {
     users: &'a [User],
+    /// Users in all pages.
     total: u64,
     page: u32,
     limit: u32,
 }
 
-async fn create(
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users", operation_id = "create_user", summary = "Create a user",
+    request_body(content = CreateUser, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The created user", body = User),
+        (status = 400, description = "Malformed JSON or an invalid field (named in `field`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another user has this email", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than HTTP_BODY_LIMIT", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
@@ -54,12 +78,39 @@ async fn create(
     Ok(json_body(StatusCode::CREATED, json))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}", tag = "users", operation_id = "get_user", summary = "Get a user",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let json = state.service.get_user(parse_id(&id, "user")?).await?;
     Ok(json_body(StatusCode::OK, json))
 }
 
-async fn update(
+#[utoipa::path(
+    put, path = "/api/v1/users/{id}", tag = "users", operation_id = "update_user", summary = "Update some of a user's fields",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    request_body(content = UpdateUser, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 400, description = "Not a UUID, malformed JSON or an invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another user has this email", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than HTTP_BODY_LIMIT", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateUser>,
@@ -80,7 +131,17 @@ async fn update(
     Ok(json_body(StatusCode::OK, json))
 }
 
-async fn remove(
+#[utoipa::path(
+    delete, path = "/api/v1/users/{id}", tag = "users", operation_id = "delete_user", summary = "Delete a user and their events",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted, with the user's events"),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -88,7 +149,19 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list(
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "users", operation_id = "list_users", summary = "List users, newest first",
+    params(
+        ("page" = Option<u32>, Query, minimum = 1, description = "Page number (default 1)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Users per page (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "One page of users, newest first", body = UserList),
+        (status = 400, description = "`page` or `limit` out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
@@ -103,7 +176,17 @@ async fn list(
     .into_response())
 }
 
-async fn activity(
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}/activity", tag = "users", operation_id = "get_user_activity", summary = "Get what the workers derived from a user's events",
+    params(("id" = uuid::Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, description = "What the workers derived from the user's events", body = Activity),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn activity(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

@@ -14,6 +14,8 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,10 +77,65 @@ pub struct OutboxBacklog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// A connection pool's figures, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// `main` (PostgreSQL), `writer` or `reader` (SQLite).
+    pub pool: &'static str,
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: usize,
+    pub max: u32,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
+}
+
+/// Counts the tasks waiting for a connection of one pool (sqlx does not).
+#[derive(Debug, Default)]
+pub(crate) struct Waiting(AtomicUsize);
+
+impl Waiting {
+    /// Awaits `acquire`, counted as waiting meanwhile (also if cancelled).
+    pub(crate) async fn on<T>(&self, acquire: impl Future<Output = T>) -> T {
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.0.fetch_add(1, Ordering::Relaxed);
+        let _counted = Counted(&self.0);
+        acquire.await
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The figures of a sqlx pool.
+pub(crate) fn pool_stats<DB: sqlx::Database>(
+    pool: &'static str,
+    sqlx_pool: &sqlx::Pool<DB>,
+    waiting: &Waiting,
+) -> PoolStats {
+    PoolStats {
+        pool,
+        size: sqlx_pool.size(),
+        idle: sqlx_pool.num_idle(),
+        max: sqlx_pool.options().get_max_connections(),
+        waiting: waiting.get(),
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Short name for logs and health checks (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+
+    /// Figures of each connection pool.
+    fn pool_stats(&self) -> Vec<PoolStats>;
 
     /// Applies pending schema migrations. Safe when several replicas start
     /// at once: each migration is applied once.

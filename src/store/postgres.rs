@@ -12,16 +12,20 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
-use super::{OutboxBacklog, OutboxRow, Store, StoreError, StoreResult, migrate};
+use super::{
+    OutboxBacklog, OutboxRow, PoolStats, Store, StoreError, StoreResult, Waiting, migrate,
+};
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
 
 pub struct PostgresStore {
     pool: PgPool,
+    waiting: Waiting,
 }
 
 impl PostgresStore {
@@ -43,14 +47,24 @@ impl PostgresStore {
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(600))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            waiting: Waiting::default(),
+        })
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool
-            .begin()
+        self.waiting
+            .on(self.pool.begin())
             .await
             .map_err(|e| classify(e, "failed to begin a transaction"))
+    }
+
+    async fn connection(&self) -> StoreResult<PoolConnection<Postgres>> {
+        self.waiting
+            .on(self.pool.acquire())
+            .await
+            .map_err(|e| classify(e, "failed to get a connection"))
     }
 }
 
@@ -123,6 +137,10 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![super::pool_stats("main", &self.pool, &self.waiting)]
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         migrate::migrator(migrate::POSTGRES)
             .await
@@ -139,7 +157,7 @@ impl Store for PostgresStore {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await
             .map_err(|e| classify(e, "failed to ping"))?;
         Ok(())
@@ -172,7 +190,7 @@ impl Store for PostgresStore {
         ))
         .bind(id)
         .try_map(|row: PgRow| user_from_row(&row))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .map_err(|e| classify(e, "failed to read the user"))
     }
@@ -292,7 +310,7 @@ impl Store for PostgresStore {
         ))
         .bind(id)
         .try_map(|row: PgRow| event_from_row(&row))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .map_err(|e| classify(e, "failed to read the event"))
     }
@@ -345,7 +363,7 @@ impl Store for PostgresStore {
                 payload: row.try_get("payload")?,
             })
         })
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .map_err(|e| classify(e, "failed to claim outbox rows"))?;
         rows.sort_unstable_by_key(|r| r.id);
@@ -358,7 +376,7 @@ impl Store for PostgresStore {
         }
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await
             .map_err(|e| classify(e, "failed to delete published outbox rows"))?;
         Ok(())
@@ -370,7 +388,7 @@ impl Store for PostgresStore {
         }
         sqlx::query("UPDATE outbox SET locked_until = NULL WHERE id = ANY($1)")
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await
             .map_err(|e| classify(e, "failed to release outbox rows"))?;
         Ok(())
@@ -379,7 +397,7 @@ impl Store for PostgresStore {
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
         let (rows, oldest): (i64, Option<DateTime<Utc>>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.connection().await?)
                 .await
                 .map_err(|e| classify(e, "failed to measure the outbox"))?;
         Ok(OutboxBacklog {

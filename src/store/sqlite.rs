@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -20,7 +21,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
-use super::{OutboxBacklog, OutboxRow, Store, StoreError, StoreResult, migrate};
+use super::{
+    OutboxBacklog, OutboxRow, PoolStats, Store, StoreError, StoreResult, Waiting, migrate,
+};
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
 
 /// How long a statement waits for another process's write lock (for example
@@ -32,6 +35,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections for GETs and lists.
     reader: SqlitePool,
+    writer_waiting: Waiting,
+    reader_waiting: Waiting,
 }
 
 impl SqliteStore {
@@ -66,14 +71,40 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("failed to open SQLite database {}", path.display()))?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            writer_waiting: Waiting::default(),
+            reader_waiting: Waiting::default(),
+        })
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer
-            .begin()
+        self.writer_waiting
+            .on(self.writer.begin())
             .await
             .map_err(|e| classify(e, "failed to begin a transaction"))
+    }
+
+    async fn begin_read(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.reader_waiting
+            .on(self.reader.begin())
+            .await
+            .map_err(|e| classify(e, "failed to begin a read"))
+    }
+
+    async fn write_connection(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        self.writer_waiting
+            .on(self.writer.acquire())
+            .await
+            .map_err(|e| classify(e, "failed to get the write connection"))
+    }
+
+    async fn read_connection(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        self.reader_waiting
+            .on(self.reader.acquire())
+            .await
+            .map_err(|e| classify(e, "failed to get a read connection"))
     }
 }
 
@@ -158,6 +189,13 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![
+            super::pool_stats("writer", &self.writer, &self.writer_waiting),
+            super::pool_stats("reader", &self.reader, &self.reader_waiting),
+        ]
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         migrate::migrator(migrate::SQLITE)
             .await
@@ -170,7 +208,7 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.reader)
+            .execute(&mut *self.read_connection().await?)
             .await
             .map_err(|e| classify(e, "failed to ping"))?;
         Ok(())
@@ -203,7 +241,7 @@ impl Store for SqliteStore {
         ))
         .bind(id)
         .try_map(|row: SqliteRow| user_from_row(&row))
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read_connection().await?)
         .await
         .map_err(|e| classify(e, "failed to read the user"))
     }
@@ -268,11 +306,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self, page: Page) -> StoreResult<PageOf<User>> {
-        let mut tx = self
-            .reader
-            .begin()
-            .await
-            .map_err(|e| classify(e, "failed to begin a read"))?;
+        let mut tx = self.begin_read().await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&mut *tx)
             .await
@@ -319,17 +353,13 @@ impl Store for SqliteStore {
         ))
         .bind(id)
         .try_map(|row: SqliteRow| event_from_row(&row))
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read_connection().await?)
         .await
         .map_err(|e| classify(e, "failed to read the event"))
     }
 
     async fn list_events(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>> {
-        let mut tx = self
-            .reader
-            .begin()
-            .await
-            .map_err(|e| classify(e, "failed to begin a read"))?;
+        let mut tx = self.begin_read().await?;
         let mut count = QueryBuilder::new("SELECT COUNT(*) FROM events");
         push_event_filter(&mut count, filter);
         let total: i64 = count
@@ -375,7 +405,7 @@ impl Store for SqliteStore {
                 payload: row.try_get("payload")?,
             })
         })
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.write_connection().await?)
         .await
         .map_err(|e| classify(e, "failed to claim outbox rows"))?;
         // RETURNING gives no order guarantee; publishing follows the outbox.
@@ -391,7 +421,7 @@ impl Store for SqliteStore {
         push_id_list(&mut query, ids);
         query
             .build()
-            .execute(&self.writer)
+            .execute(&mut *self.write_connection().await?)
             .await
             .map_err(|e| classify(e, "failed to delete published outbox rows"))?;
         Ok(())
@@ -405,7 +435,7 @@ impl Store for SqliteStore {
         push_id_list(&mut query, ids);
         query
             .build()
-            .execute(&self.writer)
+            .execute(&mut *self.write_connection().await?)
             .await
             .map_err(|e| classify(e, "failed to release outbox rows"))?;
         Ok(())
@@ -414,7 +444,7 @@ impl Store for SqliteStore {
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
         let (rows, oldest): (i64, Option<DateTime<Utc>>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox")
-                .fetch_one(&self.reader)
+                .fetch_one(&mut *self.read_connection().await?)
                 .await
                 .map_err(|e| classify(e, "failed to measure the outbox"))?;
         Ok(OutboxBacklog {
@@ -463,11 +493,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity> {
-        let mut tx = self
-            .reader
-            .begin()
-            .await
-            .map_err(|e| classify(e, "failed to begin a read"))?;
+        let mut tx = self.begin_read().await?;
         let summary: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
             "SELECT total_events, last_event_at FROM user_activity WHERE user_id = ?",
         )

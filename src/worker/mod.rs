@@ -21,16 +21,7 @@ pub use processor::EventProcessor;
 
 use crate::backoff::Backoff;
 use crate::bus::{Delivery, Subscriber};
-
-/// Live gauges of the pool, readable from outside (health, metrics, tests).
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    /// Deliveries taken from the bus that no worker has started: queued, or
-    /// (one at most) waiting for room in a full queue.
-    pub queued: AtomicUsize,
-    /// Deliveries a worker is processing now.
-    pub in_flight: AtomicUsize,
-}
+use crate::metrics::Metrics;
 
 pub struct WorkerPool {
     /// One queue per worker.
@@ -38,7 +29,7 @@ pub struct WorkerPool {
     /// Spreads deliveries without a key over the workers.
     next_unkeyed: AtomicUsize,
     workers: TaskTracker,
-    stats: Arc<WorkerStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkerPool {
@@ -47,22 +38,25 @@ impl WorkerPool {
         workers: usize,
         capacity: usize,
         processor: Arc<EventProcessor>,
-        stats: Arc<WorkerStats>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let workers = workers.max(1);
         let per_worker = capacity.div_ceil(workers).max(1);
+        metrics
+            .worker_queue_capacity
+            .set((per_worker * workers) as i64);
         let tracker = TaskTracker::new();
         let queues = (0..workers)
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Delivery>(per_worker);
                 let processor = Arc::clone(&processor);
-                let stats = Arc::clone(&stats);
+                let metrics = Arc::clone(&metrics);
                 tracker.spawn(async move {
                     while let Some(delivery) = rx.recv().await {
-                        stats.queued.fetch_sub(1, Ordering::Relaxed);
-                        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                        metrics.worker_queue_depth.dec();
+                        metrics.worker_in_flight.inc();
                         processor.handle(delivery).await;
-                        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        metrics.worker_in_flight.dec();
                     }
                 });
                 tx
@@ -73,7 +67,7 @@ impl WorkerPool {
             queues,
             next_unkeyed: AtomicUsize::new(0),
             workers: tracker,
-            stats,
+            metrics,
         }
     }
 
@@ -87,8 +81,10 @@ impl WorkerPool {
             }
             None => self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.queues.len(),
         };
-        // Counted before it is sent: a worker may take it at once.
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        // Counted before it is sent, as a worker may take it at once; so a
+        // delivery waiting for room in a full queue counts as queued too.
+        self.metrics.events_consumed.inc();
+        self.metrics.worker_queue_depth.inc();
         if self.queues[index].send(delivery).await.is_err() {
             // Workers only stop after `finish` drops the queues.
             tracing::error!("BUG: worker stopped while the pool is running");

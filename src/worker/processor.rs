@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::bus::{Delivery, Publisher};
 use crate::domain::EventMessage;
+use crate::metrics::{Metrics, ResultLabels};
 use crate::store::{Store, StoreError};
 
 /// The longest pause between two attempts.
@@ -28,6 +29,7 @@ pub struct EventProcessor {
     pub max_attempts: u32,
     /// The first pause between attempts; it doubles each time.
     pub retry_delay: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 impl EventProcessor {
@@ -49,6 +51,11 @@ impl EventProcessor {
         loop {
             let err = match self.store.apply_message(message).await {
                 Ok(applied) => {
+                    let result = if applied { "applied" } else { "duplicate" };
+                    self.metrics
+                        .events_processed
+                        .get_or_create(&ResultLabels { result })
+                        .inc();
                     tracing::debug!(
                         event_id = %message.id,
                         user_id = %message.user_id,
@@ -60,6 +67,7 @@ impl EventProcessor {
                 }
                 Err(err) => err,
             };
+            self.metrics.events_failed.inc();
             if !matches!(err, StoreError::Unavailable(_)) {
                 attempts += 1;
                 if attempts >= self.max_attempts {
@@ -95,5 +103,6 @@ impl EventProcessor {
             );
             tokio::time::sleep(delay).await;
         }
+        self.metrics.events_dead_lettered.inc();
     }
 }

@@ -218,8 +218,8 @@ pub struct TestApp {
     pub config: Config,
     /// Cancelling it starts the app's graceful shutdown.
     pub shutdown: CancellationToken,
-    pub in_flight: Arc<AtomicUsize>,
-    pub worker_stats: Arc<highload::worker::WorkerStats>,
+    /// The app's metrics, read directly.
+    pub metrics: Arc<highload::metrics::Metrics>,
     handle: JoinHandle<anyhow::Result<()>>,
     /// Keeps the test's data alive across restarts.
     pub data: Arc<TestData>,
@@ -279,8 +279,7 @@ pub async fn spawn_app_with(config: Config, data: Arc<TestData>) -> TestApp {
         .expect("the app builds");
     let port = app.port();
     let shutdown = app.shutdown_token();
-    let in_flight = app.in_flight();
-    let worker_stats = app.worker_stats();
+    let metrics = app.metrics();
     let handle = tokio::spawn(app.run_until_stopped());
     let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -288,8 +287,7 @@ pub async fn spawn_app_with(config: Config, data: Arc<TestData>) -> TestApp {
         client: reqwest::Client::new(),
         config,
         shutdown,
-        in_flight,
-        worker_stats,
+        metrics,
         handle,
         data,
     };

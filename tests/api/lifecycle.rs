@@ -1,7 +1,5 @@
 //! Restart and graceful shutdown.
 
-use std::sync::atomic::Ordering;
-
 use serde_json::{Value, json};
 
 use crate::helpers::{Stack, WriteLock, eventually, spawn_app};
@@ -89,7 +87,8 @@ async fn shutdown_lets_in_flight_requests_finish(stack: Stack) {
             tokio::spawn(request)
         })
         .collect();
-    eventually(|| async { (app.in_flight.load(Ordering::SeqCst) == REQUESTS).then_some(()) }).await;
+    let in_flight = &app.metrics.http_in_flight;
+    eventually(|| async { (in_flight.get() == REQUESTS as i64).then_some(()) }).await;
 
     app.shutdown.cancel();
     // Shutdown has begun once the listener refuses new connections.

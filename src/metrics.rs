@@ -1,0 +1,417 @@
+//! Prometheus metrics, served at `GET /metrics` in the Prometheus text
+//! format.
+//!
+//! Each [`Application`](crate::startup::Application) owns its registry (no
+//! process-wide recorder), so that several instances in one process, as in
+//! the tests, count separately. Labels are bounded: route templates, never
+//! ids; event kinds; partitions. Most values are updated where things
+//! happen; pool sizes, the outbox backlog and the process's own figures are
+//! sampled at scrape time.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Request latency buckets, in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The route template (`/api/v1/users/{id}`), or `unmatched`.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `user` or `event`.
+    pub kind: &'static str,
+    /// `hit`, `miss` or `error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `applied` or `duplicate`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `main` (PostgreSQL), or `writer` / `reader` (SQLite).
+    pub pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_duration: LatencyFamily,
+    pub http_in_flight: Gauge,
+    pub cache_requests: Family<CacheLabels, Counter>,
+    pub events_published: Counter,
+    pub events_consumed: Counter,
+    pub events_failed: Counter,
+    pub events_dead_lettered: Counter,
+    pub events_processed: Family<ResultLabels, Counter>,
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age: Gauge<f64, AtomicU64>,
+    /// Deliveries taken from the bus that no worker has started.
+    pub worker_queue_depth: Gauge,
+    pub worker_in_flight: Gauge,
+    pub worker_queue_capacity: Gauge,
+    pub kafka_lag: Family<PartitionLabels, Gauge>,
+    pub db_pool_connections: Family<PoolLabels, Gauge>,
+    pub db_pool_idle: Family<PoolLabels, Gauge>,
+    pub db_pool_max: Family<PoolLabels, Gauge>,
+    pub db_pool_waiting: Family<PoolLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            http_requests.clone(),
+        );
+        let http_duration: LatencyFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from receiving a request to sending its response headers",
+            http_duration.clone(),
+        );
+        let http_in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled now",
+            http_in_flight.clone(),
+        );
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Cache reads by kind (user, event) and result (hit, miss, error)",
+            cache_requests.clone(),
+        );
+        let events_published = Counter::default();
+        registry.register(
+            "events_published",
+            "Outbox messages the bus acknowledged",
+            events_published.clone(),
+        );
+        let events_consumed = Counter::default();
+        registry.register(
+            "events_consumed",
+            "Messages taken from the bus for the workers",
+            events_consumed.clone(),
+        );
+        let events_failed = Counter::default();
+        registry.register(
+            "events_failed",
+            "Processing attempts that failed (each retry counts)",
+            events_failed.clone(),
+        );
+        let events_dead_lettered = Counter::default();
+        registry.register(
+            "events_dead_lettered",
+            "Messages parked on the dead-letter topic",
+            events_dead_lettered.clone(),
+        );
+        let events_processed = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "events_processed",
+            "Messages processed: applied, or duplicate (already applied)",
+            events_processed.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "outbox_backlog_rows",
+            "Outbox rows not yet published (sampled at scrape)",
+            outbox_backlog.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when empty)",
+            outbox_oldest_age.clone(),
+        );
+        let worker_queue_depth = Gauge::default();
+        registry.register(
+            "worker_queue_depth",
+            "Messages waiting for a worker",
+            worker_queue_depth.clone(),
+        );
+        let worker_in_flight = Gauge::default();
+        registry.register(
+            "worker_in_flight",
+            "Messages being processed now",
+            worker_in_flight.clone(),
+        );
+        let worker_queue_capacity = Gauge::default();
+        registry.register(
+            "worker_queue_capacity",
+            "Messages the workers' queues hold when full",
+            worker_queue_capacity.clone(),
+        );
+        let kafka_lag = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "kafka_consumer_lag",
+            "Messages behind the end of each assigned partition (from librdkafka statistics)",
+            kafka_lag.clone(),
+        );
+        let db_pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            db_pool_connections.clone(),
+        );
+        let db_pool_idle = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "Open database connections not in use",
+            db_pool_idle.clone(),
+        );
+        let db_pool_max = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_max_connections",
+            "Most connections the pool opens",
+            db_pool_max.clone(),
+        );
+        let db_pool_waiting = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_waiting",
+            "Tasks waiting for a database connection",
+            db_pool_waiting.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+        }));
+        registry.register_collector(Box::new(BuildInfo));
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            http_in_flight,
+            cache_requests,
+            events_published,
+            events_consumed,
+            events_failed,
+            events_dead_lettered,
+            events_processed,
+            outbox_backlog,
+            outbox_oldest_age,
+            worker_queue_depth,
+            worker_in_flight,
+            worker_queue_capacity,
+            kafka_lag,
+            db_pool_connections,
+            db_pool_idle,
+            db_pool_max,
+            db_pool_waiting,
+        }
+    }
+
+    /// Counts one cache read.
+    pub fn cache_read(&self, kind: &'static str, result: &'static str) {
+        self.cache_requests
+            .get_or_create(&CacheLabels { kind, result })
+            .inc();
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("BUG: writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `highload_build_info{version, git_commit} 1`.
+#[derive(Debug)]
+struct BuildInfo;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    git_commit: &'static str,
+}
+
+impl Collector for BuildInfo {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let info = ConstGauge::new(1);
+        let labels = BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            git_commit: env!("HIGHLOAD_GIT_COMMIT"),
+        };
+        let mut metric = encoder.encode_descriptor(
+            "highload_build_info",
+            "The running build: version and git commit",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(metric.encode_family(&labels)?)
+    }
+}
+
+/// CPU time, resident memory, open file descriptors and uptime of this
+/// process, read from /proc at scrape time (absent on other systems).
+#[derive(Debug)]
+struct ProcessCollector {
+    started: Instant,
+    started_at: SystemTime,
+}
+
+impl ProcessCollector {
+    /// (CPU seconds, resident bytes) from /proc/self/stat.
+    fn stat() -> Option<(f64, u64)> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may
+        // contain spaces: state is field 3, utime 14, stime 15, rss 24.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+        // SAFETY: sysconf only reads a system constant.
+        let (ticks_per_second, page_size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let cpu = (field(14)? + field(15)?) as f64 / ticks_per_second.max(1) as f64;
+        Some((cpu, field(24)? * page_size.max(1) as u64))
+    }
+
+    fn open_fds() -> Option<i64> {
+        Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as i64)
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some((cpu, rss)) = Self::stat() {
+            let cpu = ConstCounter::new(cpu);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "CPU time used by this process, user and system",
+                None,
+                cpu.metric_type(),
+            )?)?;
+            let rss = ConstGauge::new(rss as i64);
+            rss.encode(encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of this process",
+                None,
+                rss.metric_type(),
+            )?)?;
+        }
+        if let Some(fds) = Self::open_fds() {
+            let fds = ConstGauge::new(fds);
+            fds.encode(encoder.encode_descriptor(
+                "process_open_fds",
+                "Open file descriptors",
+                None,
+                fds.metric_type(),
+            )?)?;
+        }
+        let uptime = ConstGauge::new(self.started.elapsed().as_secs_f64());
+        uptime.encode(encoder.encode_descriptor(
+            "process_uptime_seconds",
+            "Time since the service started",
+            None,
+            uptime.metric_type(),
+        )?)?;
+        let start = self
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let start = ConstGauge::new(start);
+        start.encode(encoder.encode_descriptor(
+            "process_start_time_seconds",
+            "Start time of the process, in seconds since the Unix epoch",
+            None,
+            start.metric_type(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_in_the_prometheus_text_format() {
+        let metrics = Metrics::new();
+        metrics
+            .http_requests
+            .get_or_create(&RequestLabels {
+                method: "GET".into(),
+                route: "/api/v1/users/{id}".into(),
+                status: 200,
+            })
+            .inc();
+        metrics.cache_read("user", "hit");
+        metrics
+            .http_duration
+            .get_or_create(&RouteLabels {
+                method: "GET".into(),
+                route: "/health".into(),
+            })
+            .observe(0.002);
+        let text = metrics.render();
+        assert!(text.contains(
+            "http_requests_total{method=\"GET\",route=\"/api/v1/users/{id}\",status=\"200\"} 1"
+        ));
+        assert!(text.contains("cache_requests_total{kind=\"user\",result=\"hit\"} 1"));
+        for name in [
+            "# TYPE process_cpu_seconds_total counter",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_uptime_seconds ",
+            "highload_build_info{version=",
+            "# TYPE http_request_duration_seconds histogram",
+            "http_request_duration_seconds_bucket{method=\"GET\",route=\"/health\",le=\"0.0025\"} 1",
+            "events_published_total 0",
+        ] {
+            assert!(text.contains(name), "missing {name}:\n{text}");
+        }
+        assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"));
+    }
+}
