@@ -15,7 +15,7 @@
 //! oldest unfinished message ([`PartitionOffsets`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -175,14 +175,13 @@ pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, Kafka
             lag: Some(Arc::clone(&settings.metrics)),
         })
         .context("invalid Kafka consumer settings")?;
-    let consumer = Arc::new(consumer);
     let publisher = KafkaPublisher {
         producer: RwLock::new(producer),
         admin,
         settings: settings.clone(),
     };
     let subscriber = KafkaSubscriber {
-        consumer,
+        consumer: Some(Arc::new(consumer)),
         topic: settings.topic.clone(),
         check_timeout: settings.check_timeout,
         offsets: Arc::default(),
@@ -391,7 +390,9 @@ impl PartitionOffsets {
 type Offsets = Arc<Mutex<HashMap<i32, PartitionOffsets>>>;
 
 pub struct KafkaSubscriber {
-    consumer: Arc<StreamConsumer<KafkaContext>>,
+    /// The only strong reference (acks and the health probe hold weak
+    /// ones), so that dropping the subscriber closes the consumer; see Drop.
+    consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
     topic: String,
     check_timeout: Duration,
     offsets: Offsets,
@@ -400,7 +401,7 @@ pub struct KafkaSubscriber {
 }
 
 struct KafkaAck {
-    consumer: Arc<StreamConsumer<KafkaContext>>,
+    consumer: Weak<StreamConsumer<KafkaContext>>,
     offsets: Offsets,
     topic: String,
     partition: i32,
@@ -413,16 +414,35 @@ impl Acknowledge for KafkaAck {
             let mut offsets = self.offsets.lock().expect("BUG: offsets poisoned");
             offsets.entry(self.partition).or_default().done(self.offset)
         };
-        if let Some(offset) = committable {
+        let consumer = self.consumer.upgrade();
+        if let (Some(offset), Some(consumer)) = (committable, consumer) {
             // Stores offset + 1, the next to read. Fails if the partition was
             // revoked meanwhile; its new owner then processes the message
             // again, which the processor's dedupe absorbs.
-            if let Err(err) = self
-                .consumer
-                .store_offset(&self.topic, self.partition, offset)
-            {
+            if let Err(err) = consumer.store_offset(&self.topic, self.partition, offset) {
                 tracing::debug!(partition = self.partition, offset, error = %err, "offset not stored");
             }
+        }
+    }
+}
+
+impl KafkaSubscriber {
+    fn consumer(&self) -> &Arc<StreamConsumer<KafkaContext>> {
+        self.consumer
+            .as_ref()
+            .expect("BUG: the consumer is only taken on drop")
+    }
+}
+
+impl Drop for KafkaSubscriber {
+    /// Closing a consumer waits for the group coordinator, with no limit
+    /// when the broker is gone. It must neither block an async thread nor
+    /// keep the process from exiting, so it happens on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let _ = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(consumer));
         }
     }
 }
@@ -431,12 +451,12 @@ impl Acknowledge for KafkaAck {
 impl Subscriber for KafkaSubscriber {
     async fn next(&mut self) -> anyhow::Result<Option<Delivery>> {
         if !self.subscribed {
-            self.consumer
+            self.consumer()
                 .subscribe(&[&self.topic])
                 .with_context(|| format!("failed to subscribe to {}", self.topic))?;
             self.subscribed = true;
         }
-        let message = self.consumer.recv().await.map_err(|err| match err {
+        let message = self.consumer().recv().await.map_err(|err| match err {
             KafkaError::MessageConsumption(code) => {
                 anyhow::anyhow!("kafka consumer error: {code}")
             }
@@ -450,7 +470,7 @@ impl Subscriber for KafkaSubscriber {
             .or_default()
             .dispatched(offset);
         let ack = KafkaAck {
-            consumer: Arc::clone(&self.consumer),
+            consumer: Arc::downgrade(self.consumer()),
             offsets: Arc::clone(&self.offsets),
             topic: self.topic.clone(),
             partition,
@@ -469,14 +489,14 @@ impl Subscriber for KafkaSubscriber {
 
     fn probe(&self) -> Arc<dyn Probe> {
         Arc::new(ConsumerProbe {
-            consumer: Arc::clone(&self.consumer),
+            consumer: Arc::downgrade(self.consumer()),
             topic: self.topic.clone(),
             timeout: self.check_timeout,
         })
     }
 
     async fn close(self: Box<Self>) {
-        let consumer = self.consumer;
+        let consumer = Arc::clone(self.consumer());
         let closed = tokio::task::spawn_blocking(move || {
             if consumer.assignment().is_ok_and(|a| a.count() > 0) {
                 consumer.commit_consumer_state(CommitMode::Sync)?;
@@ -497,7 +517,7 @@ impl Subscriber for KafkaSubscriber {
 
 /// Health of the consumer's connection.
 struct ConsumerProbe {
-    consumer: Arc<StreamConsumer<KafkaContext>>,
+    consumer: Weak<StreamConsumer<KafkaContext>>,
     topic: String,
     timeout: Duration,
 }
@@ -505,8 +525,10 @@ struct ConsumerProbe {
 #[async_trait]
 impl Probe for ConsumerProbe {
     async fn check(&self) -> anyhow::Result<()> {
-        let (consumer, topic, timeout) =
-            (Arc::clone(&self.consumer), self.topic.clone(), self.timeout);
+        let Some(consumer) = self.consumer.upgrade() else {
+            anyhow::bail!("the consumer has stopped");
+        };
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
         // The call blocks: off the async threads.
         tokio::task::spawn_blocking(move || {
             let metadata = consumer

@@ -250,3 +250,41 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The error responses as the OpenAPI document lists them, shared by the
+/// operations (each names the ones it can answer).
+pub(super) mod documented {
+    #![allow(dead_code)] // only read by the OpenAPI derive
+
+    use super::Problem;
+
+    /// Malformed JSON, or an invalid field or parameter (named in `field`)
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 400, content_type = "application/problem+json")]
+    pub struct BadRequest(Problem<'static>);
+
+    /// No such user, event or route
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 404, content_type = "application/problem+json")]
+    pub struct NotFound(Problem<'static>);
+
+    /// Another user has this email
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 409, content_type = "application/problem+json")]
+    pub struct Conflict(Problem<'static>);
+
+    /// The body is larger than HTTP_BODY_LIMIT
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 413, content_type = "application/problem+json")]
+    pub struct TooLarge(Problem<'static>);
+
+    /// The body is not sent as application/json
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 415, content_type = "application/problem+json")]
+    pub struct NotJson(Problem<'static>);
+
+    /// Overloaded, timed out, or the database unavailable (see Retry-After)
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 503, content_type = "application/problem+json")]
+    pub struct Unavailable(Problem<'static>);
+}

@@ -1,7 +1,7 @@
 //! `/api/v1/events`: create, read, and list (filtered by user and type).
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::Problem;
-use super::extract::{ApiJson, ApiQuery, parse_id};
+use super::error::documented::{BadRequest, NotFound, NotJson, TooLarge, Unavailable};
+use super::extract::{ApiJson, ApiQuery, EventId};
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
 
@@ -63,11 +63,11 @@ fn parse_user_id(raw: &str) -> Result<Uuid, ValidationError> {
     request_body(content = CreateEvent, content_type = "application/json"),
     responses(
         (status = 201, description = "The created event; its message is on the bus soon after", body = Event),
-        (status = 400, description = "Malformed JSON or an invalid field (named in `field`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No user has this `user_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than HTTP_BODY_LIMIT", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        NotFound,
+        TooLarge,
+        NotJson,
+        Unavailable,
     )
 )]
 pub(super) async fn create(
@@ -88,16 +88,16 @@ pub(super) async fn create(
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The event", body = Event),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        NotFound,
+        Unavailable,
     )
 )]
 pub(super) async fn read(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    EventId(id): EventId,
 ) -> Result<Response, ApiError> {
-    let json = state.service.get_event(parse_id(&id, "event")?).await?;
+    let json = state.service.get_event(id).await?;
     Ok(json_body(StatusCode::OK, json))
 }
 
@@ -111,8 +111,8 @@ pub(super) async fn read(
     ),
     responses(
         (status = 200, description = "One page of events, newest first", body = EventList),
-        (status = 400, description = "A parameter is invalid (named in `field`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        Unavailable,
     )
 )]
 pub(super) async fn list(

@@ -1,7 +1,7 @@
 //! Extractors that reject bad input with an [`ApiError`] naming the problem,
 //! instead of axum's plain-text rejections (and its 422 for wrong types).
 
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -104,9 +104,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Parses the `{id}` path segment of a `kind` ("user" or "event").
-pub fn parse_id(raw: &str, kind: &'static str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::InvalidId(kind))
+/// The `{id}` of a user path; not a UUID (or not even UTF-8) is a 400.
+pub struct UserId(pub Uuid);
+
+/// The `{id}` of an event path.
+pub struct EventId(pub Uuid);
+
+async fn path_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    kind: &'static str,
+) -> Result<Uuid, ApiError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::InvalidId(kind))?;
+    Uuid::parse_str(&raw).map_err(|_| ApiError::InvalidId(kind))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for UserId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        path_id(parts, state, "user").await.map(Self)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EventId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        path_id(parts, state, "event").await.map(Self)
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
 //! `/api/v1/users`: create, read, update, delete, list, and activity.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::Problem;
-use super::extract::{ApiJson, ApiQuery, parse_id};
+use super::error::documented::{BadRequest, Conflict, NotFound, NotJson, TooLarge, Unavailable};
+use super::extract::{ApiJson, ApiQuery, UserId};
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch};
 
@@ -58,11 +58,11 @@ pub struct UserList<'a> {
     request_body(content = CreateUser, content_type = "application/json"),
     responses(
         (status = 201, description = "The created user", body = User),
-        (status = 400, description = "Malformed JSON or an invalid field (named in `field`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another user has this email", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than HTTP_BODY_LIMIT", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        Conflict,
+        TooLarge,
+        NotJson,
+        Unavailable,
     )
 )]
 pub(super) async fn create(
@@ -83,16 +83,16 @@ pub(super) async fn create(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        NotFound,
+        Unavailable,
     )
 )]
 pub(super) async fn read(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(id): UserId,
 ) -> Result<Response, ApiError> {
-    let json = state.service.get_user(parse_id(&id, "user")?).await?;
+    let json = state.service.get_user(id).await?;
     Ok(json_body(StatusCode::OK, json))
 }
 
@@ -102,20 +102,19 @@ pub(super) async fn read(
     request_body(content = UpdateUser, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated user", body = User),
-        (status = 400, description = "Not a UUID, malformed JSON or an invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another user has this email", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body larger than HTTP_BODY_LIMIT", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body not sent as application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        NotFound,
+        Conflict,
+        TooLarge,
+        NotJson,
+        Unavailable,
     )
 )]
 pub(super) async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(id): UserId,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "user")?;
     let patch = UserPatch {
         email: body.email.map(|e| Email::parse("email", &e)).transpose()?,
         first_name: body
@@ -136,16 +135,16 @@ pub(super) async fn update(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses(
         (status = 204, description = "Deleted, with the user's events"),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        NotFound,
+        Unavailable,
     )
 )]
 pub(super) async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(id): UserId,
 ) -> Result<Response, ApiError> {
-    state.service.delete_user(parse_id(&id, "user")?).await?;
+    state.service.delete_user(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -157,8 +156,8 @@ pub(super) async fn remove(
     ),
     responses(
         (status = 200, description = "One page of users, newest first", body = UserList),
-        (status = 400, description = "`page` or `limit` out of range", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        Unavailable,
     )
 )]
 pub(super) async fn list(
@@ -181,15 +180,15 @@ pub(super) async fn list(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "What the workers derived from the user's events", body = Activity),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
+        NotFound,
+        Unavailable,
     )
 )]
 pub(super) async fn activity(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(id): UserId,
 ) -> Result<Response, ApiError> {
-    let activity = state.service.activity(parse_id(&id, "user")?).await?;
+    let activity = state.service.activity(id).await?;
     Ok(axum::Json(activity).into_response())
 }

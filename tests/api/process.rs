@@ -96,14 +96,74 @@ fn empty_variables_count_as_unset_like_the_go_service() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_drains_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// Sends SIGTERM and returns the exit status, failing after `limit`.
+async fn terminate(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit within {limit:?} of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_exits_promptly_while_kafka_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Nothing listens there: the bus stays down for the whole run.
+    let mut child = highload(&dir)
+        .env("SERVER_HOST", "127.0.0.1")
+        .env("SERVER_PORT", port.to_string())
+        .env("KAFKA_BROKERS", format!("127.0.0.1:{}", free_port()))
+        .env("KAFKA_DELIVERY_TIMEOUT", "2s")
+        .env("SHUTDOWN_TIMEOUT", "10s")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(|| async {
+        let ready = client.get(format!("{base}/health/ready")).send().await;
+        ready.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    let created = client
+        .post(format!("{base}/api/v1/users"))
+        .json(&serde_json::json!({ "email": "down@example.com", "first_name": "K", "last_name": "D" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "writes succeed without the bus");
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the outbox keeps what was not published"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let mut child = highload(&dir)
         .env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", port.to_string())
@@ -113,8 +173,8 @@ async fn sigterm_drains_and_exits_zero() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     eventually(|| async {
-        let live = client.get(format!("{base}/health/live")).send().await;
-        live.is_ok_and(|r| r.status() == 200).then_some(())
+        let ready = client.get(format!("{base}/health/ready")).send().await;
+        ready.is_ok_and(|r| r.status() == 200).then_some(())
     })
     .await;
     let created = client
@@ -131,18 +191,6 @@ async fn sigterm_drains_and_exits_zero() {
         "data file under ./data"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0));
 }

@@ -73,6 +73,11 @@ async fn get_user_returns_the_user_and_404_or_400_for_bad_ids(stack: Stack) {
     let bad = app.get("/api/v1/users/not-a-uuid").await;
     let body = assert_problem(bad, 400, None).await;
     assert_eq!(body["error"], "Invalid user ID");
+    let not_utf8 = app.get("/api/v1/users/%FF").await;
+    assert_eq!(
+        assert_problem(not_utf8, 400, None).await["error"],
+        "Invalid user ID"
+    );
 }
 
 async fn create_user_returns_400_naming_the_invalid_field(stack: Stack) {
