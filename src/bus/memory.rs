@@ -5,8 +5,7 @@
 //! stays in the database, and a crash loses nothing (the row is published
 //! again after restart and the processor's dedupe absorbs the repeat).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,19 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Acknowledge, Delivery, Probe, PublishError, Publisher, Subscriber};
 use crate::store::OutboxRow;
 
-/// Dead letters kept for inspection; older ones are dropped from memory
-/// (each was logged with its payload when parked).
-const DEAD_LETTERS_KEPT: usize = 1000;
-
 /// Creates a connected publisher and subscriber whose queue holds up to
 /// `capacity` messages (publishers wait when it is full).
 pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
-        MemoryPublisher {
-            tx: tx.clone(),
-            dead_letters: Mutex::default(),
-        },
+        MemoryPublisher { tx: tx.clone() },
         MemorySubscriber {
             tx: tx.downgrade(),
             rx,
@@ -36,27 +28,8 @@ pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
     )
 }
 
-/// A message parked after it failed processing.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub payload: Bytes,
-    pub reason: String,
-}
-
 pub struct MemoryPublisher {
     tx: mpsc::Sender<Delivery>,
-    dead_letters: Mutex<VecDeque<DeadLetter>>,
-}
-
-impl MemoryPublisher {
-    /// The most recent dead letters, oldest first.
-    pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        let parked = self
-            .dead_letters
-            .lock()
-            .expect("BUG: dead letters poisoned");
-        parked.iter().cloned().collect()
-    }
 }
 
 /// Completes the publisher's wait for this message.
@@ -106,6 +79,8 @@ impl Publisher for MemoryPublisher {
         results
     }
 
+    /// There is no dead-letter topic in-process: the message is logged
+    /// whole, with the reason, where an operator can find it.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()> {
         tracing::error!(
             reason,
@@ -113,17 +88,6 @@ impl Publisher for MemoryPublisher {
             payload = %String::from_utf8_lossy(&delivery.payload),
             "message parked as a dead letter"
         );
-        let mut parked = self
-            .dead_letters
-            .lock()
-            .expect("BUG: dead letters poisoned");
-        if parked.len() == DEAD_LETTERS_KEPT {
-            parked.pop_front();
-        }
-        parked.push_back(DeadLetter {
-            payload: delivery.payload.clone(),
-            reason: reason.to_owned(),
-        });
         Ok(())
     }
 

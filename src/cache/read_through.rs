@@ -68,10 +68,6 @@ impl ReadThrough {
         }
     }
 
-    pub fn cache(&self) -> &Arc<dyn Cache> {
-        &self.cache
-    }
-
     /// Keys as the Go service names them (`user:<id>`), after the prefix.
     fn key(&self, kind: CacheKind, id: Uuid) -> String {
         format!("{}{}:{id}", self.prefix, kind.as_str())

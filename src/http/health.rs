@@ -118,6 +118,22 @@ pub struct ReadyChecks {
     database: Check,
 }
 
+impl Status {
+    fn of(healthy: bool) -> Self {
+        if healthy {
+            Self::Healthy
+        } else {
+            Self::Unhealthy
+        }
+    }
+}
+
+impl Readiness {
+    fn of(ready: bool) -> Self {
+        if ready { Self::Ready } else { Self::NotReady }
+    }
+}
+
 impl Check {
     fn healthy(&self) -> bool {
         self.status == Status::Healthy
@@ -136,11 +152,7 @@ impl Health {
             Err(_) => Some(format!("no answer within {:?}", self.check_timeout)),
         };
         Check {
-            status: if error.is_none() {
-                Status::Healthy
-            } else {
-                Status::Unhealthy
-            },
+            status: Status::of(error.is_none()),
             backend,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             error,
@@ -208,11 +220,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
     respond(
         healthy,
         HealthReport {
-            status: if healthy {
-                Status::Healthy
-            } else {
-                Status::Unhealthy
-            },
+            status: Status::of(healthy),
             timestamp: unix_now(),
             checks: Checks {
                 database,
@@ -263,11 +271,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     respond(
         ready,
         ReadyReport {
-            status: if ready {
-                Readiness::Ready
-            } else {
-                Readiness::NotReady
-            },
+            status: Readiness::of(ready),
             timestamp: unix_now(),
             reason: None,
             checks: Some(ReadyChecks { database }),

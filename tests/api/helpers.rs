@@ -397,6 +397,15 @@ impl TestApp {
     }
 }
 
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `probe` until it returns `Some`, failing the test after 30 s.
 pub async fn eventually<T, F, Fut>(mut probe: F) -> T
 where

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::eventually;
+use crate::helpers::{eventually, free_port};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_highload");
 
@@ -83,25 +83,22 @@ fn a_bad_value_stops_startup_naming_the_variable() {
 #[test]
 fn empty_variables_count_as_unset_like_the_go_service() {
     let dir = tempfile::tempdir().unwrap();
+    // A bad DATABASE_URL stops start-up only after every variable parsed:
+    // had the empty REDIS_DB or DB_PORT counted as a value, it would be the
+    // error. (--version would not do: it exits before variables are read.)
     let output = highload(&dir)
         .env("REDIS_DB", "")
-        .env("DB_HOST", "")
-        .arg("--version")
+        .env("DB_PORT", "")
+        .env("DATABASE_URL", "mysql://db/x")
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        !stderr.contains("REDIS_DB") && !stderr.contains("DB_PORT"),
+        "{stderr}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sends SIGTERM and returns the exit status, failing after `limit`.
