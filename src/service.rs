@@ -22,7 +22,7 @@ use crate::domain::{
     self, Activity, Event, EventFilter, EventMessage, NewEvent, NewUser, Page, PageOf, User,
     UserPatch,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Write, Written};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -106,7 +106,12 @@ impl Service {
                 updated_at: now,
             };
             let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
-            this.store.create_user(&user, &message).await?;
+            this.store
+                .write_one(Write::CreateUser {
+                    user: user.clone(),
+                    message,
+                })
+                .await?;
             this.relay_wakeup.notify_one();
             let json = to_json(&user);
             this.cache.put(CacheKind::User, user.id, json.clone()).await;
@@ -131,11 +136,14 @@ impl Service {
         }
         let this = Arc::clone(self);
         self.complete(async move {
-            let user = this
-                .store
-                .update_user(id, &patch, domain::now())
-                .await?
-                .ok_or(ServiceError::UserNotFound)?;
+            let update = Write::UpdateUser {
+                id,
+                patch,
+                at: domain::now(),
+            };
+            let Written::Updated(user) = this.store.write_one(update).await? else {
+                unreachable!("BUG: an update answers with the user");
+            };
             this.relay_wakeup.notify_one();
             let json = to_json(&user);
             this.cache.put(CacheKind::User, id, json.clone()).await;
@@ -149,11 +157,13 @@ impl Service {
         let this = Arc::clone(self);
         self.complete(async move {
             let message = EventMessage::user_deleted(id, domain::now());
-            let event_ids = this
+            let Written::Deleted { event_ids } = this
                 .store
-                .delete_user(id, &message)
+                .write_one(Write::DeleteUser { id, message })
                 .await?
-                .ok_or(ServiceError::UserNotFound)?;
+            else {
+                unreachable!("BUG: a delete answers with the event ids");
+            };
             this.relay_wakeup.notify_one();
             this.cache.forget(CacheKind::User, &[id]).await;
             this.cache.forget(CacheKind::Event, &event_ids).await;
@@ -178,7 +188,10 @@ impl Service {
                 created_at: domain::now(),
             };
             this.store
-                .create_event(&event, &EventMessage::for_event(&event))
+                .write_one(Write::CreateEvent {
+                    message: EventMessage::for_event(&event),
+                    event: event.clone(),
+                })
                 .await?;
             this.relay_wakeup.notify_one();
             let json = to_json(&event);

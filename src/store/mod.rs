@@ -6,12 +6,19 @@
 //! deletes them; the event processor applies messages idempotently (dedupe
 //! by message id in the same transaction as the effect).
 //!
-//! Implementations: [`sqlite::SqliteStore`] (embedded default) and
-//! [`postgres::PostgresStore`] (configured).
+//! Writes are commands ([`Write`]): one call applies a batch of them in one
+//! transaction and answers each with its own outcome, so that concurrent
+//! requests can share a commit. The SQL and the row mapping are shared by
+//! both backends ([`sql::SqlStore`]); each backend adds only its
+//! [`sql::Dialect`].
+//!
+//! Implementations: [`sqlite`] (embedded default) and [`postgres`]
+//! (configured).
 
 mod migrate;
 pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::future::Future;
@@ -30,7 +37,8 @@ pub enum StoreError {
     /// The email belongs to another user (unique constraint `users_email_key`).
     #[error("email is already taken")]
     EmailTaken,
-    /// The user an event refers to does not exist (foreign key).
+    /// The user a write names does not exist (the user to update or
+    /// delete, or the user of a new event).
     #[error("user does not exist")]
     UserNotFound,
     /// The database cannot be reached or is too busy right now; retrying
@@ -91,6 +99,47 @@ pub struct PoolStats {
     pub waiting: usize,
 }
 
+/// One change a client asked for. Every write except
+/// [`Write::ApplyMessage`] commits its outbox message with it.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Inserts the user; [`StoreError::EmailTaken`] if the address is taken.
+    CreateUser { user: User, message: EventMessage },
+    /// Applies a non-empty patch and sets `updated_at = at`; the
+    /// `user_updated` message is made from the updated row.
+    UpdateUser {
+        id: Uuid,
+        patch: UserPatch,
+        at: DateTime<Utc>,
+    },
+    /// Deletes the user and their events.
+    DeleteUser { id: Uuid, message: EventMessage },
+    /// Inserts the event; [`StoreError::UserNotFound`] without its user.
+    CreateEvent { event: Event, message: EventMessage },
+    /// Applies a bus message to the user's activity unless a message with
+    /// the same id was applied before (the dedupe record and the effect
+    /// commit together).
+    ApplyMessage(EventMessage),
+}
+
+/// What one [`Write`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The user or event was inserted.
+    Created,
+    /// The user as it is now.
+    Updated(User),
+    /// The ids of the deleted user's events (their cache entries must go too).
+    Deleted { event_ids: Vec<Uuid> },
+    /// Whether the message was applied now (`false`: it was applied before).
+    Applied(bool),
+}
+
+/// The outcome of one write of a batch: its own rejection
+/// ([`StoreError::EmailTaken`], [`StoreError::UserNotFound`], …) leaves the
+/// other writes of the batch alone.
+pub type Outcome = StoreResult<Written>;
+
 /// Counts the tasks waiting for a connection of one pool (sqlx does not).
 #[derive(Debug, Default)]
 pub(crate) struct Waiting(AtomicUsize);
@@ -114,21 +163,6 @@ impl Waiting {
     }
 }
 
-/// The figures of a sqlx pool.
-pub(crate) fn pool_stats<DB: sqlx::Database>(
-    pool: &'static str,
-    sqlx_pool: &sqlx::Pool<DB>,
-    waiting: &Waiting,
-) -> PoolStats {
-    PoolStats {
-        pool,
-        size: sqlx_pool.size(),
-        idle: sqlx_pool.num_idle(),
-        max: sqlx_pool.options().get_max_connections(),
-        waiting: waiting.get(),
-    }
-}
-
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Short name for logs and health checks (`sqlite`, `postgres`).
@@ -144,33 +178,16 @@ pub trait Store: Send + Sync + 'static {
     /// Round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Inserts `user` and the outbox row for `message` in one transaction.
-    async fn create_user(&self, user: &User, message: &EventMessage) -> StoreResult<()>;
+    /// Applies the writes in one transaction, in order, each with its
+    /// outbox row, and answers each with its own [`Outcome`]. `Err` only
+    /// when the batch as a whole failed (the database is unavailable, the
+    /// commit failed): then none of it is committed.
+    async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>>;
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
 
-    /// Applies a non-empty patch, sets `updated_at = now` and writes a
-    /// `user_updated` outbox row, in one transaction. `None`: no such user.
-    async fn update_user(
-        &self,
-        id: Uuid,
-        patch: &UserPatch,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<User>>;
-
-    /// Deletes the user and their events and writes `message`
-    /// (`user_deleted`) to the outbox, in one transaction. Returns the ids of
-    /// the deleted events (their cache entries must go too); `None`: no such
-    /// user.
-    async fn delete_user(&self, id: Uuid, message: &EventMessage)
-    -> StoreResult<Option<Vec<Uuid>>>;
-
     /// Newest first.
     async fn list_users(&self, page: Page) -> StoreResult<PageOf<User>>;
-
-    /// Inserts `event` and its outbox row in one transaction;
-    /// [`StoreError::UserNotFound`] when its user does not exist.
-    async fn create_event(&self, event: &Event, message: &EventMessage) -> StoreResult<()>;
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>>;
 
@@ -191,16 +208,30 @@ pub trait Store: Send + Sync + 'static {
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog>;
 
-    /// Applies a bus message to the user's activity unless a message with the
-    /// same id was applied before; the dedupe record and the effect commit
-    /// together. Returns whether it was applied now.
-    async fn apply_message(&self, message: &EventMessage) -> StoreResult<bool>;
-
     /// The user's activity (zero counts before the first message).
     async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity>;
 
     /// Waits for in-flight queries and closes connections.
     async fn close(&self);
+}
+
+impl dyn Store {
+    /// Applies one write in a transaction of its own.
+    pub async fn write_one(&self, write: Write) -> Outcome {
+        self.write(std::slice::from_ref(&write))
+            .await?
+            .pop()
+            .expect("BUG: a store answers each write")
+    }
+
+    /// Applies one bus message ([`Write::ApplyMessage`]); whether it was
+    /// applied now (`false`: it was applied before).
+    pub async fn apply_message(&self, message: &EventMessage) -> StoreResult<bool> {
+        match self.write_one(Write::ApplyMessage(message.clone())).await? {
+            Written::Applied(fresh) => Ok(fresh),
+            other => unreachable!("BUG: a message application answered {other:?}"),
+        }
+    }
 }
 
 /// Assembles an [`Activity`] from its summary row and per-type counts.

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
+use super::OutboxRow;
 use crate::domain::{Event, User};
 
 /// The columns of a user row, for every statement that returns one.
@@ -55,5 +56,19 @@ where
         event_type: row.try_get("type")?,
         data: row.try_get("data")?,
         created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn outbox_row_from_row<'r, R>(row: &'r R) -> Result<OutboxRow, sqlx::Error>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(OutboxRow {
+        id: row.try_get("id")?,
+        key: row.try_get("key")?,
+        payload: row.try_get("payload")?,
     })
 }

@@ -1,0 +1,836 @@
+//! The SQL store, one for both backends: statements, transactions and row
+//! mapping are written once here; a [`Dialect`] supplies only what truly
+//! differs between SQLite and PostgreSQL (how a timestamp is bound, the one
+//! statement whose functions differ, row locking, claiming outbox rows,
+//! sorting errors, the migrations).
+//!
+//! Statements use `$N` placeholders, which both drivers accept.
+//!
+//! A batch of writes runs in one transaction. With more than one write,
+//! each runs inside its own savepoint, so that a write the database rejects
+//! (a taken email, a missing user) is rolled back alone and the others
+//! still commit; PostgreSQL would otherwise abort the whole transaction on
+//! the first error.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::error::DatabaseError;
+use sqlx::migrate::Migrate;
+use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
+use sqlx::{
+    ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction,
+    Type,
+};
+use uuid::Uuid;
+
+use super::migrate::{self, Embedded};
+use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
+use super::{
+    OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, Waiting, Write,
+    Written,
+};
+use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User};
+
+/// What one SQL backend does its own way.
+#[async_trait]
+pub(crate) trait Dialect: Send + Sync + 'static {
+    type Db: Database;
+    /// How this backend stores a timestamp.
+    type Time: for<'q> Encode<'q, Self::Db> + Type<Self::Db> + Send + 'static;
+
+    /// Short name for logs and health checks.
+    const NAME: &'static str;
+    /// The backend's migrations.
+    const MIGRATIONS: Embedded;
+    /// Counts a message in `user_activity` (`$1` user id, `$2` time); the
+    /// backends name "the later of two times" differently.
+    const UPSERT_ACTIVITY: &'static str;
+    /// Appended to the `SELECT` that finds the user to delete: locks the
+    /// row, so that no event is added between deleting the user's events
+    /// and the user (SQLite needs none: it has a single writer).
+    const LOCK_ROW: &'static str;
+
+    fn time(at: &DateTime<Utc>) -> Self::Time;
+
+    /// What a database error means to the caller, where it means more than
+    /// "something broke".
+    fn sort(err: &dyn DatabaseError) -> Option<Sorted>;
+
+    /// Sorts a driver error: constraint violations the API answers with a
+    /// 4xx, transient conditions as `Unavailable`, the rest as `Other`.
+    fn classify(err: sqlx::Error, context: &'static str) -> StoreError {
+        match err.as_database_error().and_then(Self::sort) {
+            Some(Sorted::EmailTaken) => StoreError::EmailTaken,
+            Some(Sorted::UserNotFound) => StoreError::UserNotFound,
+            Some(Sorted::Unavailable) => StoreError::Unavailable(err),
+            None => StoreError::from_sqlx(err, context),
+        }
+    }
+
+    /// Leases up to `limit` rows that no one holds, oldest first, in order.
+    async fn claim_outbox(
+        pool: &Pool<Self::Db>,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error>;
+}
+
+/// The database errors a [`Dialect`] recognizes.
+pub(crate) enum Sorted {
+    /// The unique constraint on users' email.
+    EmailTaken,
+    /// The foreign key from an event to its user.
+    UserNotFound,
+    /// Contention or a server going away: retrying later can succeed.
+    Unavailable,
+}
+
+/// A pool with its name and waiters, for the metrics.
+pub(crate) struct NamedPool<DB: Database> {
+    /// `main` (PostgreSQL), `writer` or `reader` (SQLite).
+    pub(crate) name: &'static str,
+    pub(crate) pool: Pool<DB>,
+    pub(crate) waiting: Waiting,
+}
+
+impl<DB: Database> NamedPool<DB> {
+    pub(crate) fn new(name: &'static str, pool: Pool<DB>) -> Self {
+        Self {
+            name,
+            pool,
+            waiting: Waiting::default(),
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        PoolStats {
+            pool: self.name,
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+            waiting: self.waiting.get(),
+        }
+    }
+}
+
+/// The Store over any [`Dialect`].
+pub(crate) struct SqlStore<D: Dialect> {
+    /// Takes every write.
+    writer: NamedPool<D::Db>,
+    /// Takes the reads when set (SQLite's read-only pool, so that readers
+    /// never queue behind its single writer); else the writer does.
+    reader: Option<NamedPool<D::Db>>,
+}
+
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) fn new(writer: NamedPool<D::Db>, reader: Option<NamedPool<D::Db>>) -> Self {
+        Self { writer, reader }
+    }
+
+    fn reader(&self) -> &NamedPool<D::Db> {
+        self.reader.as_ref().unwrap_or(&self.writer)
+    }
+}
+
+/// `($1, $2, …)`: `n` placeholders, for `IN`.
+fn placeholders(n: usize) -> String {
+    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("({})", list.join(", "))
+}
+
+/// ` WHERE …` for the filter's present fields, with placeholders from `$1`
+/// in the order [`EventFilter`]'s values are bound.
+fn event_filter_sql(filter: &EventFilter) -> String {
+    let mut conditions = Vec::new();
+    if filter.user_id.is_some() {
+        conditions.push(format!("user_id = ${}", conditions.len() + 1));
+    }
+    if filter.event_type.is_some() {
+        conditions.push(format!("type = ${}", conditions.len() + 1));
+    }
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// Binds the filter's present values, in [`event_filter_sql`]'s order.
+fn bind_event_filter<'q, DB: Database>(
+    mut query: Query<'q, DB, DB::Arguments<'q>>,
+    filter: &EventFilter,
+) -> Query<'q, DB, DB::Arguments<'q>>
+where
+    Uuid: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    if let Some(user_id) = filter.user_id {
+        query = query.bind(user_id);
+    }
+    if let Some(event_type) = &filter.event_type {
+        query = query.bind(event_type.as_str().to_owned());
+    }
+    query
+}
+
+/// Writes `impl … where <the bounds every statement below needs from the
+/// driver> { … }`. Rust does not carry bounds like these along with the
+/// `Dialect` trait, so each `impl` block states them, through this macro.
+macro_rules! with_driver_bounds {
+    ([$($header:tt)*] { $($body:tt)* }) => {
+        $($header)*
+        where
+            for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+            for<'q> <D::Db as Database>::Arguments<'q>: IntoArguments<'q, D::Db>,
+            for<'q> Uuid: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+            for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+            for<'q> Option<String>: Encode<'q, D::Db>,
+            for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+            for<'q> DateTime<Utc>: Decode<'q, D::Db> + Type<D::Db>,
+            for<'r> &'r str: ColumnIndex<<D::Db as Database>::Row>,
+            usize: ColumnIndex<<D::Db as Database>::Row>,
+            <D::Db as Database>::Connection: Migrate,
+        {
+            $($body)*
+        }
+    };
+}
+
+with_driver_bounds! {
+[impl<D: Dialect> SqlStore<D>] {
+    async fn begin(pool: &NamedPool<D::Db>) -> StoreResult<Transaction<'static, D::Db>> {
+        pool.waiting
+            .on(pool.pool.begin())
+            .await
+            .map_err(|e| D::classify(e, "failed to begin a transaction"))
+    }
+
+    async fn acquire(pool: &NamedPool<D::Db>) -> StoreResult<PoolConnection<D::Db>> {
+        pool.waiting
+            .on(pool.pool.acquire())
+            .await
+            .map_err(|e| D::classify(e, "failed to get a connection"))
+    }
+
+    async fn insert_outbox(
+        conn: &mut <D::Db as Database>::Connection,
+        message: &EventMessage,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO outbox (message_id, key, payload, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(message.id)
+        .bind(message.key())
+        .bind(message.to_json())
+        .bind(D::time(&message.timestamp))
+        .execute(conn)
+        .await
+        .map_err(|e| D::classify(e, "failed to write the outbox row"))?;
+        Ok(())
+    }
+
+    /// One write's statements, on a transaction the caller commits.
+    async fn apply(conn: &mut <D::Db as Database>::Connection, write: &Write) -> Outcome {
+        match write {
+            Write::CreateUser { user, message } => {
+                sqlx::query(
+                    "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(user.id)
+                .bind(user.email.clone())
+                .bind(user.first_name.clone())
+                .bind(user.last_name.clone())
+                .bind(D::time(&user.created_at))
+                .bind(D::time(&user.updated_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to insert the user"))?;
+                Self::insert_outbox(conn, message).await?;
+                Ok(Written::Created)
+            }
+            Write::UpdateUser { id, patch, at } => {
+                let user = sqlx::query(concat!(
+                    "UPDATE users SET email = COALESCE($1, email), \
+                     first_name = COALESCE($2, first_name), \
+                     last_name = COALESCE($3, last_name), updated_at = $4 WHERE id = $5 RETURNING ",
+                    user_columns!()
+                ))
+                .bind(patch.email.as_ref().map(|e| e.as_str().to_owned()))
+                .bind(patch.first_name.as_ref().map(|n| n.as_str().to_owned()))
+                .bind(patch.last_name.as_ref().map(|n| n.as_str().to_owned()))
+                .bind(D::time(at))
+                .bind(*id)
+                .try_map(|row| user_from_row(&row))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to update the user"))?
+                .ok_or(StoreError::UserNotFound)?;
+                let message = EventMessage::for_user(EventMessage::USER_UPDATED, &user, *at);
+                Self::insert_outbox(conn, &message).await?;
+                Ok(Written::Updated(user))
+            }
+            Write::DeleteUser { id, message } => {
+                let select = format!("SELECT 1 FROM users WHERE id = $1{}", D::LOCK_ROW);
+                sqlx::query(&select)
+                    .bind(*id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(|e| D::classify(e, "failed to lock the user"))?
+                    .ok_or(StoreError::UserNotFound)?;
+                // Events before the user: the cascade would delete them
+                // without telling us their ids.
+                let event_ids =
+                    sqlx::query_scalar("DELETE FROM events WHERE user_id = $1 RETURNING id")
+                        .bind(*id)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(|e| D::classify(e, "failed to delete the user's events"))?;
+                sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(*id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| D::classify(e, "failed to delete the user"))?;
+                Self::insert_outbox(conn, message).await?;
+                Ok(Written::Deleted { event_ids })
+            }
+            Write::CreateEvent { event, message } => {
+                sqlx::query(
+                    "INSERT INTO events (id, user_id, type, data, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(event.id)
+                .bind(event.user_id)
+                .bind(event.event_type.clone())
+                .bind(event.data.clone())
+                .bind(D::time(&event.created_at))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to insert the event"))?;
+                Self::insert_outbox(conn, message).await?;
+                Ok(Written::Created)
+            }
+            Write::ApplyMessage(message) => {
+                // A row comes back only when the id is new.
+                let fresh = sqlx::query(
+                    "INSERT INTO processed_messages (message_id, processed_at) VALUES ($1, $2) \
+                     ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                )
+                .bind(message.id)
+                .bind(D::time(&Utc::now()))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to record the message"))?
+                .is_some();
+                if !fresh {
+                    return Ok(Written::Applied(false));
+                }
+                sqlx::query(D::UPSERT_ACTIVITY)
+                    .bind(message.user_id)
+                    .bind(D::time(&message.timestamp))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| D::classify(e, "failed to update the activity"))?;
+                sqlx::query(
+                    "INSERT INTO user_activity_types (user_id, type, count) VALUES ($1, $2, 1) \
+                     ON CONFLICT (user_id, type) DO UPDATE SET \
+                     count = user_activity_types.count + 1",
+                )
+                .bind(message.user_id)
+                .bind(message.event_type.clone())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to update the activity"))?;
+                Ok(Written::Applied(true))
+            }
+        }
+    }
+
+    /// A page of a list: `count` counts the rows, `select` (whose last two
+    /// placeholders are left for `LIMIT` and `OFFSET`) reads them, in one
+    /// transaction so that the total and the page agree.
+    async fn page_of<'q, T: Send + Unpin>(
+        &self,
+        count: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
+        select: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
+        page: Page,
+        map: fn(&<D::Db as Database>::Row) -> Result<T, sqlx::Error>,
+    ) -> StoreResult<PageOf<T>> {
+        let mut tx = Self::begin(self.reader()).await?;
+        let (total,): (i64,) = count
+            .try_map(|row| sqlx::FromRow::from_row(&row))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| D::classify(e, "failed to count rows"))?;
+        let items = select
+            .bind(i64::from(page.limit))
+            .bind(page.offset())
+            .try_map(|row| map(&row))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| D::classify(e, "failed to list rows"))?;
+        tx.commit()
+            .await
+            .map_err(|e| D::classify(e, "failed to end a read"))?;
+        Ok(PageOf {
+            items,
+            total: total.try_into().unwrap_or_default(),
+        })
+    }
+
+    /// Runs `write` inside a savepoint of `tx`: rolled back alone if the
+    /// database rejects it.
+    async fn apply_in_savepoint(
+        tx: &mut Transaction<'static, D::Db>,
+        write: &Write,
+    ) -> StoreResult<Outcome> {
+        let mut savepoint = Connection::begin(&mut **tx)
+            .await
+            .map_err(|e| D::classify(e, "failed to begin a savepoint"))?;
+        let outcome = Self::apply(&mut savepoint, write).await;
+        let ended = if outcome.is_ok() {
+            savepoint.commit().await
+        } else {
+            savepoint.rollback().await
+        };
+        ended.map_err(|e| D::classify(e, "failed to end a savepoint"))?;
+        Ok(outcome)
+    }
+}
+}
+
+/// A failure that no single write owns: the whole batch fails with it.
+fn fails_the_batch(outcome: &Outcome) -> bool {
+    matches!(outcome, Err(StoreError::Unavailable(_)))
+}
+
+with_driver_bounds! {
+[#[async_trait]
+impl<D: Dialect> Store for SqlStore<D>] {
+    fn backend(&self) -> &'static str {
+        D::NAME
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        std::iter::once(&self.writer)
+            .chain(self.reader.as_ref())
+            .map(NamedPool::stats)
+            .collect()
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrator = migrate::migrator(D::MIGRATIONS)
+            .await
+            .with_context(|| format!("failed to load the {} migrations", D::NAME))?;
+        migrator.run(&self.writer.pool).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::Execute(e) => D::classify(e, "failed to migrate"),
+            other => StoreError::Other(
+                anyhow::Error::new(other)
+                    .context(format!("failed to run the {} migrations", D::NAME)),
+            ),
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = Self::acquire(self.reader()).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, "failed to ping"))?;
+        Ok(())
+    }
+
+    async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
+        let mut tx = Self::begin(&self.writer).await?;
+        if let [write] = writes {
+            // Alone, the transaction is the savepoint.
+            let outcome = Self::apply(&mut tx, write).await;
+            if outcome.is_ok() {
+                tx.commit()
+                    .await
+                    .map_err(|e| D::classify(e, "failed to commit"))?;
+            } else if fails_the_batch(&outcome) {
+                return Err(outcome.expect_err("checked above"));
+            }
+            return Ok(vec![outcome]);
+        }
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let outcome = Self::apply_in_savepoint(&mut tx, write).await?;
+            if fails_the_batch(&outcome) {
+                return Err(outcome.expect_err("checked above"));
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit()
+            .await
+            .map_err(|e| D::classify(e, "failed to commit"))?;
+        Ok(outcomes)
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        let mut conn = Self::acquire(self.reader()).await?;
+        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(id)
+            .try_map(|row| user_from_row(&row))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, "failed to read the user"))
+    }
+
+    async fn list_users(&self, page: Page) -> StoreResult<PageOf<User>> {
+        let select = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+        );
+        self.page_of(
+            sqlx::query("SELECT COUNT(*) FROM users"),
+            sqlx::query(select),
+            page,
+            |row| user_from_row(row),
+        )
+        .await
+    }
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>> {
+        let mut conn = Self::acquire(self.reader()).await?;
+        sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1"))
+            .bind(id)
+            .try_map(|row| event_from_row(&row))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, "failed to read the event"))
+    }
+
+    async fn list_events(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>> {
+        let filter_sql = event_filter_sql(filter);
+        let count = format!("SELECT COUNT(*) FROM events{filter_sql}");
+        let next = usize::from(filter.user_id.is_some())
+            + usize::from(filter.event_type.is_some())
+            + 1;
+        let select = format!(
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events{} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}"
+            ),
+            filter_sql,
+            next,
+            next + 1
+        );
+        self.page_of(
+            bind_event_filter(sqlx::query(&count), filter),
+            bind_event_filter(sqlx::query(&select), filter),
+            page,
+            |row| event_from_row(row),
+        )
+        .await
+    }
+
+    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>> {
+        let mut rows = self
+            .writer
+            .waiting
+            .on(D::claim_outbox(&self.writer.pool, limit, lease))
+            .await
+            .map_err(|e| D::classify(e, "failed to claim outbox rows"))?;
+        // RETURNING gives no order guarantee; publishing follows the outbox.
+        rows.sort_unstable_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("DELETE FROM outbox WHERE id IN {}", placeholders(ids.len()));
+        let query = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(*id));
+        query
+            .execute(&mut *Self::acquire(&self.writer).await?)
+            .await
+            .map_err(|e| D::classify(e, "failed to delete published outbox rows"))?;
+        Ok(())
+    }
+
+    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("UPDATE outbox SET locked_until = NULL WHERE id IN {}", placeholders(ids.len()));
+        let query = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(*id));
+        query
+            .execute(&mut *Self::acquire(&self.writer).await?)
+            .await
+            .map_err(|e| D::classify(e, "failed to release outbox rows"))?;
+        Ok(())
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
+        let (rows, oldest): (i64, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox")
+                .fetch_one(&mut *Self::acquire(self.reader()).await?)
+                .await
+                .map_err(|e| D::classify(e, "failed to measure the outbox"))?;
+        Ok(OutboxBacklog {
+            rows: rows.try_into().unwrap_or_default(),
+            oldest,
+        })
+    }
+
+    async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity> {
+        let mut tx = Self::begin(self.reader()).await?;
+        let summary: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT total_events, last_event_at FROM user_activity WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| D::classify(e, "failed to read the activity"))?;
+        let by_type: Vec<(String, i64)> =
+            sqlx::query_as("SELECT type, count FROM user_activity_types WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| D::classify(e, "failed to read the activity"))?;
+        tx.commit()
+            .await
+            .map_err(|e| D::classify(e, "failed to end a read"))?;
+        Ok(super::activity_from(user_id, summary, by_type))
+    }
+
+    async fn close(&self) {
+        self.writer.pool.close().await;
+        if let Some(reader) = &self.reader {
+            reader.pool.close().await;
+        }
+    }
+}
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch contract, on both backends: each write of a batch gets its
+    //! own outcome, and a rejected write leaves no trace while the others
+    //! commit with their outbox rows.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::{self, Email, PersonName, UserPatch};
+    use crate::store::postgres::PostgresStore;
+    use crate::store::sqlite::SqliteStore;
+
+    fn user(email: &str) -> (User, EventMessage) {
+        let now = domain::now();
+        let user = User {
+            id: Uuid::now_v7(),
+            email: email.to_owned(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
+        (user, message)
+    }
+
+    fn event(user_id: Uuid) -> Write {
+        let event = Event {
+            id: Uuid::now_v7(),
+            user_id,
+            event_type: "click".into(),
+            data: "{}".into(),
+            created_at: domain::now(),
+        };
+        Write::CreateEvent {
+            message: EventMessage::for_event(&event),
+            event,
+        }
+    }
+
+    fn kinds(outcomes: &[Outcome]) -> Vec<String> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(Written::Created) => "created".to_owned(),
+                Ok(Written::Updated(u)) => format!("updated {}", u.first_name),
+                Ok(Written::Deleted { event_ids }) => format!("deleted {}", event_ids.len()),
+                Ok(Written::Applied(fresh)) => format!("applied {fresh}"),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+    }
+
+    async fn batch_writes_have_their_own_outcomes(store: Arc<dyn Store>) {
+        store.migrate().await.unwrap();
+        let (ada, ada_created) = user("ada@example.com");
+        let (twin, twin_created) = user("ada@example.com");
+        let (grace, grace_created) = user("grace@example.com");
+        let patch = UserPatch {
+            first_name: Some(PersonName::parse("first_name", "Augusta").unwrap()),
+            ..UserPatch::default()
+        };
+        let steal = UserPatch {
+            email: Some(Email::parse("email", "ada@example.com").unwrap()),
+            ..UserPatch::default()
+        };
+        let at = domain::now();
+        let outcomes = store
+            .write(&[
+                Write::CreateUser {
+                    user: ada.clone(),
+                    message: ada_created,
+                },
+                Write::CreateUser {
+                    user: twin.clone(),
+                    message: twin_created,
+                },
+                Write::CreateUser {
+                    user: grace.clone(),
+                    message: grace_created,
+                },
+                event(ada.id),
+                event(twin.id),
+                Write::UpdateUser {
+                    id: ada.id,
+                    patch: patch.clone(),
+                    at,
+                },
+                Write::UpdateUser {
+                    id: grace.id,
+                    patch: steal,
+                    at,
+                },
+                Write::UpdateUser {
+                    id: Uuid::now_v7(),
+                    patch,
+                    at,
+                },
+                Write::DeleteUser {
+                    id: Uuid::now_v7(),
+                    message: EventMessage::user_deleted(Uuid::now_v7(), at),
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            kinds(&outcomes),
+            [
+                "created",
+                "error: email is already taken",
+                "created",
+                "created",
+                "error: user does not exist",
+                "updated Augusta",
+                "error: email is already taken",
+                "error: user does not exist",
+                "error: user does not exist",
+            ]
+        );
+
+        // What was rejected left nothing behind; the rest committed.
+        assert_eq!(
+            store.get_user(ada.id).await.unwrap().unwrap().first_name,
+            "Augusta"
+        );
+        assert_eq!(
+            store.get_user(grace.id).await.unwrap().unwrap().email,
+            "grace@example.com"
+        );
+        assert!(store.get_user(twin.id).await.unwrap().is_none());
+        let listed = store
+            .list_events(&EventFilter::default(), Page::default())
+            .await
+            .unwrap();
+        assert_eq!(listed.total, 1);
+        assert_eq!(listed.items[0].user_id, ada.id);
+        let outbox = store
+            .claim_outbox(100, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let types: Vec<(String, String)> = outbox
+            .iter()
+            .map(|row| {
+                let message: EventMessage = serde_json::from_str(&row.payload).unwrap();
+                (row.key.clone(), message.event_type)
+            })
+            .collect();
+        let (a, g) = (ada.id.to_string(), grace.id.to_string());
+        assert_eq!(
+            types,
+            [
+                (a.clone(), "user_created".to_owned()),
+                (g, "user_created".to_owned()),
+                (a.clone(), "click".to_owned()),
+                (a.clone(), "user_updated".to_owned()),
+            ]
+        );
+
+        // A message applied twice in one batch counts once.
+        let message = EventMessage::user_deleted(ada.id, domain::now());
+        let applied = store
+            .write(&[
+                Write::ApplyMessage(message.clone()),
+                Write::ApplyMessage(message),
+                Write::DeleteUser {
+                    id: ada.id,
+                    message: EventMessage::user_deleted(ada.id, domain::now()),
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            kinds(&applied),
+            ["applied true", "applied false", "deleted 1"]
+        );
+        assert_eq!(store.get_activity(ada.id).await.unwrap().total_events, 1);
+        assert!(store.get_user(ada.id).await.unwrap().is_none());
+
+        // Alone, a rejected write is still its own outcome, not the batch's.
+        let (again, again_created) = user("grace@example.com");
+        let alone = store
+            .write_one(Write::CreateUser {
+                user: again,
+                message: again_created,
+            })
+            .await;
+        assert!(matches!(alone, Err(StoreError::EmailTaken)), "{alone:?}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_batches_give_each_write_its_own_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), 2, Duration::from_secs(5))
+            .await
+            .unwrap();
+        batch_writes_have_their_own_outcomes(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL (TEST_DATABASE_URL); run with --include-ignored"]
+    async fn postgres_batches_give_each_write_its_own_outcome() {
+        let admin_url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("PostgreSQL must be running (scripts/dev-services.sh)");
+        let name = format!("highload_store_{}", Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let (server, _) = admin_url.rsplit_once('/').expect("a URL with a database");
+        let url = format!("{server}/{name}");
+        let store = PostgresStore::connect_lazy(&url, 4, Duration::from_secs(5)).unwrap();
+        batch_writes_have_their_own_outcomes(Arc::new(store)).await;
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
