@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
-use rdkafka::Message;
+use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -32,9 +32,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Acknowledge, Delivery, Probe, PublishError, Publisher, Subscriber};
+use super::{Acknowledge, Delivery, Message, Probe, PublishError, Publisher, Subscriber};
 use crate::metrics::{Metrics, PartitionLabels};
-use crate::store::OutboxRow;
 
 /// Routes librdkafka's logs into `tracing`. Connection failures, which it
 /// logs as errors and repeats while a broker is down, become warnings: the
@@ -270,12 +269,12 @@ impl Publisher for KafkaPublisher {
         Ok(())
     }
 
-    async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
+    async fn publish(&self, messages: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
         let producer = self.producer();
-        let sends = rows.iter().map(|row| {
+        let sends = messages.iter().map(|message| {
             let record = FutureRecord::to(&self.settings.topic)
-                .key(row.key.as_bytes())
-                .payload(row.payload.as_bytes());
+                .key(message.key)
+                .payload(message.payload);
             // Waits for room in librdkafka's queue, then for the broker.
             producer.send(record, self.settings.delivery_timeout)
         });
