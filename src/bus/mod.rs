@@ -21,8 +21,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 /// One message to publish, borrowed from its owner (the outbox relay's
-/// claimed rows) for as long as the publish takes: the Kafka producer copies
-/// it straight into librdkafka's queue, so nothing is copied on the way.
+/// claimed rows) for as long as the publish takes, so that it is copied
+/// only where the bytes must go: into librdkafka's queue, or into the
+/// in-process delivery.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
     /// Routes the message (the user id): one key's messages stay in order.
