@@ -6,21 +6,24 @@
 //! again after restart and the processor's dedupe absorbs the repeat).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Acknowledge, Delivery, Probe, PublishError, Publisher, Subscriber};
-use crate::store::OutboxRow;
+use super::{Acknowledge, Delivery, Message, Probe, PublishError, Publisher, Subscriber};
 
 /// Creates a connected publisher and subscriber whose queue holds up to
 /// `capacity` messages (publishers wait when it is full).
 pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
-        MemoryPublisher { tx: tx.clone() },
+        MemoryPublisher {
+            tx: tx.clone(),
+            published: AtomicU64::new(0),
+        },
         MemorySubscriber {
             tx: tx.downgrade(),
             rx,
@@ -30,6 +33,9 @@ pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
 
 pub struct MemoryPublisher {
     tx: mpsc::Sender<Delivery>,
+    /// Messages published so far: numbers each delivery's origin, as an
+    /// offset does on Kafka, so that its logs can be told apart.
+    published: AtomicU64,
 }
 
 /// Completes the publisher's wait for this message.
@@ -53,20 +59,21 @@ impl Publisher for MemoryPublisher {
         Ok(())
     }
 
-    async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
-        let mut waits = Vec::with_capacity(rows.len());
-        for row in rows {
+    async fn publish(&self, messages: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
+        let mut waits = Vec::with_capacity(messages.len());
+        for message in messages {
             let (done, processed) = oneshot::channel();
+            let number = self.published.fetch_add(1, Ordering::Relaxed);
             let delivery = Delivery::new(
-                Some(Bytes::from(row.key.clone())),
-                Bytes::from(row.payload.clone()),
-                format!("outbox row {}", row.id),
+                Some(Bytes::copy_from_slice(message.key)),
+                Bytes::copy_from_slice(message.payload),
+                format!("in-process message {number}"),
                 Box::new(Processed(done)),
             );
             let sent = self.tx.send(delivery).await.is_ok();
             waits.push((sent, processed));
         }
-        let mut results = Vec::with_capacity(rows.len());
+        let mut results = Vec::with_capacity(messages.len());
         for (sent, processed) in waits {
             results.push(match (sent, processed.await) {
                 (true, Ok(())) => Ok(()),

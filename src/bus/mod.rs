@@ -20,7 +20,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::store::OutboxRow;
+/// One message to publish, borrowed from its owner (the outbox relay's
+/// claimed rows) for as long as the publish takes, so that it is copied
+/// only where the bytes must go: into librdkafka's queue, or into the
+/// in-process delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Routes the message (the user id): one key's messages stay in order.
+    pub key: &'a [u8],
+    /// The message body (JSON), published exactly as given.
+    pub payload: &'a [u8],
+}
 
 /// Why a publish failed; the outbox row stays and is retried.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,9 +46,9 @@ pub trait Publisher: Send + Sync + 'static {
     /// topics). Retried with backoff at start-up until it succeeds.
     async fn prepare(&self) -> anyhow::Result<()>;
 
-    /// Publishes the rows' messages, keyed by user id, in order, and
-    /// reports for each whether the bus now holds it durably.
-    async fn publish(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>>;
+    /// Publishes the messages in order and reports for each whether the bus
+    /// now holds it durably.
+    async fn publish(&self, messages: &[Message<'_>]) -> Vec<Result<(), PublishError>>;
 
     /// Parks a message that cannot be processed on the dead-letter topic,
     /// with the reason.

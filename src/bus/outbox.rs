@@ -98,7 +98,14 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let results = self.publisher.publish(&rows).await;
+        let messages: Vec<_> = rows
+            .iter()
+            .map(|row| super::Message {
+                key: row.key.as_bytes(),
+                payload: row.payload.as_bytes(),
+            })
+            .collect();
+        let results = self.publisher.publish(&messages).await;
         let mut published = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
         let mut first_error = None;

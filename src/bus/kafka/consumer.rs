@@ -1,0 +1,201 @@
+//! The Kafka subscriber: a consumer in group `KAFKA_GROUP_ID` whose offsets
+//! are stored only when a delivery is acknowledged, committed in the
+//! background and once more on close; and the probe of its connection.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::KafkaSettings;
+use super::context::KafkaContext;
+use super::offsets::Offsets;
+use crate::bus::{Acknowledge, Delivery, Probe, Subscriber};
+
+/// Consumes the topic for the worker pool.
+pub struct KafkaSubscriber {
+    /// The only strong reference (acks and the health probe hold weak
+    /// ones), so that dropping the subscriber closes the consumer; see Drop.
+    consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
+    topic: String,
+    check_timeout: Duration,
+    offsets: Offsets,
+    /// Subscribing waits for `next`, so that the topics exist first.
+    subscribed: bool,
+}
+
+struct KafkaAck {
+    consumer: Weak<StreamConsumer<KafkaContext>>,
+    offsets: Offsets,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+impl Acknowledge for KafkaAck {
+    fn ack(self: Box<Self>) {
+        let committable = {
+            let mut offsets = self.offsets.lock().expect("BUG: offsets poisoned");
+            offsets.entry(self.partition).or_default().done(self.offset)
+        };
+        let consumer = self.consumer.upgrade();
+        if let (Some(offset), Some(consumer)) = (committable, consumer) {
+            // Stores offset + 1, the next to read. Fails if the partition was
+            // revoked meanwhile; its new owner then processes the message
+            // again, which the processor's dedupe absorbs.
+            if let Err(err) = consumer.store_offset(&self.topic, self.partition, offset) {
+                tracing::debug!(partition = self.partition, offset, error = %err, "offset not stored");
+            }
+        }
+    }
+}
+
+impl KafkaSubscriber {
+    /// Creates the consumer; it does not connect until used.
+    pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer<KafkaContext> = settings
+            .client_config()
+            .set("group.id", &settings.group_id)
+            // Offsets are stored after processing (see Acknowledge) and the
+            // stored ones committed every second and on close.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            // A new group starts at the beginning: nothing published before it
+            // first joined is skipped.
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(KafkaContext::reporting_lag(Arc::clone(&settings.metrics)))
+            .context("invalid Kafka consumer settings")?;
+        Ok(Self {
+            consumer: Some(Arc::new(consumer)),
+            topic: settings.topic.clone(),
+            check_timeout: settings.check_timeout,
+            offsets: Arc::default(),
+            subscribed: false,
+        })
+    }
+
+    fn consumer(&self) -> &Arc<StreamConsumer<KafkaContext>> {
+        self.consumer
+            .as_ref()
+            .expect("BUG: the consumer is only taken on drop")
+    }
+}
+
+impl Drop for KafkaSubscriber {
+    /// Closing a consumer waits for the group coordinator, with no limit
+    /// when the broker is gone. It must neither block an async thread nor
+    /// keep the process from exiting, so it happens on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let _ = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for KafkaSubscriber {
+    async fn next(&mut self) -> anyhow::Result<Option<Delivery>> {
+        if !self.subscribed {
+            self.consumer()
+                .subscribe(&[&self.topic])
+                .with_context(|| format!("failed to subscribe to {}", self.topic))?;
+            self.subscribed = true;
+        }
+        let message = self.consumer().recv().await.map_err(|err| match err {
+            KafkaError::MessageConsumption(code) => {
+                anyhow::anyhow!("kafka consumer error: {code}")
+            }
+            other => anyhow::Error::new(other),
+        })?;
+        let (partition, offset) = (message.partition(), message.offset());
+        self.offsets
+            .lock()
+            .expect("BUG: offsets poisoned")
+            .entry(partition)
+            .or_default()
+            .dispatched(offset);
+        let ack = KafkaAck {
+            consumer: Arc::downgrade(self.consumer()),
+            offsets: Arc::clone(&self.offsets),
+            topic: self.topic.clone(),
+            partition,
+            offset,
+        };
+        Ok(Some(Delivery::new(
+            message.key().map(Bytes::copy_from_slice),
+            message
+                .payload()
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default(),
+            format!("{} partition {partition} offset {offset}", self.topic),
+            Box::new(ack),
+        )))
+    }
+
+    fn probe(&self) -> Arc<dyn Probe> {
+        Arc::new(ConsumerProbe {
+            consumer: Arc::downgrade(self.consumer()),
+            topic: self.topic.clone(),
+            timeout: self.check_timeout,
+        })
+    }
+
+    async fn close(self: Box<Self>) {
+        let consumer = Arc::clone(self.consumer());
+        let closed = tokio::task::spawn_blocking(move || {
+            if consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                consumer.commit_consumer_state(CommitMode::Sync)?;
+            }
+            consumer.unsubscribe();
+            Ok::<_, KafkaError>(())
+        })
+        .await;
+        match closed {
+            Ok(Ok(())) => tracing::info!("kafka offsets committed"),
+            // The background commit already covered everything stored.
+            Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "final offset commit failed"),
+            Err(err) => tracing::warn!(error = %err, "final offset commit failed"),
+        }
+    }
+}
+
+/// Health of the consumer's connection.
+struct ConsumerProbe {
+    consumer: Weak<StreamConsumer<KafkaContext>>,
+    topic: String,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl Probe for ConsumerProbe {
+    async fn check(&self) -> anyhow::Result<()> {
+        let Some(consumer) = self.consumer.upgrade() else {
+            anyhow::bail!("the consumer has stopped");
+        };
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        // The call blocks: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .context("kafka did not answer a metadata request")?;
+            match metadata.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                _ => anyhow::bail!("topic {topic} is not available"),
+            }
+        })
+        .await?
+    }
+}

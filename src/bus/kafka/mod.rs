@@ -1,0 +1,75 @@
+//! Kafka bus (rdkafka, librdkafka built from source): the configured
+//! backend.
+//!
+//! Producer: idempotent (`enable.idempotence`, `acks=all`), so retries
+//! inside librdkafka neither duplicate nor reorder a partition's messages;
+//! keys are partitioned like the Java client (murmur2), so each user's
+//! messages land in one partition, in order. A publish resolves when the
+//! broker has acknowledged it, or fails after the delivery timeout; the
+//! outbox keeps the row until then.
+//!
+//! Consumer: group `KAFKA_GROUP_ID`, offsets stored only by
+//! [`Acknowledge::ack`](super::Acknowledge::ack) after processing and
+//! committed in the background and once more, synchronously, on close.
+//! Workers finish messages out of order, so each partition's committable
+//! offset is the one below its oldest unfinished message
+//! ([`PartitionOffsets`](offsets::PartitionOffsets)).
+//!
+//! One file per concern: `context` (logs and lag), `producer` (with
+//! renewal and topic admin), `offsets`, `consumer` (with its probe).
+
+mod consumer;
+mod context;
+mod offsets;
+mod producer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+
+pub use consumer::KafkaSubscriber;
+pub use producer::KafkaPublisher;
+
+use crate::metrics::Metrics;
+
+/// Everything the Kafka backend is configured with.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    /// Partitions of the topics created at start (existing ones are kept).
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub linger: Duration,
+    pub compression: String,
+    /// How long librdkafka retries a message before reporting it failed.
+    pub delivery_timeout: Duration,
+    /// Limit of a metadata request made by a health check.
+    pub check_timeout: Duration,
+    /// Receives the consumer's lag per partition.
+    pub metrics: Arc<Metrics>,
+}
+
+impl KafkaSettings {
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
+    /// What every client shares: where the brokers are, who is asking.
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "highload");
+        config
+    }
+}
+
+/// Creates the producer and the consumer; neither connects until used.
+pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, KafkaSubscriber)> {
+    let publisher = KafkaPublisher::new(settings.clone())?;
+    let subscriber = KafkaSubscriber::new(&settings)?;
+    Ok((publisher, subscriber))
+}
