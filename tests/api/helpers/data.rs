@@ -25,10 +25,7 @@ impl TestData {
         let real = match stack {
             Stack::Embedded => None,
             Stack::Real => {
-                let real = RealStack::get("setup")
-                    .await
-                    .expect("real stack checked")
-                    .clone();
+                let real = RealStack::get().await.clone();
                 let name = format!("hl_test_{}", uuid::Uuid::new_v4().simple());
                 let pool = sqlx::PgPool::connect_with(real.database.clone())
                     .await
