@@ -7,14 +7,176 @@
 //! embedded backend". As in the Go service, a variable set to the empty
 //! string counts as unset. A bad value stops start-up with a message naming
 //! the variable.
+//!
+//! The command line is parsed into [`Cli`] and resolved once, at load, into
+//! [`Config`]: which store, whether Redis, whether Kafka, each with the
+//! options its client needs. Nothing later chooses a backend or parses a
+//! URL again. Passwords (`DB_PASSWORD`, `REDIS_PASSWORD`, and those inside
+//! `DATABASE_URL` and `REDIS_URL`) are held in types whose `Debug` leaves
+//! them out, so logging a configuration never leaks one.
 
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, Parser, ValueEnum};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
 
-#[derive(Debug, Clone, Parser)]
+/// The shortest `KAFKA_DELIVERY_TIMEOUT` accepted.
+const MIN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The service's settings, resolved: every backend chosen and ready to
+/// connect to. Built by [`Config::load`] (or [`Config::try_parse_from`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub bus: BusConfig,
+    pub workers: WorkerConfig,
+    pub log: LogConfig,
+}
+
+/// Where the data lives, and the pool that reaches it.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub backend: DatabaseBackend,
+    /// Most connections in the pool (SQLite: read connections).
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before 503.
+    pub acquire_timeout: Duration,
+}
+
+/// The store: PostgreSQL when `DATABASE_URL` (postgres:) or `DB_HOST` is
+/// set, else a SQLite file.
+#[derive(Debug, Clone)]
+pub enum DatabaseBackend {
+    /// A SQLite file (created with its directory).
+    Sqlite(PathBuf),
+    Postgres(PostgresOptions),
+}
+
+/// How to reach PostgreSQL. Built directly from the `DB_*` variables, or
+/// parsed from `DATABASE_URL`. Its `Debug` names the server, user and
+/// database but never the password (sqlx's own `Debug` would print it).
+/// Boxed: the options are large, and a configuration is moved around.
+#[derive(Clone)]
+pub struct PostgresOptions(Box<PgConnectOptions>);
+
+impl PostgresOptions {
+    /// The options to connect with, password included.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::clone(&self.0)
+    }
+}
+
+impl From<PgConnectOptions> for PostgresOptions {
+    fn from(options: PgConnectOptions) -> Self {
+        Self(Box::new(options))
+    }
+}
+
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("host", &self.0.get_host())
+            .field("port", &self.0.get_port())
+            .field("username", &self.0.get_username())
+            .field("database", &self.0.get_database())
+            .field("ssl_mode", &self.0.get_ssl_mode())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cache: Redis when `REDIS_URL` or `REDIS_HOST` is set, else
+/// in-process.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// `None`: the in-process cache.
+    pub redis: Option<RedisConfig>,
+    /// Prefix of every cache key.
+    pub cache_prefix: String,
+    pub cache_user_ttl: Duration,
+    pub cache_event_ttl: Duration,
+    /// Entries the in-process cache holds.
+    pub cache_memory_capacity: u64,
+}
+
+/// How to reach Redis. `redis`'s own `Debug` of the connection leaves the
+/// password out.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub connection: ConnectionInfo,
+    /// Time limit of one command; slower ones are served from the store.
+    pub timeout: Duration,
+}
+
+/// The bus: Kafka when `KAFKA_BROKERS` is set, else in-process; and the
+/// outbox relay that feeds it.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `None`: the in-process bus.
+    pub kafka: Option<KafkaConfig>,
+    pub outbox_relay_enabled: bool,
+    pub outbox_batch_size: u32,
+    pub outbox_poll_interval: Duration,
+}
+
+/// The Kafka settings (`KAFKA_*`).
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub linger: Duration,
+    pub compression: String,
+    pub delivery_timeout: Duration,
+}
+
+/// A value that parsed but cannot be used; each names its variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL whose scheme selects no backend.
+    #[error("{variable} must start with {expected}")]
+    Scheme {
+        variable: &'static str,
+        expected: &'static str,
+    },
+    /// A value the backend's client refuses. The reason never quotes the
+    /// value, which may hold a password.
+    #[error("{variable} is invalid: {reason}")]
+    Invalid {
+        variable: &'static str,
+        reason: String,
+    },
+    #[error("{variable} must be at least {}", humantime::format_duration(*.minimum))]
+    TooShort {
+        variable: &'static str,
+        minimum: Duration,
+    },
+}
+
+impl ConfigError {
+    /// The environment variable at fault.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Self::Scheme { variable, .. }
+            | Self::Invalid { variable, .. }
+            | Self::TooShort { variable, .. } => variable,
+        }
+    }
+}
+
+/// What the environment and the command line say, before the backends are
+/// chosen. Its doc comments are `--help`.
+#[derive(Debug, Parser)]
 #[command(
     name = "highload",
     version,
@@ -27,19 +189,19 @@ use clap::{Args, CommandFactory, Parser, ValueEnum};
         Every setting is read from the environment variable shown (or a .env file in the \
         working directory); a flag of the same name overrides it."
 )]
-pub struct Config {
+struct Cli {
     #[command(flatten)]
-    pub server: ServerConfig,
+    server: ServerConfig,
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    database: DatabaseArgs,
     #[command(flatten)]
-    pub cache: CacheConfig,
+    cache: CacheArgs,
     #[command(flatten)]
-    pub bus: BusConfig,
+    bus: BusArgs,
     #[command(flatten)]
-    pub workers: WorkerConfig,
+    workers: WorkerConfig,
     #[command(flatten)]
-    pub log: LogConfig,
+    log: LogConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,27 +243,28 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 #[command(
     next_help_heading = "Database (PostgreSQL when DATABASE_URL or DB_HOST is set, else SQLite)"
 )]
-pub struct DatabaseConfig {
+struct DatabaseArgs {
     /// PostgreSQL URL (postgres://user:pass@host:5432/db); overrides DB_*. A sqlite: URL names a SQLite file
     #[arg(
         long,
         env = "DATABASE_URL",
         value_name = "DATABASE_URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub database_url: Option<String>,
+    database_url: Option<SecretString>,
 
     /// PostgreSQL host
     #[arg(long, env = "DB_HOST", value_name = "DB_HOST")]
-    pub db_host: Option<String>,
+    db_host: Option<String>,
 
     /// PostgreSQL port
     #[arg(long, env = "DB_PORT", value_name = "DB_PORT", default_value_t = 5432)]
-    pub db_port: u16,
+    db_port: u16,
 
     /// PostgreSQL user
     #[arg(
@@ -110,7 +273,7 @@ pub struct DatabaseConfig {
         value_name = "DB_USER",
         default_value = "postgres"
     )]
-    pub db_user: String,
+    db_user: String,
 
     /// PostgreSQL password
     #[arg(
@@ -118,9 +281,10 @@ pub struct DatabaseConfig {
         env = "DB_PASSWORD",
         value_name = "DB_PASSWORD",
         default_value = "postgres",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub db_password: String,
+    db_password: SecretString,
 
     /// PostgreSQL database
     #[arg(
@@ -129,21 +293,21 @@ pub struct DatabaseConfig {
         value_name = "DB_NAME",
         default_value = "highload_db"
     )]
-    pub db_name: String,
+    db_name: String,
 
     /// PostgreSQL TLS mode
     #[arg(long, env = "DB_SSLMODE", value_name = "DB_SSLMODE", default_value = "disable",
           value_parser = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"])]
-    pub db_sslmode: String,
+    db_sslmode: String,
 
     /// Most connections in the pool (SQLite: read connections)
     #[arg(long, env = "DB_MAX_CONNECTIONS", value_name = "DB_MAX_CONNECTIONS", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub db_max_connections: u32,
+    db_max_connections: u32,
 
     /// How long a request waits for a free connection before 503
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", value_name = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub db_acquire_timeout: Duration,
+    db_acquire_timeout: Duration,
 
     /// SQLite database file, used when no PostgreSQL is configured (created with its directory)
     #[arg(
@@ -152,24 +316,25 @@ pub struct DatabaseConfig {
         value_name = "SQLITE_PATH",
         default_value = "./data/highload.db"
     )]
-    pub sqlite_path: PathBuf,
+    sqlite_path: PathBuf,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 #[command(next_help_heading = "Cache (Redis when REDIS_URL or REDIS_HOST is set, else in-process)")]
-pub struct CacheConfig {
+struct CacheArgs {
     /// Redis URL (redis://:password@host:6379/0); overrides REDIS_*
     #[arg(
         long,
         env = "REDIS_URL",
         value_name = "REDIS_URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub redis_url: Option<String>,
+    redis_url: Option<SecretString>,
 
     /// Redis host
     #[arg(long, env = "REDIS_HOST", value_name = "REDIS_HOST")]
-    pub redis_host: Option<String>,
+    redis_host: Option<String>,
 
     /// Redis port
     #[arg(
@@ -178,7 +343,7 @@ pub struct CacheConfig {
         value_name = "REDIS_PORT",
         default_value_t = 6379
     )]
-    pub redis_port: u16,
+    redis_port: u16,
 
     /// Redis password (empty: none)
     #[arg(
@@ -186,13 +351,14 @@ pub struct CacheConfig {
         env = "REDIS_PASSWORD",
         value_name = "REDIS_PASSWORD",
         default_value = "",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub redis_password: String,
+    redis_password: SecretString,
 
     /// Redis database number
     #[arg(long, env = "REDIS_DB", value_name = "REDIS_DB", default_value_t = 0)]
-    pub redis_db: u32,
+    redis_db: u32,
 
     /// Prefix of every cache key (share one Redis between deployments)
     #[arg(
@@ -201,19 +367,19 @@ pub struct CacheConfig {
         value_name = "CACHE_PREFIX",
         default_value = ""
     )]
-    pub cache_prefix: String,
+    cache_prefix: String,
 
     /// How long a user stays cached
     #[arg(long, env = "CACHE_USER_TTL", value_name = "CACHE_USER_TTL", default_value = "1h", value_parser = parse_duration)]
-    pub cache_user_ttl: Duration,
+    cache_user_ttl: Duration,
 
     /// How long an event stays cached
     #[arg(long, env = "CACHE_EVENT_TTL", value_name = "CACHE_EVENT_TTL", default_value = "30m", value_parser = parse_duration)]
-    pub cache_event_ttl: Duration,
+    cache_event_ttl: Duration,
 
     /// Time limit of one Redis command; slower ones are served from the store
     #[arg(long, env = "CACHE_TIMEOUT", value_name = "CACHE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
-    pub cache_timeout: Duration,
+    cache_timeout: Duration,
 
     /// Entries the in-process cache holds
     #[arg(
@@ -222,15 +388,15 @@ pub struct CacheConfig {
         value_name = "CACHE_MEMORY_CAPACITY",
         default_value_t = 100_000
     )]
-    pub cache_memory_capacity: u64,
+    cache_memory_capacity: u64,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 #[command(next_help_heading = "Bus (Kafka when KAFKA_BROKERS is set, else in-process)")]
-pub struct BusConfig {
+struct BusArgs {
     /// Kafka bootstrap servers, comma-separated (host:9092,host2:9092)
     #[arg(long, env = "KAFKA_BROKERS", value_name = "KAFKA_BROKERS")]
-    pub kafka_brokers: Option<String>,
+    kafka_brokers: Option<String>,
 
     /// Topic of the event messages (the dead-letter topic is <topic>.dlq)
     #[arg(
@@ -239,7 +405,7 @@ pub struct BusConfig {
         value_name = "KAFKA_TOPIC",
         default_value = "user-events"
     )]
-    pub kafka_topic: String,
+    kafka_topic: String,
 
     /// Consumer group of the workers
     #[arg(
@@ -248,44 +414,44 @@ pub struct BusConfig {
         value_name = "KAFKA_GROUP_ID",
         default_value = "highload-service"
     )]
-    pub kafka_group_id: String,
+    kafka_group_id: String,
 
     /// Partitions of the topics created at start (existing topics keep theirs)
     #[arg(long, env = "KAFKA_PARTITIONS", value_name = "KAFKA_PARTITIONS", default_value_t = 6,
           value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    pub kafka_partitions: i32,
+    kafka_partitions: i32,
 
     /// Replication factor of the topics created at start
     #[arg(long, env = "KAFKA_REPLICATION_FACTOR", value_name = "KAFKA_REPLICATION_FACTOR", default_value_t = 1,
           value_parser = clap::value_parser!(i32).range(1..=100))]
-    pub kafka_replication_factor: i32,
+    kafka_replication_factor: i32,
 
     /// How long the producer waits to batch messages
     #[arg(long, env = "KAFKA_LINGER", value_name = "KAFKA_LINGER", default_value = "5ms", value_parser = parse_duration)]
-    pub kafka_linger: Duration,
+    kafka_linger: Duration,
 
     /// Compression of produced batches
     #[arg(long, env = "KAFKA_COMPRESSION", value_name = "KAFKA_COMPRESSION", default_value = "lz4",
           value_parser = ["none", "gzip", "snappy", "lz4"])]
-    pub kafka_compression: String,
+    kafka_compression: String,
 
     /// How long a message is retried before its publish counts as failed (the outbox keeps it)
     #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_name = "KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub kafka_delivery_timeout: Duration,
+    kafka_delivery_timeout: Duration,
 
     /// Run the outbox relay in this process (false: API-only replica; another one relays)
     #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
-    pub outbox_relay_enabled: bool,
+    outbox_relay_enabled: bool,
 
     /// Outbox rows published per batch
     #[arg(long, env = "OUTBOX_BATCH_SIZE", value_name = "OUTBOX_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub outbox_batch_size: u32,
+    outbox_batch_size: u32,
 
     /// How often the relay looks for rows written by other replicas
     #[arg(long, env = "OUTBOX_POLL_INTERVAL", value_name = "OUTBOX_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
-    pub outbox_poll_interval: Duration,
+    outbox_poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -331,80 +497,10 @@ pub struct LogConfig {
     pub log_format: LogFormat,
 }
 
-/// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseBackend {
-    Sqlite(PathBuf),
-    /// A PostgreSQL connection URL.
-    Postgres(String),
-}
-
-impl DatabaseConfig {
-    pub fn backend(&self) -> Result<DatabaseBackend, String> {
-        if let Some(url) = &self.database_url {
-            if let Some(path) = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-            {
-                return Ok(DatabaseBackend::Sqlite(PathBuf::from(path)));
-            }
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                return Ok(DatabaseBackend::Postgres(url.clone()));
-            }
-            return Err(
-                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
-            );
-        }
-        match &self.db_host {
-            Some(host) => Ok(DatabaseBackend::Postgres(format!(
-                "postgres://{}:{}@{}:{}/{}?sslmode={}",
-                encode(&self.db_user),
-                encode(&self.db_password),
-                host,
-                self.db_port,
-                encode(&self.db_name),
-                self.db_sslmode
-            ))),
-            None => Ok(DatabaseBackend::Sqlite(self.sqlite_path.clone())),
-        }
-    }
-}
-
-impl CacheConfig {
-    /// The Redis URL, if Redis is configured.
-    pub fn redis_url(&self) -> Option<String> {
-        if let Some(url) = &self.redis_url {
-            return Some(url.clone());
-        }
-        let host = self.redis_host.as_ref()?;
-        let auth = if self.redis_password.is_empty() {
-            String::new()
-        } else {
-            format!(":{}@", encode(&self.redis_password))
-        };
-        Some(format!(
-            "redis://{auth}{host}:{}/{}",
-            self.redis_port, self.redis_db
-        ))
-    }
-}
-
-/// Percent-encodes a URL component (user, password, database name).
-fn encode(component: &str) -> String {
-    let mut out = String::with_capacity(component.len());
-    for byte in component.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 impl Config {
-    /// Reads `.env` (if present) and the environment, then the command line.
-    /// On a bad value, prints which variable is wrong and exits.
+    /// Reads `.env` (if present) and the environment, then the command line,
+    /// and resolves them. On a bad value, prints which variable is wrong and
+    /// exits.
     pub fn load() -> Self {
         match dotenvy::dotenv() {
             Ok(_) => {}
@@ -416,35 +512,182 @@ impl Config {
             .exit(),
         }
         unset_empty_variables();
-        let config = Self::parse();
-        if let Err(message) = config.validate() {
-            Self::command()
-                .error(clap::error::ErrorKind::ValueValidation, message)
-                .exit();
+        match Cli::parse().resolve() {
+            Ok(config) => config,
+            Err(err) => Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, err)
+                .exit(),
         }
-        config
     }
 
-    /// Checks that settings fit together (single values are checked while
-    /// parsing).
-    pub fn validate(&self) -> Result<(), String> {
-        self.database.backend()?;
-        if let Some(url) = self.cache.redis_url() {
-            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                return Err("REDIS_URL must start with redis:// or rediss://".into());
+    /// Parses `args` (the program name first) and the environment, then
+    /// resolves them; an error names the variable, as at start-up.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Cli::try_parse_from(args)?
+            .resolve()
+            .map_err(|err| Cli::command().error(clap::error::ErrorKind::ValueValidation, err))
+    }
+}
+
+impl Cli {
+    /// Chooses the backends and builds what connects to them; the single
+    /// place where settings are checked against each other.
+    fn resolve(self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            server: self.server,
+            database: self.database.resolve()?,
+            cache: self.cache.resolve()?,
+            bus: self.bus.resolve()?,
+            workers: self.workers,
+            log: self.log,
+        })
+    }
+}
+
+impl DatabaseArgs {
+    fn resolve(self) -> Result<DatabaseConfig, ConfigError> {
+        let backend = match (&self.database_url, &self.db_host) {
+            (Some(url), _) => database_url_backend(url.expose_secret())?,
+            (None, Some(host)) => {
+                let ssl_mode = self
+                    .db_sslmode
+                    .parse()
+                    .map_err(|err| ConfigError::Invalid {
+                        variable: "DB_SSLMODE",
+                        reason: format!("{err}"),
+                    })?;
+                // Built field by field: no URL to encode, so any character
+                // works in the user, password and database name.
+                let options = PgConnectOptions::new_without_pgpass()
+                    .host(host)
+                    .port(self.db_port)
+                    .username(&self.db_user)
+                    .password(self.db_password.expose_secret())
+                    .database(&self.db_name)
+                    .ssl_mode(ssl_mode);
+                DatabaseBackend::Postgres(options.into())
             }
+            (None, None) => DatabaseBackend::Sqlite(self.sqlite_path),
+        };
+        Ok(DatabaseConfig {
+            backend,
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+        })
+    }
+}
+
+/// `DATABASE_URL`: a `sqlite:` path or a PostgreSQL URL.
+fn database_url_backend(url: &str) -> Result<DatabaseBackend, ConfigError> {
+    const VARIABLE: &str = "DATABASE_URL";
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return Ok(DatabaseBackend::Sqlite(PathBuf::from(path)));
+    }
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err(ConfigError::Scheme {
+            variable: VARIABLE,
+            expected: "postgres://, postgresql:// or sqlite:",
+        });
+    }
+    // sqlx's parse errors name the part at fault, not the URL.
+    let options: PgConnectOptions = url.parse().map_err(|err| ConfigError::Invalid {
+        variable: VARIABLE,
+        reason: format!("{err}"),
+    })?;
+    Ok(DatabaseBackend::Postgres(options.into()))
+}
+
+impl CacheArgs {
+    fn resolve(self) -> Result<CacheConfig, ConfigError> {
+        let connection = match (&self.redis_url, &self.redis_host) {
+            (Some(url), _) => Some(redis_url_connection(url.expose_secret())?),
+            (None, Some(host)) => {
+                let invalid = |err: redis::RedisError| ConfigError::Invalid {
+                    variable: "REDIS_HOST",
+                    reason: format!("{err}"),
+                };
+                let connection = (host.as_str(), self.redis_port)
+                    .into_connection_info()
+                    .map_err(invalid)?;
+                let mut settings = RedisConnectionInfo::default().set_db(self.redis_db.into());
+                // Empty means no password, as in the Go service.
+                let password = self.redis_password.expose_secret();
+                if !password.is_empty() {
+                    settings = settings.set_password(password);
+                }
+                Some(connection.set_redis_settings(settings))
+            }
+            (None, None) => None,
+        };
+        Ok(CacheConfig {
+            redis: connection.map(|connection| RedisConfig {
+                connection,
+                timeout: self.cache_timeout,
+            }),
+            cache_prefix: self.cache_prefix,
+            cache_user_ttl: self.cache_user_ttl,
+            cache_event_ttl: self.cache_event_ttl,
+            cache_memory_capacity: self.cache_memory_capacity,
+        })
+    }
+}
+
+/// `REDIS_URL`: `redis://` or `rediss://`.
+fn redis_url_connection(url: &str) -> Result<ConnectionInfo, ConfigError> {
+    const VARIABLE: &str = "REDIS_URL";
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return Err(ConfigError::Scheme {
+            variable: VARIABLE,
+            expected: "redis:// or rediss://",
+        });
+    }
+    // The client's parse errors say what is wrong, not the URL.
+    url.into_connection_info()
+        .map_err(|err| ConfigError::Invalid {
+            variable: VARIABLE,
+            reason: format!("{err}"),
+        })
+}
+
+impl BusArgs {
+    fn resolve(self) -> Result<BusConfig, ConfigError> {
+        // Checked even without Kafka, so that a bad value is found before
+        // the day KAFKA_BROKERS is set.
+        if self.kafka_delivery_timeout < MIN_DELIVERY_TIMEOUT {
+            return Err(ConfigError::TooShort {
+                variable: "KAFKA_DELIVERY_TIMEOUT",
+                minimum: MIN_DELIVERY_TIMEOUT,
+            });
         }
-        if self.bus.kafka_delivery_timeout < Duration::from_secs(1) {
-            return Err("KAFKA_DELIVERY_TIMEOUT must be at least 1s".into());
-        }
-        Ok(())
+        Ok(BusConfig {
+            kafka: self.kafka_brokers.map(|brokers| KafkaConfig {
+                brokers,
+                topic: self.kafka_topic,
+                group_id: self.kafka_group_id,
+                partitions: self.kafka_partitions,
+                replication_factor: self.kafka_replication_factor,
+                linger: self.kafka_linger,
+                compression: self.kafka_compression,
+                delivery_timeout: self.kafka_delivery_timeout,
+            }),
+            outbox_relay_enabled: self.outbox_relay_enabled,
+            outbox_batch_size: self.outbox_batch_size,
+            outbox_poll_interval: self.outbox_poll_interval,
+        })
     }
 }
 
 /// Go's `getEnv` treats an empty variable as unset (`REDIS_PASSWORD=` in its
 /// env.example); so do we, for the variables we read.
 fn unset_empty_variables() {
-    let command = Config::command();
+    let command = Cli::command();
     for name in command.get_arguments().filter_map(|arg| arg.get_env()) {
         if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
             // SAFETY: called from `main` before the runtime starts any thread,
@@ -452,6 +695,12 @@ fn unset_empty_variables() {
             unsafe { std::env::remove_var(name) };
         }
     }
+}
+
+/// Holds a password (or a URL that may contain one) so that `Debug` shows
+/// `[REDACTED]`.
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
@@ -499,10 +748,32 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use redis::ConnectionAddr;
+    use sqlx::postgres::PgSslMode;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
+    }
+
+    /// The error resolving `args` reports (parsing must succeed).
+    fn resolve_error(args: &[&str]) -> ConfigError {
+        Cli::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .resolve()
+            .expect_err("resolving fails")
+    }
+
+    fn postgres(config: &Config) -> PgConnectOptions {
+        match &config.database.backend {
+            DatabaseBackend::Postgres(options) => options.connect_options(),
+            other => panic!("expected PostgreSQL, got {other:?}"),
+        }
+    }
+
+    fn redis(config: &Config) -> &ConnectionInfo {
+        &config.cache.redis.as_ref().expect("Redis").connection
     }
 
     #[test]
@@ -510,49 +781,194 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.server.server_port, 8080);
         assert_eq!(config.server.server_host, "0.0.0.0");
-        assert_eq!(
-            config.database.backend().unwrap(),
-            DatabaseBackend::Sqlite("./data/highload.db".into())
+        assert!(
+            matches!(&config.database.backend, DatabaseBackend::Sqlite(path)
+                if path.as_path() == std::path::Path::new("./data/highload.db")),
+            "{:?}",
+            config.database.backend
         );
-        assert_eq!(config.bus.kafka_topic, "user-events");
-        assert_eq!(config.bus.kafka_group_id, "highload-service");
+        assert!(config.cache.redis.is_none(), "in-process cache");
+        assert!(config.bus.kafka.is_none(), "in-process bus");
+        assert_eq!(config.database.max_connections, 20);
         assert_eq!(config.workers.worker_count, 10);
         assert_eq!(config.cache.cache_user_ttl, Duration::from_secs(3600));
         assert_eq!(config.cache.cache_event_ttl, Duration::from_secs(1800));
+        assert_eq!(config.cache.cache_memory_capacity, 100_000);
         assert_eq!(config.server.http_body_limit, 1024 * 1024);
     }
 
     #[test]
     fn db_host_selects_postgres_with_go_defaults() {
         let config = parse(&["--db-host", "db.internal", "--db-password", "p@ss word"]).unwrap();
-        assert_eq!(
-            config.database.backend().unwrap(),
-            DatabaseBackend::Postgres(
-                "postgres://postgres:p%40ss%20word@db.internal:5432/highload_db?sslmode=disable"
-                    .into()
-            )
+        let options = postgres(&config);
+        assert_eq!(options.get_host(), "db.internal");
+        assert_eq!(options.get_port(), 5432);
+        assert_eq!(options.get_username(), "postgres");
+        assert_eq!(options.get_database(), Some("highload_db"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Disable));
+        // sqlx has no getter for it; its own Debug shows what it will send.
+        assert!(
+            format!("{options:?}").contains("p@ss word"),
+            "the password reaches the connection as given"
         );
     }
 
     #[test]
-    fn redis_host_builds_a_url_with_go_defaults() {
-        let config = parse(&["--redis-host", "cache", "--redis-password", "s3:cret"]).unwrap();
-        assert_eq!(
-            config.cache.redis_url().as_deref(),
-            Some("redis://:s3%3Acret@cache:6379/0")
-        );
-        assert_eq!(parse(&[]).unwrap().cache.redis_url(), None);
+    fn db_variables_keep_characters_a_url_would_need_encoded() {
+        let config = parse(&[
+            "--db-host",
+            "db",
+            "--db-port",
+            "6432",
+            "--db-user",
+            "app/user",
+            "--db-name",
+            "my db",
+            "--db-sslmode",
+            "verify-full",
+        ])
+        .unwrap();
+        let options = postgres(&config);
+        assert_eq!(options.get_port(), 6432);
+        assert_eq!(options.get_username(), "app/user");
+        assert_eq!(options.get_database(), Some("my db"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
     }
 
     #[test]
     fn database_url_wins_and_its_scheme_is_checked() {
         let config = parse(&["--database-url", "sqlite:/tmp/x.db", "--db-host", "h"]).unwrap();
-        assert_eq!(
-            config.database.backend().unwrap(),
-            DatabaseBackend::Sqlite("/tmp/x.db".into())
+        assert!(
+            matches!(&config.database.backend, DatabaseBackend::Sqlite(path)
+                if path.as_path() == std::path::Path::new("/tmp/x.db")),
+            "{:?}",
+            config.database.backend
         );
-        let config = parse(&["--database-url", "mysql://x"]).unwrap();
-        assert!(config.validate().unwrap_err().contains("DATABASE_URL"));
+        let config = parse(&[
+            "--database-url",
+            "postgresql://app@pg.internal:5433/orders",
+            "--db-host",
+            "ignored",
+        ])
+        .unwrap();
+        let options = postgres(&config);
+        assert_eq!(options.get_host(), "pg.internal");
+        assert_eq!(options.get_port(), 5433);
+        assert_eq!(options.get_username(), "app");
+        assert_eq!(options.get_database(), Some("orders"));
+
+        let err = resolve_error(&["--database-url", "mysql://x"]);
+        assert_eq!(err.variable(), "DATABASE_URL");
+        assert!(
+            err.to_string().starts_with("DATABASE_URL must start with"),
+            "{err}"
+        );
+        let err = resolve_error(&["--database-url", "postgres://app:hunter2@db:port/x"]);
+        assert_eq!(err.variable(), "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn debug_of_the_config_never_shows_a_password() {
+        let cases: [(&[&str], &str); 4] = [
+            (&["--db-host", "db", "--db-password", "pw-one"], "pw-one"),
+            (
+                &["--database-url", "postgres://app:pw-two@db:5432/x"],
+                "pw-two",
+            ),
+            (
+                &["--redis-host", "cache", "--redis-password", "pw-three"],
+                "pw-three",
+            ),
+            (&["--redis-url", "redis://:pw-four@cache:6379/0"], "pw-four"),
+        ];
+        for (args, secret) in cases {
+            let cli = Cli::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
+                .unwrap();
+            assert!(
+                !format!("{cli:?}").contains(secret),
+                "{secret} in the arguments"
+            );
+            let config = cli.resolve().unwrap();
+            let debug = format!("{config:?} {config:#?}");
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // The backend is still described, server and user named.
+        let config = parse(&["--database-url", "postgres://app:pw@db.example:5432/x"]).unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("db.example") && debug.contains("app"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn redis_host_builds_a_connection_with_go_defaults() {
+        let config = parse(&["--redis-host", "cache", "--redis-password", "s3:cret"]).unwrap();
+        let connection = redis(&config);
+        assert_eq!(
+            connection.addr(),
+            &ConnectionAddr::Tcp("cache".into(), 6379)
+        );
+        assert_eq!(connection.redis_settings().db(), 0);
+        assert_eq!(connection.redis_settings().password(), Some("s3:cret"));
+        assert_eq!(
+            config.cache.redis.as_ref().unwrap().timeout,
+            Duration::from_millis(250)
+        );
+
+        let config = parse(&["--redis-host", "cache", "--redis-db", "3"]).unwrap();
+        assert_eq!(
+            redis(&config).redis_settings().password(),
+            None,
+            "empty: none"
+        );
+        assert_eq!(redis(&config).redis_settings().db(), 3);
+        assert!(parse(&[]).unwrap().cache.redis.is_none());
+    }
+
+    #[test]
+    fn redis_url_wins_and_its_scheme_is_checked() {
+        let config = parse(&[
+            "--redis-url",
+            "redis://:pw@r.internal:6380/2",
+            "--redis-host",
+            "ignored",
+        ])
+        .unwrap();
+        let connection = redis(&config);
+        assert_eq!(
+            connection.addr(),
+            &ConnectionAddr::Tcp("r.internal".into(), 6380)
+        );
+        assert_eq!(connection.redis_settings().db(), 2);
+        assert_eq!(connection.redis_settings().password(), Some("pw"));
+
+        let err = resolve_error(&["--redis-url", "http://cache"]);
+        assert_eq!(err.variable(), "REDIS_URL");
+        assert_eq!(
+            err.to_string(),
+            "REDIS_URL must start with redis:// or rediss://"
+        );
+    }
+
+    #[test]
+    fn kafka_brokers_select_kafka_with_its_settings() {
+        let config = parse(&["--kafka-brokers", "k1:9092,k2:9092"]).unwrap();
+        let kafka = config.bus.kafka.expect("Kafka");
+        assert_eq!(kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(kafka.topic, "user-events");
+        assert_eq!(kafka.group_id, "highload-service");
+        assert_eq!(kafka.partitions, 6);
+        assert_eq!(kafka.compression, "lz4");
+        assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
+
+        let err = resolve_error(&["--kafka-delivery-timeout", "500ms"]);
+        assert_eq!(err.variable(), "KAFKA_DELIVERY_TIMEOUT");
+        assert_eq!(
+            err.to_string(),
+            "KAFKA_DELIVERY_TIMEOUT must be at least 1s"
+        );
     }
 
     #[test]
@@ -567,6 +983,10 @@ mod tests {
         assert!(err.contains("SHUTDOWN_TIMEOUT"), "{err}");
         let err = parse(&["--log-level", "loud=["]).unwrap_err().to_string();
         assert!(err.contains("LOG_LEVEL"), "{err}");
+        let err = parse(&["--database-url", "mysql://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
     }
 
     #[test]

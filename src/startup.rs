@@ -236,30 +236,25 @@ impl Application {
 
 async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let database = &config.database;
-    match database.backend().map_err(anyhow::Error::msg)? {
+    match &database.backend {
         DatabaseBackend::Sqlite(path) => Ok(Arc::new(
-            SqliteStore::open(
-                &path,
-                database.db_max_connections,
-                database.db_acquire_timeout,
-            )
-            .await?,
+            SqliteStore::open(path, database.max_connections, database.acquire_timeout).await?,
         )),
-        DatabaseBackend::Postgres(url) => Ok(Arc::new(PostgresStore::connect_lazy(
-            &url,
-            database.db_max_connections,
-            database.db_acquire_timeout,
+        DatabaseBackend::Postgres(options) => Ok(Arc::new(PostgresStore::connect_lazy(
+            options.connect_options(),
+            database.max_connections,
+            database.acquire_timeout,
         )?)),
     }
 }
 
 fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
     let cache = &config.cache;
-    Ok(match cache.redis_url() {
-        Some(url) => Arc::new(RedisCache::connect_lazy(
-            &url,
+    Ok(match &cache.redis {
+        Some(redis) => Arc::new(RedisCache::connect_lazy(
+            redis.connection.clone(),
             cache.cache_prefix.clone(),
-            cache.cache_timeout,
+            redis.timeout,
         )?),
         None => Arc::new(MemoryCache::new(cache.cache_memory_capacity)),
     })
@@ -269,21 +264,20 @@ fn build_bus(
     config: &Config,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Arc<dyn Publisher>, Box<dyn Subscriber>)> {
-    let bus = &config.bus;
-    let Some(brokers) = &bus.kafka_brokers else {
+    let Some(kafka) = &config.bus.kafka else {
         let (publisher, subscriber) =
             bus::memory::channel(config.workers.worker_queue_capacity as usize);
         return Ok((Arc::new(publisher), Box::new(subscriber)));
     };
     let (publisher, subscriber) = bus::kafka::connect(KafkaSettings {
-        brokers: brokers.clone(),
-        topic: bus.kafka_topic.clone(),
-        group_id: bus.kafka_group_id.clone(),
-        partitions: bus.kafka_partitions,
-        replication_factor: bus.kafka_replication_factor,
-        linger: bus.kafka_linger,
-        compression: bus.kafka_compression.clone(),
-        delivery_timeout: bus.kafka_delivery_timeout,
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        group_id: kafka.group_id.clone(),
+        partitions: kafka.partitions,
+        replication_factor: kafka.replication_factor,
+        linger: kafka.linger,
+        compression: kafka.compression.clone(),
+        delivery_timeout: kafka.delivery_timeout,
         check_timeout: HEALTH_CHECK_TIMEOUT,
         metrics: Arc::clone(metrics),
     })?;

@@ -50,9 +50,13 @@ impl RedisCache {
     /// Creates the client; the connection is made on first use (and
     /// re-made after failures), so a Redis that is down at start-up only
     /// degrades the service.
-    pub fn connect_lazy(url: &str, prefix: String, timeout: Duration) -> anyhow::Result<Self> {
-        let client =
-            redis::Client::open(url).context("invalid Redis settings (REDIS_URL or REDIS_*)")?;
+    pub fn connect_lazy(
+        connection: redis::ConnectionInfo,
+        prefix: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(connection)
+            .context("invalid Redis settings (REDIS_URL or REDIS_*)")?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))

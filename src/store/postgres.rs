@@ -6,7 +6,6 @@
 //! Migrations take an advisory lock, so replicas starting together apply
 //! each one once.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,13 +29,11 @@ pub(crate) type PostgresStore = SqlStore<Pg>;
 impl PostgresStore {
     /// Creates the pool without connecting.
     pub fn connect_lazy(
-        url: &str,
+        options: PgConnectOptions,
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(url)
-            .context("invalid PostgreSQL settings (DATABASE_URL or DB_*)")?
-            .application_name("highload");
+        let options = options.application_name("highload");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)

@@ -94,8 +94,9 @@ async fn a_broker_outage_loses_no_event(stack: Stack) {
     let mut broker = PrivateBroker::start().await;
     let data = TestData::new(stack).await;
     let mut config = test_config(&data);
-    config.bus.kafka_brokers = Some(broker.address());
-    config.bus.kafka_delivery_timeout = Duration::from_secs(2);
+    let kafka = config.bus.kafka.as_mut().expect("a Kafka app");
+    kafka.brokers = broker.address();
+    kafka.delivery_timeout = Duration::from_secs(2);
     let app = spawn_app_with(config, data).await;
     let first = app.create_user().await;
     let first_id = first["id"].as_str().unwrap().to_owned();
@@ -148,8 +149,9 @@ async fn a_redis_outage_degrades_to_the_store_and_nothing_stale_is_served_after(
     let redis = PrivateRedis::start().await;
     let data = TestData::new(stack).await;
     let mut config = test_config(&data);
-    config.cache.redis_url = Some(redis.url());
-    config.cache.cache_timeout = Duration::from_millis(200);
+    let cache = config.cache.redis.as_mut().expect("a Redis app");
+    cache.connection = redis.url().parse().expect("a Redis URL");
+    cache.timeout = Duration::from_millis(200);
     let prefix = config.cache.cache_prefix.clone();
     let app = spawn_app_with(config, data).await;
     let user = app.create_user().await;
