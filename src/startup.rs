@@ -244,7 +244,7 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             options.connect_options(),
             database.max_connections,
             database.acquire_timeout,
-        )?)),
+        ))),
     }
 }
 

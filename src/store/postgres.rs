@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
@@ -32,7 +31,7 @@ impl PostgresStore {
         options: PgConnectOptions,
         max_connections: u32,
         acquire_timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    ) -> Self {
         let options = options.application_name("highload");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -43,7 +42,7 @@ impl PostgresStore {
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(600))
             .connect_lazy_with(options);
-        Ok(SqlStore::new(NamedPool::new("main", pool), None))
+        SqlStore::new(NamedPool::new("main", pool), None)
     }
 }
 

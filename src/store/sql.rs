@@ -621,6 +621,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use sqlx::postgres::PgConnectOptions;
+
     use crate::domain::{self, Email, PersonName, UserPatch};
     use crate::store::postgres::PostgresStore;
     use crate::store::sqlite::SqliteStore;
@@ -824,9 +826,11 @@ mod tests {
             .execute(&admin)
             .await
             .unwrap();
-        let (server, _) = admin_url.rsplit_once('/').expect("a URL with a database");
-        let url = format!("{server}/{name}");
-        let store = PostgresStore::connect_lazy(&url, 4, Duration::from_secs(5)).unwrap();
+        let options = admin_url
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .database(&name);
+        let store = PostgresStore::connect_lazy(options, 4, Duration::from_secs(5));
         batch_writes_have_their_own_outcomes(Arc::new(store)).await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&admin)
