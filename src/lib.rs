@@ -12,6 +12,8 @@ pub mod cache;
 pub mod config;
 /// Valid-by-construction users, events, pages and bus messages.
 pub mod domain;
+/// Readiness of this instance and the probes of its dependencies.
+pub mod health;
 /// Routes, middleware and the error responses of the HTTP API.
 pub mod http;
 /// Prometheus metrics of the whole service.

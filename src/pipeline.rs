@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{Publisher, Subscriber};
-use crate::http::health::Health;
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::worker::{self, EventProcessor, WorkerPool};
@@ -32,7 +31,7 @@ pub struct Pipeline {
     pub queue_capacity: usize,
     pub metrics: Arc<Metrics>,
     /// Told when the store is ready, so that the API opens.
-    pub health: Arc<Health>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl Pipeline {
@@ -45,7 +44,7 @@ impl Pipeline {
         {
             return Ok(());
         }
-        self.health.store_ready.store(true, Ordering::SeqCst);
+        self.readiness.mark_store_ready();
         tracing::info!(store = self.store.backend(), "database ready");
 
         let publisher = Arc::clone(&self.publisher);

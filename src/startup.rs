@@ -15,7 +15,6 @@
 //! the rest is drained the same way and the process exits non-zero.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,9 +30,9 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::cache::{Cache, ReadThrough};
 use crate::config::{Config, DatabaseBackend};
-use crate::http::health::Health;
+use crate::health::{Health, Readiness};
 use crate::http::{self, AppState, HttpLimits};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::store::Store;
@@ -77,20 +76,21 @@ impl Application {
             Arc::clone(&metrics),
         );
         let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
-        let health = Arc::new(Health {
-            store: Arc::clone(&store),
-            cache: Arc::clone(&cache),
-            producer: Arc::clone(&publisher),
-            consumer: subscriber.probe(),
-            check_timeout: HEALTH_CHECK_TIMEOUT,
-            shutting_down: AtomicBool::new(false),
-            store_ready: AtomicBool::new(false),
-        });
+        let readiness = Arc::new(Readiness::default());
+        let health = Health::new(
+            Arc::clone(&readiness),
+            Arc::clone(&store),
+            Arc::clone(&cache),
+            Arc::clone(&publisher),
+            subscriber.probe(),
+            HEALTH_CHECK_TIMEOUT,
+        );
         let state = AppState {
             service: Arc::new(service),
-            health: Arc::clone(&health),
+            health: Arc::new(health),
             body_limit: config.server.http_body_limit,
             metrics: Arc::clone(&metrics),
+            store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
         };
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -115,7 +115,7 @@ impl Application {
             workers: config.workers.worker_count as usize,
             queue_capacity: config.workers.worker_queue_capacity as usize,
             metrics: Arc::clone(&metrics),
-            health,
+            readiness,
         };
 
         let address = (
@@ -204,7 +204,7 @@ impl Application {
             () = shutdown.cancelled() => {}
             () = failed.cancelled() => tracing::error!("a background task stopped; shutting down"),
         }
-        state.health.begin_shutdown();
+        state.health.readiness().begin_shutdown();
         let deadline = config.server.shutdown_timeout;
         let started = Instant::now();
         let drain = async {
