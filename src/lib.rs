@@ -2,8 +2,6 @@
 //!
 //! A guided tour, from the edge inwards:
 
-/// Exponential backoff for retry loops.
-pub mod backoff;
 /// The Bus port: in-process or Kafka, and the outbox relay.
 pub mod bus;
 /// The Cache port: in-process or Redis, read-through with single-flight.
@@ -20,6 +18,8 @@ pub mod http;
 pub mod metrics;
 /// Readiness of store and bus, then the outbox relay and the consumer.
 pub mod pipeline;
+/// Exponential backoff with jitter that stops waiting at shutdown.
+pub mod retry;
 /// The API's operations over the ports below.
 pub mod service;
 /// SIGTERM / Ctrl-C → cancellation token.

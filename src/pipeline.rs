@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{Publisher, Subscriber};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::store::Store;
 use crate::worker::{self, EventProcessor, WorkerPool};
 
@@ -53,14 +53,15 @@ impl Pipeline {
         }
         tracing::info!(bus = self.publisher.backend(), "bus ready");
 
+        let relay_token = CancellationToken::new();
+        let consumer_token = CancellationToken::new();
         let pool = WorkerPool::start(
             self.workers,
             self.queue_capacity,
             Arc::new(self.processor),
             Arc::clone(&self.metrics),
+            consumer_token.clone(),
         );
-        let relay_token = CancellationToken::new();
-        let consumer_token = CancellationToken::new();
         let mut relay = self
             .relay
             .map(|relay| tokio::spawn(relay.run_until_stopped(relay_token.clone())));
@@ -114,7 +115,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        token.clone(),
+    );
     loop {
         let result = tokio::select! {
             () = token.cancelled() => return false,
@@ -130,9 +135,8 @@ where
             retry_in_ms = delay.as_millis() as u64,
             "not ready yet; retrying"
         );
-        tokio::select! {
-            () = token.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
+        if !backoff.wait(delay).await {
+            return false;
         }
     }
 }

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Publisher;
-use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::store::Store;
 
 /// How long a claimed batch is reserved for this relay. It must outlast a
@@ -42,7 +42,11 @@ impl OutboxRelay {
         // Capped low: while the bus is down each attempt already waits out
         // the producer's delivery timeout, and once it is back the backlog
         // should move soon.
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            token.clone(),
+        );
         while !token.is_cancelled() {
             match self.relay_batch().await {
                 Ok(relayed) => {
@@ -62,9 +66,8 @@ impl OutboxRelay {
                         retry_in_ms = delay.as_millis() as u64,
                         "outbox relay failed; rows stay in the outbox"
                     );
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        () = tokio::time::sleep(delay) => {}
+                    if !backoff.wait(delay).await {
+                        break;
                     }
                 }
             }
@@ -127,5 +130,50 @@ impl OutboxRelay {
                 rows.len()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn backing_off_ends_within_100_ms_of_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        // Closed pools: every claim fails, so the relay keeps backing off.
+        let store = SqliteStore::open(&dir.path().join("closed.db"), 1, Duration::from_secs(1))
+            .await
+            .expect("open the database");
+        store.close().await;
+        let (publisher, _subscriber) = crate::bus::memory::channel(1);
+        let relay = OutboxRelay {
+            store: Arc::new(store),
+            publisher: Arc::new(publisher),
+            batch_size: 10,
+            poll_interval: Duration::from_secs(10),
+            wakeup: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let token = CancellationToken::new();
+        let relaying = tokio::spawn(relay.run_until_stopped(token.clone()));
+        // Past the first pause (at most 100 ms), into the second or third.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!relaying.is_finished(), "the relay keeps retrying");
+
+        let cancelled = Instant::now();
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), relaying)
+            .await
+            .expect("the relay stops backing off")
+            .unwrap()
+            .expect("the relay stops cleanly");
+        let stopped_after = cancelled.elapsed();
+        assert!(
+            stopped_after < Duration::from_millis(100),
+            "stopped {stopped_after:?} after shutdown began"
+        );
     }
 }
