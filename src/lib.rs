@@ -28,6 +28,8 @@ pub mod shutdown;
 pub mod startup;
 /// The Store port: SQLite or PostgreSQL, with the transactional outbox.
 pub mod store;
+/// Runs the background tasks and stops the process when one fails.
+pub mod supervisor;
 /// Logging setup (`LOG_LEVEL`, `LOG_FORMAT`).
 pub mod telemetry;
 /// The bounded worker pool and the event processor.
