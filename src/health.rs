@@ -169,3 +169,45 @@ impl Health {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::memory::MemoryCache;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn the_store_reads_as_down_until_it_is_marked_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("health.db"), 1, Duration::from_secs(1))
+            .await
+            .expect("open the database");
+        let (publisher, subscriber) = crate::bus::memory::channel(1);
+        let readiness = Arc::new(Readiness::default());
+        let health = Health::new(
+            Arc::clone(&readiness),
+            Arc::new(store),
+            Arc::new(MemoryCache::new(10)),
+            Arc::new(publisher),
+            crate::bus::Subscriber::probe(&subscriber),
+            Duration::from_secs(1),
+        );
+
+        let before = health.check_dependencies().await;
+        assert_eq!(
+            before.database.error.as_deref(),
+            Some("migrations have not run yet")
+        );
+        assert!(!before.are_healthy());
+        assert!(before.cache.is_healthy() && before.producer.is_healthy());
+
+        readiness.mark_store_ready();
+        let after = health.check_dependencies().await;
+        assert!(after.are_healthy(), "{after:?}");
+        assert_eq!(after.database.backend, "sqlite");
+        assert!(!health.readiness().is_shutting_down());
+        readiness.begin_shutdown();
+        assert!(health.readiness().is_shutting_down());
+        assert!(health.readiness().is_store_ready());
+    }
+}

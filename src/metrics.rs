@@ -427,6 +427,27 @@ impl Collector for ProcessCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn store_collector_samples_pools_and_the_outbox_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("metrics.db"), 3, Duration::from_secs(1))
+            .await
+            .expect("open the database");
+        store.migrate().await.expect("migrate");
+        let metrics = Metrics::new();
+        StoreCollector::new(Arc::new(store)).collect(&metrics).await;
+        let text = metrics.render();
+        for line in [
+            "db_pool_max_connections{pool=\"writer\"} 1",
+            "db_pool_max_connections{pool=\"reader\"} 3",
+            "outbox_backlog_rows 0",
+            "outbox_oldest_age_seconds 0",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+    }
 
     #[test]
     fn renders_every_family_in_the_prometheus_text_format() {
