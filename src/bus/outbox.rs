@@ -135,10 +135,34 @@ impl OutboxRelay {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::time::Instant;
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
     use super::*;
     use crate::store::sqlite::SqliteStore;
+
+    /// Starts shutdown when the relay warns of its `nth` failure, that is
+    /// just before it pauses for the `nth` time: the moment a relay that
+    /// ignored shutdown would wait longest.
+    struct ShutdownOnFailure {
+        nth: usize,
+        failures: AtomicUsize,
+        token: CancellationToken,
+        cancelled_at: Arc<Mutex<Option<Instant>>>,
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for ShutdownOnFailure {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let warning = *event.metadata().level() == tracing::Level::WARN;
+            if warning && self.failures.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
+                *self.cancelled_at.lock().unwrap() = Some(Instant::now());
+                self.token.cancel();
+            }
+        }
+    }
 
     #[tokio::test]
     async fn backing_off_ends_within_100_ms_of_shutdown() {
@@ -148,6 +172,9 @@ mod tests {
             .await
             .expect("open the database");
         store.close().await;
+        // From here on time only moves when every task waits: what is
+        // measured is the relay's waiting, not the machine's load.
+        tokio::time::pause();
         let (publisher, _subscriber) = crate::bus::memory::channel(1);
         let relay = OutboxRelay {
             store: Arc::new(store),
@@ -158,19 +185,28 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
         };
         let token = CancellationToken::new();
-        let relaying = tokio::spawn(relay.run_until_stopped(token.clone()));
-        // Past the first pause (at most 100 ms), into the second or third.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(!relaying.is_finished(), "the relay keeps retrying");
+        // The fourth pause is 400 to 800 ms long.
+        let cancelled_at = Arc::new(Mutex::new(None));
+        let shutdown = ShutdownOnFailure {
+            nth: 4,
+            failures: AtomicUsize::new(0),
+            token: token.clone(),
+            cancelled_at: Arc::clone(&cancelled_at),
+        };
+        // The relay logs on this thread: it runs on this test's runtime.
+        let _logs = tracing::subscriber::set_default(tracing_subscriber::registry().with(shutdown));
 
-        let cancelled = Instant::now();
-        token.cancel();
-        tokio::time::timeout(Duration::from_secs(5), relaying)
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), relay.run_until_stopped(token))
             .await
             .expect("the relay stops backing off")
-            .unwrap()
             .expect("the relay stops cleanly");
-        let stopped_after = cancelled.elapsed();
+        let cancelled_at = cancelled_at.lock().unwrap().expect("shutdown began");
+        assert!(
+            cancelled_at - started >= Duration::from_millis(350),
+            "three pauses came first"
+        );
+        let stopped_after = cancelled_at.elapsed();
         assert!(
             stopped_after < Duration::from_millis(100),
             "stopped {stopped_after:?} after shutdown began"
