@@ -40,7 +40,7 @@ impl Backoff {
     /// [`Backoff::wait`] (it is returned first so that it can be logged).
     pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
-        self.step = (self.step * 2).min(self.max);
+        self.step = self.step.saturating_mul(2).min(self.max);
         let half = step / 2;
         half + half.mul_f64(random_fraction())
     }
