@@ -2,8 +2,6 @@
 //!
 //! A guided tour, from the edge inwards:
 
-/// Exponential backoff for retry loops.
-pub mod backoff;
 /// The Bus port: in-process or Kafka, and the outbox relay.
 pub mod bus;
 /// The Cache port: in-process or Redis, read-through with single-flight.
@@ -12,12 +10,16 @@ pub mod cache;
 pub mod config;
 /// Valid-by-construction users, events, pages and bus messages.
 pub mod domain;
+/// Readiness of this instance and the probes of its dependencies.
+pub mod health;
 /// Routes, middleware and the error responses of the HTTP API.
 pub mod http;
 /// Prometheus metrics of the whole service.
 pub mod metrics;
 /// Readiness of store and bus, then the outbox relay and the consumer.
 pub mod pipeline;
+/// Exponential backoff with jitter that stops waiting at shutdown.
+pub mod retry;
 /// The API's operations over the ports below.
 pub mod service;
 /// SIGTERM / Ctrl-C → cancellation token.
@@ -26,6 +28,8 @@ pub mod shutdown;
 pub mod startup;
 /// The Store port: SQLite or PostgreSQL, with the transactional outbox.
 pub mod store;
+/// Runs the background tasks and stops the process when one fails.
+pub mod supervisor;
 /// Logging setup (`LOG_LEVEL`, `LOG_FORMAT`).
 pub mod telemetry;
 /// The bounded worker pool and the event processor.

@@ -5,11 +5,12 @@
 //! process-wide recorder), so that several instances in one process, as in
 //! the tests, count separately. Labels are bounded: route templates, never
 //! ids; event kinds; partitions. Most values are updated where things
-//! happen; pool sizes, the outbox backlog and the process's own figures are
-//! sampled at scrape time.
+//! happen; pool sizes, the outbox backlog ([`StoreCollector`]) and the
+//! process's own figures are sampled at scrape time.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -18,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::store::Store;
 
 /// `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -264,6 +267,55 @@ impl Default for Metrics {
     }
 }
 
+/// Samples the store's connection pools and outbox backlog into the
+/// metrics at scrape time. Reading the backlog is a query, so this is
+/// asynchronous and runs before rendering, not inside the registry.
+pub struct StoreCollector {
+    store: Arc<dyn Store>,
+}
+
+impl StoreCollector {
+    /// The longest a scrape waits for the backlog query: a scrape must not
+    /// hang on a slow database, so the last values are kept instead.
+    const BACKLOG_TIMEOUT: Duration = Duration::from_secs(1);
+
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Updates the pool and outbox gauges of `metrics`.
+    pub async fn collect(&self, metrics: &Metrics) {
+        for pool in self.store.pool_stats() {
+            let labels = PoolLabels { pool: pool.pool };
+            metrics
+                .db_pool_connections
+                .get_or_create(&labels)
+                .set(i64::from(pool.size));
+            metrics
+                .db_pool_idle
+                .get_or_create(&labels)
+                .set(pool.idle as i64);
+            metrics
+                .db_pool_max
+                .get_or_create(&labels)
+                .set(i64::from(pool.max));
+            metrics
+                .db_pool_waiting
+                .get_or_create(&labels)
+                .set(pool.waiting as i64);
+        }
+        if let Ok(Ok(backlog)) =
+            tokio::time::timeout(Self::BACKLOG_TIMEOUT, self.store.outbox_backlog()).await
+        {
+            metrics.outbox_backlog.set(backlog.rows as i64);
+            let age = backlog.oldest.map_or(0.0, |oldest| {
+                (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1e3
+            });
+            metrics.outbox_oldest_age.set(age);
+        }
+    }
+}
+
 /// `highload_build_info{version, git_commit} 1`.
 #[derive(Debug)]
 struct BuildInfo;
@@ -375,6 +427,27 @@ impl Collector for ProcessCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn store_collector_samples_pools_and_the_outbox_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("metrics.db"), 3, Duration::from_secs(1))
+            .await
+            .expect("open the database");
+        store.migrate().await.expect("migrate");
+        let metrics = Metrics::new();
+        StoreCollector::new(Arc::new(store)).collect(&metrics).await;
+        let text = metrics.render();
+        for line in [
+            "db_pool_max_connections{pool=\"writer\"} 1",
+            "db_pool_max_connections{pool=\"reader\"} 3",
+            "outbox_backlog_rows 0",
+            "outbox_oldest_age_seconds 0",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+    }
 
     #[test]
     fn renders_every_family_in_the_prometheus_text_format() {

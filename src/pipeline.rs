@@ -1,24 +1,24 @@
 //! The asynchronous side of the service: once the store is migrated and
 //! the bus prepared (each retried with backoff for as long as it takes), it
-//! runs the outbox relay and the consumer with its worker pool, and stops
-//! them in order: the relay first (it drains the outbox, and the
-//! in-process bus needs the consumer for that), then the consumer (the pool
-//! finishes its queue, the final offsets are committed).
+//! runs the outbox relay and the consumer with its worker pool under the
+//! application's supervisor, and stops them in order: the relay first (it
+//! drains the outbox, and the in-process bus needs the consumer for that),
+//! then the consumer (the pool finishes its queue, the final offsets are
+//! committed).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{Publisher, Subscriber};
-use crate::http::health::Health;
+use crate::health::Readiness;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::store::Store;
+use crate::supervisor::Supervisor;
 use crate::worker::{self, EventProcessor, WorkerPool};
 
 pub struct Pipeline {
@@ -32,11 +32,18 @@ pub struct Pipeline {
     pub queue_capacity: usize,
     pub metrics: Arc<Metrics>,
     /// Told when the store is ready, so that the API opens.
-    pub health: Arc<Health>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl Pipeline {
-    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+    /// Prepares the store and the bus, then runs the relay and the consumer
+    /// as tasks of `supervisor` until `token` is cancelled, and stops them
+    /// in order.
+    pub async fn run_until_stopped(
+        self,
+        supervisor: Supervisor,
+        token: CancellationToken,
+    ) -> anyhow::Result<()> {
         let store = Arc::clone(&self.store);
         if !retry_until_done("database migrations", &token, || async {
             Ok(store.migrate().await?)
@@ -45,7 +52,7 @@ impl Pipeline {
         {
             return Ok(());
         }
-        self.health.store_ready.store(true, Ordering::SeqCst);
+        self.readiness.mark_store_ready();
         tracing::info!(store = self.store.backend(), "database ready");
 
         let publisher = Arc::clone(&self.publisher);
@@ -54,53 +61,32 @@ impl Pipeline {
         }
         tracing::info!(bus = self.publisher.backend(), "bus ready");
 
-        let pool = WorkerPool::start(
-            self.workers,
-            self.queue_capacity,
-            Arc::new(self.processor),
-            Arc::clone(&self.metrics),
-        );
-        let relay_token = CancellationToken::new();
-        let consumer_token = CancellationToken::new();
-        let mut relay = self
+        let relay = self
             .relay
-            .map(|relay| tokio::spawn(relay.run_until_stopped(relay_token.clone())));
-        let mut consumer = tokio::spawn(worker::run_consumer_until_stopped(
-            self.subscriber,
-            pool,
-            consumer_token.clone(),
-        ));
+            .map(|relay| supervisor.spawn("outbox relay", |token| relay.run_until_stopped(token)));
+        let consumer = supervisor.spawn("consumer", move |token| {
+            // The workers watch the consumer's token: once it stops
+            // fetching, a message that keeps failing is left for
+            // redelivery instead of holding up the drain.
+            let pool = WorkerPool::start(
+                self.workers,
+                self.queue_capacity,
+                Arc::new(self.processor),
+                self.metrics,
+                token.clone(),
+            );
+            worker::run_consumer_until_stopped(self.subscriber, pool, token)
+        });
 
-        let relay_ended = async {
-            match relay.as_mut() {
-                Some(handle) => handle.await,
-                None => std::future::pending().await,
-            }
+        token.cancelled().await;
+        // The relay first: it drains the outbox, and on the in-process bus a
+        // publish completes only once the consumer has processed it.
+        let relayed = match relay {
+            Some(relay) => relay.stop().await,
+            None => Ok(()),
         };
-        tokio::select! {
-            () = token.cancelled() => {}
-            ended = relay_ended => {
-                consumer_token.cancel();
-                let _ = consumer.await;
-                ended.context("outbox relay panicked")??;
-                anyhow::bail!("outbox relay ended unexpectedly");
-            }
-            ended = &mut consumer => {
-                relay_token.cancel();
-                if let Some(relay) = relay {
-                    let _ = relay.await;
-                }
-                ended.context("consumer panicked")??;
-                anyhow::bail!("consumer ended unexpectedly");
-            }
-        }
-        relay_token.cancel();
-        if let Some(relay) = relay {
-            relay.await.context("outbox relay panicked")??;
-        }
-        consumer_token.cancel();
-        consumer.await.context("consumer panicked")??;
-        Ok(())
+        let consumed = consumer.stop().await;
+        relayed.and(consumed)
     }
 }
 
@@ -115,7 +101,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+        token.clone(),
+    );
     loop {
         let result = tokio::select! {
             () = token.cancelled() => return false,
@@ -131,9 +121,8 @@ where
             retry_in_ms = delay.as_millis() as u64,
             "not ready yet; retrying"
         );
-        tokio::select! {
-            () = token.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
+        if !backoff.wait(delay).await {
+            return false;
         }
     }
 }

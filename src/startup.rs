@@ -11,17 +11,17 @@
 //!    are committed (see `pipeline`);
 //! 4. the producer flushes, the store's pool closes.
 //!
-//! A background task that stops on its own before shutdown is a failure:
-//! the rest is drained the same way and the process exits non-zero.
+//! Every background task runs under one [`Supervisor`]. One that stops on
+//! its own before shutdown is a failure: the rest is drained the same way
+//! and the process exits non-zero. When the time runs out, whatever is
+//! still running is cancelled at once.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::kafka::KafkaSettings;
@@ -31,14 +31,15 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::cache::{Cache, ReadThrough};
 use crate::config::{Config, DatabaseBackend};
-use crate::http::health::Health;
+use crate::health::{Health, Readiness};
 use crate::http::{self, AppState, HttpLimits};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::supervisor::Supervisor;
 use crate::worker::EventProcessor;
 
 /// Time limit of each health check.
@@ -77,20 +78,21 @@ impl Application {
             Arc::clone(&metrics),
         );
         let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
-        let health = Arc::new(Health {
-            store: Arc::clone(&store),
-            cache: Arc::clone(&cache),
-            producer: Arc::clone(&publisher),
-            consumer: subscriber.probe(),
-            check_timeout: HEALTH_CHECK_TIMEOUT,
-            shutting_down: AtomicBool::new(false),
-            store_ready: AtomicBool::new(false),
-        });
+        let readiness = Arc::new(Readiness::default());
+        let health = Health::new(
+            Arc::clone(&readiness),
+            Arc::clone(&store),
+            Arc::clone(&cache),
+            Arc::clone(&publisher),
+            subscriber.probe(),
+            HEALTH_CHECK_TIMEOUT,
+        );
         let state = AppState {
             service: Arc::new(service),
-            health: Arc::clone(&health),
+            health: Arc::new(health),
             body_limit: config.server.http_body_limit,
             metrics: Arc::clone(&metrics),
+            store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
         };
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -115,7 +117,7 @@ impl Application {
             workers: config.workers.worker_count as usize,
             queue_capacity: config.workers.worker_queue_capacity as usize,
             metrics: Arc::clone(&metrics),
-            health,
+            readiness,
         };
 
         let address = (
@@ -178,8 +180,7 @@ impl Application {
             shutdown,
             ..
         } = self;
-        // Cancelled by a task that ends before shutdown was asked for.
-        let failed = CancellationToken::new();
+        let supervisor = Supervisor::new();
 
         let limits = HttpLimits {
             body_limit: config.server.http_body_limit,
@@ -187,7 +188,7 @@ impl Application {
             max_in_flight: config.server.http_max_in_flight as usize,
         };
         let app = http::app(state.clone(), limits);
-        let mut server = Stage::spawn("http server", &failed, |token| async move {
+        let server = supervisor.spawn("http server", |token| async move {
             axum::serve(
                 listener,
                 axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
@@ -196,31 +197,34 @@ impl Application {
             .await
             .context("http server failed")
         });
-        let mut pipeline = Stage::spawn("pipeline", &failed, |token| {
-            pipeline.run_until_stopped(token)
+        let pipeline = supervisor.spawn("pipeline", |token| {
+            pipeline.run_until_stopped(supervisor.clone(), token)
         });
 
         tokio::select! {
             () = shutdown.cancelled() => {}
-            () = failed.cancelled() => tracing::error!("a background task stopped; shutting down"),
+            () = supervisor.failed() => tracing::error!("a background task stopped; shutting down"),
         }
-        state.health.begin_shutdown();
+        state.health.readiness().begin_shutdown();
         let deadline = config.server.shutdown_timeout;
         let started = Instant::now();
         let drain = async {
             let server = server.stop().await;
             state.service.finish_writes().await;
             let pipeline = pipeline.stop().await;
+            // Nothing publishes or queries any more past this point.
+            supervisor.wait().await;
             publisher
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
             [server, pipeline]
         };
-        let results = tokio::time::timeout(deadline, drain).await.map_err(|_| {
-            anyhow::anyhow!("shutdown did not finish within {deadline:?} (SHUTDOWN_TIMEOUT)")
-        })?;
-        if failed.is_cancelled() {
+        let Ok(results) = tokio::time::timeout(deadline, drain).await else {
+            supervisor.stop_all();
+            anyhow::bail!("shutdown did not finish within {deadline:?} (SHUTDOWN_TIMEOUT)");
+        };
+        if supervisor.has_failed() {
             anyhow::bail!("stopped because a background task ended unexpectedly");
         }
         for result in results {
@@ -282,51 +286,4 @@ fn build_bus(
         metrics: Arc::clone(metrics),
     })?;
     Ok((Arc::new(publisher), Box::new(subscriber)))
-}
-
-/// A background task with its own stop token.
-struct Stage {
-    name: &'static str,
-    token: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Stage {
-    /// Spawns `run(token)`; if it ends before `stop` is called, `failed` is
-    /// cancelled.
-    fn spawn<F, Fut>(name: &'static str, failed: &CancellationToken, run: F) -> Self
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let token = CancellationToken::new();
-        let task = run(token.clone());
-        let (stop, failed) = (token.clone(), failed.clone());
-        let handle = tokio::spawn(async move {
-            let result = task.await;
-            if !stop.is_cancelled() {
-                match &result {
-                    Ok(()) => tracing::error!(task = name, "task ended unexpectedly"),
-                    Err(err) => {
-                        tracing::error!(task = name, error = format!("{err:#}"), "task failed")
-                    }
-                }
-                failed.cancel();
-            }
-            result
-        });
-        Self {
-            name,
-            token,
-            handle,
-        }
-    }
-
-    /// Asks the task to stop and waits for it.
-    async fn stop(&mut self) -> anyhow::Result<()> {
-        self.token.cancel();
-        (&mut self.handle)
-            .await
-            .with_context(|| format!("{} panicked", self.name))?
-    }
 }

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Publisher;
-use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 use crate::store::Store;
 
 /// How long a claimed batch is reserved for this relay. It must outlast a
@@ -42,7 +42,11 @@ impl OutboxRelay {
         // Capped low: while the bus is down each attempt already waits out
         // the producer's delivery timeout, and once it is back the backlog
         // should move soon.
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            token.clone(),
+        );
         while !token.is_cancelled() {
             match self.relay_batch().await {
                 Ok(relayed) => {
@@ -62,9 +66,8 @@ impl OutboxRelay {
                         retry_in_ms = delay.as_millis() as u64,
                         "outbox relay failed; rows stay in the outbox"
                     );
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        () = tokio::time::sleep(delay) => {}
+                    if !backoff.wait(delay).await {
+                        break;
                     }
                 }
             }
@@ -134,5 +137,86 @@ impl OutboxRelay {
                 rows.len()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::time::Instant;
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Starts shutdown when the relay warns of its `nth` failure, that is
+    /// just before it pauses for the `nth` time: the moment a relay that
+    /// ignored shutdown would wait longest.
+    struct ShutdownOnFailure {
+        nth: usize,
+        failures: AtomicUsize,
+        token: CancellationToken,
+        cancelled_at: Arc<Mutex<Option<Instant>>>,
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for ShutdownOnFailure {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let warning = *event.metadata().level() == tracing::Level::WARN;
+            if warning && self.failures.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
+                *self.cancelled_at.lock().unwrap() = Some(Instant::now());
+                self.token.cancel();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn backing_off_ends_within_100_ms_of_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        // Closed pools: every claim fails, so the relay keeps backing off.
+        let store = SqliteStore::open(&dir.path().join("closed.db"), 1, Duration::from_secs(1))
+            .await
+            .expect("open the database");
+        store.close().await;
+        // From here on time only moves when every task waits: what is
+        // measured is the relay's waiting, not the machine's load.
+        tokio::time::pause();
+        let (publisher, _subscriber) = crate::bus::memory::channel(1);
+        let relay = OutboxRelay {
+            store: Arc::new(store),
+            publisher: Arc::new(publisher),
+            batch_size: 10,
+            poll_interval: Duration::from_secs(10),
+            wakeup: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let token = CancellationToken::new();
+        // The fourth pause is 400 to 800 ms long.
+        let cancelled_at = Arc::new(Mutex::new(None));
+        let shutdown = ShutdownOnFailure {
+            nth: 4,
+            failures: AtomicUsize::new(0),
+            token: token.clone(),
+            cancelled_at: Arc::clone(&cancelled_at),
+        };
+        // The relay logs on this thread: it runs on this test's runtime.
+        let _logs = tracing::subscriber::set_default(tracing_subscriber::registry().with(shutdown));
+
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), relay.run_until_stopped(token))
+            .await
+            .expect("the relay stops backing off")
+            .expect("the relay stops cleanly");
+        let cancelled_at = cancelled_at.lock().unwrap().expect("shutdown began");
+        assert!(
+            cancelled_at - started >= Duration::from_millis(350),
+            "three pauses came first"
+        );
+        let stopped_after = cancelled_at.elapsed();
+        assert!(
+            stopped_after < Duration::from_millis(100),
+            "stopped {stopped_after:?} after shutdown began"
+        );
     }
 }

@@ -8,10 +8,9 @@
 //!   from the store and messages wait in the outbox.
 //! - `/health`: every dependency, each by name with its backend and
 //!   latency; 503 `"unhealthy"` when any configured one is down.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+//!
+//! What they report is found in [`crate::health`]; this module only renders
+//! it as JSON.
 
 use axum::Router;
 use axum::extract::State;
@@ -22,25 +21,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::bus::{Probe, Publisher};
-use crate::cache::Cache;
-use crate::store::Store;
-
-/// What the health endpoints look at.
-pub struct Health {
-    pub store: Arc<dyn Store>,
-    pub cache: Arc<dyn Cache>,
-    pub producer: Arc<dyn Publisher>,
-    pub consumer: Arc<dyn Probe>,
-    /// Each check's time limit: a hung dependency reads as down.
-    pub check_timeout: Duration,
-    /// Set when shutdown begins, so that readiness fails first and load
-    /// balancers stop sending requests before the listener closes.
-    pub shutting_down: AtomicBool,
-    /// Set once the store's migrations have run; until then the API
-    /// answers 503 and readiness fails.
-    pub store_ready: AtomicBool,
-}
+use crate::health::DependencyCheck;
 
 /// The state of one dependency.
 #[derive(Serialize, ToSchema)]
@@ -140,40 +121,14 @@ impl Check {
     }
 }
 
-impl Health {
-    async fn check<F>(&self, backend: &'static str, probe: F) -> Check
-    where
-        F: Future<Output = anyhow::Result<()>>,
-    {
-        let started = Instant::now();
-        let error = match tokio::time::timeout(self.check_timeout, probe).await {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(format!("{err:#}")),
-            Err(_) => Some(format!("no answer within {:?}", self.check_timeout)),
-        };
-        Check {
-            status: Status::of(error.is_none()),
-            backend,
-            latency_ms: started.elapsed().as_secs_f64() * 1e3,
-            error,
+impl From<DependencyCheck> for Check {
+    fn from(check: DependencyCheck) -> Self {
+        Self {
+            status: Status::of(check.is_healthy()),
+            backend: check.backend,
+            latency_ms: check.latency.as_secs_f64() * 1e3,
+            error: check.error,
         }
-    }
-
-    /// A ping, but unhealthy until migrations have run.
-    async fn check_store(&self) -> Check {
-        self.check(self.store.backend(), async {
-            self.store.ping().await?;
-            anyhow::ensure!(
-                self.store_ready.load(Ordering::SeqCst),
-                "migrations have not run yet"
-            );
-            Ok(())
-        })
-        .await
-    }
-
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
     }
 }
 
@@ -208,25 +163,18 @@ fn respond(ok: bool, body: impl Serialize) -> Response {
     )
 )]
 pub(super) async fn health(State(state): State<AppState>) -> Response {
-    let health = &state.health;
-    let bus = health.producer.backend();
-    let (database, cache, producer, consumer) = tokio::join!(
-        health.check_store(),
-        health.check(health.cache.backend(), health.cache.ping()),
-        health.check(bus, health.producer.check()),
-        health.check(bus, health.consumer.check()),
-    );
-    let healthy = database.healthy() && cache.healthy() && producer.healthy() && consumer.healthy();
+    let dependencies = state.health.check_dependencies().await;
+    let healthy = dependencies.are_healthy();
     respond(
         healthy,
         HealthReport {
             status: Status::of(healthy),
             timestamp: unix_now(),
             checks: Checks {
-                database,
-                cache,
-                producer,
-                consumer,
+                database: dependencies.database.into(),
+                cache: dependencies.cache.into(),
+                producer: dependencies.producer.into(),
+                consumer: dependencies.consumer.into(),
             },
         },
     )
@@ -255,7 +203,7 @@ pub(super) async fn live() -> Response {
 )]
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let health = &state.health;
-    if health.shutting_down.load(Ordering::SeqCst) {
+    if health.readiness().is_shutting_down() {
         return respond(
             false,
             ReadyReport {
@@ -266,7 +214,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
             },
         );
     }
-    let database = health.check_store().await;
+    let database = Check::from(health.check_store().await);
     let ready = database.healthy();
     respond(
         ready,

@@ -15,7 +15,6 @@ pub mod openapi;
 mod users;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -38,10 +37,10 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 pub use error::ApiError;
-use health::Health;
 
 use crate::domain::Page;
-use crate::metrics::{Metrics, PoolLabels, RequestLabels, RouteLabels};
+use crate::health::Health;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels, StoreCollector};
 use crate::service::Service;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -55,6 +54,8 @@ pub struct AppState {
     /// Largest accepted request body, in bytes (for the 413 message).
     pub body_limit: usize,
     pub metrics: Arc<Metrics>,
+    /// Samples the store's pools and outbox backlog for `/metrics`.
+    pub store_metrics: Arc<StoreCollector>,
 }
 
 /// Limits of the HTTP edge.
@@ -160,7 +161,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
 
 /// Answers 503 until the store is migrated (it may be down at start-up).
 async fn require_store_ready(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.health.store_ready.load(Ordering::Relaxed) {
+    if state.health.readiness().is_store_ready() {
         next.run(req).await
     } else {
         ApiError::NotReady.into_response()
@@ -213,40 +214,10 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     responses((status = 200, description = "Every metric, in the Prometheus text format", content_type = "text/plain", body = String))
 )]
 async fn render_metrics(State(state): State<AppState>) -> Response {
-    let metrics = &state.metrics;
-    let store = &state.health.store;
-    for pool in store.pool_stats() {
-        let labels = PoolLabels { pool: pool.pool };
-        metrics
-            .db_pool_connections
-            .get_or_create(&labels)
-            .set(i64::from(pool.size));
-        metrics
-            .db_pool_idle
-            .get_or_create(&labels)
-            .set(pool.idle as i64);
-        metrics
-            .db_pool_max
-            .get_or_create(&labels)
-            .set(i64::from(pool.max));
-        metrics
-            .db_pool_waiting
-            .get_or_create(&labels)
-            .set(pool.waiting as i64);
-    }
-    // A scrape must not hang on a slow database: keep the last values.
-    if let Ok(Ok(backlog)) =
-        tokio::time::timeout(Duration::from_secs(1), store.outbox_backlog()).await
-    {
-        metrics.outbox_backlog.set(backlog.rows as i64);
-        let age = backlog.oldest.map_or(0.0, |oldest| {
-            (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1e3
-        });
-        metrics.outbox_oldest_age.set(age);
-    }
+    state.store_metrics.collect(&state.metrics).await;
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        metrics.render(),
+        state.metrics.render(),
     )
         .into_response()
 }

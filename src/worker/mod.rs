@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 
 pub use processor::EventProcessor;
 
-use crate::backoff::Backoff;
 use crate::bus::{Delivery, Subscriber};
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 
 pub struct WorkerPool {
     /// One queue per worker.
@@ -33,12 +33,16 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `workers` workers sharing `capacity` queued deliveries.
+    /// Starts `workers` workers sharing `capacity` queued deliveries. Once
+    /// `token` is cancelled, the processor stops retrying (see
+    /// [`EventProcessor::handle`]); the workers still take every queued
+    /// delivery until [`WorkerPool::finish`].
     pub fn start(
         workers: usize,
         capacity: usize,
         processor: Arc<EventProcessor>,
         metrics: Arc<Metrics>,
+        token: CancellationToken,
     ) -> Self {
         let workers = workers.max(1);
         let per_worker = capacity.div_ceil(workers).max(1);
@@ -51,11 +55,12 @@ impl WorkerPool {
                 let (tx, mut rx) = mpsc::channel::<Delivery>(per_worker);
                 let processor = Arc::clone(&processor);
                 let metrics = Arc::clone(&metrics);
+                let token = token.clone();
                 tracker.spawn(async move {
                     while let Some(delivery) = rx.recv().await {
                         metrics.worker_queue_depth.dec();
                         metrics.worker_in_flight.inc();
-                        processor.handle(delivery).await;
+                        processor.handle(delivery, &token).await;
                         metrics.worker_in_flight.dec();
                     }
                 });
@@ -108,7 +113,11 @@ pub async fn run_consumer_until_stopped(
     // Consumer errors are mostly connection trouble that the client
     // recovers from by itself; pause briefly, so that consumption resumes
     // soon after the broker is back.
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        token.clone(),
+    );
     loop {
         let next = tokio::select! {
             biased;
@@ -128,9 +137,8 @@ pub async fn run_consumer_until_stopped(
                     retry_in_ms = delay.as_millis() as u64,
                     "consuming failed"
                 );
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(delay) => {}
+                if !backoff.wait(delay).await {
+                    break;
                 }
             }
         }

@@ -9,14 +9,20 @@
 //! - anything else (undecodable payload, an error applying it): retried up
 //!   to `max_attempts` times, then parked on the dead-letter topic with the
 //!   reason, so that one poison message cannot block the ones behind it.
+//!
+//! Once the consumer is told to stop, nothing is retried any more: a message
+//! that fails then is left unacknowledged, so that the bus delivers it again
+//! after the restart, rather than holding up the shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+
 use crate::bus::{Delivery, Publisher};
 use crate::domain::EventMessage;
 use crate::metrics::{Metrics, ResultLabels};
+use crate::retry::Backoff;
 use crate::store::{Store, StoreError};
 
 /// The longest pause between two attempts.
@@ -27,26 +33,50 @@ pub struct EventProcessor {
     /// Where messages that fail `max_attempts` times go.
     pub dead_letters: Arc<dyn Publisher>,
     pub max_attempts: u32,
-    /// The first pause between attempts; it doubles each time.
+    /// The first pause between attempts (less a random part); it doubles
+    /// each time.
     pub retry_delay: Duration,
     pub metrics: Arc<Metrics>,
 }
 
+/// Why a message was not applied.
+enum NotApplied {
+    /// It cannot be: park it on the dead-letter topic, with this reason.
+    Failed(String),
+    /// Retrying stopped because the consumer is stopping.
+    Stopped,
+}
+
 impl EventProcessor {
-    /// Processes (or parks) the delivery, then acknowledges it.
-    pub async fn handle(&self, delivery: Delivery) {
-        let failure = match serde_json::from_slice::<EventMessage>(&delivery.payload) {
-            Ok(message) => self.apply(&message).await.err(),
-            Err(err) => Some(format!("not an event message: {err}")),
+    /// Processes (or parks) the delivery, then acknowledges it; once
+    /// `token` is cancelled, a delivery that fails is left unacknowledged
+    /// instead of retried.
+    pub async fn handle(&self, delivery: Delivery, token: &CancellationToken) {
+        let applied = match serde_json::from_slice::<EventMessage>(&delivery.payload) {
+            Ok(message) => self.apply(&message, token).await,
+            Err(err) => Err(NotApplied::Failed(format!("not an event message: {err}"))),
         };
-        if let Some(reason) = failure {
-            self.park(&delivery, &reason).await;
+        let done = match applied {
+            Ok(()) => true,
+            Err(NotApplied::Failed(reason)) => self.park(&delivery, &reason, token).await,
+            Err(NotApplied::Stopped) => false,
+        };
+        if done {
+            delivery.ack();
+        } else {
+            tracing::warn!(
+                origin = delivery.origin,
+                "processing stopped by shutdown; the message is delivered again after restart"
+            );
         }
-        delivery.ack();
     }
 
-    async fn apply(&self, message: &EventMessage) -> Result<(), String> {
-        let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY);
+    async fn apply(
+        &self,
+        message: &EventMessage,
+        token: &CancellationToken,
+    ) -> Result<(), NotApplied> {
+        let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY, token.clone());
         let mut attempts = 0;
         loop {
             let err = match self.store.apply_message(message).await {
@@ -71,10 +101,10 @@ impl EventProcessor {
             if !matches!(err, StoreError::Unavailable(_)) {
                 attempts += 1;
                 if attempts >= self.max_attempts {
-                    return Err(format!(
+                    return Err(NotApplied::Failed(format!(
                         "failed {attempts} times: {:#}",
                         anyhow::Error::new(err)
-                    ));
+                    )));
                 }
             }
             let delay = backoff.next_delay();
@@ -85,14 +115,17 @@ impl EventProcessor {
                 error = format!("{:#}", anyhow::Error::new(err)),
                 "event processing failed; retrying"
             );
-            tokio::time::sleep(delay).await;
+            if !backoff.wait(delay).await {
+                return Err(NotApplied::Stopped);
+            }
         }
     }
 
     /// Sends the delivery to the dead-letter topic, retrying until the bus
-    /// takes it: acknowledging before that would lose the message.
-    async fn park(&self, delivery: &Delivery, reason: &str) {
-        let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY);
+    /// takes it (acknowledging before that would lose the message) or
+    /// `token` is cancelled. Returns whether it was parked.
+    async fn park(&self, delivery: &Delivery, reason: &str, token: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY, token.clone());
         while let Err(err) = self.dead_letters.dead_letter(delivery, reason).await {
             let delay = backoff.next_delay();
             tracing::warn!(
@@ -101,8 +134,102 @@ impl EventProcessor {
                 retry_in_ms = delay.as_millis() as u64,
                 "failed to park a dead letter; retrying"
             );
-            tokio::time::sleep(delay).await;
+            if !backoff.wait(delay).await {
+                return false;
+            }
         }
         self.metrics.events_dead_lettered.inc();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bytes::Bytes;
+    use tokio::time::Instant;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::bus::Acknowledge;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Records that the delivery was acknowledged.
+    struct Acked(Arc<AtomicBool>);
+
+    impl Acknowledge for Acked {
+        fn ack(self: Box<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A store whose pools are closed: every call fails as unavailable.
+    async fn unavailable_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let store = SqliteStore::open(&dir.path().join("closed.db"), 1, Duration::from_secs(1))
+            .await
+            .expect("open the database");
+        store.close().await;
+        Arc::new(store)
+    }
+
+    #[tokio::test]
+    async fn retrying_an_unavailable_store_ends_within_100_ms_of_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = unavailable_store(&dir).await;
+        // From here on time only moves when every task waits: what is
+        // measured is the processor's waiting, not the machine's load.
+        tokio::time::pause();
+        let metrics = Arc::new(Metrics::new());
+        let (dead_letters, _subscriber) = crate::bus::memory::channel(1);
+        let processor = EventProcessor {
+            store,
+            dead_letters: Arc::new(dead_letters),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(10),
+            metrics: Arc::clone(&metrics),
+        };
+        let message = EventMessage {
+            id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            event_type: "signup".into(),
+            data: String::new(),
+            timestamp: chrono::Utc::now(),
+        };
+        let acked = Arc::new(AtomicBool::new(false));
+        let delivery = Delivery::new(
+            None,
+            Bytes::from(serde_json::to_vec(&message).unwrap()),
+            "test message".into(),
+            Box::new(Acked(Arc::clone(&acked))),
+        );
+        let token = CancellationToken::new();
+        let handling = tokio::spawn({
+            let token = token.clone();
+            async move { processor.handle(delivery, &token).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.events_failed.get() == 0 {
+            assert!(Instant::now() < deadline, "the first attempt never failed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        let cancelled = Instant::now();
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(60), handling)
+            .await
+            .expect("the processor stops retrying")
+            .unwrap();
+        let stopped_after = cancelled.elapsed();
+        assert!(
+            stopped_after < Duration::from_millis(100),
+            "stopped {stopped_after:?} after shutdown began"
+        );
+        assert!(
+            !acked.load(Ordering::SeqCst),
+            "left unacknowledged, to come again"
+        );
+        assert_eq!(metrics.events_dead_lettered.get(), 0, "not a dead letter");
+        assert_eq!(metrics.events_failed.get(), 1, "tried once, then waited");
     }
 }
