@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use crate::store::Store;
 
 /// `Content-Type` of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Request latency buckets, in seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -31,43 +31,43 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub method: String,
+pub(crate) struct RequestLabels {
+    pub(crate) method: String,
     /// The route template (`/api/v1/users/{id}`), or `unmatched`.
-    pub route: String,
-    pub status: u16,
+    pub(crate) route: String,
+    pub(crate) status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub method: String,
-    pub route: String,
+pub(crate) struct RouteLabels {
+    pub(crate) method: String,
+    pub(crate) route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
+pub(crate) struct CacheLabels {
     /// `user` or `event`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// `hit`, `miss` or `error`.
-    pub result: &'static str,
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
+pub(crate) struct ResultLabels {
     /// `applied` or `duplicate`.
-    pub result: &'static str,
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PoolLabels {
+pub(crate) struct PoolLabels {
     /// `main` (PostgreSQL), or `writer` / `reader` (SQLite).
-    pub pool: &'static str,
+    pub(crate) pool: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabels {
-    pub topic: String,
-    pub partition: i32,
+pub(crate) struct PartitionLabels {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
 }
 
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -76,26 +76,26 @@ type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: Family<RequestLabels, Counter>,
-    pub http_duration: LatencyFamily,
+    pub(crate) http_requests: Family<RequestLabels, Counter>,
+    pub(crate) http_duration: LatencyFamily,
     pub http_in_flight: Gauge,
-    pub cache_requests: Family<CacheLabels, Counter>,
-    pub events_published: Counter,
-    pub events_consumed: Counter,
-    pub events_failed: Counter,
-    pub events_dead_lettered: Counter,
-    pub events_processed: Family<ResultLabels, Counter>,
-    pub outbox_backlog: Gauge,
-    pub outbox_oldest_age: Gauge<f64, AtomicU64>,
+    pub(crate) cache_requests: Family<CacheLabels, Counter>,
+    pub(crate) events_published: Counter,
+    pub(crate) events_consumed: Counter,
+    pub(crate) events_failed: Counter,
+    pub(crate) events_dead_lettered: Counter,
+    pub(crate) events_processed: Family<ResultLabels, Counter>,
+    pub(crate) outbox_backlog: Gauge,
+    pub(crate) outbox_oldest_age: Gauge<f64, AtomicU64>,
     /// Deliveries taken from the bus that no worker has started.
     pub worker_queue_depth: Gauge,
     pub worker_in_flight: Gauge,
-    pub worker_queue_capacity: Gauge,
-    pub kafka_lag: Family<PartitionLabels, Gauge>,
-    pub db_pool_connections: Family<PoolLabels, Gauge>,
-    pub db_pool_idle: Family<PoolLabels, Gauge>,
-    pub db_pool_max: Family<PoolLabels, Gauge>,
-    pub db_pool_waiting: Family<PoolLabels, Gauge>,
+    pub(crate) worker_queue_capacity: Gauge,
+    pub(crate) kafka_lag: Family<PartitionLabels, Gauge>,
+    pub(crate) db_pool_connections: Family<PoolLabels, Gauge>,
+    pub(crate) db_pool_idle: Family<PoolLabels, Gauge>,
+    pub(crate) db_pool_max: Family<PoolLabels, Gauge>,
+    pub(crate) db_pool_waiting: Family<PoolLabels, Gauge>,
 }
 
 impl Metrics {
@@ -246,14 +246,14 @@ impl Metrics {
     }
 
     /// Counts one cache read.
-    pub fn cache_read(&self, kind: &'static str, result: &'static str) {
+    pub(crate) fn cache_read(&self, kind: &'static str, result: &'static str) {
         self.cache_requests
             .get_or_create(&CacheLabels { kind, result })
             .inc();
     }
 
     /// The registry in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
             .expect("BUG: writing to a String cannot fail");
@@ -270,7 +270,7 @@ impl Default for Metrics {
 /// Samples the store's connection pools and outbox backlog into the
 /// metrics at scrape time. Reading the backlog is a query, so this is
 /// asynchronous and runs before rendering, not inside the registry.
-pub struct StoreCollector {
+pub(crate) struct StoreCollector {
     store: Arc<dyn Store>,
 }
 
@@ -279,12 +279,12 @@ impl StoreCollector {
     /// hang on a slow database, so the last values are kept instead.
     const BACKLOG_TIMEOUT: Duration = Duration::from_secs(1);
 
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         Self { store }
     }
 
     /// Updates the pool and outbox gauges of `metrics`.
-    pub async fn collect(&self, metrics: &Metrics) {
+    pub(crate) async fn collect(&self, metrics: &Metrics) {
         for pool in self.store.pool_stats() {
             let labels = PoolLabels { pool: pool.pool };
             metrics

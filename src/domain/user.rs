@@ -126,25 +126,6 @@ impl UserPatch {
     pub fn is_empty(&self) -> bool {
         self.email.is_none() && self.first_name.is_none() && self.last_name.is_none()
     }
-
-    /// The user with this patch applied (timestamps untouched).
-    pub fn apply_to(&self, user: &User) -> User {
-        User {
-            email: self
-                .email
-                .as_ref()
-                .map_or_else(|| user.email.clone(), |e| e.as_str().to_owned()),
-            first_name: self
-                .first_name
-                .as_ref()
-                .map_or_else(|| user.first_name.clone(), |n| n.as_str().to_owned()),
-            last_name: self
-                .last_name
-                .as_ref()
-                .map_or_else(|| user.last_name.clone(), |n| n.as_str().to_owned()),
-            ..user.clone()
-        }
-    }
 }
 
 #[cfg(test)]
