@@ -133,10 +133,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub group_id: String,
+    /// Partitions of the topics created at start (existing ones are kept).
     pub partitions: i32,
     pub replication_factor: i32,
     pub linger: Duration,
     pub compression: String,
+    /// How long librdkafka retries a message before reporting it failed.
     pub delivery_timeout: Duration,
 }
 

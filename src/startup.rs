@@ -274,14 +274,7 @@ fn build_bus(
         return Ok((Arc::new(publisher), Box::new(subscriber)));
     };
     let (publisher, subscriber) = bus::kafka::connect(KafkaSettings {
-        brokers: kafka.brokers.clone(),
-        topic: kafka.topic.clone(),
-        group_id: kafka.group_id.clone(),
-        partitions: kafka.partitions,
-        replication_factor: kafka.replication_factor,
-        linger: kafka.linger,
-        compression: kafka.compression.clone(),
-        delivery_timeout: kafka.delivery_timeout,
+        kafka: kafka.clone(),
         check_timeout: HEALTH_CHECK_TIMEOUT,
         metrics: Arc::clone(metrics),
     })?;

@@ -61,7 +61,7 @@ impl KafkaSubscriber {
     pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
         let consumer: StreamConsumer<KafkaContext> = settings
             .client_config()
-            .set("group.id", &settings.group_id)
+            .set("group.id", &settings.kafka.group_id)
             // Offsets are stored after processing (see Acknowledge) and the
             // stored ones committed every second and on close.
             .set("enable.auto.commit", "true")
@@ -77,7 +77,7 @@ impl KafkaSubscriber {
             .context("invalid Kafka consumer settings")?;
         Ok(Self {
             consumer: Some(Arc::new(consumer)),
-            topic: settings.topic.clone(),
+            topic: settings.kafka.topic.clone(),
             check_timeout: settings.check_timeout,
             offsets: Arc::default(),
             subscribed: false,

@@ -31,21 +31,14 @@ use rdkafka::config::ClientConfig;
 pub use consumer::KafkaSubscriber;
 pub use producer::KafkaPublisher;
 
+use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 
 /// Everything the Kafka backend is configured with.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
-    pub brokers: String,
-    pub topic: String,
-    pub group_id: String,
-    /// Partitions of the topics created at start (existing ones are kept).
-    pub partitions: i32,
-    pub replication_factor: i32,
-    pub linger: Duration,
-    pub compression: String,
-    /// How long librdkafka retries a message before reporting it failed.
-    pub delivery_timeout: Duration,
+    /// What the operator configured (`KAFKA_*`).
+    pub kafka: KafkaConfig,
     /// Limit of a metadata request made by a health check.
     pub check_timeout: Duration,
     /// Receives the consumer's lag per partition.
@@ -54,14 +47,14 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn dead_letter_topic(&self) -> String {
-        format!("{}.dlq", self.topic)
+        format!("{}.dlq", self.kafka.topic)
     }
 
     /// What every client shares: where the brokers are, who is asking.
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
-            .set("bootstrap.servers", &self.brokers)
+            .set("bootstrap.servers", &self.kafka.brokers)
             .set("client.id", "highload");
         config
     }

@@ -23,11 +23,11 @@ fn create_producer(settings: &KafkaSettings) -> anyhow::Result<KafkaProducer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", settings.linger.as_millis().to_string())
-        .set("compression.type", &settings.compression)
+        .set("linger.ms", settings.kafka.linger.as_millis().to_string())
+        .set("compression.type", &settings.kafka.compression)
         .set(
             "message.timeout.ms",
-            settings.delivery_timeout.as_millis().to_string(),
+            settings.kafka.delivery_timeout.as_millis().to_string(),
         )
         .create_with_context(KafkaContext::default())
         .context("invalid Kafka producer settings")
@@ -104,13 +104,17 @@ impl Publisher for KafkaPublisher {
     /// Creates the topic and its dead-letter topic if they are missing.
     async fn prepare(&self) -> anyhow::Result<()> {
         let dead_letters = self.settings.dead_letter_topic();
-        let replication = TopicReplication::Fixed(self.settings.replication_factor);
+        let replication = TopicReplication::Fixed(self.settings.kafka.replication_factor);
         let topics = [
-            NewTopic::new(&self.settings.topic, self.settings.partitions, replication),
+            NewTopic::new(
+                &self.settings.kafka.topic,
+                self.settings.kafka.partitions,
+                replication,
+            ),
             NewTopic::new(
                 &dead_letters,
-                self.settings.partitions,
-                TopicReplication::Fixed(self.settings.replication_factor),
+                self.settings.kafka.partitions,
+                TopicReplication::Fixed(self.settings.kafka.replication_factor),
             ),
         ];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -132,11 +136,11 @@ impl Publisher for KafkaPublisher {
     async fn publish(&self, messages: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
         let producer = self.producer();
         let sends = messages.iter().map(|message| {
-            let record = FutureRecord::to(&self.settings.topic)
+            let record = FutureRecord::to(&self.settings.kafka.topic)
                 .key(message.key)
                 .payload(message.payload);
             // Waits for room in librdkafka's queue, then for the broker.
-            producer.send(record, self.settings.delivery_timeout)
+            producer.send(record, self.settings.kafka.delivery_timeout)
         });
         let results: Vec<_> = futures_util::future::join_all(sends)
             .await
@@ -171,7 +175,10 @@ impl Publisher for KafkaPublisher {
             record = record.key(key.as_ref());
         }
         let producer = self.producer();
-        if let Err((err, _)) = producer.send(record, self.settings.delivery_timeout).await {
+        if let Err((err, _)) = producer
+            .send(record, self.settings.kafka.delivery_timeout)
+            .await
+        {
             self.renew(&producer);
             return Err(anyhow::Error::new(err).context(format!("failed to publish to {topic}")));
         }
@@ -186,7 +193,7 @@ impl Publisher for KafkaPublisher {
 
     async fn check(&self) -> anyhow::Result<()> {
         let producer = self.producer();
-        let topic = self.settings.topic.clone();
+        let topic = self.settings.kafka.topic.clone();
         let timeout = self.settings.check_timeout;
         tokio::task::spawn_blocking(move || {
             producer
