@@ -49,6 +49,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long a request waits for a free connection before 503.
     pub acquire_timeout: Duration,
+    /// Most writes that share one transaction (group commit).
+    pub write_batch_max: u32,
+    /// How long a transaction waits for more writes before it commits.
+    pub write_batch_window: Duration,
 }
 
 /// The store: PostgreSQL when `DATABASE_URL` (postgres:) or `DB_HOST` is
@@ -310,6 +314,15 @@ struct DatabaseArgs {
     /// How long a request waits for a free connection before 503
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", value_name = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     db_acquire_timeout: Duration,
+
+    /// Most concurrent writes that share one transaction (group commit)
+    #[arg(long, env = "WRITE_BATCH_MAX", value_name = "WRITE_BATCH_MAX", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    write_batch_max: u32,
+
+    /// How long a transaction waits for more writes before it commits (0s: it takes the writes waiting and commits at once)
+    #[arg(long, env = "WRITE_BATCH_WINDOW", value_name = "WRITE_BATCH_WINDOW", default_value = "0s", value_parser = parse_duration)]
+    write_batch_window: Duration,
 
     /// SQLite database file, used when no PostgreSQL is configured (created with its directory)
     #[arg(
@@ -579,6 +592,8 @@ impl DatabaseArgs {
             backend,
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
+            write_batch_max: self.write_batch_max,
+            write_batch_window: self.write_batch_window,
         })
     }
 }

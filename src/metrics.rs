@@ -25,6 +25,9 @@ use crate::store::Store;
 /// `Content-Type` of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+/// Writes per transaction: one (no concurrency) up to the largest batch.
+const BATCH_SIZE_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// Request latency buckets, in seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -96,6 +99,8 @@ pub struct Metrics {
     pub(crate) db_pool_idle: Family<PoolLabels, Gauge>,
     pub(crate) db_pool_max: Family<PoolLabels, Gauge>,
     pub(crate) db_pool_waiting: Family<PoolLabels, Gauge>,
+    /// Writes per committed transaction (group commit).
+    pub(crate) db_write_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -216,6 +221,12 @@ impl Metrics {
             "Tasks waiting for a database connection",
             db_pool_waiting.clone(),
         );
+        let db_write_batch_size = Histogram::new(BATCH_SIZE_BUCKETS);
+        registry.register(
+            "db_write_batch_size",
+            "Writes that shared one database transaction",
+            db_write_batch_size.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector {
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -242,6 +253,7 @@ impl Metrics {
             db_pool_idle,
             db_pool_max,
             db_pool_waiting,
+            db_write_batch_size,
         }
     }
 

@@ -36,9 +36,9 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
-use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{GroupCommit, GroupCommitSettings, Store};
 use crate::supervisor::Supervisor;
 use crate::worker::EventProcessor;
 
@@ -65,7 +65,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
-        let store = build_store(&config).await?;
+        let store = build_store(&config, &metrics).await?;
         let cache = build_cache(&config)?;
         let (publisher, subscriber) = build_bus(&config, &metrics)?;
 
@@ -238,18 +238,37 @@ impl Application {
     }
 }
 
-async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// The store, with group commit in front of it.
+async fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
     let database = &config.database;
-    match &database.backend {
-        DatabaseBackend::Sqlite(path) => Ok(Arc::new(
-            SqliteStore::open(path, database.max_connections, database.acquire_timeout).await?,
-        )),
-        DatabaseBackend::Postgres(options) => Ok(Arc::new(PostgresStore::connect_lazy(
-            options.connect_options(),
-            database.max_connections,
-            database.acquire_timeout,
-        ))),
-    }
+    let (store, committers): (Arc<dyn Store>, _) = match &database.backend {
+        // One writer connection: a second batch would only wait for it.
+        DatabaseBackend::Sqlite(path) => (
+            Arc::new(
+                SqliteStore::open(path, database.max_connections, database.acquire_timeout).await?,
+            ),
+            1,
+        ),
+        // A quarter of the pool, so that reads keep connections of their own.
+        DatabaseBackend::Postgres(options) => (
+            Arc::new(PostgresStore::connect_lazy(
+                options.connect_options(),
+                database.max_connections,
+                database.acquire_timeout,
+            )),
+            (database.max_connections as usize / 4).max(1),
+        ),
+    };
+    let settings = GroupCommitSettings {
+        max_batch: database.write_batch_max as usize,
+        window: database.write_batch_window,
+        committers,
+    };
+    Ok(Arc::new(GroupCommit::new(
+        store,
+        settings,
+        Arc::clone(metrics),
+    )))
 }
 
 fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {

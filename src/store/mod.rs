@@ -13,15 +13,20 @@
 //! [`sql::Dialect`].
 //!
 //! Implementations: [`sqlite`] (embedded default) and [`postgres`]
-//! (configured).
+//! (configured), behind [`GroupCommit`], which gathers concurrent writes
+//! into shared transactions.
 
+mod group;
 mod migrate;
 pub mod postgres;
 mod rows;
 mod sql;
 pub mod sqlite;
 
+pub(crate) use group::{GroupCommit, GroupCommitSettings};
+
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -44,7 +49,7 @@ pub enum StoreError {
     /// The database cannot be reached or is too busy right now; retrying
     /// later can succeed.
     #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Arc<sqlx::Error>),
     /// Anything else: a bug or a broken database.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -59,8 +64,20 @@ impl StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(Arc::new(err)),
             other => Self::Other(anyhow::Error::new(other).context(context)),
+        }
+    }
+}
+
+impl StoreError {
+    /// The same error for each write of a batch that failed as a whole.
+    pub(crate) fn for_each_write(&self) -> Self {
+        match self {
+            Self::EmailTaken => Self::EmailTaken,
+            Self::UserNotFound => Self::UserNotFound,
+            Self::Unavailable(err) => Self::Unavailable(Arc::clone(err)),
+            Self::Other(err) => Self::Other(anyhow::anyhow!("{err:#}")),
         }
     }
 }

@@ -6,11 +6,14 @@
 //!
 //! Statements use `$N` placeholders, which both drivers accept.
 //!
-//! A batch of writes runs in one transaction. With more than one write,
-//! each runs inside its own savepoint, so that a write the database rejects
-//! (a taken email, a missing user) is rolled back alone and the others
-//! still commit; PostgreSQL would otherwise abort the whole transaction on
-//! the first error.
+//! A batch of writes runs in one transaction. Each write checks what would
+//! reject it (a taken email, a missing user) within its statements, so that
+//! a rejection changes nothing and fails no statement: the rest of the
+//! batch commits. A statement that fails anyway (a race those checks cannot
+//! see, such as two transactions taking one email at once; PostgreSQL then
+//! aborts the whole transaction) rolls the batch back, and each of its
+//! writes runs again in a transaction of its own, where the error is that
+//! write's own outcome.
 
 use std::time::Duration;
 
@@ -22,8 +25,7 @@ use sqlx::migrate::Migrate;
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{
-    ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction,
-    Type,
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
 };
 use uuid::Uuid;
 
@@ -66,7 +68,7 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         match err.as_database_error().and_then(Self::sort) {
             Some(Sorted::EmailTaken) => StoreError::EmailTaken,
             Some(Sorted::UserNotFound) => StoreError::UserNotFound,
-            Some(Sorted::Unavailable) => StoreError::Unavailable(err),
+            Some(Sorted::Unavailable) => StoreError::Unavailable(std::sync::Arc::new(err)),
             None => StoreError::from_sqlx(err, context),
         }
     }
@@ -234,12 +236,17 @@ with_driver_bounds! {
     }
 
     /// One write's statements, on a transaction the caller commits.
-    async fn apply(conn: &mut <D::Db as Database>::Connection, write: &Write) -> Outcome {
+    /// `Ok(Err(_))`: the write is rejected and changed nothing; `Err(_)`: a
+    /// statement failed, and the transaction may be unusable.
+    async fn apply(
+        conn: &mut <D::Db as Database>::Connection,
+        write: &Write,
+    ) -> StoreResult<Outcome> {
         match write {
             Write::CreateUser { user, message } => {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(user.id)
                 .bind(user.email.clone())
@@ -247,17 +254,22 @@ with_driver_bounds! {
                 .bind(user.last_name.clone())
                 .bind(D::time(&user.created_at))
                 .bind(D::time(&user.updated_at))
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| D::classify(e, "failed to insert the user"))?;
+                // The id is fresh, so the conflict was on the email.
+                if inserted.is_none() {
+                    return Ok(Err(StoreError::EmailTaken));
+                }
                 Self::insert_outbox(conn, message).await?;
-                Ok(Written::Created)
+                Ok(Ok(Written::Created))
             }
             Write::UpdateUser { id, patch, at } => {
-                let user = sqlx::query(concat!(
+                let updated = sqlx::query(concat!(
                     "UPDATE users SET email = COALESCE($1, email), \
                      first_name = COALESCE($2, first_name), \
-                     last_name = COALESCE($3, last_name), updated_at = $4 WHERE id = $5 RETURNING ",
+                     last_name = COALESCE($3, last_name), updated_at = $4 WHERE id = $5 \
+                     AND NOT EXISTS (SELECT 1 FROM users WHERE email = $1 AND id <> $5) RETURNING ",
                     user_columns!()
                 ))
                 .bind(patch.email.as_ref().map(|e| e.as_str().to_owned()))
@@ -268,20 +280,30 @@ with_driver_bounds! {
                 .try_map(|row| user_from_row(&row))
                 .fetch_optional(&mut *conn)
                 .await
-                .map_err(|e| D::classify(e, "failed to update the user"))?
-                .ok_or(StoreError::UserNotFound)?;
+                .map_err(|e| D::classify(e, "failed to update the user"))?;
+                let Some(user) = updated else {
+                    let exists = Self::user_exists(conn, *id).await?;
+                    let rejection = if exists {
+                        StoreError::EmailTaken
+                    } else {
+                        StoreError::UserNotFound
+                    };
+                    return Ok(Err(rejection));
+                };
                 let message = EventMessage::for_user(EventMessage::USER_UPDATED, &user, *at);
                 Self::insert_outbox(conn, &message).await?;
-                Ok(Written::Updated(user))
+                Ok(Ok(Written::Updated(user)))
             }
             Write::DeleteUser { id, message } => {
                 let select = format!("SELECT 1 FROM users WHERE id = $1{}", D::LOCK_ROW);
-                sqlx::query(&select)
+                let found = sqlx::query(&select)
                     .bind(*id)
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(|e| D::classify(e, "failed to lock the user"))?
-                    .ok_or(StoreError::UserNotFound)?;
+                    .map_err(|e| D::classify(e, "failed to lock the user"))?;
+                if found.is_none() {
+                    return Ok(Err(StoreError::UserNotFound));
+                }
                 // Events before the user: the cascade would delete them
                 // without telling us their ids.
                 let event_ids =
@@ -296,23 +318,27 @@ with_driver_bounds! {
                     .await
                     .map_err(|e| D::classify(e, "failed to delete the user"))?;
                 Self::insert_outbox(conn, message).await?;
-                Ok(Written::Deleted { event_ids })
+                Ok(Ok(Written::Deleted { event_ids }))
             }
             Write::CreateEvent { event, message } => {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO events (id, user_id, type, data, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2) \
+                     RETURNING id",
                 )
                 .bind(event.id)
                 .bind(event.user_id)
                 .bind(event.event_type.clone())
                 .bind(event.data.clone())
                 .bind(D::time(&event.created_at))
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| D::classify(e, "failed to insert the event"))?;
+                if inserted.is_none() {
+                    return Ok(Err(StoreError::UserNotFound));
+                }
                 Self::insert_outbox(conn, message).await?;
-                Ok(Written::Created)
+                Ok(Ok(Written::Created))
             }
             Write::ApplyMessage(message) => {
                 // A row comes back only when the id is new.
@@ -327,7 +353,7 @@ with_driver_bounds! {
                 .map_err(|e| D::classify(e, "failed to record the message"))?
                 .is_some();
                 if !fresh {
-                    return Ok(Written::Applied(false));
+                    return Ok(Ok(Written::Applied(false)));
                 }
                 sqlx::query(D::UPSERT_ACTIVITY)
                     .bind(message.user_id)
@@ -345,7 +371,7 @@ with_driver_bounds! {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| D::classify(e, "failed to update the activity"))?;
-                Ok(Written::Applied(true))
+                Ok(Ok(Written::Applied(true)))
             }
         }
     }
@@ -382,30 +408,32 @@ with_driver_bounds! {
         })
     }
 
-    /// Runs `write` inside a savepoint of `tx`: rolled back alone if the
-    /// database rejects it.
-    async fn apply_in_savepoint(
-        tx: &mut Transaction<'static, D::Db>,
-        write: &Write,
-    ) -> StoreResult<Outcome> {
-        let mut savepoint = Connection::begin(&mut **tx)
+    async fn user_exists(conn: &mut <D::Db as Database>::Connection, id: Uuid) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
             .await
-            .map_err(|e| D::classify(e, "failed to begin a savepoint"))?;
-        let outcome = Self::apply(&mut savepoint, write).await;
-        let ended = if outcome.is_ok() {
-            savepoint.commit().await
-        } else {
-            savepoint.rollback().await
-        };
-        ended.map_err(|e| D::classify(e, "failed to end a savepoint"))?;
-        Ok(outcome)
+            .map_err(|e| D::classify(e, "failed to read the user"))?;
+        Ok(found.is_some())
+    }
+
+    /// One write in a transaction of its own: a statement's failure is this
+    /// write's outcome, unless the database is unavailable.
+    async fn write_alone(&self, write: &Write) -> StoreResult<Outcome> {
+        let mut tx = Self::begin(&self.writer).await?;
+        match Self::apply(&mut tx, write).await {
+            Ok(Ok(written)) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| D::classify(e, "failed to commit"))?;
+                Ok(Ok(written))
+            }
+            Ok(rejected) => Ok(rejected),
+            Err(err @ StoreError::Unavailable(_)) => Err(err),
+            Err(err) => Ok(Err(err)),
+        }
     }
 }
-}
-
-/// A failure that no single write owns: the whole batch fails with it.
-fn fails_the_batch(outcome: &Outcome) -> bool {
-    matches!(outcome, Err(StoreError::Unavailable(_)))
 }
 
 with_driver_bounds! {
@@ -445,26 +473,29 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
-        let mut tx = Self::begin(&self.writer).await?;
         if let [write] = writes {
-            // Alone, the transaction is the savepoint.
-            let outcome = Self::apply(&mut tx, write).await;
-            if outcome.is_ok() {
-                tx.commit()
-                    .await
-                    .map_err(|e| D::classify(e, "failed to commit"))?;
-            } else if fails_the_batch(&outcome) {
-                return Err(outcome.expect_err("checked above"));
-            }
-            return Ok(vec![outcome]);
+            return Ok(vec![self.write_alone(write).await?]);
         }
+        let mut tx = Self::begin(&self.writer).await?;
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
-            let outcome = Self::apply_in_savepoint(&mut tx, write).await?;
-            if fails_the_batch(&outcome) {
-                return Err(outcome.expect_err("checked above"));
+            match Self::apply(&mut tx, write).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(err @ StoreError::Unavailable(_)) => return Err(err),
+                Err(err) => {
+                    tracing::debug!(
+                        error = format!("{:#}", anyhow::Error::new(err)),
+                        writes = writes.len(),
+                        "a write of a batch failed; applying them one by one"
+                    );
+                    drop(tx);
+                    let mut outcomes = Vec::with_capacity(writes.len());
+                    for write in writes {
+                        outcomes.push(self.write_alone(write).await?);
+                    }
+                    return Ok(outcomes);
+                }
             }
-            outcomes.push(outcome);
         }
         tx.commit()
             .await
@@ -830,8 +861,45 @@ mod tests {
             .parse::<PgConnectOptions>()
             .unwrap()
             .database(&name);
-        let store = PostgresStore::connect_lazy(options, 4, Duration::from_secs(5));
-        batch_writes_have_their_own_outcomes(Arc::new(store)).await;
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect_lazy(
+            options,
+            4,
+            Duration::from_secs(5),
+        ));
+        batch_writes_have_their_own_outcomes(Arc::clone(&store)).await;
+
+        // A statement that fails (PostgreSQL refuses NUL in text, which
+        // aborts the transaction) fails its own write alone: the batch runs
+        // again one write at a time.
+        let (user, created) = user("nul@example.com");
+        let mut broken = event(user.id);
+        if let Write::CreateEvent { event, .. } = &mut broken {
+            event.data = "a\u{0}b".into();
+        }
+        let outcomes = store
+            .write(&[
+                Write::CreateUser {
+                    user: user.clone(),
+                    message: created,
+                },
+                broken,
+                event(user.id),
+            ])
+            .await
+            .unwrap();
+        assert!(matches!(outcomes[0], Ok(Written::Created)), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[1], Err(StoreError::Other(_))),
+            "{outcomes:?}"
+        );
+        assert!(matches!(outcomes[2], Ok(Written::Created)), "{outcomes:?}");
+        let filter = EventFilter {
+            user_id: Some(user.id),
+            ..EventFilter::default()
+        };
+        let listed = store.list_events(&filter, Page::default()).await.unwrap();
+        assert_eq!(listed.total, 1);
+        store.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&admin)
             .await

@@ -4,6 +4,7 @@ mod helpers;
 mod kafka;
 
 mod events;
+mod group_commit;
 mod health;
 mod lifecycle;
 mod observability;

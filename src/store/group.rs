@@ -1,0 +1,213 @@
+//! Group commit: writes that arrive while others are committing share the
+//! next transaction, so the database commits once for many requests.
+//!
+//! There is no committer task. A writer queues its write, then either
+//! receives its outcome from a commit that took it, or takes one of the
+//! commit slots itself, drains the queue (up to `max_batch` writes) and
+//! commits that batch for everyone in it. One writer at a time makes
+//! batches of one, with no wait added; under load each commit carries the
+//! writes that queued while the ones before it ran. `window` can add a
+//! short wait for more.
+//!
+//! Each write still gets its own outcome, and only after the commit: the
+//! store answers every write of a batch separately (see
+//! [`Store::write`]). A batch commits as a task of its own, so a writer
+//! that stops waiting does not cut the others' commit short.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::{OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, Write};
+use crate::domain::{Activity, Event, EventFilter, Page, PageOf, User};
+use crate::metrics::Metrics;
+
+/// How writes are gathered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupCommitSettings {
+    /// Most writes in one transaction.
+    pub(crate) max_batch: usize,
+    /// How long a batch waits for more writes before it commits; zero: it
+    /// takes what is queued and commits at once.
+    pub(crate) window: Duration,
+    /// How many batches may commit at once (SQLite: one, its single writer).
+    pub(crate) committers: usize,
+}
+
+/// A write waiting for a commit, and where its outcome goes.
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// A [`Store`] whose writes are gathered into shared transactions; every
+/// other call goes straight to the store it wraps.
+pub(crate) struct GroupCommit {
+    inner: Arc<dyn Store>,
+    settings: GroupCommitSettings,
+    /// Writes not yet taken by a batch, oldest first.
+    queue: Mutex<VecDeque<Job>>,
+    /// One permit per batch committing now.
+    slots: Arc<Semaphore>,
+    /// Batches committing now; `close` waits for them.
+    commits: TaskTracker,
+    metrics: Arc<Metrics>,
+}
+
+impl GroupCommit {
+    pub(crate) fn new(
+        inner: Arc<dyn Store>,
+        settings: GroupCommitSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner,
+            settings,
+            queue: Mutex::new(VecDeque::new()),
+            slots: Arc::new(Semaphore::new(settings.committers.max(1))),
+            commits: TaskTracker::new(),
+            metrics,
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        // The queue is consistent after any panic (push and drain only).
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `write` and waits for its outcome, committing a batch itself
+    /// when a slot is free.
+    async fn submit(&self, write: Write) -> Outcome {
+        let (reply, mut outcome) = oneshot::channel();
+        self.queue().push_back(Job { write, reply });
+        loop {
+            let slot = tokio::select! {
+                biased;
+                result = &mut outcome => return result.unwrap_or_else(|_| Err(abandoned())),
+                slot = Arc::clone(&self.slots).acquire_owned() => {
+                    slot.expect("BUG: the commit slots are never closed")
+                }
+            };
+            if !self.settings.window.is_zero() && self.queue().len() < self.settings.max_batch {
+                tokio::time::sleep(self.settings.window).await;
+            }
+            let batch: Vec<Job> = {
+                let mut queue = self.queue();
+                let n = queue.len().min(self.settings.max_batch);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                // Ours was taken by a batch that is committing: wait for it.
+                drop(slot);
+                return outcome.await.unwrap_or_else(|_| Err(abandoned()));
+            }
+            let inner = Arc::clone(&self.inner);
+            let metrics = Arc::clone(&self.metrics);
+            self.commits.spawn(async move {
+                commit(inner.as_ref(), batch, &metrics).await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// Commits `batch` and answers each of its writers.
+async fn commit(store: &dyn Store, batch: Vec<Job>, metrics: &Metrics) {
+    metrics.db_write_batch_size.observe(batch.len() as f64);
+    let (writes, replies): (Vec<Write>, Vec<_>) =
+        batch.into_iter().map(|job| (job.write, job.reply)).unzip();
+    match store.write(&writes).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A writer that stopped waiting needs no answer.
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(err) => {
+            for reply in replies {
+                let _ = reply.send(Err(err.for_each_write()));
+            }
+        }
+    }
+}
+
+/// The outcome of a write whose batch ended without answering it (its
+/// commit task panicked).
+fn abandoned() -> StoreError {
+    StoreError::Other(anyhow::anyhow!(
+        "the write's batch ended without an outcome"
+    ))
+}
+
+#[async_trait]
+impl Store for GroupCommit {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        self.inner.pool_stats()
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        self.inner.migrate().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    /// Each write joins a batch of its own choosing; a caller's writes are
+    /// not kept together.
+    async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
+        let pending = writes.iter().map(|write| self.submit(write.clone()));
+        Ok(futures_util::future::join_all(pending).await)
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        self.inner.get_user(id).await
+    }
+
+    async fn list_users(&self, page: Page) -> StoreResult<PageOf<User>> {
+        self.inner.list_users(page).await
+    }
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>> {
+        self.inner.get_event(id).await
+    }
+
+    async fn list_events(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>> {
+        self.inner.list_events(filter, page).await
+    }
+
+    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>> {
+        self.inner.claim_outbox(limit, lease).await
+    }
+
+    async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        self.inner.complete_outbox(ids).await
+    }
+
+    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        self.inner.release_outbox(ids).await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
+        self.inner.outbox_backlog().await
+    }
+
+    async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity> {
+        self.inner.get_activity(user_id).await
+    }
+
+    async fn close(&self) {
+        self.commits.close();
+        self.commits.wait().await;
+        self.inner.close().await;
+    }
+}
