@@ -106,8 +106,8 @@ pub struct CacheConfig {
     pub cache_prefix: String,
     pub cache_user_ttl: Duration,
     pub cache_event_ttl: Duration,
-    /// Entries the in-process cache holds.
-    pub cache_memory_capacity: u64,
+    /// Bytes the in-process cache may hold (keys and values).
+    pub cache_memory_bytes: u64,
 }
 
 /// How to reach Redis. `redis`'s own `Debug` of the connection leaves the
@@ -396,14 +396,14 @@ struct CacheArgs {
     #[arg(long, env = "CACHE_TIMEOUT", value_name = "CACHE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
     cache_timeout: Duration,
 
-    /// Entries the in-process cache holds
+    /// Bytes the in-process cache may hold, keys and values (least recently used go first)
     #[arg(
         long,
-        env = "CACHE_MEMORY_CAPACITY",
-        value_name = "CACHE_MEMORY_CAPACITY",
-        default_value_t = 100_000
+        env = "CACHE_MEMORY_BYTES",
+        value_name = "CACHE_MEMORY_BYTES",
+        default_value_t = 8 << 20
     )]
-    cache_memory_capacity: u64,
+    cache_memory_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -651,7 +651,7 @@ impl CacheArgs {
             cache_prefix: self.cache_prefix,
             cache_user_ttl: self.cache_user_ttl,
             cache_event_ttl: self.cache_event_ttl,
-            cache_memory_capacity: self.cache_memory_capacity,
+            cache_memory_bytes: self.cache_memory_bytes,
         })
     }
 }
@@ -810,7 +810,7 @@ mod tests {
         assert_eq!(config.workers.worker_count, 10);
         assert_eq!(config.cache.cache_user_ttl, Duration::from_secs(3600));
         assert_eq!(config.cache.cache_event_ttl, Duration::from_secs(1800));
-        assert_eq!(config.cache.cache_memory_capacity, 100_000);
+        assert_eq!(config.cache.cache_memory_bytes, 8 << 20);
         assert_eq!(config.server.http_body_limit, 1024 * 1024);
     }
 

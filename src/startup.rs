@@ -279,7 +279,7 @@ fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
             cache.cache_prefix.clone(),
             redis.timeout,
         )?),
-        None => Arc::new(MemoryCache::new(cache.cache_memory_capacity)),
+        None => Arc::new(MemoryCache::new(cache.cache_memory_bytes)),
     })
 }
 

@@ -1,5 +1,9 @@
-//! In-process cache (moka): the embedded default, bounded by entry count,
-//! with a TTL per entry.
+//! In-process cache (moka): the embedded default, bounded in bytes, with a
+//! TTL per entry.
+//!
+//! Bytes, not entries: an event body may be up to 64 KiB, so a bound by
+//! count would let the cache grow to gigabytes. Each entry weighs its key,
+//! its value and an estimate of moka's own bookkeeping.
 
 use std::time::{Duration, Instant};
 
@@ -36,17 +40,29 @@ impl Expiry<String, Entry> for PerEntryTtl {
     }
 }
 
+/// What an entry costs beyond its key and value: moka's node, its
+/// timer-wheel and LRU links, the `Entry` itself (measured roughly; a
+/// bound, not an account).
+const ENTRY_OVERHEAD: usize = 160;
+
+/// The bytes an entry is counted as.
+fn weigh(key: &str, entry: &Entry) -> u32 {
+    let bytes = key.len() + entry.value.len() + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 pub struct MemoryCache {
     entries: MokaCache<String, Entry>,
 }
 
 impl MemoryCache {
-    /// A cache holding at most `capacity` entries (least recently used go
-    /// first).
-    pub fn new(capacity: u64) -> Self {
+    /// A cache holding at most about `max_bytes` of keys and values (least
+    /// recently used go first).
+    pub fn new(max_bytes: u64) -> Self {
         Self {
             entries: MokaCache::builder()
-                .max_capacity(capacity)
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, entry: &Entry| weigh(key, entry))
                 .expire_after(PerEntryTtl)
                 .build(),
         }
@@ -86,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn fill_keeps_an_existing_value_and_put_replaces_it() {
-        let cache = MemoryCache::new(100);
+        let cache = MemoryCache::new(1 << 20);
         let ttl = Duration::from_secs(60);
         cache
             .fill("k", Bytes::from_static(b"old"), ttl)
@@ -106,7 +122,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_after_their_own_ttl() {
-        let cache = MemoryCache::new(100);
+        let cache = MemoryCache::new(1 << 20);
         cache
             .put("short", Bytes::from_static(b"x"), Duration::from_millis(20))
             .await
@@ -118,5 +134,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(cache.get("short").await.unwrap().is_none());
         assert!(cache.get("long").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_its_bytes() {
+        let max = 1 << 20;
+        let cache = MemoryCache::new(max);
+        let body = Bytes::from(vec![b'x'; 64 * 1024]);
+        for i in 0..100 {
+            cache
+                .put(&format!("event:{i}"), body.clone(), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        cache.entries.run_pending_tasks();
+        assert!(
+            cache.entries.weighted_size() <= max,
+            "{} bytes held, bound {max}",
+            cache.entries.weighted_size()
+        );
+        let held = cache.entries.entry_count();
+        assert!((1..16).contains(&held), "{held} bodies of 64 KiB in 1 MiB");
     }
 }

@@ -171,7 +171,7 @@ mod tests {
 
     fn read_through() -> ReadThrough {
         ReadThrough::new(
-            Arc::new(MemoryCache::new(1000)),
+            Arc::new(MemoryCache::new(1 << 20)),
             "t:".into(),
             Duration::from_secs(60),
             Duration::from_secs(60),

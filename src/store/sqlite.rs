@@ -28,6 +28,12 @@ use super::sql::{Dialect, NamedPool, Sorted, SqlStore};
 /// a backup tool) before giving up with "busy".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// SQLite's page cache, per connection, in KiB (SQLite's default is about
+/// 2 MiB each, which many readers would multiply). The operating system
+/// caches the file as well, so a small cache costs little speed.
+const WRITER_CACHE_KIB: u32 = 2048;
+const READER_CACHE_KIB: u32 = 512;
+
 /// SQLite's side of the SQL store.
 pub(crate) struct Lite;
 
@@ -57,13 +63,22 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(acquire_timeout)
-            .connect_with(options.clone().create_if_missing(true))
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
+            )
             .await
             .with_context(|| format!("failed to open SQLite database {}", path.display()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(acquire_timeout)
-            .connect_with(options.read_only(true))
+            .connect_with(
+                options
+                    .read_only(true)
+                    .pragma("cache_size", format!("-{READER_CACHE_KIB}")),
+            )
             .await
             .with_context(|| format!("failed to open SQLite database {}", path.display()))?;
         Ok(SqlStore::new(
