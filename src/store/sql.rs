@@ -15,6 +15,7 @@
 //! writes runs again in a transaction of its own, where the error is that
 //! write's own outcome.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -138,6 +139,62 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+/// The key of a row of `row_counts` (see its migration): what it counts.
+type CountKey = (&'static str, Uuid, String);
+
+/// The key counting every user.
+fn users_total() -> CountKey {
+    ("users", Uuid::nil(), String::new())
+}
+
+/// The key counting the events `filter` lists.
+fn events_total(user_id: Option<Uuid>, event_type: Option<&str>) -> CountKey {
+    (
+        "events",
+        user_id.unwrap_or_default(),
+        event_type.unwrap_or_default().to_owned(),
+    )
+}
+
+/// Changes to `row_counts` made by the writes of a transaction, applied
+/// once, just before it commits: one statement per batch, and the rows
+/// (which every transaction updates) locked only for that moment, always in
+/// the same order, so that concurrent batches cannot deadlock on them.
+#[derive(Debug, Default)]
+struct Counts(BTreeMap<CountKey, i64>);
+
+impl Counts {
+    fn add(&mut self, key: CountKey, delta: i64) {
+        *self.0.entry(key).or_default() += delta;
+    }
+
+    /// One more event of `user_id` and `event_type`, in each total.
+    fn add_event(&mut self, user_id: Uuid, event_type: &str, delta: i64) {
+        for user in [None, Some(user_id)] {
+            for kind in [None, Some(event_type)] {
+                self.add(events_total(user, kind), delta);
+            }
+        }
+    }
+
+    /// Takes the not yet applied changes to `user_id`'s own event totals.
+    fn take_user(&mut self, user_id: Uuid) -> Vec<(String, i64)> {
+        let keys: Vec<CountKey> = self
+            .0
+            .keys()
+            .filter(|(scope, user, _)| *scope == "events" && *user == user_id)
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.0.remove(&key).map(|n| (key.2, n)))
+            .collect()
+    }
+}
+
+/// Most rows of `row_counts` one statement changes (4 parameters each,
+/// well within both databases' limits).
+const COUNTS_PER_STATEMENT: usize = 500;
+
 /// `($1, $2, …)`: `n` placeholders, for `IN`.
 fn placeholders(n: usize) -> String {
     let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
@@ -241,6 +298,7 @@ with_driver_bounds! {
     async fn apply(
         conn: &mut <D::Db as Database>::Connection,
         write: &Write,
+        counts: &mut Counts,
     ) -> StoreResult<Outcome> {
         match write {
             Write::CreateUser { user, message } => {
@@ -262,6 +320,7 @@ with_driver_bounds! {
                     return Ok(Err(StoreError::EmailTaken));
                 }
                 Self::insert_outbox(conn, message).await?;
+                counts.add(users_total(), 1);
                 Ok(Ok(Written::Created))
             }
             Write::UpdateUser { id, patch, at } => {
@@ -318,6 +377,22 @@ with_driver_bounds! {
                     .await
                     .map_err(|e| D::classify(e, "failed to delete the user"))?;
                 Self::insert_outbox(conn, message).await?;
+                // The user's own totals go; what they counted leaves the
+                // totals by type and of all events.
+                let mut gone: Vec<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM row_counts WHERE scope = 'events' AND user_id = $1 \
+                     RETURNING type, n",
+                )
+                .bind(*id)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to update the totals"))?;
+                gone.extend(counts.take_user(*id));
+                for (event_type, n) in gone {
+                    let event_type = Some(event_type.as_str()).filter(|t| !t.is_empty());
+                    counts.add(events_total(None, event_type), -n);
+                }
+                counts.add(users_total(), -1);
                 Ok(Ok(Written::Deleted { event_ids }))
             }
             Write::CreateEvent { event, message } => {
@@ -338,6 +413,7 @@ with_driver_bounds! {
                     return Ok(Err(StoreError::UserNotFound));
                 }
                 Self::insert_outbox(conn, message).await?;
+                counts.add_event(event.user_id, &event.event_type, 1);
                 Ok(Ok(Written::Created))
             }
             Write::ApplyMessage(message) => {
@@ -376,22 +452,27 @@ with_driver_bounds! {
         }
     }
 
-    /// A page of a list: `count` counts the rows, `select` (whose last two
-    /// placeholders are left for `LIMIT` and `OFFSET`) reads them, in one
-    /// transaction so that the total and the page agree.
+    /// A page of a list: `select` (whose last two placeholders are left for
+    /// `LIMIT` and `OFFSET`) reads the rows, and the total is the row of
+    /// `row_counts` at `total`; in one transaction, so that they agree.
     async fn page_of<'q, T: Send + Unpin>(
         &self,
-        count: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
+        total: CountKey,
         select: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
         page: Page,
         map: fn(&<D::Db as Database>::Row) -> Result<T, sqlx::Error>,
     ) -> StoreResult<PageOf<T>> {
         let mut tx = Self::begin(self.reader()).await?;
-        let (total,): (i64,) = count
-            .try_map(|row| sqlx::FromRow::from_row(&row))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| D::classify(e, "failed to count rows"))?;
+        let (scope, user_id, kind) = total;
+        let total: Option<(i64,)> = sqlx::query_as(
+            "SELECT n FROM row_counts WHERE scope = $1 AND user_id = $2 AND type = $3",
+        )
+        .bind(scope.to_owned())
+        .bind(user_id)
+        .bind(kind)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| D::classify(e, "failed to read a total"))?;
         let items = select
             .bind(i64::from(page.limit))
             .bind(page.offset())
@@ -404,8 +485,47 @@ with_driver_bounds! {
             .map_err(|e| D::classify(e, "failed to end a read"))?;
         Ok(PageOf {
             items,
-            total: total.try_into().unwrap_or_default(),
+            total: total.map_or(0, |(n,)| n.try_into().unwrap_or_default()),
         })
+    }
+
+    /// Applies `counts` to `row_counts`, in key order.
+    async fn apply_counts(
+        conn: &mut <D::Db as Database>::Connection,
+        counts: Counts,
+    ) -> StoreResult<()> {
+        let changes: Vec<(CountKey, i64)> =
+            counts.0.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        for chunk in changes.chunks(COUNTS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO row_counts (scope, user_id, type, n) VALUES {} \
+                 ON CONFLICT (scope, user_id, type) DO UPDATE SET n = row_counts.n + excluded.n",
+                rows.join(", ")
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql), |query, ((scope, user, kind), delta)| {
+                query
+                    .bind((*scope).to_owned())
+                    .bind(*user)
+                    .bind(kind.clone())
+                    .bind(*delta)
+            });
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to update the totals"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the counts, then commits.
+    async fn commit(mut tx: Transaction<'static, D::Db>, counts: Counts) -> StoreResult<()> {
+        Self::apply_counts(&mut tx, counts).await?;
+        tx.commit()
+            .await
+            .map_err(|e| D::classify(e, "failed to commit"))
     }
 
     async fn user_exists(conn: &mut <D::Db as Database>::Connection, id: Uuid) -> StoreResult<bool> {
@@ -421,13 +541,13 @@ with_driver_bounds! {
     /// write's outcome, unless the database is unavailable.
     async fn write_alone(&self, write: &Write) -> StoreResult<Outcome> {
         let mut tx = Self::begin(&self.writer).await?;
-        match Self::apply(&mut tx, write).await {
-            Ok(Ok(written)) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| D::classify(e, "failed to commit"))?;
-                Ok(Ok(written))
-            }
+        let mut counts = Counts::default();
+        match Self::apply(&mut tx, write, &mut counts).await {
+            Ok(Ok(written)) => match Self::commit(tx, counts).await {
+                Ok(()) => Ok(Ok(written)),
+                Err(err @ StoreError::Unavailable(_)) => Err(err),
+                Err(err) => Ok(Err(err)),
+            },
             Ok(rejected) => Ok(rejected),
             Err(err @ StoreError::Unavailable(_)) => Err(err),
             Err(err) => Ok(Err(err)),
@@ -477,9 +597,10 @@ impl<D: Dialect> Store for SqlStore<D>] {
             return Ok(vec![self.write_alone(write).await?]);
         }
         let mut tx = Self::begin(&self.writer).await?;
+        let mut counts = Counts::default();
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
-            match Self::apply(&mut tx, write).await {
+            match Self::apply(&mut tx, write, &mut counts).await {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(err @ StoreError::Unavailable(_)) => return Err(err),
                 Err(err) => {
@@ -497,9 +618,7 @@ impl<D: Dialect> Store for SqlStore<D>] {
                 }
             }
         }
-        tx.commit()
-            .await
-            .map_err(|e| D::classify(e, "failed to commit"))?;
+        Self::commit(tx, counts).await?;
         Ok(outcomes)
     }
 
@@ -520,7 +639,7 @@ impl<D: Dialect> Store for SqlStore<D>] {
             " FROM users ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
         );
         self.page_of(
-            sqlx::query("SELECT COUNT(*) FROM users"),
+            users_total(),
             sqlx::query(select),
             page,
             |row| user_from_row(row),
@@ -539,8 +658,14 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn list_events(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>> {
+        if filter.user_id == Some(Uuid::nil()) {
+            // No user has the nil id, which keys the totals of all users.
+            return Ok(PageOf {
+                items: Vec::new(),
+                total: 0,
+            });
+        }
         let filter_sql = event_filter_sql(filter);
-        let count = format!("SELECT COUNT(*) FROM events{filter_sql}");
         let next = usize::from(filter.user_id.is_some())
             + usize::from(filter.event_type.is_some())
             + 1;
@@ -554,8 +679,9 @@ impl<D: Dialect> Store for SqlStore<D>] {
             next,
             next + 1
         );
+        let total = events_total(filter.user_id, filter.event_type.as_ref().map(|t| t.as_str()));
         self.page_of(
-            bind_event_filter(sqlx::query(&count), filter),
+            total,
             bind_event_filter(sqlx::query(&select), filter),
             page,
             |row| event_from_row(row),

@@ -13,4 +13,5 @@ mod pipeline;
 mod process;
 mod real_stack;
 mod services;
+mod totals;
 mod users;
