@@ -144,6 +144,8 @@ pub struct KafkaConfig {
     pub compression: String,
     /// How long librdkafka retries a message before reporting it failed.
     pub delivery_timeout: Duration,
+    /// The longest a consumer's fetch waits at the broker for data.
+    pub fetch_wait: Duration,
 }
 
 /// A value that parsed but cannot be used; each names its variable.
@@ -454,6 +456,10 @@ struct BusArgs {
     #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_name = "KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     kafka_delivery_timeout: Duration,
 
+    /// Longest a consumer's fetch waits at the broker for new messages: an upper bound on the latency it adds
+    #[arg(long, env = "KAFKA_FETCH_WAIT", value_name = "KAFKA_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
+    kafka_fetch_wait: Duration,
+
     /// Run the outbox relay in this process (false: API-only replica; another one relays)
     #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
@@ -693,6 +699,7 @@ impl BusArgs {
                 linger: self.kafka_linger,
                 compression: self.kafka_compression,
                 delivery_timeout: self.kafka_delivery_timeout,
+                fetch_wait: self.kafka_fetch_wait,
             }),
             outbox_relay_enabled: self.outbox_relay_enabled,
             outbox_batch_size: self.outbox_batch_size,
@@ -979,6 +986,7 @@ mod tests {
         assert_eq!(kafka.partitions, 6);
         assert_eq!(kafka.compression, "lz4");
         assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
+        assert_eq!(kafka.fetch_wait, Duration::from_millis(10));
 
         let err = resolve_error(&["--kafka-delivery-timeout", "500ms"]);
         assert_eq!(err.variable(), "KAFKA_DELIVERY_TIMEOUT");

@@ -72,6 +72,14 @@ impl KafkaSubscriber {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
+            // The longest a fetch waits for data at the broker. A broker
+            // that holds every fetch this long, whatever arrives (tansu
+            // does), adds it to each message's latency: librdkafka's
+            // default is 500 ms.
+            .set(
+                "fetch.wait.max.ms",
+                settings.kafka.fetch_wait.as_millis().to_string(),
+            )
             .set("statistics.interval.ms", "5000")
             .create_with_context(KafkaContext::reporting_lag(Arc::clone(&settings.metrics)))
             .context("invalid Kafka consumer settings")?;
