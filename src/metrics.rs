@@ -59,6 +59,12 @@ pub(crate) struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DependencyLabels {
+    /// `database`, `cache`, `producer` or `consumer`.
+    pub(crate) dependency: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PoolLabels {
     /// `main` (PostgreSQL), or `writer` / `reader` (SQLite).
     pub(crate) pool: &'static str,
@@ -96,6 +102,7 @@ pub struct Metrics {
     pub(crate) db_pool_idle: Family<PoolLabels, Gauge>,
     pub(crate) db_pool_max: Family<PoolLabels, Gauge>,
     pub(crate) db_pool_waiting: Family<PoolLabels, Gauge>,
+    pub(crate) health_checks: Family<DependencyLabels, Counter>,
 }
 
 impl Metrics {
@@ -216,6 +223,12 @@ impl Metrics {
             "Tasks waiting for a database connection",
             db_pool_waiting.clone(),
         );
+        let health_checks = Family::<DependencyLabels, Counter>::default();
+        registry.register(
+            "health_checks",
+            "Checks of each dependency made for the health endpoints",
+            health_checks.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector {
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -242,6 +255,7 @@ impl Metrics {
             db_pool_idle,
             db_pool_max,
             db_pool_waiting,
+            health_checks,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::helpers::{Stack, TestApp, eventually, spawn_app};
 crate::stack_tests!(metrics_count_requests_cache_reads_and_events);
 
 /// Every sample of a scrape: `name{labels}` → value.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
@@ -30,7 +30,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .collect()
 }
 
-fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or_default()
 }
 
