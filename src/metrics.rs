@@ -4,7 +4,8 @@
 //! Each [`Application`](crate::startup::Application) owns its registry (no
 //! process-wide recorder), so that several instances in one process, as in
 //! the tests, count separately. Labels are bounded: route templates, never
-//! ids; event kinds; partitions. Most values are updated where things
+//! ids; standard methods, others folded into `OTHER`; event kinds;
+//! partitions. Most values are updated where things
 //! happen; pool sizes, the outbox backlog ([`StoreCollector`]) and the
 //! process's own figures are sampled at scrape time.
 
@@ -32,7 +33,8 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    pub(crate) method: String,
+    /// A standard method, or `OTHER`.
+    pub(crate) method: &'static str,
     /// The route template (`/api/v1/users/{id}`), or `unmatched`.
     pub(crate) route: String,
     pub(crate) status: u16,
@@ -40,7 +42,8 @@ pub(crate) struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
-    pub(crate) method: String,
+    /// A standard method, or `OTHER`.
+    pub(crate) method: &'static str,
     pub(crate) route: String,
 }
 
@@ -469,7 +472,7 @@ mod tests {
         metrics
             .http_requests
             .get_or_create(&RequestLabels {
-                method: "GET".into(),
+                method: "GET",
                 route: "/api/v1/users/{id}".into(),
                 status: 200,
             })
@@ -478,7 +481,7 @@ mod tests {
         metrics
             .http_duration
             .get_or_create(&RouteLabels {
-                method: "GET".into(),
+                method: "GET",
                 route: "/health".into(),
             })
             .observe(0.002);

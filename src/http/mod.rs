@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -159,6 +159,22 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 
+/// The `method` label of a request: the standard methods by name, any
+/// other as `OTHER`, so that a client cannot add series by inventing
+/// methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// Answers 503 until the store is migrated (it may be down at start-up).
 async fn require_store_ready(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.health.readiness().is_store_ready() {
@@ -169,7 +185,8 @@ async fn require_store_ready(State(state): State<AppState>, req: Request, next: 
 }
 
 /// Counts the request, its latency by route template, and requests in
-/// flight.
+/// flight. Every label is bounded: a standard method or `OTHER`, a route
+/// template or `unmatched`, a status code.
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     /// Decrements on drop, so that cancelled requests are uncounted too.
     struct InFlight(Gauge);
@@ -182,7 +199,7 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     metrics.http_in_flight.inc();
     let _in_flight = InFlight(metrics.http_in_flight.clone());
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -192,7 +209,7 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     metrics
         .http_duration
         .get_or_create(&RouteLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(started.elapsed().as_secs_f64());

@@ -6,7 +6,10 @@ use serde_json::json;
 
 use crate::helpers::{Stack, TestApp, eventually, spawn_app};
 
-crate::stack_tests!(metrics_count_requests_cache_reads_and_events);
+crate::stack_tests!(
+    metrics_count_requests_cache_reads_and_events,
+    unknown_methods_share_one_label_value,
+);
 
 /// Every sample of a scrape: `name{labels}` → value.
 pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
@@ -139,5 +142,29 @@ async fn metrics_count_requests_cache_reads_and_events(stack: Stack) {
                 .then_some(())
         })
         .await;
+    }
+}
+
+async fn unknown_methods_share_one_label_value(stack: Stack) {
+    let app = spawn_app(stack).await;
+    let before = scrape(&app).await;
+    for _ in 0..50 {
+        let name = format!("X{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let response = app.request(method, "/api/v1/users", None).await;
+        assert_eq!(response.status(), 405, "{name}");
+    }
+    let after = scrape(&app).await;
+    for family in [
+        "http_requests_total{",
+        "http_request_duration_seconds_count{",
+    ] {
+        let new: Vec<_> = after
+            .keys()
+            .filter(|key| key.starts_with(family) && key.contains("route=\"/api/v1/users\""))
+            .filter(|key| !before.contains_key(*key))
+            .collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert!(new[0].contains("method=\"OTHER\""), "{new:?}");
     }
 }
