@@ -3,9 +3,10 @@
 //!
 //! Middleware, outermost first: trailing-slash normalization (wraps the
 //! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
-//! id (accepted from `X-Request-ID` or generated, and returned), one log line
-//! per request, panic → 500, load shedding past the in-flight limit → 503,
-//! request timeout → 503, body size limit → 413.
+//! id (accepted from `X-Request-ID` when it is 1 to 128 visible ASCII
+//! characters, else generated, and returned), one log line per request,
+//! panic → 500, load shedding past the in-flight limit → 503, request
+//! timeout → 503, body size limit → 413.
 
 mod error;
 mod events;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -45,6 +46,9 @@ use crate::service::Service;
 use prometheus_client::metrics::gauge::Gauge;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `X-Request-ID` accepted from a client, in bytes.
+const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -118,6 +122,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         )
         .on_failure(());
     let middleware = ServiceBuilder::new()
+        .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -157,6 +162,21 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(middleware)
         .with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+/// Removes an `X-Request-ID` that is empty, longer than
+/// [`MAX_REQUEST_ID_LEN`] or not visible ASCII (`!` to `~`), so that a
+/// generated one takes its place: the id is echoed and logged, and a client
+/// must make neither unbounded nor unreadable.
+fn drop_unusable_request_id(mut req: Request) -> Request {
+    let usable = |id: &HeaderValue| {
+        let id = id.as_bytes();
+        !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(u8::is_ascii_graphic)
+    };
+    if !req.headers().get_all(&REQUEST_ID).iter().all(usable) {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
 }
 
 /// The `method` label of a request: the standard methods by name, any
