@@ -5,8 +5,14 @@
 //! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
 //! id (accepted from `X-Request-ID` when it is 1 to 128 visible ASCII
 //! characters, else generated, and returned), one log line per request,
-//! panic → 500, load shedding past the in-flight limit → 503, request
-//! timeout → 503, body size limit → 413.
+//! panic → 500, metrics; then, for the API only, load shedding past the
+//! in-flight limit → 503, request timeout → 503, body size limit → 413.
+//!
+//! The operations routes (`/health`, `/health/live`, `/health/ready`,
+//! `/metrics`) are a route tree of their own, outside the shedding and the
+//! timeout: they answer from memory, so they cost little, and a probe that
+//! failed because the API is busy would get a healthy instance restarted
+//! or taken out of its load balancer in the middle of a load spike.
 
 mod error;
 mod events;
@@ -121,7 +127,8 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
             },
         )
         .on_failure(());
-    let middleware = ServiceBuilder::new()
+    // Every route: request id, log line, panic → 500, metrics.
+    let observe = ServiceBuilder::new()
         .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(trace)
@@ -132,7 +139,9 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
-        ))
+        ));
+    // The API only: shedding, time limit, body limit.
+    let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
             if err.is::<tower::load_shed::error::Overloaded>() {
                 ApiError::Overloaded
@@ -146,21 +155,23 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
-    let api = users::router()
-        .merge(events::router())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_store_ready,
-        ));
-    let router = Router::new()
-        .merge(health::router())
-        .route("/metrics", axum::routing::get(render_metrics))
+    let resources =
+        users::router()
+            .merge(events::router())
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_store_ready,
+            ));
+    let api = Router::new()
         .merge(openapi::router())
-        .merge(api)
+        .merge(resources)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware)
-        .with_state(state);
+        .layer(shed);
+    let operations = health::router()
+        .route("/metrics", axum::routing::get(render_metrics))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    let router = operations.merge(api).layer(observe).with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 
