@@ -12,8 +12,9 @@
 //! callers adds no probes. A caller that finds no round younger than the
 //! interval (at start, or when the background round is late) starts one
 //! itself, unless one is under way: then it is answered with the latest
-//! results. Rounds never overlap, so the dependencies see at most one
-//! probe each per interval.
+//! results. Rounds never overlap, and one begins only once the latest
+//! results are an interval old, so the dependencies see one probe each per
+//! interval, however many callers there are.
 //!
 //! Every probe runs under one time limit, so that a hung dependency reads
 //! as down instead of hanging the health endpoints. A failed probe is
@@ -239,7 +240,7 @@ impl Health {
     fn latest(&self) -> Option<Arc<Round>> {
         self.latest
             .lock()
-            .expect("BUG: the latest round is only ever replaced")
+            .expect("BUG: nothing panics while holding the latest round")
             .clone()
     }
 
@@ -259,7 +260,7 @@ impl Health {
         let previous = self
             .latest
             .lock()
-            .expect("BUG: the latest round is only ever replaced")
+            .expect("BUG: nothing panics while holding the latest round")
             .replace(Arc::clone(&round));
         log_changes(previous.as_deref(), &round);
         round
@@ -433,6 +434,29 @@ mod tests {
         for dependency in ["database", "cache", "producer", "consumer"] {
             assert_eq!(probes(&metrics, dependency), 1, "{dependency}");
         }
+    }
+
+    #[tokio::test]
+    async fn callers_finding_the_latest_round_stale_start_one_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_secs(2);
+        let (health, metrics, _subscriber) = embedded(&dir, interval).await;
+        let crowd = || futures_util::future::join_all((0..200).map(|_| health.dependencies()));
+        crowd().await;
+        assert_eq!(probes(&metrics, "database"), 1);
+
+        tokio::time::pause();
+        tokio::time::advance(interval / 2).await;
+        crowd().await;
+        assert_eq!(probes(&metrics, "database"), 1, "still fresh");
+
+        tokio::time::advance(interval).await;
+        crowd().await;
+        for dependency in ["database", "cache", "producer", "consumer"] {
+            assert_eq!(probes(&metrics, dependency), 2, "{dependency}");
+        }
+        crowd().await;
+        assert_eq!(probes(&metrics, "cache"), 2, "fresh again");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
