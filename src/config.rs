@@ -249,6 +249,32 @@ pub struct ServerConfig {
     /// Time allowed for a graceful shutdown (drain requests, outbox and workers)
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// How often the dependencies behind /health are checked, in the background; /health reports the
+    /// latest results, so callers never add checks (at least 100ms)
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", value_name = "HEALTH_CHECK_INTERVAL", default_value = "2s",
+          value_parser = parse_health_check_interval)]
+    pub health_check_interval: Duration,
+
+    /// Show in /health each failed check's whole error (which may hold addresses and operating-system
+    /// errors) instead of a generic reason; the whole error is logged either way
+    #[arg(long, env = "HEALTH_DETAIL", value_name = "HEALTH_DETAIL", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub health_detail: bool,
+}
+
+/// A `HEALTH_CHECK_INTERVAL`: a shorter one would probe the dependencies
+/// almost continuously.
+fn parse_health_check_interval(raw: &str) -> Result<Duration, String> {
+    const MINIMUM: Duration = Duration::from_millis(100);
+    let interval = parse_duration(raw)?;
+    if interval < MINIMUM {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MINIMUM)
+        ));
+    }
+    Ok(interval)
 }
 
 #[derive(Debug, Args)]

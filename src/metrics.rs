@@ -4,7 +4,8 @@
 //! Each [`Application`](crate::startup::Application) owns its registry (no
 //! process-wide recorder), so that several instances in one process, as in
 //! the tests, count separately. Labels are bounded: route templates, never
-//! ids; event kinds; partitions. Most values are updated where things
+//! ids; standard methods, others folded into `OTHER`; event kinds;
+//! partitions. Most values are updated where things
 //! happen; pool sizes, the outbox backlog ([`StoreCollector`]) and the
 //! process's own figures are sampled at scrape time.
 
@@ -35,7 +36,8 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    pub(crate) method: String,
+    /// A standard method, or `OTHER`.
+    pub(crate) method: &'static str,
     /// The route template (`/api/v1/users/{id}`), or `unmatched`.
     pub(crate) route: String,
     pub(crate) status: u16,
@@ -43,7 +45,8 @@ pub(crate) struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
-    pub(crate) method: String,
+    /// A standard method, or `OTHER`.
+    pub(crate) method: &'static str,
     pub(crate) route: String,
 }
 
@@ -59,6 +62,12 @@ pub(crate) struct CacheLabels {
 pub(crate) struct ResultLabels {
     /// `applied` or `duplicate`.
     pub(crate) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DependencyLabels {
+    /// `database`, `cache`, `producer` or `consumer`.
+    pub(crate) dependency: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,6 +110,8 @@ pub struct Metrics {
     pub(crate) db_pool_waiting: Family<PoolLabels, Gauge>,
     /// Writes per committed transaction (group commit).
     pub(crate) db_write_batch_size: Histogram,
+    /// Dependency checks made, each round of the health task.
+    pub(crate) health_checks: Family<DependencyLabels, Counter>,
 }
 
 impl Metrics {
@@ -227,6 +238,12 @@ impl Metrics {
             "Writes that shared one database transaction",
             db_write_batch_size.clone(),
         );
+        let health_checks = Family::<DependencyLabels, Counter>::default();
+        registry.register(
+            "health_checks",
+            "Checks of each dependency made for the health endpoints",
+            health_checks.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector {
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -254,6 +271,7 @@ impl Metrics {
             db_pool_max,
             db_pool_waiting,
             db_write_batch_size,
+            health_checks,
         }
     }
 
@@ -467,7 +485,7 @@ mod tests {
         metrics
             .http_requests
             .get_or_create(&RequestLabels {
-                method: "GET".into(),
+                method: "GET",
                 route: "/api/v1/users/{id}".into(),
                 status: 200,
             })
@@ -476,7 +494,7 @@ mod tests {
         metrics
             .http_duration
             .get_or_create(&RouteLabels {
-                method: "GET".into(),
+                method: "GET",
                 route: "/health".into(),
             })
             .observe(0.002);

@@ -4,7 +4,7 @@
 //! Shutdown order, all under `SHUTDOWN_TIMEOUT`:
 //! 1. readiness answers 503, so load balancers stop sending requests;
 //! 2. the HTTP server stops accepting and finishes in-flight requests, and
-//!    writes started by them complete;
+//!    writes started by them complete; the background health checks stop;
 //! 3. the pipeline stops: the outbox relay publishes what is left in the
 //!    outbox (as long as the bus accepts it), then the consumer stops
 //!    fetching, the worker pool finishes its queue, and the final offsets
@@ -31,7 +31,7 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::cache::{Cache, ReadThrough};
 use crate::config::{Config, DatabaseBackend};
-use crate::health::{Health, Readiness};
+use crate::health::{Health, HealthSettings, Readiness};
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
@@ -85,7 +85,12 @@ impl Application {
             Arc::clone(&cache),
             Arc::clone(&publisher),
             subscriber.probe(),
-            HEALTH_CHECK_TIMEOUT,
+            HealthSettings {
+                check_timeout: HEALTH_CHECK_TIMEOUT,
+                interval: config.server.health_check_interval,
+                detail: config.server.health_detail,
+            },
+            Arc::clone(&metrics),
         );
         let state = AppState {
             service: Arc::new(service),
@@ -197,6 +202,10 @@ impl Application {
             .await
             .context("http server failed")
         });
+        let health = Arc::clone(&state.health);
+        let health = supervisor.spawn("health checks", |token| async move {
+            health.run_until_stopped(token).await
+        });
         let pipeline = supervisor.spawn("pipeline", |token| {
             pipeline.run_until_stopped(supervisor.clone(), token)
         });
@@ -210,6 +219,8 @@ impl Application {
         let started = Instant::now();
         let drain = async {
             let server = server.stop().await;
+            // Nothing reports the checks any more.
+            let health = health.stop().await;
             state.service.finish_writes().await;
             let pipeline = pipeline.stop().await;
             // Nothing publishes or queries any more past this point.
@@ -218,7 +229,7 @@ impl Application {
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
-            [server, pipeline]
+            [server, health, pipeline]
         };
         let Ok(results) = tokio::time::timeout(deadline, drain).await else {
             supervisor.stop_all();

@@ -6,11 +6,14 @@
 //!   the database reachable and migrated (without it no request can be
 //!   served). The cache and the bus may be down: requests are then served
 //!   from the store and messages wait in the outbox.
-//! - `/health`: every dependency, each by name with its backend and
-//!   latency; 503 `"unhealthy"` when any configured one is down.
+//! - `/health`: every dependency, each by name with its backend, latency
+//!   and the age of its check; 503 `"unhealthy"` when any configured one is
+//!   down.
 //!
-//! What they report is found in [`crate::health`]; this module only renders
-//! it as JSON.
+//! What they report is found in [`crate::health`], from the checks made in
+//! the background; this module only renders it as JSON. These routes are
+//! outside the load shedding of the API (see [`super::app`]): a probe is
+//! answered however busy the API is.
 
 use axum::Router;
 use axum::extract::State;
@@ -32,8 +35,15 @@ pub struct Check {
     backend: &'static str,
     /// How long the check took.
     latency_ms: f64,
-    /// Why it failed.
+    /// Unix time of the check, in seconds. Checks run in the background
+    /// every `HEALTH_CHECK_INTERVAL`; this is the latest.
+    checked_at: i64,
+    /// How long ago the check was made, in milliseconds.
+    age_ms: f64,
+    /// Why it failed: a generic reason (`unavailable`, or the time limit
+    /// it overran), or the whole error with `HEALTH_DETAIL=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "unavailable")]
     error: Option<String>,
 }
 
@@ -48,7 +58,7 @@ pub enum Status {
 #[derive(Serialize, ToSchema)]
 pub struct HealthReport {
     status: Status,
-    /// Unix time of the check, in seconds.
+    /// Unix time of this report, in seconds.
     timestamp: i64,
     checks: Checks,
 }
@@ -127,6 +137,8 @@ impl From<DependencyCheck> for Check {
             status: Status::of(check.is_healthy()),
             backend: check.backend,
             latency_ms: check.latency.as_secs_f64() * 1e3,
+            checked_at: check.checked_at.timestamp(),
+            age_ms: check.age().as_secs_f64() * 1e3,
             error: check.error,
         }
     }
@@ -163,7 +175,7 @@ fn respond(ok: bool, body: impl Serialize) -> Response {
     )
 )]
 pub(super) async fn health(State(state): State<AppState>) -> Response {
-    let dependencies = state.health.check_dependencies().await;
+    let dependencies = state.health.dependencies().await;
     let healthy = dependencies.are_healthy();
     respond(
         healthy,
@@ -214,7 +226,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
             },
         );
     }
-    let database = Check::from(health.check_store().await);
+    let database = Check::from(health.dependencies().await.database);
     let ready = database.healthy();
     respond(
         ready,

@@ -3,9 +3,16 @@
 //!
 //! Middleware, outermost first: trailing-slash normalization (wraps the
 //! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
-//! id (accepted from `X-Request-ID` or generated, and returned), one log line
-//! per request, panic → 500, load shedding past the in-flight limit → 503,
-//! request timeout → 503, body size limit → 413.
+//! id (accepted from `X-Request-ID` when it is 1 to 128 visible ASCII
+//! characters, else generated, and returned), one log line per request,
+//! panic → 500, metrics; then, for the API only, load shedding past the
+//! in-flight limit → 503, request timeout → 503, body size limit → 413.
+//!
+//! The operations routes (`/health`, `/health/live`, `/health/ready`,
+//! `/metrics`) are a route tree of their own, outside the shedding and the
+//! timeout: they answer from memory, so they cost little, and a probe that
+//! failed because the API is busy would get a healthy instance restarted
+//! or taken out of its load balancer in the middle of a load spike.
 
 mod error;
 mod events;
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -45,6 +52,9 @@ use crate::service::Service;
 use prometheus_client::metrics::gauge::Gauge;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `X-Request-ID` accepted from a client, in bytes.
+const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -117,7 +127,9 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
             },
         )
         .on_failure(());
-    let middleware = ServiceBuilder::new()
+    // Every route: request id, log line, panic → 500, metrics.
+    let observe = ServiceBuilder::new()
+        .map_request(drop_unusable_request_id)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -127,7 +139,9 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
-        ))
+        ));
+    // The API only: shedding, time limit, body limit.
+    let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
             if err.is::<tower::load_shed::error::Overloaded>() {
                 ApiError::Overloaded
@@ -141,22 +155,55 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
-    let api = users::router()
-        .merge(events::router())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_store_ready,
-        ));
-    let router = Router::new()
-        .merge(health::router())
-        .route("/metrics", axum::routing::get(render_metrics))
+    let resources =
+        users::router()
+            .merge(events::router())
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_store_ready,
+            ));
+    let api = Router::new()
         .merge(openapi::router())
-        .merge(api)
+        .merge(resources)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware)
-        .with_state(state);
+        .layer(shed);
+    let operations = health::router()
+        .route("/metrics", axum::routing::get(render_metrics))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    let router = operations.merge(api).layer(observe).with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+/// Removes an `X-Request-ID` that is empty, longer than
+/// [`MAX_REQUEST_ID_LEN`] or not visible ASCII (`!` to `~`), so that a
+/// generated one takes its place: the id is echoed and logged, and a client
+/// must make neither unbounded nor unreadable.
+fn drop_unusable_request_id(mut req: Request) -> Request {
+    let usable = |id: &HeaderValue| {
+        let id = id.as_bytes();
+        !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(u8::is_ascii_graphic)
+    };
+    if !req.headers().get_all(&REQUEST_ID).iter().all(usable) {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
+}
+
+/// The `method` label of a request: the standard methods by name, any
+/// other as `OTHER`, so that a client cannot add series by inventing
+/// methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// Answers 503 until the store is migrated (it may be down at start-up).
@@ -169,7 +216,8 @@ async fn require_store_ready(State(state): State<AppState>, req: Request, next: 
 }
 
 /// Counts the request, its latency by route template, and requests in
-/// flight.
+/// flight. Every label is bounded: a standard method or `OTHER`, a route
+/// template or `unmatched`, a status code.
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     /// Decrements on drop, so that cancelled requests are uncounted too.
     struct InFlight(Gauge);
@@ -182,7 +230,7 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     metrics.http_in_flight.inc();
     let _in_flight = InFlight(metrics.http_in_flight.clone());
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -192,7 +240,7 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     metrics
         .http_duration
         .get_or_create(&RouteLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(started.elapsed().as_secs_f64());

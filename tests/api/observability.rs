@@ -6,10 +6,13 @@ use serde_json::json;
 
 use crate::helpers::{Stack, TestApp, eventually, spawn_app};
 
-crate::stack_tests!(metrics_count_requests_cache_reads_and_events);
+crate::stack_tests!(
+    metrics_count_requests_cache_reads_and_events,
+    unknown_methods_share_one_label_value,
+);
 
 /// Every sample of a scrape: `name{labels}` → value.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
@@ -30,7 +33,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .collect()
 }
 
-fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or_default()
 }
 
@@ -139,5 +142,29 @@ async fn metrics_count_requests_cache_reads_and_events(stack: Stack) {
                 .then_some(())
         })
         .await;
+    }
+}
+
+async fn unknown_methods_share_one_label_value(stack: Stack) {
+    let app = spawn_app(stack).await;
+    let before = scrape(&app).await;
+    for _ in 0..50 {
+        let name = format!("X{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let response = app.request(method, "/api/v1/users", None).await;
+        assert_eq!(response.status(), 405, "{name}");
+    }
+    let after = scrape(&app).await;
+    for family in [
+        "http_requests_total{",
+        "http_request_duration_seconds_count{",
+    ] {
+        let new: Vec<_> = after
+            .keys()
+            .filter(|key| key.starts_with(family) && key.contains("route=\"/api/v1/users\""))
+            .filter(|key| !before.contains_key(*key))
+            .collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert!(new[0].contains("method=\"OTHER\""), "{new:?}");
     }
 }
