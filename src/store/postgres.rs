@@ -83,6 +83,13 @@ impl Dialect for Pg {
         transient.then_some(Sorted::Unavailable)
     }
 
+    /// 40P01 (deadlock detected), 40001 (serialization failure).
+    fn is_conflict(err: &sqlx::Error) -> bool {
+        err.as_database_error()
+            .and_then(|db| db.code())
+            .is_some_and(|code| code == "40P01" || code == "40001")
+    }
+
     /// `SKIP LOCKED`, so that relays of several replicas claim different
     /// rows; the database's clock decides leases, so replicas with skewed
     /// clocks agree on them.

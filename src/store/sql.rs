@@ -74,6 +74,14 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         }
     }
 
+    /// Whether the error is a conflict with a concurrent transaction
+    /// (a deadlock, a serialization failure): a batch that meets one runs
+    /// again one write at a time, where such conflicts are far less likely,
+    /// rather than failing every write in it.
+    fn is_conflict(_err: &sqlx::Error) -> bool {
+        false
+    }
+
     /// Leases up to `limit` rows that no one holds, oldest first, in order.
     async fn claim_outbox(
         pool: &Pool<Self::Db>,
@@ -194,6 +202,32 @@ impl Counts {
 /// Most rows of `row_counts` one statement changes (4 parameters each,
 /// well within both databases' limits).
 const COUNTS_PER_STATEMENT: usize = 500;
+
+/// The order in which a batch's writes run: those that take an email
+/// first, by email, then the rest as they came. Two batches taking the same
+/// addresses then wait for each other in one order, instead of deadlocking.
+/// Any order is right: the writes of a batch were sent concurrently, and
+/// none has been answered yet.
+fn lock_order(writes: &[Write]) -> Vec<usize> {
+    let email = |write: &Write| match write {
+        Write::CreateUser { user, .. } => Some(user.email.clone()),
+        Write::UpdateUser { patch, .. } => patch.email.as_ref().map(|e| e.as_str().to_owned()),
+        _ => None,
+    };
+    let mut order: Vec<(Option<String>, usize)> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (email(w), i))
+        .collect();
+    // `None` sorts first; move it last, keeping arrival order within each.
+    order.sort_by(|(a, i), (b, j)| match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b).then(i.cmp(j)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => i.cmp(j),
+    });
+    order.into_iter().map(|(_, i)| i).collect()
+}
 
 /// `($1, $2, …)`: `n` placeholders, for `IN`.
 fn placeholders(n: usize) -> String {
@@ -598,11 +632,13 @@ impl<D: Dialect> Store for SqlStore<D>] {
         }
         let mut tx = Self::begin(&self.writer).await?;
         let mut counts = Counts::default();
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for write in writes {
-            match Self::apply(&mut tx, write, &mut counts).await {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(err @ StoreError::Unavailable(_)) => return Err(err),
+        let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
+        for i in lock_order(writes) {
+            match Self::apply(&mut tx, &writes[i], &mut counts).await {
+                Ok(outcome) => outcomes[i] = Some(outcome),
+                Err(StoreError::Unavailable(err)) if !D::is_conflict(&err) => {
+                    return Err(StoreError::Unavailable(err));
+                }
                 Err(err) => {
                     tracing::debug!(
                         error = format!("{:#}", anyhow::Error::new(err)),
@@ -619,7 +655,10 @@ impl<D: Dialect> Store for SqlStore<D>] {
             }
         }
         Self::commit(tx, counts).await?;
-        Ok(outcomes)
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("BUG: every write of the batch was applied"))
+            .collect())
     }
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
