@@ -13,3 +13,4 @@ mod process;
 mod real_stack;
 mod services;
 mod users;
+mod validation;
