@@ -31,9 +31,9 @@ pub struct CreateUser {
     /// is taken too.
     #[schema(example = "ada@example.com", format = Email, max_length = 255)]
     email: String,
-    #[schema(schema_with = name_schema)]
+    #[schema(schema_with = first_name_schema)]
     first_name: String,
-    #[schema(schema_with = name_schema)]
+    #[schema(schema_with = last_name_schema)]
     last_name: String,
 }
 
@@ -52,15 +52,7 @@ pub struct UpdateUser {
 /// What [`PersonName`] accepts, as far as a schema can say it: the pattern
 /// requires a visible character and refuses control and invisible ones;
 /// `maxLength` counts what is sent, while the server counts after trimming.
-fn name_schema() -> Object {
-    name_schema_of(Type::String)
-}
-
-fn optional_name_schema() -> Object {
-    name_schema_of(SchemaType::from_iter([Type::String, Type::Null]))
-}
-
-fn name_schema_of(schema_type: impl Into<SchemaType>) -> Object {
+fn name_schema(schema_type: impl Into<SchemaType>) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(schema_type)
         .description(Some(
@@ -72,8 +64,18 @@ fn name_schema_of(schema_type: impl Into<SchemaType>) -> Object {
         .min_length(Some(1))
         .max_length(Some(100))
         .pattern(Some(name_pattern()))
-        .examples(["Ada"])
-        .build()
+}
+
+fn first_name_schema() -> Object {
+    name_schema(Type::String).examples(["Ada"]).build()
+}
+
+fn last_name_schema() -> Object {
+    name_schema(Type::String).examples(["Lovelace"]).build()
+}
+
+fn optional_name_schema() -> Object {
+    name_schema(SchemaType::from_iter([Type::String, Type::Null])).build()
 }
 
 /// One page of users, newest first.
