@@ -18,6 +18,7 @@ const NAME_MAX_CHARS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
+    /// In canonical form: lowercased, the domain as punycode.
     #[schema(example = "ada@example.com")]
     pub email: String,
     #[schema(example = "Ada")]
