@@ -57,7 +57,9 @@ impl EventType {
     }
 }
 
-/// The free-form `data` string of an event, at most 64 KiB.
+/// The free-form `data` string of an event: at most 64 KiB, any characters
+/// but NUL (U+0000), which PostgreSQL cannot store in text and which the
+/// embedded stack refuses too, so that both answer the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventData(String);
 
@@ -67,6 +69,12 @@ impl EventData {
             return Err(ValidationError::new(
                 field,
                 format!("must be at most {DATA_MAX_BYTES} bytes"),
+            ));
+        }
+        if raw.contains('\0') {
+            return Err(ValidationError::new(
+                field,
+                "must not contain the NUL character (U+0000)",
             ));
         }
         Ok(Self(raw))
@@ -112,5 +120,13 @@ mod tests {
         assert!(EventData::parse("data", String::new()).is_ok());
         assert!(EventData::parse("data", "x".repeat(DATA_MAX_BYTES)).is_ok());
         assert!(EventData::parse("data", "x".repeat(DATA_MAX_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn data_refuses_nul_and_nothing_else_printable_or_not() {
+        let err = EventData::parse("data", "a\u{0}b".into()).unwrap_err();
+        assert_eq!(err.field, "data");
+        assert!(EventData::parse("data", "\u{1}\u{200B}\u{FEFF}\n\"{}\"".into()).is_ok());
+        assert!(EventType::parse("type", "a\u{0}b").is_err());
     }
 }

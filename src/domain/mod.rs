@@ -8,12 +8,14 @@ mod activity;
 mod event;
 mod message;
 mod page;
+mod text;
 mod user;
 
 pub use activity::Activity;
 pub use event::{Event, EventData, EventFilter, EventType, NewEvent};
 pub use message::EventMessage;
 pub use page::{Page, PageOf};
+pub(crate) use text::name_pattern;
 pub use user::{Email, NewUser, PersonName, User, UserPatch};
 
 use chrono::{DateTime, SubsecRound, Utc};

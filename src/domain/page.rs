@@ -4,9 +4,13 @@ use super::ValidationError;
 
 /// Largest page size a client may ask for.
 pub const MAX_LIMIT: u32 = 100;
+/// Largest page number: the OpenAPI document declares `page` an int32, so
+/// the server accepts exactly that range (and clients in languages whose
+/// default integer is 32 bits can echo it back).
+pub const MAX_PAGE: u32 = i32::MAX as u32;
 const DEFAULT_LIMIT: u32 = 10;
 
-/// A requested page: `page` ≥ 1, `limit` 1–100 (defaults 1 and 10).
+/// A requested page: `page` 1–2³¹−1, `limit` 1–100 (defaults 1 and 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
     pub page: u32,
@@ -31,8 +35,10 @@ impl Page {
                 .trim()
                 .parse::<u32>()
                 .ok()
-                .filter(|p| *p >= 1)
-                .ok_or_else(|| ValidationError::new("page", "must be an integer ≥ 1"))?,
+                .filter(|p| (1..=MAX_PAGE).contains(p))
+                .ok_or_else(|| {
+                    ValidationError::new("page", "must be an integer between 1 and 2147483647")
+                })?,
         };
         let limit = match limit {
             None => DEFAULT_LIMIT,
@@ -48,7 +54,7 @@ impl Page {
         Ok(Self { page, limit })
     }
 
-    /// Rows to skip; cannot overflow (u32 × 100 fits in i64).
+    /// Rows to skip; cannot overflow (2³¹ × 100 fits in i64).
     pub fn offset(&self) -> i64 {
         i64::from(self.page - 1) * i64::from(self.limit)
     }
@@ -79,10 +85,18 @@ mod tests {
         assert_eq!(Page::parse(None, Some("101")).unwrap_err().field, "limit");
         assert_eq!(Page::parse(Some("3"), Some("100")).unwrap().offset(), 200);
         assert_eq!(
-            Page::parse(Some("4294967295"), Some("100"))
+            Page::parse(Some("2147483647"), Some("100"))
                 .unwrap()
                 .offset(),
-            429_496_729_400
+            214_748_364_600
+        );
+        assert_eq!(
+            Page::parse(Some("2147483648"), None).unwrap_err().field,
+            "page"
+        );
+        assert_eq!(
+            Page::parse(Some("4294967295"), None).unwrap_err().field,
+            "page"
         );
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ValidationError;
+use super::text::{is_invisible, is_visible, stray_invisible};
 
 /// Longest email accepted, as the Go service's `VARCHAR(255)` column.
 const EMAIL_MAX_CHARS: usize = 255;
@@ -17,6 +18,7 @@ const NAME_MAX_CHARS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
+    /// In canonical form: lowercased, the domain as punycode.
     #[schema(example = "ada@example.com")]
     pub email: String,
     #[schema(example = "Ada")]
@@ -28,8 +30,23 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A syntactically valid email address: trimmed, at most 255 characters,
-/// one `@`, a non-empty local part and a dotted domain (stored lowercase).
+/// An email address in its one canonical form, so that two spellings of one
+/// mailbox are one account: trimmed, lowercased entirely, the domain in its
+/// ASCII (punycode) form; at most 255 characters, one `@`, a local part of
+/// at most 64 characters and a dotted domain. Control and invisible
+/// characters (zero-width spaces, byte-order marks, …) are refused rather
+/// than dropped, so that what a client sees is what is stored.
+///
+/// The local part is lowercased although RFC 5321 lets a mail server tell
+/// `Ada@` from `ada@`: no provider in use does, and people type both for
+/// one mailbox. Storing the canonical form (rather than the spelling given,
+/// with uniqueness on a lowercased index) keeps the unique constraint the
+/// Go service's clients already get their 409 from, and keeps "the same
+/// address" defined here once: SQLite's `lower()` folds only ASCII and
+/// PostgreSQL's follows the database locale, so an index on it could call an
+/// address taken on one stack and free on the other. The API has no lookup
+/// by email, so for existing clients only the echoed spelling changes, as
+/// it already did for the domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -37,15 +54,26 @@ impl Email {
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
         let value = raw.trim();
         let invalid = |why: &str| ValidationError::new(field, why.to_owned());
+        let malformed = || invalid("must be an email address like name@example.com");
         if value.is_empty() {
             return Err(invalid("must not be empty"));
         }
         if value.chars().count() > EMAIL_MAX_CHARS {
             return Err(invalid("must be at most 255 characters"));
         }
+        if let Some(c) = value.chars().find(|&c| c.is_control() || is_invisible(c)) {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "must not contain control or invisible characters (found U+{:04X})",
+                    u32::from(c)
+                ),
+            ));
+        }
         let Some((local, domain)) = value.rsplit_once('@') else {
-            return Err(invalid("must be an email address like name@example.com"));
+            return Err(malformed());
         };
+        let local = local.to_lowercase();
         let local_ok = !local.is_empty()
             && local.chars().count() <= EMAIL_LOCAL_MAX_CHARS
             && !local.starts_with('.')
@@ -53,21 +81,32 @@ impl Email {
             && !local.contains("..")
             && local
                 .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && !"\"(),:;<>@[\\]".contains(c));
+                .all(|c| !c.is_whitespace() && !"\"(),:;<>@[\\]".contains(c));
+        if !local_ok {
+            return Err(malformed());
+        }
+        // UTS 46 maps the domain to what DNS looks up: case folded, Unicode
+        // labels as punycode (`bücher.de` → `xn--bcher-kva.de`), and refuses
+        // what no host name may contain.
+        let domain = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::STD3)
+            .map_err(|_| malformed())?;
         let domain_ok = domain.contains('.')
             && domain.split('.').all(|label| {
                 !label.is_empty()
-                    && label.chars().count() <= 63
+                    && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
-        if !local_ok || !domain_ok {
-            return Err(invalid("must be an email address like name@example.com"));
+        if !domain_ok {
+            return Err(malformed());
         }
-        // Domains are case-insensitive (RFC 5321 §2.4); the local part is kept
-        // as given because the receiving server decides what it means.
-        Ok(Self(format!("{local}@{}", domain.to_lowercase())))
+        let canonical = format!("{local}@{domain}");
+        // Punycode is longer than the Unicode it spells: check the stored form.
+        if canonical.chars().count() > EMAIL_MAX_CHARS {
+            return Err(invalid("must be at most 255 characters"));
+        }
+        Ok(Self(canonical))
     }
 
     pub fn as_str(&self) -> &str {
@@ -75,8 +114,11 @@ impl Email {
     }
 }
 
-/// A first or last name: 1 to 100 characters after trimming, no control
-/// characters.
+/// A first or last name: 1 to 100 characters after trimming, with at least
+/// one visible character, no control characters, and no invisible ones
+/// except where they shape a visible neighbour (a zero-width joiner or
+/// non-joiner between two letters, as Persian spelling needs; a variation
+/// selector after an emoji).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersonName(String);
 
@@ -96,6 +138,21 @@ impl PersonName {
             return Err(ValidationError::new(
                 field,
                 "must not contain control characters",
+            ));
+        }
+        if !value.chars().any(is_visible) {
+            return Err(ValidationError::new(
+                field,
+                "must contain at least one visible character",
+            ));
+        }
+        if let Some(c) = stray_invisible(value) {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "must not contain invisible characters (found U+{:04X})",
+                    u32::from(c)
+                ),
             ));
         }
         Ok(Self(value.to_owned()))
@@ -133,11 +190,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn email_accepts_common_addresses_and_lowercases_the_domain() {
+    fn email_accepts_common_addresses_in_their_canonical_form() {
         let email = Email::parse("email", "  Jane.Doe+tag@Example.COM ").unwrap();
-        assert_eq!(email.as_str(), "Jane.Doe+tag@example.com");
+        assert_eq!(email.as_str(), "jane.doe+tag@example.com");
         assert!(Email::parse("email", "a@b.co").is_ok());
         assert!(Email::parse("email", "user@mail.xn--p1ai").is_ok());
+    }
+
+    #[test]
+    fn one_mailbox_has_one_canonical_spelling() {
+        let canonical = |raw: &str| Email::parse("email", raw).unwrap().as_str().to_owned();
+        assert_eq!(canonical("Ada@example.com"), canonical("ada@EXAMPLE.com"));
+        assert_eq!(canonical("ada@bücher.de"), "ada@xn--bcher-kva.de");
+        assert_eq!(canonical("ada@BÜCHER.de"), "ada@xn--bcher-kva.de");
+        assert_eq!(canonical("ada@xn--bcher-kva.de"), "ada@xn--bcher-kva.de");
+        assert_eq!(canonical("ÅSA@example.com"), "åsa@example.com");
+    }
+
+    #[test]
+    fn email_with_invisible_characters_is_rejected_naming_one() {
+        for bad in [
+            "ada\u{200B}@example.com",
+            "ada@exa\u{200C}mple.com",
+            "\u{FEFF}ada@example.com",
+            "ada@example.com\u{2060}",
+            "a\u{200D}da@example.com",
+            "ada\u{0}@example.com",
+        ] {
+            let err = Email::parse("email", bad).unwrap_err();
+            assert_eq!(err.field, "email", "{bad:?}");
+            assert!(err.reason.contains("invisible"), "{bad:?}: {}", err.reason);
+        }
+    }
+
+    #[test]
+    fn email_whose_punycode_form_exceeds_255_characters_is_rejected() {
+        // Five labels of 45 "ü" are 234 characters; as punycode, 264.
+        let label = "ü".repeat(45);
+        let long = format!("a@{label}.{label}.{label}.{label}.{label}.de");
+        assert!(long.chars().count() <= 255);
+        let err = Email::parse("email", &long).unwrap_err();
+        assert!(err.reason.contains("255"), "{}", err.reason);
     }
 
     #[test]
@@ -179,5 +272,30 @@ mod tests {
         assert!(PersonName::parse("first_name", &"é".repeat(101)).is_err());
         assert!(PersonName::parse("first_name", " \t ").is_err());
         assert!(PersonName::parse("first_name", "A\u{0}B").is_err());
+    }
+
+    #[test]
+    fn names_need_a_visible_character_and_no_stray_invisible_ones() {
+        for blank in [
+            "\u{200B}",
+            "\u{FEFF}",
+            "\u{3164}",
+            "\u{200B} \u{FEFF}",
+            "\u{2800}",
+        ] {
+            let err = PersonName::parse("last_name", blank).unwrap_err();
+            assert_eq!(err.field, "last_name");
+            assert!(err.reason.contains("visible"), "{blank:?}: {}", err.reason);
+        }
+        for hidden in ["An\u{200B}n", "\u{FEFF}Ann", "Ann\u{2060}", "A\u{202E}nn"] {
+            let err = PersonName::parse("first_name", hidden).unwrap_err();
+            assert!(
+                err.reason.contains("invisible"),
+                "{hidden:?}: {}",
+                err.reason
+            );
+        }
+        assert!(PersonName::parse("first_name", "مهر\u{200C}آسا").is_ok());
+        assert!(PersonName::parse("first_name", "Zoë").is_ok());
     }
 }

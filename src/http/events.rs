@@ -28,10 +28,15 @@ pub struct CreateEvent {
     user_id: String,
     /// 1–100 characters of `[A-Za-z0-9_.:-]`.
     #[serde(rename = "type")]
-    #[schema(example = "login", pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
+    #[schema(
+        example = "login",
+        pattern = "^[A-Za-z0-9_.:-]{1,100}$",
+        min_length = 1,
+        max_length = 100
+    )]
     event_type: String,
-    /// Any string up to 64 KiB.
-    #[schema(example = "{\"ip\":\"10.0.0.1\"}")]
+    /// Any string up to 64 KiB (UTF-8) without the NUL character (U+0000).
+    #[schema(example = "{\"ip\":\"10.0.0.1\"}", pattern = "^[^\\u0000]*$")]
     data: String,
 }
 
@@ -104,10 +109,10 @@ pub(super) async fn read(
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "events", operation_id = "list_events", summary = "List events, newest first",
     params(
-        ("page" = Option<u32>, Query, minimum = 1, description = "Page number (default 1)"),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647, description = "Page number (default 1)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Events per page (default 10)"),
         ("user_id" = Option<uuid::Uuid>, Query, description = "Only this user's events"),
-        ("type" = Option<String>, Query, description = "Only events of this type"),
+        ("type" = Option<String>, Query, pattern = "^[A-Za-z0-9_.:-]{1,100}$", min_length = 1, max_length = 100, description = "Only events of this type: 1–100 characters of `[A-Za-z0-9_.:-]`"),
     ),
     responses(
         (status = 200, description = "One page of events, newest first", body = EventList),

@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 use super::error::documented::{BadRequest, Conflict, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, UserId};
 use super::{ApiError, AppState, PageQuery, json_body};
-use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch};
+use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch, name_pattern};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,24 +24,58 @@ pub fn router() -> Router<AppState> {
 /// A new user.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
-    /// A valid address, at most 255 characters; unique.
-    #[schema(example = "ada@example.com")]
+    /// A valid address, at most 255 characters, without invisible
+    /// characters; unique. Stored in one canonical form: trimmed,
+    /// lowercased, the domain as punycode (`Ada@Bücher.de` is
+    /// `ada@xn--bcher-kva.de`); a case or domain spelling of a taken address
+    /// is taken too.
+    #[schema(example = "ada@example.com", format = Email, max_length = 255)]
     email: String,
-    /// 1–100 characters after trimming.
-    #[schema(example = "Ada")]
+    #[schema(schema_with = first_name_schema)]
     first_name: String,
-    /// 1–100 characters after trimming.
-    #[schema(example = "Lovelace")]
+    #[schema(schema_with = last_name_schema)]
     last_name: String,
 }
 
-/// The fields to change; absent or `null` fields stay as they are.
+/// The fields to change; absent or `null` fields stay as they are, others
+/// follow the rules of a new user.
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateUser {
-    #[schema(example = "augusta@example.com")]
+    #[schema(example = "augusta@example.com", format = Email, max_length = 255)]
     email: Option<String>,
+    #[schema(schema_with = optional_name_schema)]
     first_name: Option<String>,
+    #[schema(schema_with = optional_name_schema)]
     last_name: Option<String>,
+}
+
+/// What [`PersonName`] accepts, as far as a schema can say it: the pattern
+/// requires a visible character and refuses control and invisible ones;
+/// `maxLength` counts what is sent, while the server counts after trimming.
+fn name_schema(schema_type: impl Into<SchemaType>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .description(Some(
+            "1–100 characters after trimming, at least one of them visible; no control \
+             characters, and no invisible ones (zero-width space, byte-order mark, Hangul \
+             filler, …) except a zero-width joiner or non-joiner between two visible \
+             characters",
+        ))
+        .min_length(Some(1))
+        .max_length(Some(100))
+        .pattern(Some(name_pattern()))
+}
+
+fn first_name_schema() -> Object {
+    name_schema(Type::String).examples(["Ada"]).build()
+}
+
+fn last_name_schema() -> Object {
+    name_schema(Type::String).examples(["Lovelace"]).build()
+}
+
+fn optional_name_schema() -> Object {
+    name_schema(SchemaType::from_iter([Type::String, Type::Null])).build()
 }
 
 /// One page of users, newest first.
@@ -151,7 +186,7 @@ pub(super) async fn remove(
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users", operation_id = "list_users", summary = "List users, newest first",
     params(
-        ("page" = Option<u32>, Query, minimum = 1, description = "Page number (default 1)"),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647, description = "Page number (default 1)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Users per page (default 10)"),
     ),
     responses(

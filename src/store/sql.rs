@@ -877,6 +877,15 @@ mod tests {
             email: Some(Email::parse("email", "ada@example.com").unwrap()),
             ..UserPatch::default()
         };
+        // Grace was created before: a client names only users it has
+        // seen created.
+        let written = store
+            .write_one(Write::CreateUser {
+                user: grace.clone(),
+                message: grace_created,
+            })
+            .await;
+        assert!(matches!(written, Ok(Written::Created)), "{written:?}");
         let at = domain::now();
         let outcomes = store
             .write(&[
@@ -887,10 +896,6 @@ mod tests {
                 Write::CreateUser {
                     user: twin.clone(),
                     message: twin_created,
-                },
-                Write::CreateUser {
-                    user: grace.clone(),
-                    message: grace_created,
                 },
                 event(ada.id),
                 event(twin.id),
@@ -921,7 +926,6 @@ mod tests {
             [
                 "created",
                 "error: email is already taken",
-                "created",
                 "created",
                 "error: user does not exist",
                 "updated Augusta",
@@ -962,8 +966,8 @@ mod tests {
         assert_eq!(
             types,
             [
-                (a.clone(), "user_created".to_owned()),
                 (g, "user_created".to_owned()),
+                (a.clone(), "user_created".to_owned()),
                 (a.clone(), "click".to_owned()),
                 (a.clone(), "user_updated".to_owned()),
             ]
@@ -998,6 +1002,29 @@ mod tests {
             })
             .await;
         assert!(matches!(alone, Err(StoreError::EmailTaken)), "{alone:?}");
+    }
+
+    #[test]
+    fn batches_take_emails_in_sorted_order_then_the_rest_as_they_came() {
+        let (zoe, zoe_created) = user("zoe@example.com");
+        let (ada, ada_created) = user("ada@example.com");
+        let writes = [
+            event(zoe.id),
+            Write::CreateUser {
+                user: zoe.clone(),
+                message: zoe_created,
+            },
+            Write::UpdateUser {
+                id: zoe.id,
+                patch: UserPatch::default(),
+                at: domain::now(),
+            },
+            Write::CreateUser {
+                user: ada,
+                message: ada_created,
+            },
+        ];
+        assert_eq!(lock_order(&writes), [3, 1, 0, 2]);
     }
 
     #[tokio::test]

@@ -16,3 +16,4 @@ mod real_stack;
 mod services;
 mod totals;
 mod users;
+mod validation;

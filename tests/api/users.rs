@@ -32,7 +32,10 @@ async fn create_user_returns_201_with_the_stored_user(stack: Stack) {
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["content-type"], "application/json");
     let user: Value = response.json().await.unwrap();
-    assert_eq!(user["email"], "Grace@example.com");
+    assert_eq!(
+        user["email"], "grace@example.com",
+        "canonical: trimmed, lowercased"
+    );
     assert_eq!(user["first_name"], "Grace");
     assert_eq!(user["last_name"], "Hopper");
     assert!(uuid::Uuid::parse_str(user["id"].as_str().unwrap()).is_ok());
