@@ -16,6 +16,7 @@
 //! (configured), behind [`GroupCommit`], which gathers concurrent writes
 //! into shared transactions.
 
+mod counts;
 mod group;
 mod migrate;
 pub mod postgres;

@@ -15,7 +15,6 @@
 //! writes runs again in a transaction of its own, where the error is that
 //! write's own outcome.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,6 +29,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
+use super::counts::{COUNTS_PER_STATEMENT, CountKey, Counts, events_total, users_total};
 use super::migrate::{self, Embedded};
 use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
 use super::{
@@ -146,62 +146,6 @@ impl<D: Dialect> SqlStore<D> {
         self.reader.as_ref().unwrap_or(&self.writer)
     }
 }
-
-/// The key of a row of `row_counts` (see its migration): what it counts.
-type CountKey = (&'static str, Uuid, String);
-
-/// The key counting every user.
-fn users_total() -> CountKey {
-    ("users", Uuid::nil(), String::new())
-}
-
-/// The key counting the events `filter` lists.
-fn events_total(user_id: Option<Uuid>, event_type: Option<&str>) -> CountKey {
-    (
-        "events",
-        user_id.unwrap_or_default(),
-        event_type.unwrap_or_default().to_owned(),
-    )
-}
-
-/// Changes to `row_counts` made by the writes of a transaction, applied
-/// once, just before it commits: one statement per batch, and the rows
-/// (which every transaction updates) locked only for that moment, always in
-/// the same order, so that concurrent batches cannot deadlock on them.
-#[derive(Debug, Default)]
-struct Counts(BTreeMap<CountKey, i64>);
-
-impl Counts {
-    fn add(&mut self, key: CountKey, delta: i64) {
-        *self.0.entry(key).or_default() += delta;
-    }
-
-    /// One more event of `user_id` and `event_type`, in each total.
-    fn add_event(&mut self, user_id: Uuid, event_type: &str, delta: i64) {
-        for user in [None, Some(user_id)] {
-            for kind in [None, Some(event_type)] {
-                self.add(events_total(user, kind), delta);
-            }
-        }
-    }
-
-    /// Takes the not yet applied changes to `user_id`'s own event totals.
-    fn take_user(&mut self, user_id: Uuid) -> Vec<(String, i64)> {
-        let keys: Vec<CountKey> = self
-            .0
-            .keys()
-            .filter(|(scope, user, _)| *scope == "events" && *user == user_id)
-            .cloned()
-            .collect();
-        keys.into_iter()
-            .filter_map(|key| self.0.remove(&key).map(|n| (key.2, n)))
-            .collect()
-    }
-}
-
-/// Most rows of `row_counts` one statement changes (4 parameters each,
-/// well within both databases' limits).
-const COUNTS_PER_STATEMENT: usize = 500;
 
 /// The order in which a batch's writes run: those that take an email
 /// first, by email, then the rest as they came. Two batches taking the same
