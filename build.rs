@@ -77,11 +77,12 @@ fn embed_migrations(backends: &[&str]) -> Result<(), String> {
             backend.to_uppercase()
         );
         for (version, description, path) in &found {
-            let _ = writeln!(
-                code,
-                "    ({version}, {description:?}, include_str!({:?})),",
-                path.display().to_string()
-            );
+            // The text itself, not an `include_str!` of an absolute path:
+            // a target directory shared by two checkouts must not embed
+            // one checkout's files into the other's binary.
+            let sql =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let _ = writeln!(code, "    ({version}, {description:?}, {sql:?}),");
         }
         code.push_str("];\n");
     }
