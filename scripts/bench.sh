@@ -74,15 +74,18 @@ if [ "$QUICK" = 1 ]; then
   SMALL_ROWS=${BENCH_SMALL_ROWS:-1000}
   LARGE_ROWS=${BENCH_LARGE_ROWS:-0}
   E2E_SAMPLES=10
+  DRAIN_TIMEOUT=60
   MODE=quick
 else
   DURATION=${BENCH_SECONDS:-10}
   SMALL_ROWS=${BENCH_SMALL_ROWS:-10000}
   LARGE_ROWS=${BENCH_LARGE_ROWS:-1000000}
   E2E_SAMPLES=100
+  DRAIN_TIMEOUT=600
   MODE=full
 fi
 [ "$SMALL_ROWS" -ge 1000 ] || die "BENCH_SMALL_ROWS must be at least 1000 (page 100 of 10)"
+E2E_RATE=${BENCH_E2E_RATE:-1000}
 PORT=${BENCH_PORT:-18090}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 PG_URL=${BENCH_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432}
@@ -102,10 +105,15 @@ WORK=$(mktemp -d)
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 SERVICE_PID=
+SERVICE_LOG=
 CLEANUP=() # commands run at exit, newest first
 
 cleanup() {
   local status=$?
+  if [ "$status" != 0 ] && [ -n "$SERVICE_LOG" ] && [ -s "$SERVICE_LOG" ]; then
+    echo "bench: the service's last log lines ($SERVICE_LOG):" >&2
+    tail -n 20 "$SERVICE_LOG" >&2
+  fi
   if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
     kill -TERM "$SERVICE_PID" 2>/dev/null || true
     wait "$SERVICE_PID" 2>/dev/null || true
@@ -245,6 +253,7 @@ start_service() {
     env+=(SQLITE_PATH="$dir/highload.db")
   fi
   if curl -s -o /dev/null "$BASE_URL/health/live"; then die "port $PORT is taken (set BENCH_PORT)"; fi
+  SERVICE_LOG=$dir/log
   t0=$(date +%s%N)
   (cd "$dir" && exec env -i "${env[@]}" "$bin" >"$dir/log" 2>&1) &
   SERVICE_PID=$!
@@ -252,10 +261,10 @@ start_service() {
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$BASE_URL/health/ready" || true)
     [ "$code" = 200 ] && break
     if ! kill -0 "$SERVICE_PID" 2>/dev/null; then
-      tail -n 30 "$dir/log" >&2; die "the service exited before it was ready (log above)"
+      die "the service exited before it was ready"
     fi
     if [ $(($(date +%s%N) - t0)) -gt 120000000000 ]; then
-      tail -n 30 "$dir/log" >&2; die "the service was not ready within 120 s (log above)"
+      die "the service was not ready within 120 s"
     fi
   done
   STARTUP_MS=$((($(date +%s%N) - t0) / 1000000))
@@ -315,6 +324,28 @@ load() {
   jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2
 }
 
+# e2e: end-to-end latency probe (scripts/bench/e2e.py) while wrk posts
+# events at E2E_RATE per second (scripts/bench/wrk/post_event_rate.lua);
+# wrk is stopped with SIGINT once the probe is done and reports the rate it
+# achieved.
+e2e() {
+  local conns=32 wrk_pid status=0
+  say "  end-to-end latency, $E2E_SAMPLES samples, at $E2E_RATE events/s"
+  rm -f "$WORK/paced.json"
+  BENCH_RESULT=$WORK/paced.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_RATE=$E2E_RATE BENCH_THREADS=2 \
+    wrk -t2 -c"$conns" -d600s --timeout 10s -s "$BENCH/wrk/post_event_rate.lua" "$BASE_URL/api/v1/events" \
+    >"$WORK/paced.log" 2>&1 &
+  wrk_pid=$!
+  "$PY" "$BENCH/e2e.py" "$BASE_URL" "$E2E_SAMPLES" >"$WORK/e2e.json" || status=$?
+  kill -INT "$wrk_pid" 2>/dev/null || true
+  wait "$wrk_pid" || true
+  [ "$status" = 0 ] || die "the end-to-end latency probe failed"
+  local paced=null
+  [ -s "$WORK/paced.json" ] && paced=$(jq -c . "$WORK/paced.json")
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson rate "$E2E_RATE" --argjson paced "$paced" \
+    '. + {kind: "e2e", binary: $b, stack: $s, target_rate: $rate, background: $paced}' "$WORK/e2e.json")"
+}
+
 lists() {
   load list_users_p1 "GET /api/v1/users page 1" 64 "/api/v1/users?page=1&limit=10"
   load list_users_p100 "GET /api/v1/users page 100" 64 "/api/v1/users?page=100&limit=10"
@@ -372,10 +403,11 @@ bench_one() {
   load post_event "POST /api/v1/events" 64 /api/v1/events post_event.lua
   load mix "90% GET / 10% PUT user" 64 /api/v1/users mix.lua
 
-  "$PY" "$BENCH/e2e.py" "$BASE_URL" "$(sed -n 500p "$IDS")" "$E2E_SAMPLES" >"$WORK/e2e.json" \
-    || die "the end-to-end latency probe failed"
-  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" '. + {kind: "e2e", binary: $b, stack: $s}' "$WORK/e2e.json")"
-
+  # The messages the writes left behind, processed as fast as the consumer goes.
+  say "  draining the messages of the write scenarios"
+  "$PY" "$BENCH/drain.py" "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" '. + {kind: "drain", binary: $b, stack: $s}' "$WORK/drain.json")"
+  e2e
   if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ]; then
     seed "$STACK" "$dir" $((SMALL_ROWS + 1)) "$LARGE_ROWS"
     ROWS=$LARGE_ROWS LARGE=true

@@ -8,6 +8,8 @@ RESULTS.jsonl holds one record a line, written by bench.sh:
                 connections, rows, and wrk's figures (rps, p50_us, p99_us, ...)
   kind=ceiling  a rate the targets are ratios of: pgbench or sqlite (tps)
   kind=process  binary, stack, startup_ms, idle_rss_kb, peak_rss_kb
+  kind=drain    binary, stack, processed, seconds, rate (scripts/bench/drain.py)
+  kind=e2e      binary, stack, p50_us, p99_us, background (wrk's paced run)
 The ratio column compares each line with its ceiling: GETs with
 /health/live of the same binary at the same concurrency, writes with
 pgbench (real) or SQLite (embedded), lists at the large size with the same
@@ -125,14 +127,24 @@ def main():
         for p in procs:
             print(f"| {p['binary']} | {p['stack']} | {p['startup_ms']:.0f} ms | "
                   f"{p['idle_rss_kb'] / 1024:.1f} MB | {p['peak_rss_kb'] / 1024:.1f} MB |")
-    for r in records:
-        if r["kind"] == "e2e":
-            print(f"\nend-to-end ({r['binary']}, {r['stack']}): {r['note']}: "
-                  f"p50 {fmt_us(r['p50_us'])}, p99 {fmt_us(r['p99_us'])} over {r['samples']} events")
+    drains = {(r["binary"], r["stack"]): r for r in records if r["kind"] == "drain"}
+    e2es = {(r["binary"], r["stack"]): r for r in records if r["kind"] == "e2e"}
+    if drains or e2es:
+        print()
+        print("| binary | stack | consumer drain | end-to-end p50 | end-to-end p99 | events/s meanwhile |")
+        print("|---|---|---|---|---|---|")
+        for key in sorted(set(drains) | set(e2es), key=lambda k: (k[0] != "new", k[1])):
+            d, e = drains.get(key), e2es.get(key)
+            drain = (f"{fmt_rps(d['rate'])} msg/s ({d['processed']} messages"
+                     f"{'' if d['drained'] else ', not drained'})") if d else ""
+            bg = e.get("background") if e else None
+            print(f"| {key[0]} | {key[1]} | {drain} | {fmt_us(e['p50_us']) if e else ''} | "
+                  f"{fmt_us(e['p99_us']) if e else ''} | {fmt_rps(bg['rps']) if bg else ''} |")
 
     with open(json_out, "w") as f:
         json.dump({**meta, "results": runs, "ceilings": list(ceilings.values()), "processes": procs,
-                   "other": [r for r in records if r["kind"] not in ("wrk", "ceiling", "process")]},
+                   "drain": [r for r in records if r["kind"] == "drain"],
+                   "end_to_end": [r for r in records if r["kind"] == "e2e"]},
                   f, indent=2)
     plot(runs, png_out, meta)
 
