@@ -139,7 +139,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]} with apt-get"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
       || die "apt-get install ${missing[*]} failed"
   else
     die "missing: ${missing[*]} (Debian packages; install them, e.g. sudo apt-get install ${missing[*]})"
@@ -157,7 +158,7 @@ venv() {
   rm -rf "$dir"
   python3 -m venv "$dir" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
   "$dir/bin/pip" install -q --upgrade pip >"$TOOLS/$name.log" 2>&1 || true
-  if ! "$dir/bin/pip" install -q $spec >>"$TOOLS/$name.log" 2>&1; then
+  if ! "$dir/bin/pip" install -q "$spec" >>"$TOOLS/$name.log" 2>&1; then
     tail -n 30 "$TOOLS/$name.log" >&2
     rm -rf "$dir"
     die "could not install $spec (log: $TOOLS/$name.log)"
