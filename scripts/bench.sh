@@ -435,10 +435,11 @@ jq -n --arg commit "$COMMIT" --arg dirty "$DIRTY" --arg base "$BASELINE_COMMIT" 
   --argjson seconds "$DURATION" --argjson cpus "$(nproc)" --arg cpu "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)" \
   --arg stamp "$STAMP" --arg load_before "$LOAD_BEFORE" --arg load_after "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --argjson small "$SMALL_ROWS" --argjson large "$LARGE_ROWS" --arg log_level "$LOG_LEVEL" \
+  --arg binary "${BENCH_BINARY:-cargo build --release --locked}" \
   '{commit: $commit, uncommitted_changes: ($dirty != ""), baseline_commit: (if $base == "" then null else $base end),
     mode: $mode, seconds: $seconds, cpus: $cpus, cpu: $cpu, started_at: $stamp,
     loadavg_before: $load_before, loadavg_after: $load_after, small_rows: $small, large_rows: $large,
-    service_log_level: $log_level, load_generator: "wrk -t2"}' >"$WORK/meta.json"
+    service_log_level: $log_level, load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
 "$PY" "$BENCH/report.py" "$RESULTS" "$WORK/meta.json" "$OUT_DIR/$STAMP.json" "$OUT_DIR/$STAMP.png"
 echo
 echo "commit ${COMMIT:0:12}${DIRTY:+ (with uncommitted changes)}${BASELINE_COMMIT:+, baseline ${BASELINE_COMMIT:0:12}}," \
