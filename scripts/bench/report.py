@@ -40,6 +40,10 @@ def fmt_rows(n):
     return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k" if n >= 1000 else str(n)
 
 
+def fmt_ratio(r):
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.3f}×"
+
+
 def load(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -54,20 +58,20 @@ def ratio(rec, by_key, ceilings):
         small = by_key.get((binary, stack, scen, rec["connections"], "small"))
         if small and small["p50_us"]:
             r = rec["p50_us"] / small["p50_us"]
-            return r, f"p50 {r:.2f}× {fmt_rows(small['rows'])}"
+            return r, f"p50 {fmt_ratio(r)} {fmt_rows(small['rows'])}"
         return None, ""
     if scen in WRITES:
         name = "pgbench" if stack == "real" else "sqlite"
         c = ceilings.get((stack, name))
         if c:
             r = rec["rps"] / c["tps"]
-            return r, f"{r:.2f}× {name}"
+            return r, f"{fmt_ratio(r)} {name}"
         return None, ""
     live = by_key.get((binary, stack, "live" if rec["connections"] <= 64 else "live_c256",
                        rec["connections"], "small")) or by_key.get((binary, stack, "live", 64, "small"))
     if live and live["rps"]:
         r = rec["rps"] / live["rps"]
-        return r, f"{r:.2f}× live"
+        return r, f"{fmt_ratio(r)} live"
     return None, ""
 
 
@@ -108,7 +112,7 @@ def main():
             if base and base["rps"] and base["p99_us"]:
                 r["vs_baseline_rps"] = r["rps"] / base["rps"]
                 r["vs_baseline_p99"] = r["p99_us"] / base["p99_us"]
-                cells += [f"{r['vs_baseline_rps']:.2f}×", f"{r['vs_baseline_p99']:.2f}×"]
+                cells += [fmt_ratio(r["vs_baseline_rps"]), fmt_ratio(r["vs_baseline_p99"])]
             else:
                 cells += ["—", "—"]
         cells.append(f"{errors} of {r['requests']}" if errors else "0")
