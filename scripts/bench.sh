@@ -1,0 +1,447 @@
+#!/usr/bin/env bash
+# Benchmarks the release binary on both stacks and prints a markdown table.
+#
+#   scripts/bench.sh                    full run: 10 s per line, lists at 10k and 1M rows
+#   scripts/bench.sh --quick            2 s per line, 1k rows, no 1M lists (what CI runs)
+#   scripts/bench.sh --baseline REF     also builds REF and runs it the same way:
+#                                       each line shows new/baseline
+#   scripts/bench.sh --stack embedded   one stack only (real or embedded)
+#
+# What it does:
+#   1. builds the release binary (`cargo build --release --locked`, in
+#      $CARGO_TARGET_DIR); with --baseline, REF too, from a git worktree in a
+#      temporary directory, with the same target dir;
+#   2. measures the ceilings the targets are ratios of: pgbench running the
+#      transaction of a user create (a user and its outbox row) at -c64 -j2
+#      on a scratch database with the service's schema, and SQLite's
+#      one-row-per-transaction rate (scripts/bench/sqlite_ceiling.py);
+#   3. for each binary and stack, starts the binary on a fresh database
+#      (embedded: a new temporary directory; real: a new PostgreSQL database,
+#      Redis key prefix, Kafka topic and consumer group, all removed after),
+#      records the time from exec to the first 200 on /health/ready and the
+#      idle RSS, seeds users and events with SQL (scripts/bench/sql/), and
+#      drives every scenario with `wrk -t2` (scripts/bench/wrk/*.lua);
+#      /health/live of the same binary is the ceiling of the GETs. In full
+#      mode the tables are then grown to 1M rows and the lists run again.
+#      Peak RSS is VmHWM of the process at the end.
+#   4. prints the table, writes bench-results/<timestamp>.json and .png
+#      (scripts/bench/report.py, matplotlib).
+#
+# Needs: wrk, psql, pgbench, sqlite3, curl, jq, python3 with venv (the
+# Debian packages are installed with apt-get when missing and running as
+# root); matplotlib goes into a virtualenv under
+# ${HIGHLOAD_TOOLS_DIR:-~/.cache/highload-tools}. The real stack expects
+# PostgreSQL, Redis and a Kafka-compatible broker on localhost, as
+# scripts/dev-services.sh provides them.
+#
+# Settings (environment): BENCH_SECONDS (per line), BENCH_SMALL_ROWS,
+# BENCH_LARGE_ROWS (0 skips the large lists), BENCH_BINARY (run this binary
+# instead of building the checkout), BENCH_PORT, BENCH_LOG_LEVEL
+# (the service's LOG_LEVEL, default warn: a log line per request would be
+# measured too), BENCH_OUT (output directory), BENCH_PG_URL (a server URL
+# without database), BENCH_REDIS_URL, BENCH_KAFKA_BROKERS.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BENCH=$ROOT/scripts/bench
+
+say() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 2; }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+QUICK=${BENCH_QUICK:-0}
+BASELINE=
+STACKS="real embedded"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --baseline) [ $# -ge 2 ] || die "--baseline needs a git revision"; BASELINE=$2; shift ;;
+    --baseline=*) BASELINE=${1#--baseline=} ;;
+    --stack) [ $# -ge 2 ] || die "--stack needs real or embedded"; STACKS=$2; shift ;;
+    -h | --help) usage 0 ;;
+    *) echo "bench: unknown argument $1" >&2; usage 2 ;;
+  esac
+  shift
+done
+for s in $STACKS; do
+  case $s in real | embedded) ;; *) die "unknown stack $s (real or embedded)" ;; esac
+done
+# BENCH_SECONDS=2 alone also means the quick run (small data).
+if [ "${BENCH_SECONDS:-10}" -le 3 ]; then QUICK=1; fi
+if [ "$QUICK" = 1 ]; then
+  DURATION=${BENCH_SECONDS:-2}
+  SMALL_ROWS=${BENCH_SMALL_ROWS:-1000}
+  LARGE_ROWS=${BENCH_LARGE_ROWS:-0}
+  E2E_SAMPLES=10
+  DRAIN_TIMEOUT=60
+  MODE=quick
+else
+  DURATION=${BENCH_SECONDS:-10}
+  SMALL_ROWS=${BENCH_SMALL_ROWS:-10000}
+  LARGE_ROWS=${BENCH_LARGE_ROWS:-1000000}
+  E2E_SAMPLES=100
+  DRAIN_TIMEOUT=600
+  MODE=full
+fi
+[ "$SMALL_ROWS" -ge 1000 ] || die "BENCH_SMALL_ROWS must be at least 1000 (page 100 of 10)"
+E2E_RATE=${BENCH_E2E_RATE:-1000}
+PORT=${BENCH_PORT:-18090}
+LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
+PG_URL=${BENCH_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432}
+REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-127.0.0.1:9092}
+TOOLS=${HIGHLOAD_TOOLS_DIR:-$HOME/.cache/highload-tools}
+MATPLOTLIB=matplotlib==3.9.2
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+mkdir -p "$CARGO_TARGET_DIR" && CARGO_TARGET_DIR=$(cd "$CARGO_TARGET_DIR" && pwd)
+OUT_DIR=${BENCH_OUT:-$ROOT/bench-results}
+mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+# Names of this run's databases, key prefix, topics and groups.
+RUN_ID=$(date -u +%H%M%S)$$
+WORK=$(mktemp -d)
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+SERVICE_PID=
+SERVICE_LOG=
+CLEANUP=() # commands run at exit, newest first
+
+cleanup() {
+  local status=$?
+  if [ "$status" != 0 ] && [ -n "$SERVICE_LOG" ] && [ -s "$SERVICE_LOG" ]; then
+    echo "bench: the service's last log lines ($SERVICE_LOG):" >&2
+    tail -n 20 "$SERVICE_LOG" >&2
+  fi
+  if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+    kill -TERM "$SERVICE_PID" 2>/dev/null || true
+    wait "$SERVICE_PID" 2>/dev/null || true
+  fi
+  local i
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[$i]}" >/dev/null 2>&1 || true; done
+  rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools ---------------------------------------------------------------
+
+# Debian packages providing each command the run needs.
+need=(wrk:wrk curl:curl jq:jq sqlite3:sqlite3 python3:python3)
+case " $STACKS " in *" real "*) need+=(psql:postgresql-client pgbench:postgresql-client redis-cli:redis-tools) ;; esac
+missing=()
+for pair in "${need[@]}"; do
+  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]} with apt-get"
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || die "apt-get install ${missing[*]} failed"
+  else
+    die "missing: ${missing[*]} (Debian packages; install them, e.g. sudo apt-get install ${missing[*]})"
+  fi
+fi
+
+# venv NAME SPEC: a virtualenv in $TOOLS/NAME with SPEC installed, (re)built
+# when missing or when SPEC changed since it was built (as
+# scripts/check-deploy.sh keeps its tools).
+venv() {
+  local name=$1 spec=$2 dir=$TOOLS/$1
+  if [ -f "$dir/.spec" ] && [ "$(cat "$dir/.spec")" = "$spec" ]; then return 0; fi
+  say "installing $spec into $dir"
+  mkdir -p "$TOOLS"
+  rm -rf "$dir"
+  python3 -m venv "$dir" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$dir/bin/pip" install -q --upgrade pip >"$TOOLS/$name.log" 2>&1 || true
+  if ! "$dir/bin/pip" install -q "$spec" >>"$TOOLS/$name.log" 2>&1; then
+    tail -n 30 "$TOOLS/$name.log" >&2
+    rm -rf "$dir"
+    die "could not install $spec (log: $TOOLS/$name.log)"
+  fi
+  echo "$spec" >"$dir/.spec"
+}
+venv bench "$MATPLOTLIB"
+PY=$TOOLS/bench/bin/python
+
+# --- binaries ------------------------------------------------------------
+
+# build SRC DEST: builds the release binary of the checkout SRC and copies
+# it to DEST (the shared target dir holds one binary at a time).
+build() {
+  local src=$1 dest=$2
+  say "building $(git -C "$src" rev-parse --short HEAD) in $src (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$src" && cargo build --release --locked --quiet) || die "cargo build --release failed in $src"
+  cp "$CARGO_TARGET_DIR/release/highload" "$dest"
+}
+
+COMMIT=$(git rev-parse HEAD)
+DIRTY=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock migrations build.rs | head -c1)
+BINARIES=(new)
+BASELINE_COMMIT=
+if [ -n "$BASELINE" ]; then
+  BASELINE_COMMIT=$(git rev-parse --verify --quiet "$BASELINE^{commit}") \
+    || die "--baseline $BASELINE is not a commit of this repository"
+  git worktree add --detach --quiet "$WORK/baseline-src" "$BASELINE_COMMIT"
+  CLEANUP+=("git -C '$ROOT' worktree remove --force '$WORK/baseline-src'")
+  build "$WORK/baseline-src" "$WORK/highload-baseline"
+  BINARIES+=(baseline)
+fi
+if [ -n "${BENCH_BINARY:-}" ]; then
+  [ -x "$BENCH_BINARY" ] || die "BENCH_BINARY=$BENCH_BINARY is not an executable"
+  say "using $BENCH_BINARY instead of building"
+  cp "$BENCH_BINARY" "$WORK/highload-new"
+else
+  build "$ROOT" "$WORK/highload-new"
+fi
+
+# --- ceilings ------------------------------------------------------------
+
+psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_URL/postgres" "$@"; }
+
+# record JSON: appends a record to the results.
+record() { echo "$1" >>"$RESULTS"; }
+
+if [[ " $STACKS " == *" real "* ]]; then
+  psql_admin -tAc 'SELECT 1' >/dev/null 2>&1 \
+    || die "PostgreSQL does not answer at $PG_URL (scripts/dev-services.sh starts it)"
+  redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 \
+    || die "Redis does not answer at $REDIS_URL (scripts/dev-services.sh starts it)"
+  (exec 3<>"/dev/tcp/${KAFKA_BROKERS%%:*}/${KAFKA_BROKERS##*:}") 2>/dev/null \
+    || die "no Kafka broker at $KAFKA_BROKERS (scripts/dev-services.sh starts one)"
+  # Before any service runs: pgbench's 64 connections plus a service's pool
+  # would come near PostgreSQL's default max_connections (100).
+  db=bench_${RUN_ID}_pgbench
+  psql_admin -c "CREATE DATABASE $db"
+  CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $db WITH (FORCE)'")
+  for f in migrations/postgres/*.sql; do psql -X -q -v ON_ERROR_STOP=1 "$PG_URL/$db" -f "$f" >/dev/null; done
+  say "ceiling: pgbench -c64 -j2 -T $DURATION, user + outbox row per transaction"
+  pgbench -n -c64 -j2 -T "$DURATION" -f "$BENCH/sql/pgbench_user.sql" "$PG_URL/$db" >"$WORK/pgbench.log" 2>&1 \
+    || { cat "$WORK/pgbench.log" >&2; die "pgbench failed"; }
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.log" | tail -n 1)
+  lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$WORK/pgbench.log")
+  [ -n "$tps" ] || { cat "$WORK/pgbench.log" >&2; die "no tps in pgbench's output"; }
+  record "{\"kind\":\"ceiling\",\"stack\":\"real\",\"name\":\"pgbench\",\"tps\":$tps,\"mean_ms\":${lat:-null},\"connections\":64}"
+  psql_admin -c "DROP DATABASE $db WITH (FORCE)"
+fi
+if [[ " $STACKS " == *" embedded "* ]]; then
+  say "ceiling: SQLite, user + outbox row per transaction, $DURATION s"
+  out=$("$PY" "$BENCH/sqlite_ceiling.py" "$WORK/ceiling.db" migrations/sqlite "$DURATION")
+  record "$(jq -c '. + {kind: "ceiling", stack: "embedded", name: "sqlite"}' <<<"$out")"
+  rm -f "$WORK"/ceiling.db*
+fi
+
+# --- one binary on one stack ---------------------------------------------
+
+BASE_URL=http://127.0.0.1:$PORT
+
+rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# start_service BIN STACK DIR: starts BIN with DIR as its working directory
+# (so no .env is read) and only the settings given here; waits for
+# /health/ready. Sets SERVICE_PID and STARTUP_MS.
+start_service() {
+  local bin=$1 stack=$2 dir=$3 t0 code
+  local env=(PATH="$PATH" HOME="$HOME" SERVER_HOST=127.0.0.1 SERVER_PORT="$PORT" LOG_LEVEL="$LOG_LEVEL")
+  if [ "$stack" = real ]; then
+    env+=(DATABASE_URL="$PG_URL/$DB" REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
+      KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$TOPIC")
+  else
+    env+=(SQLITE_PATH="$dir/highload.db")
+  fi
+  if curl -s -o /dev/null "$BASE_URL/health/live"; then die "port $PORT is taken (set BENCH_PORT)"; fi
+  SERVICE_LOG=$dir/log
+  t0=$(date +%s%N)
+  (cd "$dir" && exec env -i "${env[@]}" "$bin" >"$dir/log" 2>&1) &
+  SERVICE_PID=$!
+  while :; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$BASE_URL/health/ready" || true)
+    [ "$code" = 200 ] && break
+    if ! kill -0 "$SERVICE_PID" 2>/dev/null; then
+      die "the service exited before it was ready"
+    fi
+    if [ $(($(date +%s%N) - t0)) -gt 120000000000 ]; then
+      die "the service was not ready within 120 s"
+    fi
+  done
+  STARTUP_MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
+stop_service() {
+  kill -TERM "$SERVICE_PID"
+  local status=0
+  wait "$SERVICE_PID" || status=$?
+  SERVICE_PID=
+  [ "$status" = 0 ] || say "warning: the service exited with status $status after SIGTERM"
+}
+
+# seed STACK DIR FROM TO: users and events number FROM..TO, by SQL, into
+# the service's own (migrated, idle) database.
+seed() {
+  local stack=$1 dir=$2 from=$3 to=$4 t0=$SECONDS
+  if [ "$stack" = real ]; then
+    psql -X -q -v from="$from" -v to="$to" "$PG_URL/$DB" -f "$BENCH/sql/seed_postgres.sql" >/dev/null
+  else
+    printf '.parameter set @from %d\n.parameter set @to %d\n.read %s\n' "$from" "$to" "$BENCH/sql/seed_sqlite.sql" \
+      | sqlite3 "$dir/highload.db" >/dev/null
+  fi
+  say "  seeded rows $from..$to in $((SECONDS - t0)) s"
+}
+
+# write_ids STACK DIR: the ids of the first 1000 seeded users, one a line,
+# into $IDS (for the Lua scripts), and one seeded event's id into EVENT_ID.
+write_ids() {
+  local stack=$1 dir=$2 n=1000
+  if [ "$stack" = real ]; then
+    psql -X -tA "$PG_URL/$DB" -c "SELECT md5('seed-user-' || i)::uuid FROM generate_series(1, $n) AS i" >"$IDS"
+    EVENT_ID=$(psql -X -tA "$PG_URL/$DB" -c "SELECT md5('seed-event-1')::uuid")
+  else
+    local uuid="lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4) || '-' || substr(h, 17, 4) || '-' || substr(h, 21))"
+    sqlite3 "$dir/highload.db" "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $n)
+      SELECT $uuid FROM (SELECT s.i, hex(users.id) AS h FROM s JOIN users ON users.email = 'seed-' || s.i || '@bench.example') ORDER BY i" >"$IDS"
+    EVENT_ID=$(sqlite3 "$dir/highload.db" "SELECT $uuid FROM (SELECT hex(id) AS h FROM events LIMIT 1)")
+  fi
+  [ "$(wc -l <"$IDS")" -eq "$n" ] || die "expected $n seeded user ids, found $(wc -l <"$IDS")"
+  OWNER_ID=$(head -n 1 "$IDS")
+}
+
+# load SCENARIO LABEL CONNECTIONS PATH [LUA]: one wrk run, recorded.
+load() {
+  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line
+  rm -f "$WORK/wrk.json"
+  BENCH_RESULT=$WORK/wrk.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_NONCE="$RUN_ID$BINARY${STACK:0:1}" \
+    wrk -t2 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk/$lua" "$BASE_URL$path" >"$WORK/wrk.log" 2>&1 \
+    || { cat "$WORK/wrk.log" >&2; die "wrk failed on $label"; }
+  [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
+  line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
+    --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" \
+    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large}' \
+    "$WORK/wrk.json")
+  record "$line"
+  jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2
+}
+
+# e2e: end-to-end latency probe (scripts/bench/e2e.py) while wrk posts
+# events at E2E_RATE per second (scripts/bench/wrk/post_event_rate.lua);
+# wrk is stopped with SIGINT once the probe is done and reports the rate it
+# achieved.
+e2e() {
+  local conns=32 wrk_pid status=0
+  say "  end-to-end latency, $E2E_SAMPLES samples, at $E2E_RATE events/s"
+  rm -f "$WORK/paced.json"
+  BENCH_RESULT=$WORK/paced.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_RATE=$E2E_RATE BENCH_THREADS=2 \
+    wrk -t2 -c"$conns" -d600s --timeout 10s -s "$BENCH/wrk/post_event_rate.lua" "$BASE_URL/api/v1/events" \
+    >"$WORK/paced.log" 2>&1 &
+  wrk_pid=$!
+  "$PY" "$BENCH/e2e.py" "$BASE_URL" "$E2E_SAMPLES" >"$WORK/e2e.json" || status=$?
+  kill -INT "$wrk_pid" 2>/dev/null || true
+  wait "$wrk_pid" || true
+  [ "$status" = 0 ] || die "the end-to-end latency probe failed"
+  local paced=null
+  [ -s "$WORK/paced.json" ] && paced=$(jq -c . "$WORK/paced.json")
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson rate "$E2E_RATE" --argjson paced "$paced" \
+    '. + {kind: "e2e", binary: $b, stack: $s, target_rate: $rate, background: $paced}' "$WORK/e2e.json")"
+}
+
+lists() {
+  load list_users_p1 "GET /api/v1/users page 1" 64 "/api/v1/users?page=1&limit=10"
+  load list_users_p100 "GET /api/v1/users page 100" 64 "/api/v1/users?page=100&limit=10"
+  load list_events_p1 "GET /api/v1/events page 1" 64 "/api/v1/events?page=1&limit=10"
+  load list_events_p100 "GET /api/v1/events page 100" 64 "/api/v1/events?page=100&limit=10"
+  load list_events_user "GET /api/v1/events?user_id" 64 "/api/v1/events?user_id=$OWNER_ID&page=1&limit=10"
+  load list_events_type "GET /api/v1/events?type" 64 "/api/v1/events?type=type3&page=1&limit=10"
+  load list_events_user_type "GET /api/v1/events?user_id&type" 64 "/api/v1/events?user_id=$OWNER_ID&type=type0&page=1&limit=10"
+}
+
+# bench_one BINARY STACK: every scenario for one binary on one stack.
+bench_one() {
+  BINARY=$1 STACK=$2
+  local bin=$WORK/highload-$BINARY dir
+  dir=$(mktemp -d "$WORK/$BINARY-$STACK.XXXX")
+  IDS=$dir/ids
+  DB=bench_${RUN_ID}_$BINARY
+  PREFIX=bench-$RUN_ID-$BINARY:
+  TOPIC=bench-$RUN_ID-$BINARY
+  say "$BINARY binary on the $STACK stack"
+  if [ "$STACK" = real ]; then
+    psql_admin -c "CREATE DATABASE $DB"
+    CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $DB WITH (FORCE)'")
+    CLEANUP+=("redis-cli -u '$REDIS_URL' --scan --pattern '$PREFIX*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del")
+    if command -v tansu >/dev/null; then
+      CLEANUP+=("tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$TOPIC'; tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$TOPIC.dlq'")
+    fi
+  fi
+  start_service "$bin" "$STACK" "$dir"
+  local startup_ms=$STARTUP_MS
+  sleep 1
+  local idle_kb
+  idle_kb=$(rss_kb "$SERVICE_PID" VmRSS)
+  say "  ready in $startup_ms ms, idle RSS $((idle_kb / 1024)) MB"
+
+  seed "$STACK" "$dir" 1 "$SMALL_ROWS"
+  write_ids "$STACK" "$dir"
+  curl -sf -o /dev/null "$BASE_URL/api/v1/users/$OWNER_ID" || die "GET of a seeded user failed"
+  curl -sf -o /dev/null "$BASE_URL/api/v1/events/$EVENT_ID" || die "GET of a seeded event failed"
+
+  ROWS=null LARGE=false
+  load health "GET /health" 64 /health
+  load live "GET /health/live" 64 /health/live
+  load live_c256 "GET /health/live" 256 /health/live
+  load get_user "GET /api/v1/users/{id} (cached)" 64 "/api/v1/users/$OWNER_ID"
+  load get_user_c256 "GET /api/v1/users/{id} (cached)" 256 "/api/v1/users/$OWNER_ID"
+  load get_event "GET /api/v1/events/{id} (cached)" 64 "/api/v1/events/$EVENT_ID"
+  load get_event_c256 "GET /api/v1/events/{id} (cached)" 256 "/api/v1/events/$EVENT_ID"
+  # Lists before the writes, so that they see the seeded size.
+  ROWS=$SMALL_ROWS
+  lists
+  ROWS=null
+  load post_user "POST /api/v1/users" 64 /api/v1/users post_user.lua
+  load put_user "PUT /api/v1/users/{id}" 64 /api/v1/users put_user.lua
+  load post_event "POST /api/v1/events" 64 /api/v1/events post_event.lua
+  load mix "90% GET / 10% PUT user" 64 /api/v1/users mix.lua
+
+  # The messages the writes left behind, processed as fast as the consumer goes.
+  say "  draining the messages of the write scenarios"
+  "$PY" "$BENCH/drain.py" "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" '. + {kind: "drain", binary: $b, stack: $s}' "$WORK/drain.json")"
+  e2e
+  if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ]; then
+    seed "$STACK" "$dir" $((SMALL_ROWS + 1)) "$LARGE_ROWS"
+    ROWS=$LARGE_ROWS LARGE=true
+    lists
+    LARGE=false
+  fi
+
+  local peak_kb
+  peak_kb=$(rss_kb "$SERVICE_PID" VmHWM)
+  stop_service
+  record "{\"kind\":\"process\",\"binary\":\"$BINARY\",\"stack\":\"$STACK\",\"startup_ms\":$startup_ms,\"idle_rss_kb\":$idle_kb,\"peak_rss_kb\":$peak_kb}"
+  if [ "$STACK" = real ]; then psql_admin -c "DROP DATABASE $DB WITH (FORCE)"; fi
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+START=$SECONDS
+for stack in $STACKS; do
+  for binary in "${BINARIES[@]}"; do bench_one "$binary" "$stack"; done
+done
+
+# --- report --------------------------------------------------------------
+
+jq -n --arg commit "$COMMIT" --arg dirty "$DIRTY" --arg base "$BASELINE_COMMIT" --arg mode "$MODE" \
+  --argjson seconds "$DURATION" --argjson cpus "$(nproc)" --arg cpu "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)" \
+  --arg stamp "$STAMP" --arg load_before "$LOAD_BEFORE" --arg load_after "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  --argjson small "$SMALL_ROWS" --argjson large "$LARGE_ROWS" --arg log_level "$LOG_LEVEL" \
+  --arg binary "${BENCH_BINARY:-cargo build --release --locked}" \
+  '{commit: $commit, uncommitted_changes: ($dirty != ""), baseline_commit: (if $base == "" then null else $base end),
+    mode: $mode, seconds: $seconds, cpus: $cpus, cpu: $cpu, started_at: $stamp,
+    loadavg_before: $load_before, loadavg_after: $load_after, small_rows: $small, large_rows: $large,
+    service_log_level: $log_level, load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
+"$PY" "$BENCH/report.py" "$RESULTS" "$WORK/meta.json" "$OUT_DIR/$STAMP.json" "$OUT_DIR/$STAMP.png"
+echo
+echo "commit ${COMMIT:0:12}${DIRTY:+ (with uncommitted changes)}${BASELINE_COMMIT:+, baseline ${BASELINE_COMMIT:0:12}}," \
+  "$MODE run, $DURATION s per line, $(nproc) cores, load average before $LOAD_BEFORE, $((SECONDS - START)) s"
+echo "results: $OUT_DIR/$STAMP.json, plot: $OUT_DIR/$STAMP.png"

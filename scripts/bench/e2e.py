@@ -1,0 +1,76 @@
+"""End-to-end latency of an event: POST /api/v1/events, then poll
+GET /api/v1/users/{id}/activity (every millisecond) until its total_events
+counts the event. The probe creates its own user and posts one event at a
+time; bench.sh runs it while wrk posts events for other users at a fixed
+rate (1k/s), so each sample crosses a loaded pipeline. Prints one JSON
+object with p50/p99 in microseconds.
+
+    python3 e2e.py BASE_URL SAMPLES
+"""
+
+import http.client
+import json
+import sys
+import time
+from urllib.parse import urlparse
+
+
+def main() -> None:
+    base, samples = sys.argv[1], int(sys.argv[2])
+    url = urlparse(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+
+    def call(method, path, body=None):
+        headers = {"Content-Type": "application/json"} if body else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, data
+
+    def total():
+        status, data = call("GET", f"/api/v1/users/{user}/activity")
+        if status == 404:  # no activity derived yet
+            return 0
+        if status != 200:
+            sys.exit(f"GET activity answered {status}: {data[:200]!r}")
+        return json.loads(data)["total_events"]
+
+    # The probe's own user: its count moves only with the probe's events.
+    email = f"e2e-{time.time_ns()}@bench.example"
+    status, data = call("POST", "/api/v1/users",
+                        json.dumps({"email": email, "first_name": "E2e", "last_name": "Probe"}))
+    if status != 201:
+        sys.exit(f"POST user answered {status}: {data[:200]!r}")
+    user = json.loads(data)["id"]
+    # Its user_created message counts once it is through the pipeline.
+    deadline = time.monotonic() + 120
+    while total() < 1:
+        if time.monotonic() > deadline:
+            sys.exit("the probe user's creation was not counted in its activity within 120 s")
+        time.sleep(0.01)
+    latencies = []
+    for n in range(samples):
+        before = total()
+        body = json.dumps({"user_id": user, "type": "e2e", "data": str(n)})
+        start = time.perf_counter()
+        status, data = call("POST", "/api/v1/events", body)
+        if status != 201:
+            sys.exit(f"POST event answered {status}: {data[:200]!r}")
+        give_up = start + 30
+        while total() <= before:
+            if time.perf_counter() > give_up:
+                sys.exit("an event was not counted in the activity within 30 s")
+            time.sleep(0.001)
+        latencies.append((time.perf_counter() - start) * 1e6)
+    latencies.sort()
+
+    def pct(p):
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))])
+
+    print(json.dumps({"samples": len(latencies), "p50_us": pct(50), "p99_us": pct(99),
+                      "max_us": round(latencies[-1]),
+                      "note": "POST event until the activity counts it"}))
+
+
+if __name__ == "__main__":
+    main()
