@@ -147,30 +147,23 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
-/// The order in which a batch's writes run: those that take an email
-/// first, by email, then the rest as they came. Two batches taking the same
-/// addresses then wait for each other in one order, instead of deadlocking.
-/// Any order is right: the writes of a batch were sent concurrently, and
-/// none has been answered yet.
+/// The order in which a batch's writes run: new users by email, then
+/// updates and deletes by user id, then new events and applied messages by
+/// user id (each in arrival order among equals). Two batches that touch the
+/// same rows then lock them in one order and wait for each other, instead
+/// of deadlocking. Any order is right: the writes of a batch were sent
+/// concurrently, and none has been answered yet.
 fn lock_order(writes: &[Write]) -> Vec<usize> {
-    let email = |write: &Write| match write {
-        Write::CreateUser { user, .. } => Some(user.email.clone()),
-        Write::UpdateUser { patch, .. } => patch.email.as_ref().map(|e| e.as_str().to_owned()),
-        _ => None,
+    let key = |write: &Write| match write {
+        Write::CreateUser { user, .. } => (0, user.email.clone()),
+        Write::UpdateUser { id, .. } | Write::DeleteUser { id, .. } => (1, id.to_string()),
+        Write::CreateEvent { event, .. } => (2, event.user_id.to_string()),
+        Write::ApplyMessage(message) => (3, message.user_id.to_string()),
     };
-    let mut order: Vec<(Option<String>, usize)> = writes
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (email(w), i))
-        .collect();
-    // `None` sorts first; move it last, keeping arrival order within each.
-    order.sort_by(|(a, i), (b, j)| match (a, b) {
-        (Some(a), Some(b)) => a.cmp(b).then(i.cmp(j)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => i.cmp(j),
-    });
-    order.into_iter().map(|(_, i)| i).collect()
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    // Stable: equal keys keep their arrival order.
+    order.sort_by_cached_key(|&i| key(&writes[i]));
+    order
 }
 
 /// `($1, $2, …)`: `n` placeholders, for `IN`.
@@ -907,13 +900,14 @@ mod tests {
             })
             .collect();
         let (a, g) = (ada.id.to_string(), grace.id.to_string());
+        // In the batch's lock order: new users, updates, then events.
         assert_eq!(
             types,
             [
                 (g, "user_created".to_owned()),
                 (a.clone(), "user_created".to_owned()),
-                (a.clone(), "click".to_owned()),
                 (a.clone(), "user_updated".to_owned()),
+                (a.clone(), "click".to_owned()),
             ]
         );
 
@@ -949,7 +943,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_take_emails_in_sorted_order_then_the_rest_as_they_came() {
+    fn batches_take_new_emails_then_users_then_events_each_in_key_order() {
         let (zoe, zoe_created) = user("zoe@example.com");
         let (ada, ada_created) = user("ada@example.com");
         let writes = [
@@ -964,11 +958,17 @@ mod tests {
                 at: domain::now(),
             },
             Write::CreateUser {
-                user: ada,
+                user: ada.clone(),
                 message: ada_created,
             },
+            // Ada's id came after Zoe's (ids grow with time).
+            Write::DeleteUser {
+                id: ada.id,
+                message: EventMessage::user_deleted(ada.id, domain::now()),
+            },
         ];
-        assert_eq!(lock_order(&writes), [3, 1, 0, 2]);
+        assert!(zoe.id < ada.id);
+        assert_eq!(lock_order(&writes), [3, 1, 2, 4, 0]);
     }
 
     #[tokio::test]
