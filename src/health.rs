@@ -23,7 +23,7 @@
 //! `HEALTH_DETAIL` reports the whole error instead. The whole error is
 //! logged either way, when the dependency goes down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,12 +46,27 @@ pub struct Readiness {
     /// Set when shutdown begins, so that readiness fails first and load
     /// balancers stop sending requests before the listener closes.
     shutting_down: AtomicBool,
+    /// Counts the start-up steps done (store migrated, bus prepared): a
+    /// round of probes made before the latest one is stale, whatever its
+    /// age, so that `/health` does not report for an interval what those
+    /// steps have just fixed (a topic that did not exist yet).
+    steps: AtomicU64,
 }
 
 impl Readiness {
     /// The store is migrated: requests can be served.
     pub fn mark_store_ready(&self) {
         self.store_ready.store(true, Ordering::SeqCst);
+        self.steps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The bus is prepared (its topics exist).
+    pub fn mark_bus_ready(&self) {
+        self.steps.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn steps(&self) -> u64 {
+        self.steps.load(Ordering::SeqCst)
     }
 
     /// Shutdown has begun: stop sending traffic here.
@@ -137,6 +152,8 @@ impl Dependencies {
 struct Round {
     /// When the round began: the next one is due an interval later.
     started: Instant,
+    /// [`Readiness`]'s start-up steps done when it began.
+    steps: u64,
     dependencies: Dependencies,
 }
 
@@ -244,10 +261,13 @@ impl Health {
             .clone()
     }
 
-    /// The latest round, if it began less than an interval ago.
+    /// The latest round, if it began less than an interval ago and after
+    /// the latest start-up step.
     fn fresh(&self) -> Option<Arc<Round>> {
-        self.latest()
-            .filter(|round| round.started.elapsed() < self.settings.interval)
+        self.latest().filter(|round| {
+            round.started.elapsed() < self.settings.interval
+                && round.steps == self.readiness.steps()
+        })
     }
 
     /// Runs a round, holding `_probing`, unless a fresh one has just
@@ -269,6 +289,7 @@ impl Health {
     /// Probes every dependency at once.
     async fn probe_all(&self) -> Round {
         let started = Instant::now();
+        let steps = self.readiness.steps();
         let bus = self.producer.backend();
         let (database, cache, producer, consumer) = tokio::join!(
             self.probe("database", self.store.backend(), self.store.ping()),
@@ -278,6 +299,7 @@ impl Health {
         );
         Round {
             started,
+            steps,
             dependencies: Dependencies {
                 database,
                 cache,
@@ -434,6 +456,21 @@ mod tests {
         for dependency in ["database", "cache", "producer", "consumer"] {
             assert_eq!(probes(&metrics, dependency), 1, "{dependency}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_start_up_step_makes_the_latest_round_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let (health, metrics, _subscriber) = embedded(&dir, Duration::from_secs(60)).await;
+        health.dependencies().await;
+        health.dependencies().await;
+        assert_eq!(probes(&metrics, "consumer"), 1, "fresh for a minute");
+        // The topics now exist: what the round saw before may be fixed.
+        health.readiness().mark_bus_ready();
+        health.dependencies().await;
+        assert_eq!(probes(&metrics, "consumer"), 2);
+        health.dependencies().await;
+        assert_eq!(probes(&metrics, "consumer"), 2, "fresh again");
     }
 
     #[tokio::test]

@@ -59,6 +59,7 @@ impl Pipeline {
         if !retry_until_done("bus preparation", &token, || publisher.prepare()).await {
             return Ok(());
         }
+        self.readiness.mark_bus_ready();
         tracing::info!(bus = self.publisher.backend(), "bus ready");
 
         let relay = self
