@@ -169,6 +169,11 @@ impl Store for GroupCommit {
         Ok(futures_util::future::join_all(pending).await)
     }
 
+    /// Joins a batch with the write itself, without a copy.
+    async fn write_one(&self, write: Write) -> Outcome {
+        self.submit(write).await
+    }
+
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
         self.inner.get_user(id).await
     }

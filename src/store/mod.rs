@@ -202,6 +202,15 @@ pub trait Store: Send + Sync + 'static {
     /// commit failed): then none of it is committed.
     async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>>;
 
+    /// Applies one write in a transaction of its own (or, behind group
+    /// commit, in whichever batch takes it).
+    async fn write_one(&self, write: Write) -> Outcome {
+        self.write(std::slice::from_ref(&write))
+            .await?
+            .pop()
+            .expect("BUG: a store answers each write")
+    }
+
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
 
     /// Newest first.
@@ -234,14 +243,6 @@ pub trait Store: Send + Sync + 'static {
 }
 
 impl dyn Store {
-    /// Applies one write in a transaction of its own.
-    pub async fn write_one(&self, write: Write) -> Outcome {
-        self.write(std::slice::from_ref(&write))
-            .await?
-            .pop()
-            .expect("BUG: a store answers each write")
-    }
-
     /// Applies one bus message ([`Write::ApplyMessage`]); whether it was
     /// applied now (`false`: it was applied before).
     pub async fn apply_message(&self, message: &EventMessage) -> StoreResult<bool> {

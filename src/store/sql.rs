@@ -423,6 +423,26 @@ with_driver_bounds! {
         }
     }
 
+    /// Runs `statement` (a `DELETE` or an `UPDATE … SET …`) on the outbox
+    /// rows `ids`.
+    async fn change_outbox_rows(
+        &self,
+        statement: &str,
+        ids: &[i64],
+        context: &'static str,
+    ) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!("{statement} WHERE id IN {}", placeholders(ids.len()));
+        let query = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(*id));
+        query
+            .execute(&mut *Self::acquire(&self.writer).await?)
+            .await
+            .map_err(|e| D::classify(e, context))?;
+        Ok(())
+    }
+
     /// A page of a list: `select` (whose last two placeholders are left for
     /// `LIMIT` and `OFFSET`) reads the rows, and the total is the row of
     /// `row_counts` at `total`; in one transaction, so that they agree.
@@ -678,29 +698,17 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!("DELETE FROM outbox WHERE id IN {}", placeholders(ids.len()));
-        let query = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(*id));
-        query
-            .execute(&mut *Self::acquire(&self.writer).await?)
+        self.change_outbox_rows("DELETE FROM outbox", ids, "failed to delete published outbox rows")
             .await
-            .map_err(|e| D::classify(e, "failed to delete published outbox rows"))?;
-        Ok(())
     }
 
     async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!("UPDATE outbox SET locked_until = NULL WHERE id IN {}", placeholders(ids.len()));
-        let query = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(*id));
-        query
-            .execute(&mut *Self::acquire(&self.writer).await?)
-            .await
-            .map_err(|e| D::classify(e, "failed to release outbox rows"))?;
-        Ok(())
+        self.change_outbox_rows(
+            "UPDATE outbox SET locked_until = NULL",
+            ids,
+            "failed to release outbox rows",
+        )
+        .await
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
