@@ -44,10 +44,20 @@ start_postgres() {
 
 create_database() { # the database env.example names, if missing
   command -v psql >/dev/null || return 0
-  local db=highload_db
-  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" \
-      2>/dev/null | grep -q 1; then
-    psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE $db" >/dev/null \
+  local db=highload_db out
+  # -w: never prompt. psql reads PGPASSWORD (or ~/.pgpass) like the service
+  # reads DB_PASSWORD; a stock PostgreSQL install asks for a password on
+  # 127.0.0.1, where this machine's CI trusts local connections.
+  if ! out=$(psql -w -h 127.0.0.1 -U "${PGUSER:-postgres}" -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = '$db'" 2>&1); then
+    if grep -qi "password" <<<"$out"; then
+      die "PostgreSQL on 127.0.0.1 wants a password for user ${PGUSER:-postgres}: run with PGPASSWORD=... (the same value as DB_PASSWORD in .env)"
+    fi
+    log "could not ask PostgreSQL for database $db: $out"
+    return 0
+  fi
+  if ! grep -q 1 <<<"$out"; then
+    psql -w -h 127.0.0.1 -U "${PGUSER:-postgres}" -d postgres -qc "CREATE DATABASE $db" >/dev/null \
       && log "created database $db" \
       || log "could not create database $db (create it, or point DATABASE_URL elsewhere)"
   fi
