@@ -36,7 +36,8 @@
 #
 # Settings (environment): BENCH_SECONDS (per line), BENCH_SMALL_ROWS,
 # BENCH_LARGE_ROWS (0 skips the large lists), BENCH_BINARY (run this binary
-# instead of building the checkout), BENCH_PORT, BENCH_LOG_LEVEL
+# instead of building the checkout), BENCH_BASELINE_BINARY (with --baseline:
+# REF's release binary, built beforehand), BENCH_PORT, BENCH_LOG_LEVEL
 # (the service's LOG_LEVEL, default warn: a log line per request would be
 # measured too), BENCH_OUT (output directory), BENCH_PG_URL (a server URL
 # without database), BENCH_REDIS_URL, BENCH_KAFKA_BROKERS.
@@ -186,9 +187,17 @@ BASELINE_COMMIT=
 if [ -n "$BASELINE" ]; then
   BASELINE_COMMIT=$(git rev-parse --verify --quiet "$BASELINE^{commit}") \
     || die "--baseline $BASELINE is not a commit of this repository"
-  git worktree add --detach --quiet "$WORK/baseline-src" "$BASELINE_COMMIT"
-  CLEANUP+=("git -C '$ROOT' worktree remove --force '$WORK/baseline-src'")
-  build "$WORK/baseline-src" "$WORK/highload-baseline"
+  if [ -n "${BENCH_BASELINE_BINARY:-}" ]; then
+    # Built beforehand (e.g. while something else ran); the caller vouches
+    # that it is REF's release build.
+    [ -x "$BENCH_BASELINE_BINARY" ] || die "BENCH_BASELINE_BINARY=$BENCH_BASELINE_BINARY is not an executable"
+    say "using $BENCH_BASELINE_BINARY as the build of $BASELINE"
+    cp "$BENCH_BASELINE_BINARY" "$WORK/highload-baseline"
+  else
+    git worktree add --detach --quiet "$WORK/baseline-src" "$BASELINE_COMMIT"
+    CLEANUP+=("git -C '$ROOT' worktree remove --force '$WORK/baseline-src'")
+    build "$WORK/baseline-src" "$WORK/highload-baseline"
+  fi
   BINARIES+=(baseline)
 fi
 if [ -n "${BENCH_BINARY:-}" ]; then
