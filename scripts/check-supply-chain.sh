@@ -33,7 +33,13 @@ channel=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 [ -n "$msrv" ] || fail "Cargo.toml has no rust-version"
 [ -n "$channel" ] || fail "rust-toolchain.toml has no channel"
 # version_le A B: A <= B, comparing dotted numbers.
-version_le() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$1" ]; }
+# "1.85" means 1.85.0.
+full() { case $1 in *.*.*) echo "$1" ;; *) echo "$1.0" ;; esac; }
+version_le() {
+  local a b
+  a=$(full "$1") b=$(full "$2")
+  [ "$(printf '%s\n%s\n' "$a" "$b" | sort -V | head -n 1)" = "$a" ]
+}
 version_le "$msrv" "$channel" || fail "rust-toolchain.toml's $channel is older than rust-version $msrv"
 newer=$(cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu \
   | jq -r '.packages[] | select(.rust_version != null) | "\(.rust_version) \(.name) \(.version)"' \
@@ -47,7 +53,7 @@ if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
   say "installing cargo-deny $CARGO_DENY_VERSION (once)"
   cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" --quiet
 fi
-cargo deny --log-level warn check licenses bans sources || fail "cargo deny check licenses bans sources"
+cargo deny --log-level error check licenses bans sources || fail "cargo deny check licenses bans sources"
 
 [ "$FAILED" = 0 ] || exit 1
 say "all checks passed"
