@@ -127,8 +127,11 @@ grep -q '^http_requests_total{method="POST",route="/api/v1/users",status="201"} 
 grep -q '^events_published_total ' <<<"$BODY" || fail "no events_published_total"; ok
 step "GET /openapi.json"
 call GET /openapi.json; expect_status 200; expect_jq '.openapi | startswith("3.1")' true; ok
-step "GET /docs"
+step "GET /docs (Swagger UI, assets served by the service)"
 call GET /docs; expect_status 200
-grep -q "openapi.json" <<<"$BODY" || fail "the docs page does not load /openapi.json"; ok
+grep -q 'swagger-ui' <<<"$BODY" || fail "/docs is not Swagger UI"
+call GET /docs/swagger-initializer.js; expect_status 200
+grep -q '"/openapi.json"' <<<"$BODY" || fail "the docs page does not load /openapi.json"
+call GET /docs/swagger-ui-bundle.js; expect_status 200; ok
 
 echo "smoke: all checks passed against $BASE"

@@ -195,7 +195,10 @@ impl ConfigError {
         in-process cache and bus). Setting DATABASE_URL or DB_HOST selects PostgreSQL, \
         REDIS_URL or REDIS_HOST selects Redis, KAFKA_BROKERS selects Kafka.\n\n\
         Every setting is read from the environment variable shown (or a .env file in the \
-        working directory); a flag of the same name overrides it."
+        working directory); a flag of the same name overrides it.",
+    after_help = "Also: `highload healthcheck [--ready]` asks the service running on this host for \
+        /health/live (or /health/ready) and exits 0 on a 200, 1 otherwise (the container \
+        image's health check)."
 )]
 struct Cli {
     #[command(flatten)]

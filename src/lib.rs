@@ -14,6 +14,8 @@ pub mod config;
 pub(crate) mod domain;
 /// Readiness of this instance and the probes of its dependencies.
 pub(crate) mod health;
+/// `highload healthcheck`: the image's health check, by the binary itself.
+pub mod healthcheck;
 /// Routes, middleware and the error responses of the HTTP API.
 pub(crate) mod http;
 /// Prometheus metrics of the whole service.

@@ -3,9 +3,15 @@ use std::time::Duration;
 
 use highload::config::Config;
 use highload::startup::Application;
-use highload::{shutdown, telemetry};
+use highload::{healthcheck, shutdown, telemetry};
 
 fn main() -> ExitCode {
+    // The image's health check: no server, no configuration beyond the
+    // listener's address.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == "healthcheck") {
+        return healthcheck::main(args);
+    }
     // Before any thread starts: loading reads `.env` into the environment.
     let config = Config::load();
     if let Err(err) = telemetry::init(&config.log) {

@@ -1,12 +1,14 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations so it
 //! cannot drift from the code (a test checks real responses against it),
-//! and a page that renders it.
+//! and Swagger UI rendering it at `/docs`, with its assets embedded in the
+//! binary: the page loads nothing from anywhere but this service.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::Path;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
@@ -42,6 +44,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))
+        .route("/docs/{*file}", get(docs_file))
 }
 
 /// The document, serialized once.
@@ -64,8 +67,51 @@ pub(super) async fn openapi_json() -> Response {
 
 #[utoipa::path(
     get, path = "/docs", tag = "operations", operation_id = "docs", summary = "This document, rendered",
-    responses((status = 200, description = "A page rendering this document", content_type = "text/html", body = String))
+    responses((status = 200, description = "Swagger UI rendering this document", content_type = "text/html", body = String))
 )]
-pub(super) async fn docs() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
+pub(super) async fn docs() -> Response {
+    swagger_file("index.html")
+}
+
+/// Swagger UI's assets, under `/docs/`.
+async fn docs_file(Path(file): Path<String>) -> Response {
+    swagger_file(&file)
+}
+
+/// Where Swagger UI is mounted. Its page refers to its assets by relative
+/// paths; `/docs` has no trailing slash (the router trims them), so the page
+/// names its base.
+const DOCS_BASE: &str = "/docs/";
+
+fn swagger_file(file: &str) -> Response {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        Arc::new(
+            utoipa_swagger_ui::Config::from("/openapi.json")
+                // Swagger UI would otherwise send the document to an online
+                // validator.
+                .validator_url("none")
+                .display_operation_id(true),
+        )
+    });
+    match utoipa_swagger_ui::serve(file, config.clone()) {
+        Ok(Some(found)) => {
+            let content_type = HeaderValue::from_str(&found.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            let body = if file == "index.html" {
+                let page = String::from_utf8_lossy(&found.bytes).replacen(
+                    "<head>",
+                    &format!("<head>\n<base href=\"{DOCS_BASE}\">"),
+                    1,
+                );
+                page.into_bytes()
+            } else {
+                found.bytes.into_owned()
+            };
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Ok(None) => super::ApiError::RouteNotFound.into_response(),
+        Err(err) => super::ApiError::Internal(anyhow::anyhow!("rendering Swagger UI: {err}"))
+            .into_response(),
+    }
 }

@@ -3,6 +3,7 @@
 mod helpers;
 mod kafka;
 
+mod docs_browser;
 mod edge;
 mod events;
 mod group_commit;
