@@ -356,7 +356,14 @@ e2e() {
   "$PY" "$BENCH/e2e.py" "$BASE_URL" "$E2E_SAMPLES" >"$WORK/e2e.json" || status=$?
   kill -INT "$wrk_pid" 2>/dev/null || true
   wait "$wrk_pid" || true
-  [ "$status" = 0 ] || die "the end-to-end latency probe failed"
+  if [ "$status" != 0 ]; then
+    # A quick run checks that the harness works; a missed deadline is a
+    # finding to report, not a reason to drop every other figure.
+    [ "$QUICK" = 1 ] || die "the end-to-end latency probe failed"
+    say "  WARNING: the end-to-end latency probe failed (no e2e figure for $BINARY on $STACK)"
+    tail -n 5 "$SERVICE_LOG" 2>/dev/null || true
+    return 0
+  fi
   local paced=null
   [ -s "$WORK/paced.json" ] && paced=$(jq -c . "$WORK/paced.json")
   record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson rate "$E2E_RATE" --argjson paced "$paced" \
