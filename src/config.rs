@@ -39,6 +39,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub workers: WorkerConfig,
     pub log: LogConfig,
+    pub listener: ListenerConfig,
 }
 
 /// Where the data lives, and the pool that reaches it.
@@ -213,6 +214,8 @@ struct Cli {
     workers: WorkerConfig,
     #[command(flatten)]
     log: LogConfig,
+    #[command(flatten)]
+    listener: ListenerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -547,6 +550,112 @@ pub struct LogConfig {
     pub log_format: LogFormat,
 }
 
+/// The HTTP listener: how long a connection may keep a slot without a
+/// request in progress, how many connections it may hold, and HTTPS.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// From accepting a connection, or from the first byte of a later
+    /// request, to the end of the request's head (TLS handshake included).
+    pub header_read_timeout: Duration,
+    /// Between requests on a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// Connections held at once; `None`: derived from the open-file limit.
+    pub max_connections: Option<u32>,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate: PEM files, read again when they change.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for a change.
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "HTTP listener")]
+struct ListenerArgs {
+    /// Time a client has to send a request's head, from connecting (TLS handshake included) or from
+    /// the first byte of a later request; slower connections are closed
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", value_name = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    http_header_read_timeout: Duration,
+
+    /// Time a keep-alive connection may wait for its next request before it is closed (keep it above
+    /// the idle timeout of a load balancer in front, often 60s)
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", value_name = "HTTP_IDLE_TIMEOUT", default_value = "75s",
+          value_parser = parse_positive_duration)]
+    http_idle_timeout: Duration,
+
+    /// Connections held at once; more wait in the listen backlog until one closes (default: three
+    /// quarters of the open-file limit, 768 of 1024, leaving the rest to pools and files)
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_name = "HTTP_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_max_connections: Option<u32>,
+
+    /// Certificate chain (PEM) to serve HTTPS with; needs SERVER_TLS_KEY_FILE (unset: plain HTTP)
+    #[arg(
+        long,
+        env = "SERVER_TLS_CERT_FILE",
+        value_name = "SERVER_TLS_CERT_FILE"
+    )]
+    server_tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of SERVER_TLS_CERT_FILE
+    #[arg(long, env = "SERVER_TLS_KEY_FILE", value_name = "SERVER_TLS_KEY_FILE")]
+    server_tls_key_file: Option<PathBuf>,
+
+    /// How often the certificate and key files are checked for a change; a changed pair is loaded
+    /// for new connections, a bad one is logged and the previous one kept
+    #[arg(long, env = "SERVER_TLS_RELOAD_INTERVAL", value_name = "SERVER_TLS_RELOAD_INTERVAL", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    server_tls_reload_interval: Duration,
+}
+
+impl ListenerArgs {
+    fn resolve(self) -> Result<ListenerConfig, ConfigError> {
+        let tls = match (self.server_tls_cert_file, self.server_tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                cert_file,
+                key_file,
+                reload_interval: self.server_tls_reload_interval,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    variable: "SERVER_TLS_KEY_FILE",
+                    reason: "must be set with SERVER_TLS_CERT_FILE".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    variable: "SERVER_TLS_CERT_FILE",
+                    reason: "must be set with SERVER_TLS_KEY_FILE".into(),
+                });
+            }
+        };
+        Ok(ListenerConfig {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections,
+            tls,
+        })
+    }
+}
+
+/// A duration above zero: a zero timeout would close every connection.
+fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    if duration.is_zero() {
+        return Err("must be above 0".into());
+    }
+    Ok(duration)
+}
+
 impl Config {
     /// Reads `.env` (if present) and the environment, then the command line,
     /// and resolves them. On a bad value, prints which variable is wrong and
@@ -594,6 +703,7 @@ impl Cli {
             bus: self.bus.resolve()?,
             workers: self.workers,
             log: self.log,
+            listener: self.listener.resolve()?,
         })
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Shutdown order, all under `SHUTDOWN_TIMEOUT`:
 //! 1. readiness answers 503, so load balancers stop sending requests;
-//! 2. the HTTP server stops accepting and finishes in-flight requests, and
-//!    writes started by them complete; the background health checks stop;
+//! 2. the HTTP server stops accepting, closes the connections that wait for
+//!    a request, finishes in-flight requests, and writes started by them
+//!    complete; the background health checks stop;
 //! 3. the pipeline stops: the outbox relay publishes what is left in the
 //!    outbox (as long as the bus accepts it), then the consumer stops
 //!    fetching, the worker pool finishes its queue, and the final offsets
@@ -32,6 +33,7 @@ use crate::cache::redis::RedisCache;
 use crate::cache::{Cache, ReadThrough};
 use crate::config::{Config, DatabaseBackend};
 use crate::health::{Health, HealthSettings, Readiness};
+use crate::http::server::Listener;
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
@@ -47,7 +49,7 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Application {
     config: Config,
-    listener: TcpListener,
+    listener: Listener,
     port: u16,
     state: AppState,
     store: Arc<dyn Store>,
@@ -135,9 +137,12 @@ impl Application {
                 address.0, address.1
             )
         })?;
+        let listener = Listener::new(listener, &config.listener)?;
         let port = listener.local_addr()?.port();
         tracing::info!(
             address = %listener.local_addr()?,
+            tls = listener.is_tls(),
+            max_connections = listener.max_connections(),
             store = store.backend(),
             cache = cache.backend(),
             bus = publisher.backend(),
@@ -193,14 +198,8 @@ impl Application {
             max_in_flight: config.server.http_max_in_flight as usize,
         };
         let app = http::app(state.clone(), limits);
-        let server = supervisor.spawn("http server", |token| async move {
-            axum::serve(
-                listener,
-                axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("http server failed")
+        let server = supervisor.spawn("http server", |token| {
+            listener.run_until_stopped(app, token)
         });
         let health = Arc::clone(&state.health);
         let health = supervisor.spawn("health checks", |token| async move {

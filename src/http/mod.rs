@@ -19,6 +19,8 @@ mod events;
 mod extract;
 pub mod health;
 pub mod openapi;
+pub mod server;
+mod tls;
 mod users;
 
 use std::sync::Arc;

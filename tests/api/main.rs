@@ -3,11 +3,13 @@
 mod helpers;
 mod kafka;
 
+mod connections;
 mod docs_browser;
 mod edge;
 mod events;
 mod group_commit;
 mod health;
+mod https;
 mod lifecycle;
 mod observability;
 mod openapi;

@@ -9,7 +9,7 @@ use crate::helpers::{eventually, free_port};
 const BINARY: &str = env!("CARGO_BIN_EXE_highload");
 
 /// A command for the binary with a clean environment in a fresh directory.
-fn highload(dir: &tempfile::TempDir) -> Command {
+pub(crate) fn highload(dir: &tempfile::TempDir) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -102,7 +102,10 @@ fn empty_variables_count_as_unset_like_the_go_service() {
 }
 
 /// Sends SIGTERM and returns the exit status, failing after `limit`.
-async fn terminate(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+pub(crate) async fn terminate(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,0 +1,562 @@
+//! The HTTP listener: accepts connections and serves the application on
+//! each one, HTTP/1.1 with keep-alive, in plain text or over TLS.
+//!
+//! A slow or idle client must not keep what others need:
+//! - A request's head must arrive within `HTTP_HEADER_READ_TIMEOUT`,
+//!   counted from the accept (TLS handshake included) or, on a keep-alive
+//!   connection, from the first byte of the next request. Between requests a
+//!   connection may wait `HTTP_IDLE_TIMEOUT`. Past either, it is closed.
+//!   hyper's own `header_read_timeout` starts its clock whenever it waits for
+//!   a head, idle time included, so it cannot keep the two apart: the clock
+//!   is kept here instead ([`Activity`]), from the bytes a connection reads
+//!   and the requests it serves.
+//! - At most `HTTP_MAX_CONNECTIONS` connections are open at once. At the cap
+//!   the listener stops accepting, and new connections wait in the kernel's
+//!   listen backlog until one closes, rather than being closed at once: slow
+//!   clients free their slots within the header-read timeout, so a waiting
+//!   client (a health probe, say) is answered a few seconds late instead of
+//!   refused, and the process never runs out of file descriptors, which
+//!   would fail its accepts and its own pools alike.
+//! - On shutdown the listener closes, connections waiting for a request
+//!   (idle, or still sending a head) are closed at once, and those with a
+//!   request in progress finish it, then close.
+//!
+//! Each request carries `ConnectInfo<SocketAddr>` with the client's address,
+//! as with axum's `into_make_service_with_connect_info`.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::{Service, ServiceExt};
+
+use super::tls::Tls;
+use crate::config::ListenerConfig;
+
+/// How long accepting pauses after an error such as running out of file
+/// descriptors: retrying at once would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Share of the open-file limit that connections may take by default; the
+/// rest is left to the database pool, Redis, Kafka, log and data files.
+const CONNECTIONS_SHARE_OF_FILE_LIMIT: (u64, u64) = (3, 4);
+
+/// The most connections allowed by default, however high the file limit.
+const MAX_DEFAULT_CONNECTIONS: u64 = 65_536;
+
+/// A bound listener and how it serves its connections.
+pub struct Listener {
+    listener: TcpListener,
+    timeouts: Timeouts,
+    max_connections: usize,
+    /// `None`: plain HTTP.
+    tls: Option<Arc<Tls>>,
+}
+
+/// The limits on a connection that waits for a request.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+}
+
+impl Listener {
+    /// Wraps a bound listener; reads the certificate when HTTPS is
+    /// configured, so that a bad one stops start-up.
+    pub fn new(listener: TcpListener, config: &ListenerConfig) -> anyhow::Result<Self> {
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+        Ok(Self {
+            listener,
+            timeouts: Timeouts {
+                header_read: config.header_read_timeout,
+                idle: config.idle_timeout,
+            },
+            max_connections: config
+                .max_connections
+                .map_or_else(default_max_connections, |max| max as usize),
+            tls: tls.map(Arc::new),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Connections held at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Whether connections speak HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves `app` on every connection until `token` is cancelled, then
+    /// stops accepting and returns once every connection has closed (see the
+    /// module's header for which close at once).
+    pub async fn run_until_stopped<S>(self, app: S, token: CancellationToken) -> anyhow::Result<()>
+    where
+        S: Service<Request, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+    {
+        let Self {
+            listener,
+            timeouts,
+            max_connections,
+            tls,
+        } = self;
+        let tracker = TaskTracker::new();
+        if let Some(tls) = &tls {
+            tracker.spawn(Arc::clone(tls).run_reload_until_stopped(token.clone()));
+        }
+        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        // The timeouts are kept per connection, below.
+        builder.http1().header_read_timeout(None);
+        let connections = Arc::new(Connections {
+            app,
+            builder,
+            timeouts,
+            tls,
+        });
+        let slots = Arc::new(Semaphore::new(max_connections));
+        loop {
+            // A slot first: at the cap, new connections wait in the backlog.
+            let slot = tokio::select! {
+                () = token.cancelled() => break,
+                slot = Arc::clone(&slots).acquire_owned() => {
+                    slot.expect("BUG: the connection slots are never closed")
+                }
+            };
+            let (stream, remote) = tokio::select! {
+                () = token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        pause_after_accept_error(&err, &token).await;
+                        continue;
+                    }
+                },
+            };
+            tracker.spawn(Arc::clone(&connections).serve(stream, remote, slot, token.clone()));
+        }
+        // New connections are refused from here on.
+        drop(listener);
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+}
+
+/// The default `HTTP_MAX_CONNECTIONS`: three quarters of the soft limit on
+/// open files (768 of the common 1,024).
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct it is given.
+    let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    connections_for_file_limit(files)
+}
+
+fn connections_for_file_limit(files: u64) -> usize {
+    let (share, of) = CONNECTIONS_SHARE_OF_FILE_LIMIT;
+    let connections = (files / of).saturating_mul(share);
+    connections.clamp(1, MAX_DEFAULT_CONNECTIONS) as usize
+}
+
+/// Errors of `accept` that concern one client only are skipped; others
+/// (out of file descriptors, out of memory) are logged and accepting
+/// pauses.
+async fn pause_after_accept_error(err: &io::Error, token: &CancellationToken) {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "failed to accept a connection");
+    tokio::select! {
+        () = token.cancelled() => {}
+        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+    }
+}
+
+/// What every connection shares.
+struct Connections<S> {
+    app: S,
+    builder: auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    tls: Option<Arc<Tls>>,
+}
+
+impl<S> Connections<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    /// Serves one connection until it closes; `_slot` frees its place
+    /// under the cap when dropped.
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        _slot: OwnedSemaphorePermit,
+        token: CancellationToken,
+    ) {
+        let accepted = Instant::now();
+        let activity = Arc::new(Activity::new(accepted));
+        let Some(tls) = &self.tls else {
+            return self.serve_io(stream, remote, activity, token).await;
+        };
+        // The handshake counts towards the first request's head.
+        let handshake = tokio::time::timeout_at(
+            accepted + self.timeouts.header_read,
+            tls.acceptor().accept(stream),
+        );
+        let handshake = tokio::select! {
+            () = token.cancelled() => return,
+            handshake = handshake => handshake,
+        };
+        match handshake {
+            Ok(Ok(stream)) => self.serve_io(stream, remote, activity, token).await,
+            Ok(Err(err)) => tracing::debug!(%remote, error = %err, "tls handshake failed"),
+            Err(_) => tracing::debug!(%remote, "tls handshake timed out"),
+        }
+    }
+
+    async fn serve_io<I>(
+        &self,
+        io: I,
+        remote: SocketAddr,
+        activity: Arc<Activity>,
+        token: CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app.clone();
+        let requests = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(remote));
+            let in_progress = InProgress::begin(Arc::clone(&requests));
+            let response = app.clone().oneshot(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                    body,
+                    _in_progress: in_progress,
+                }))
+            }
+        });
+        let io = TokioIo::new(Watched {
+            inner: io,
+            activity: Arc::clone(&activity),
+        });
+        let mut connection = pin!(self.builder.serve_connection(io, service));
+        let mut draining = false;
+        loop {
+            // While a request is in progress nothing here limits it (the
+            // request timeout does): look again later.
+            let wake = activity
+                .deadline(self.timeouts)
+                .unwrap_or_else(|| Instant::now() + self.timeouts.header_read);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%remote, error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if activity.is_expired(self.timeouts) {
+                        tracing::debug!(%remote, "closing a connection that sent no request in time");
+                        return;
+                    }
+                }
+                () = token.cancelled(), if !draining => {
+                    if activity.is_waiting() {
+                        return;
+                    }
+                    // Finishes the request in progress, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+/// What a connection is doing, which decides how long it may stay open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request's head, or the rest of it, since `since`.
+    Head { since: Instant },
+    /// Waiting for the next request, not a byte of it yet, since `since`.
+    Idle { since: Instant },
+    /// Serving requests: from the call of the application to the end of
+    /// the response's body (the next head may arrive while one is written).
+    Busy { requests: usize },
+}
+
+/// A connection's [`Phase`], updated by its reads ([`Watched`]) and its
+/// requests ([`InProgress`]), read by the task that serves it.
+#[derive(Debug)]
+struct Activity(Mutex<Phase>);
+
+impl Activity {
+    fn new(accepted: Instant) -> Self {
+        Self(Mutex::new(Phase::Head { since: accepted }))
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes arrived: an idle connection starts sending a request.
+    fn received(&self) {
+        let mut phase = self.phase();
+        if let Phase::Idle { .. } = *phase {
+            *phase = Phase::Head {
+                since: Instant::now(),
+            };
+        }
+    }
+
+    fn begin_request(&self) {
+        let mut phase = self.phase();
+        *phase = match *phase {
+            Phase::Busy { requests } => Phase::Busy {
+                requests: requests + 1,
+            },
+            Phase::Head { .. } | Phase::Idle { .. } => Phase::Busy { requests: 1 },
+        };
+    }
+
+    fn end_request(&self) {
+        let mut phase = self.phase();
+        *phase = match *phase {
+            Phase::Busy { requests } if requests > 1 => Phase::Busy {
+                requests: requests - 1,
+            },
+            _ => Phase::Idle {
+                since: Instant::now(),
+            },
+        };
+    }
+
+    /// When the connection is to be closed, unless it changes phase; `None`
+    /// while it serves a request.
+    fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
+        match *self.phase() {
+            Phase::Head { since } => Some(since + timeouts.header_read),
+            Phase::Idle { since } => Some(since + timeouts.idle),
+            Phase::Busy { .. } => None,
+        }
+    }
+
+    fn is_expired(&self, timeouts: Timeouts) -> bool {
+        self.deadline(timeouts)
+            .is_some_and(|deadline| deadline <= Instant::now())
+    }
+
+    /// Whether no request is in progress (the connection is idle, or still
+    /// sending a head).
+    fn is_waiting(&self) -> bool {
+        !matches!(*self.phase(), Phase::Busy { .. })
+    }
+}
+
+/// A request from the call of the application until its response's body
+/// is dropped (sent, or abandoned with the connection).
+struct InProgress(Arc<Activity>);
+
+impl InProgress {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.begin_request();
+        Self(activity)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// A response body that keeps its request [`InProgress`] until hyper has
+/// sent it.
+struct TrackedBody {
+    body: Body,
+    _in_progress: InProgress,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's stream, telling its [`Activity`] when bytes arrive.
+struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.received();
+        }
+        poll
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(75),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_has_the_header_timeout_until_a_request_then_the_idle_timeout() {
+        let accepted = Instant::now();
+        let activity = Activity::new(accepted);
+        assert_eq!(
+            activity.deadline(TIMEOUTS),
+            Some(accepted + TIMEOUTS.header_read)
+        );
+        // The first bytes do not move the deadline: a slow head is slow.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        activity.received();
+        assert_eq!(
+            activity.deadline(TIMEOUTS),
+            Some(accepted + TIMEOUTS.header_read)
+        );
+
+        activity.begin_request();
+        assert_eq!(activity.deadline(TIMEOUTS), None);
+        assert!(!activity.is_waiting());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            !activity.is_expired(TIMEOUTS),
+            "a request takes what it takes"
+        );
+
+        activity.end_request();
+        let idle = Instant::now();
+        assert_eq!(activity.deadline(TIMEOUTS), Some(idle + TIMEOUTS.idle));
+        assert!(activity.is_waiting());
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        activity.received();
+        let head = Instant::now();
+        assert_eq!(
+            activity.deadline(TIMEOUTS),
+            Some(head + TIMEOUTS.header_read)
+        );
+        tokio::time::advance(TIMEOUTS.header_read).await;
+        assert!(activity.is_expired(TIMEOUTS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_busy_until_its_last_request_ends() {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let first = InProgress::begin(Arc::clone(&activity));
+        let second = InProgress::begin(Arc::clone(&activity));
+        drop(first);
+        assert!(!activity.is_waiting());
+        drop(second);
+        assert!(activity.is_waiting());
+    }
+
+    #[test]
+    fn the_default_cap_leaves_a_quarter_of_the_file_limit_to_the_rest() {
+        assert_eq!(connections_for_file_limit(1024), 768);
+        assert_eq!(connections_for_file_limit(256), 192);
+        assert_eq!(connections_for_file_limit(2), 1);
+        assert_eq!(connections_for_file_limit(u64::MAX), 65_536);
+    }
+}

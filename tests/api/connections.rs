@@ -1,0 +1,340 @@
+//! The listener against slow, idle and too many clients: the header-read
+//! and idle timeouts, the connection cap, and a shutdown that closes the
+//! connections waiting for a request at once and finishes the others.
+
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{
+    Stack, TestApp, TestData, eventually, free_port, spawn_app_with, test_config,
+};
+use crate::process::{highload, terminate};
+use crate::stack_tests;
+
+const LIVE: &[u8] = b"GET /health/live HTTP/1.1\r\nHost: highload\r\n\r\n";
+
+/// An app whose listener has these timeouts and cap.
+async fn spawn_with(
+    stack: Stack,
+    header_read: Duration,
+    idle: Duration,
+    max_connections: Option<u32>,
+) -> TestApp {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.listener.header_read_timeout = header_read;
+    config.listener.idle_timeout = idle;
+    config.listener.max_connections = max_connections;
+    spawn_app_with(config, data).await
+}
+
+async fn connect(port: u16) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", port)).await.unwrap()
+}
+
+/// Reads one response; returns its head and body.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a whole response");
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .expect("a content-length");
+        if body.len() >= length {
+            return (head.to_owned(), body.to_owned());
+        }
+    }
+}
+
+/// Waits until the server closes `stream` (end of stream or reset); how
+/// long that took, or `None` if it is still open after `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+async fn a_client_sending_one_header_byte_per_second_is_disconnected(stack: Stack) {
+    let header_read = Duration::from_secs(2);
+    let app = spawn_with(stack, header_read, Duration::from_secs(60), None).await;
+    let stream = connect(app.port).await;
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let slowloris = tokio::spawn(async move {
+        for byte in LIVE {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(n) => panic!("answered: {}", String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    })
+    .await
+    .expect("a client sending a byte a second still connected after 15 s");
+    slowloris.abort();
+    assert!(
+        closed >= header_read - Duration::from_millis(100) && closed < header_read * 3,
+        "closed after {closed:?}, the header-read timeout is {header_read:?}"
+    );
+}
+
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(stack: Stack) {
+    // The idle timeout is the shorter here: it is the one that applies.
+    let idle = Duration::from_secs(1);
+    let app = spawn_with(stack, Duration::from_secs(10), idle, None).await;
+    let mut stream = connect(app.port).await;
+    stream.write_all(LIVE).await.unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let closed = closed_within(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("an idle connection still open after 10 s");
+    assert!(
+        closed >= idle - Duration::from_millis(100) && closed < idle * 4,
+        "closed after {closed:?}, the idle timeout is {idle:?}"
+    );
+}
+
+async fn a_keep_alive_connection_may_wait_longer_than_the_header_timeout_between_requests(
+    stack: Stack,
+) {
+    let header_read = Duration::from_secs(1);
+    let app = spawn_with(stack, header_read, Duration::from_secs(10), None).await;
+    let mut stream = connect(app.port).await;
+    for _ in 0..2 {
+        stream.write_all(LIVE).await.unwrap();
+        let (head, _) = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // Idle for twice the header-read timeout: within the idle timeout.
+        tokio::time::sleep(header_read * 2).await;
+    }
+}
+
+async fn at_the_connection_cap_a_new_client_waits_for_a_slot_instead_of_being_refused(
+    stack: Stack,
+) {
+    let header_read = Duration::from_secs(2);
+    let app = spawn_with(stack, header_read, Duration::from_secs(60), Some(4)).await;
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect(app.port).await;
+        stream.write_all(b"GET /health/live HT").await.unwrap();
+        slow.push(stream);
+    }
+    // Accepted in order: the four slow ones hold every slot.
+    let started = Instant::now();
+    let mut stream = connect(app.port).await;
+    stream.write_all(LIVE).await.unwrap();
+    let (head, _) = tokio::time::timeout(Duration::from_secs(15), read_response(&mut stream))
+        .await
+        .expect("no answer once the slow connections timed out");
+    let waited = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        waited >= header_read - Duration::from_millis(500),
+        "answered after {waited:?}, before a slot was free"
+    );
+    for mut stream in slow {
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+    }
+}
+
+async fn shutdown_finishes_a_request_in_progress_and_closes_waiting_connections_at_once(
+    stack: Stack,
+) {
+    let app = spawn_with(
+        stack,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+        None,
+    )
+    .await;
+    let mut idle = connect(app.port).await;
+    idle.write_all(LIVE).await.unwrap();
+    read_response(&mut idle).await;
+    let mut slow = connect(app.port).await;
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+
+    // A POST whose body is half sent: in progress once the app counts it.
+    let body = br#"{"email":"drain@example.com","first_name":"Dr","last_name":"Ain"}"#;
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut busy = connect(app.port).await;
+    let head = format!(
+        "POST /api/v1/users HTTP/1.1\r\nHost: highload\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    busy.write_all(head.as_bytes()).await.unwrap();
+    busy.write_all(first).await.unwrap();
+    eventually(|| async { (app.metrics.http_in_flight.get() == 1).then_some(()) }).await;
+
+    app.shutdown.cancel();
+    for stream in [&mut idle, &mut slow] {
+        closed_within(stream, Duration::from_secs(2))
+            .await
+            .expect("a connection waiting for a request still open after shutdown began");
+    }
+    busy.write_all(rest).await.unwrap();
+    let (head, body) = read_response(&mut busy).await;
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}\n{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(
+        closed_within(&mut busy, Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    app.stop().await.expect("a clean shutdown");
+}
+
+stack_tests!(
+    a_client_sending_one_header_byte_per_second_is_disconnected,
+    an_idle_keep_alive_connection_is_closed_after_the_idle_timeout,
+    a_keep_alive_connection_may_wait_longer_than_the_header_timeout_between_requests,
+    at_the_connection_cap_a_new_client_waits_for_a_slot_instead_of_being_refused,
+    shutdown_finishes_a_request_in_progress_and_closes_waiting_connections_at_once,
+);
+
+/// Starts the binary on a free port with `env` and at most `open_files`
+/// file descriptors; waits until it is ready.
+async fn start_binary(
+    dir: &tempfile::TempDir,
+    env: &[(&str, &str)],
+    open_files: Option<u64>,
+) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut command = highload(dir);
+    command
+        .env("SERVER_HOST", "127.0.0.1")
+        .env("SERVER_PORT", port.to_string())
+        .stdout(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    if let Some(open_files) = open_files {
+        let limit = libc::rlimit {
+            rlim_cur: open_files,
+            rlim_max: open_files,
+        };
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of
+        // the parent.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let child = command.spawn().unwrap();
+    let client = reqwest::Client::new();
+    eventually(|| async {
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/health/ready"))
+            .send()
+            .await;
+        ready.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    (child, port)
+}
+
+#[tokio::test]
+async fn with_1024_file_descriptors_slow_clients_do_not_make_the_service_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default cap: three quarters of the open files.
+    let (mut child, port) =
+        start_binary(&dir, &[("HTTP_HEADER_READ_TIMEOUT", "2s")], Some(1024)).await;
+    let mut slow = Vec::new();
+    for _ in 0..1100 {
+        let mut stream = connect(port).await;
+        stream.write_all(b"GET /health/live HT").await.unwrap();
+        slow.push(stream);
+    }
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let live = client
+        .get(format!("http://127.0.0.1:{port}/health/live"))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .expect("/health/live unreachable with slow clients at the cap");
+    assert_eq!(live.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    drop(slow);
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default timeouts (10s, 75s) and shutdown deadline (30s).
+    let (mut child, port) = start_binary(&dir, &[], None).await;
+    let mut idle = connect(port).await;
+    idle.write_all(LIVE).await.unwrap();
+    let (head, _) = read_response(&mut idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut slow = connect(port).await;
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let status = terminate(&mut child, Duration::from_secs(40)).await;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "after {took:?}");
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    for stream in [&mut idle, &mut slow] {
+        assert!(
+            closed_within(stream, Duration::from_secs(1))
+                .await
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! HTTPS on the listener: the configured certificate is served, a replaced
+//! one is served within the reload interval, a bad replacement keeps the
+//! one in use, and the certificate settings come in pairs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use highload::config::{Config, TlsConfig};
+use highload::startup::Application;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Stack, TestData, eventually, test_config};
+use crate::stack_tests;
+
+/// The name the test certificates are issued for.
+const HOST: &str = "highload.test";
+
+const RELOAD_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A certificate authority made for the test.
+struct Authority {
+    certificate: Certificate,
+    key: KeyPair,
+}
+
+/// A server certificate and its key, in PEM, and the certificate in DER.
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+impl Authority {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "highload test authority");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let certificate = params.self_signed(&key).unwrap();
+        Self { certificate, key }
+    }
+
+    fn pem(&self) -> String {
+        self.certificate.pem()
+    }
+
+    /// A new certificate for [`HOST`], with a new key.
+    fn issue(&self) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec![HOST.to_owned()]).unwrap();
+        let certificate = params
+            .signed_by(&key, &self.certificate, &self.key)
+            .unwrap();
+        Issued {
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+            der: certificate.der().to_vec(),
+        }
+    }
+}
+
+/// The certificate files the app reads.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Files {
+    fn new(dir: &Path) -> Self {
+        Self {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        }
+    }
+
+    /// Replaces both files, each at once (written aside, then renamed).
+    fn write(&self, cert_pem: &str, key_pem: &str) {
+        for (path, pem) in [(&self.key, key_pem), (&self.cert, cert_pem)] {
+            let aside = path.with_extension("new");
+            std::fs::write(&aside, pem).unwrap();
+            std::fs::rename(&aside, path).unwrap();
+        }
+    }
+
+    fn install(&self, issued: &Issued) {
+        self.write(&issued.cert_pem, &issued.key_pem);
+    }
+
+    fn config(&self) -> TlsConfig {
+        TlsConfig {
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            reload_interval: RELOAD_INTERVAL,
+        }
+    }
+}
+
+/// An app serving HTTPS, and what its clients trust.
+struct HttpsApp {
+    port: u16,
+    authority_pem: String,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+    _data: Arc<TestData>,
+}
+
+impl HttpsApp {
+    async fn spawn(config: Config, data: Arc<TestData>, authority: &Authority) -> Self {
+        let app = Application::build(config).await.expect("the app builds");
+        let port = app.port();
+        let shutdown = app.shutdown_token();
+        let handle = tokio::spawn(app.run_until_stopped());
+        let app = Self {
+            port,
+            authority_pem: authority.pem(),
+            shutdown,
+            handle,
+            _data: data,
+        };
+        eventually(|| async {
+            let ready = app.client().get(app.url("/health/ready")).send().await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        })
+        .await;
+        app
+    }
+
+    /// A client of its own, trusting only the test's authority: a client
+    /// resumes its earlier TLS sessions, which keep the certificate they
+    /// began with.
+    fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.authority_pem.as_bytes()).unwrap(),
+            )
+            .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .tls_info(true)
+            .build()
+            .unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{HOST}:{}{path}", self.port)
+    }
+
+    /// The certificate a new client is served (after a 200 from
+    /// `/health/live` through it).
+    async fn served_certificate(&self) -> Vec<u8> {
+        let response = self
+            .client()
+            .get(self.url("/health/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(reqwest::tls::TlsInfo::peer_certificate)
+            .expect("the TLS information of the connection")
+            .to_vec()
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await.expect("the app task does not panic")
+    }
+}
+
+async fn https_serves_the_certificate_and_a_replaced_one_within_the_reload_interval(stack: Stack) {
+    let authority = Authority::new();
+    let data = TestData::new(stack).await;
+    let files = Files::new(data.dir.path());
+    let first = authority.issue();
+    files.install(&first);
+    let mut config = test_config(&data);
+    config.listener.tls = Some(files.config());
+    let app = HttpsApp::spawn(config, data, &authority).await;
+
+    assert_eq!(app.served_certificate().await, first.der);
+    let created = app
+        .client()
+        .post(app.url("/api/v1/users"))
+        .json(&serde_json::json!({ "email": "tls@example.com", "first_name": "T", "last_name": "Ls" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let second = authority.issue();
+    files.install(&second);
+    let replaced = Instant::now();
+    eventually(|| async { (app.served_certificate().await == second.der).then_some(()) }).await;
+    let took = replaced.elapsed();
+    assert!(
+        took < RELOAD_INTERVAL * 5,
+        "the new certificate was served after {took:?}; the reload interval is {RELOAD_INTERVAL:?}"
+    );
+
+    // A bad replacement (garbage, then a key of another certificate) keeps
+    // the certificate in use.
+    let third = authority.issue();
+    files.write("not a certificate", &third.key_pem);
+    tokio::time::sleep(RELOAD_INTERVAL * 3).await;
+    assert_eq!(app.served_certificate().await, second.der);
+    files.write(&third.cert_pem, &second.key_pem);
+    tokio::time::sleep(RELOAD_INTERVAL * 3).await;
+    assert_eq!(app.served_certificate().await, second.der);
+    // Repaired: served again.
+    files.install(&third);
+    eventually(|| async { (app.served_certificate().await == third.der).then_some(()) }).await;
+
+    app.stop().await.expect("a clean shutdown");
+}
+
+stack_tests!(https_serves_the_certificate_and_a_replaced_one_within_the_reload_interval);
+
+#[tokio::test]
+async fn the_certificate_settings_come_in_pairs_and_a_bad_file_stops_startup() {
+    let err = Config::try_parse_from(["highload", "--server-tls-cert-file", "tls.crt"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SERVER_TLS_KEY_FILE"), "{err}");
+    let err = Config::try_parse_from(["highload", "--server-tls-key-file", "tls.key"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SERVER_TLS_CERT_FILE"), "{err}");
+
+    let authority = Authority::new();
+    let data = TestData::new(Stack::Embedded).await;
+    let files = Files::new(data.dir.path());
+    let issued = authority.issue();
+    for (cert, key, variable) in [
+        ("", issued.key_pem.as_str(), "SERVER_TLS_CERT_FILE"),
+        (
+            issued.cert_pem.as_str(),
+            "-----BEGIN",
+            "SERVER_TLS_KEY_FILE",
+        ),
+        (
+            issued.cert_pem.as_str(),
+            &authority.issue().key_pem,
+            "SERVER_TLS_KEY_FILE",
+        ),
+    ] {
+        files.write(cert, key);
+        let mut config = test_config(&data);
+        config.listener.tls = Some(files.config());
+        let err = match Application::build(config).await {
+            Ok(_) => panic!("started with a bad certificate pair ({variable})"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(err.contains(variable), "{err}");
+    }
+}
