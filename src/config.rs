@@ -562,12 +562,12 @@ pub struct ListenerConfig {
     /// Connections held at once; `None`: derived from the open-file limit.
     pub max_connections: Option<u32>,
     /// `None`: plain HTTP.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// The listener's certificate: PEM files, read again when they change.
 #[derive(Debug, Clone)]
-pub struct TlsConfig {
+pub struct ListenerTlsConfig {
     /// The certificate chain, the server's own certificate first.
     pub cert_file: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
@@ -619,7 +619,7 @@ struct ListenerArgs {
 impl ListenerArgs {
     fn resolve(self) -> Result<ListenerConfig, ConfigError> {
         let tls = match (self.server_tls_cert_file, self.server_tls_key_file) {
-            (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+            (Some(cert_file), Some(key_file)) => Some(ListenerTlsConfig {
                 cert_file,
                 key_file,
                 reload_interval: self.server_tls_reload_interval,

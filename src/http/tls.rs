@@ -27,7 +27,7 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TlsConfig;
+use crate::config::ListenerTlsConfig;
 
 /// The listener's TLS: the acceptor, and the certificate it serves.
 pub struct Tls {
@@ -38,7 +38,7 @@ pub struct Tls {
 impl Tls {
     /// Loads the certificate and key; an error names the file and the
     /// variable that points at it.
-    pub fn load(config: &TlsConfig) -> anyhow::Result<Self> {
+    pub fn load(config: &ListenerTlsConfig) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let version = Version::read(config).context("failed to read the certificate files")?;
         let pair = load_pair(config, &provider)?;
@@ -81,7 +81,7 @@ impl Tls {
 
 /// The certificate and key in use, and what is known of their files.
 struct Certificate {
-    config: TlsConfig,
+    config: ListenerTlsConfig,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     /// The files' version last tried (loaded or not); `None` when they could
@@ -155,7 +155,7 @@ struct FileVersion {
 }
 
 impl Version {
-    fn read(config: &TlsConfig) -> anyhow::Result<Self> {
+    fn read(config: &ListenerTlsConfig) -> anyhow::Result<Self> {
         Ok(Self {
             cert: FileVersion::read(&config.cert_file, "SERVER_TLS_CERT_FILE")?,
             key: FileVersion::read(&config.key_file, "SERVER_TLS_KEY_FILE")?,
@@ -178,7 +178,10 @@ impl FileVersion {
 
 /// Reads and checks the pair: the chain parses, the key parses and fits
 /// the chain's first certificate.
-fn load_pair(config: &TlsConfig, provider: &CryptoProvider) -> anyhow::Result<CertifiedKey> {
+fn load_pair(
+    config: &ListenerTlsConfig,
+    provider: &CryptoProvider,
+) -> anyhow::Result<CertifiedKey> {
     let (cert_file, key_file) = (&config.cert_file, &config.key_file);
     let cert_pem = std::fs::read(cert_file).with_context(|| {
         format!(

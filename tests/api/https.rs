@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use highload::config::{Config, TlsConfig};
+use highload::config::{Config, ListenerTlsConfig};
 use highload::startup::Application;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -95,8 +95,8 @@ impl Files {
         self.write(&issued.cert_pem, &issued.key_pem);
     }
 
-    fn config(&self) -> TlsConfig {
-        TlsConfig {
+    fn config(&self) -> ListenerTlsConfig {
+        ListenerTlsConfig {
             cert_file: self.cert.clone(),
             key_file: self.key.clone(),
             reload_interval: RELOAD_INTERVAL,
