@@ -283,13 +283,14 @@ async fn start_binary(
 }
 
 #[tokio::test]
-async fn with_1024_file_descriptors_slow_clients_do_not_make_the_service_unreachable() {
+async fn with_few_file_descriptors_slow_clients_do_not_make_the_service_unreachable() {
     let dir = tempfile::tempdir().unwrap();
-    // Default cap: three quarters of the open files.
+    // 256 open files, so 192 connections by default; more slow clients
+    // than files, as 1,100 were with 1,024 files.
     let (mut child, port) =
-        start_binary(&dir, &[("HTTP_HEADER_READ_TIMEOUT", "2s")], Some(1024)).await;
+        start_binary(&dir, &[("HTTP_HEADER_READ_TIMEOUT", "2s")], Some(256)).await;
     let mut slow = Vec::new();
-    for _ in 0..1100 {
+    for _ in 0..300 {
         let mut stream = connect(port).await;
         stream.write_all(b"GET /health/live HT").await.unwrap();
         slow.push(stream);
@@ -314,8 +315,17 @@ async fn with_1024_file_descriptors_slow_clients_do_not_make_the_service_unreach
 #[tokio::test]
 async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    // Default timeouts (10s, 75s) and shutdown deadline (30s).
-    let (mut child, port) = start_binary(&dir, &[], None).await;
+    // Timeouts far beyond the shutdown deadline (30s): only the shutdown
+    // may close these connections in time.
+    let (mut child, port) = start_binary(
+        &dir,
+        &[
+            ("HTTP_HEADER_READ_TIMEOUT", "60s"),
+            ("HTTP_IDLE_TIMEOUT", "120s"),
+        ],
+        None,
+    )
+    .await;
     let mut idle = connect(port).await;
     idle.write_all(LIVE).await.unwrap();
     let (head, _) = read_response(&mut idle).await;
@@ -329,7 +339,7 @@ async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
     let status = terminate(&mut child, Duration::from_secs(40)).await;
     let took = started.elapsed();
     assert_eq!(status.code(), Some(0), "after {took:?}");
-    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    assert!(took < Duration::from_secs(10), "exited after {took:?}");
     for stream in [&mut idle, &mut slow] {
         assert!(
             closed_within(stream, Duration::from_secs(1))

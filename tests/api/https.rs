@@ -241,6 +241,7 @@ async fn the_certificate_settings_come_in_pairs_and_a_bad_file_stops_startup() {
     let data = TestData::new(Stack::Embedded).await;
     let files = Files::new(data.dir.path());
     let issued = authority.issue();
+    let other_key = authority.issue().key_pem;
     for (cert, key, variable) in [
         ("", issued.key_pem.as_str(), "SERVER_TLS_CERT_FILE"),
         (
@@ -250,7 +251,7 @@ async fn the_certificate_settings_come_in_pairs_and_a_bad_file_stops_startup() {
         ),
         (
             issued.cert_pem.as_str(),
-            &authority.issue().key_pem,
+            other_key.as_str(),
             "SERVER_TLS_KEY_FILE",
         ),
     ] {
