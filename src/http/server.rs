@@ -42,7 +42,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -285,11 +286,12 @@ where
         let mut connection = pin!(self.builder.serve_connection(io, service));
         let mut draining = false;
         loop {
+            // Registered before the deadline is read, so that a change of
+            // phase in between still wakes this loop.
+            let changed = activity.changed();
             // While a request is in progress nothing here limits it (the
-            // request timeout does): look again later.
-            let wake = activity
-                .deadline(self.timeouts)
-                .unwrap_or_else(|| Instant::now() + self.timeouts.header_read);
+            // request timeout does): the end of the request wakes the loop.
+            let deadline = activity.deadline(self.timeouts);
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(err) = result {
@@ -297,7 +299,8 @@ where
                     }
                     return;
                 }
-                () = tokio::time::sleep_until(wake) => {
+                () = changed => {}
+                () = sleep_until(deadline) => {
                     if activity.is_expired(self.timeouts) {
                         tracing::debug!(%remote, "closing a connection that sent no request in time");
                         return;
@@ -316,6 +319,14 @@ where
     }
 }
 
+/// Sleeps until `deadline`; without one, forever.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a connection is doing, which decides how long it may stay open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -331,40 +342,60 @@ enum Phase {
 /// A connection's [`Phase`], updated by its reads ([`Watched`]) and its
 /// requests ([`InProgress`]), read by the task that serves it.
 #[derive(Debug)]
-struct Activity(Mutex<Phase>);
+struct Activity {
+    phase: Mutex<Phase>,
+    /// Wakes the serving task when the phase changes: its deadline moved
+    /// (a request ended, say, and the idle timeout starts).
+    changed: Notify,
+}
 
 impl Activity {
     fn new(accepted: Instant) -> Self {
-        Self(Mutex::new(Phase::Head { since: accepted }))
+        Self {
+            phase: Mutex::new(Phase::Head { since: accepted }),
+            changed: Notify::new(),
+        }
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Completes at the next change of phase after this call, or at once if
+    /// one happened since the last wake-up.
+    fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
+    }
+
+    fn set(&self, phase: &mut Phase, next: Phase) {
+        *phase = next;
+        // Keeps a permit if the task is not waiting yet: no change is lost.
+        self.changed.notify_one();
     }
 
     /// Bytes arrived: an idle connection starts sending a request.
     fn received(&self) {
         let mut phase = self.phase();
         if let Phase::Idle { .. } = *phase {
-            *phase = Phase::Head {
-                since: Instant::now(),
-            };
+            let since = Instant::now();
+            self.set(&mut phase, Phase::Head { since });
         }
     }
 
     fn begin_request(&self) {
         let mut phase = self.phase();
-        *phase = match *phase {
+        let next = match *phase {
             Phase::Busy { requests } => Phase::Busy {
                 requests: requests + 1,
             },
             Phase::Head { .. } | Phase::Idle { .. } => Phase::Busy { requests: 1 },
         };
+        self.set(&mut phase, next);
     }
 
     fn end_request(&self) {
         let mut phase = self.phase();
-        *phase = match *phase {
+        let next = match *phase {
             Phase::Busy { requests } if requests > 1 => Phase::Busy {
                 requests: requests - 1,
             },
@@ -372,6 +403,7 @@ impl Activity {
                 since: Instant::now(),
             },
         };
+        self.set(&mut phase, next);
     }
 
     /// When the connection is to be closed, unless it changes phase; `None`
@@ -493,6 +525,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
+
     use super::*;
 
     const TIMEOUTS: Timeouts = Timeouts {
@@ -550,6 +585,127 @@ mod tests {
         assert!(!activity.is_waiting());
         drop(second);
         assert!(activity.is_waiting());
+    }
+
+    /// Serves a one-route app on one in-memory connection; returns the
+    /// client's end and the task serving the other.
+    fn serve_in_memory(
+        timeouts: Timeouts,
+        token: &CancellationToken,
+    ) -> (DuplexStream, JoinHandle<()>) {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        builder.http1().header_read_timeout(None);
+        let connections = Arc::new(Connections {
+            app,
+            builder,
+            timeouts,
+            tls: None,
+        });
+        let (client, server) = tokio::io::duplex(4096);
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let remote = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        let token = token.clone();
+        let serve = async move { connections.serve_io(server, remote, activity, token).await };
+        (client, tokio::spawn(serve))
+    }
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: highload\r\n\r\n";
+
+    /// Reads one response of the one-route app (its body is `ok`).
+    async fn read_response(client: &mut DuplexStream) -> String {
+        let mut received = Vec::new();
+        while !received.ends_with(b"\r\n\r\nok") {
+            let mut buf = [0u8; 1024];
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a whole response");
+            received.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(received).unwrap()
+    }
+
+    /// Reads until the server closes the connection, unanswered; how long
+    /// that took. Fails if it is still open after an hour (of the paused
+    /// clock).
+    async fn closed_unanswered(client: &mut DuplexStream) -> Duration {
+        let started = Instant::now();
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3600), client.read_to_end(&mut received))
+            .await
+            .expect("the connection still open after an hour")
+            .unwrap();
+        let received = String::from_utf8_lossy(&received);
+        assert!(received.is_empty(), "answered: {received}");
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_is_closed_at_the_header_read_timeout() {
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        client.write_all(b"st: high").await.unwrap();
+
+        let took = closed_unanswered(&mut client).await;
+        assert_eq!(took, TIMEOUTS.header_read - Duration::from_secs(3));
+        serving.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_at_the_idle_timeout_after_its_last_response() {
+        // Shorter than the header-read timeout: a deadline left from the
+        // accept would close the connection too late.
+        let timeouts = Timeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(3),
+        };
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(timeouts, &token);
+        for wait in [Duration::from_secs(1), Duration::from_secs(2)] {
+            tokio::time::advance(wait).await;
+            client.write_all(REQUEST).await.unwrap();
+            let response = read_response(&mut client).await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        }
+
+        let took = closed_unanswered(&mut client).await;
+        assert_eq!(took, timeouts.idle);
+        serving.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_connection_may_wait_past_the_header_read_timeout_between_requests() {
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
+        for _ in 0..2 {
+            client.write_all(REQUEST).await.unwrap();
+            let response = read_response(&mut client).await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            tokio::time::advance(TIMEOUTS.header_read * 2).await;
+        }
+        let took = closed_unanswered(&mut client).await;
+        assert_eq!(took, TIMEOUTS.idle - TIMEOUTS.header_read * 2);
+        serving.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_idle_and_slow_connections_at_once() {
+        let token = CancellationToken::new();
+        let (mut idle, idle_serving) = serve_in_memory(TIMEOUTS, &token);
+        idle.write_all(REQUEST).await.unwrap();
+        read_response(&mut idle).await;
+        let (mut slow, slow_serving) = serve_in_memory(TIMEOUTS, &token);
+        slow.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+
+        token.cancel();
+        for client in [&mut idle, &mut slow] {
+            let took = closed_unanswered(client).await;
+            assert_eq!(took, Duration::ZERO);
+        }
+        idle_serving.await.unwrap();
+        slow_serving.await.unwrap();
     }
 
     #[test]
