@@ -235,18 +235,19 @@ stack_tests!(
 );
 
 /// Starts the binary on a free port with `env` and at most `open_files`
-/// file descriptors; waits until it is ready.
+/// file descriptors, its log to `stdout`; waits until it is ready.
 async fn start_binary(
     dir: &tempfile::TempDir,
     env: &[(&str, &str)],
     open_files: Option<u64>,
+    stdout: Stdio,
 ) -> (std::process::Child, u16) {
     let port = free_port();
     let mut command = highload(dir);
     command
         .env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", port.to_string())
-        .stdout(Stdio::null());
+        .stdout(stdout);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -285,8 +286,14 @@ async fn with_few_file_descriptors_slow_clients_do_not_make_the_service_unreacha
     let dir = tempfile::tempdir().unwrap();
     // 256 open files, so 192 connections by default; more slow clients
     // than files, as 1,100 were with 1,024 files.
-    let (mut child, port) =
-        start_binary(&dir, &[("HTTP_HEADER_READ_TIMEOUT", "2s")], Some(256)).await;
+    let log = dir.path().join("highload.log");
+    let (mut child, port) = start_binary(
+        &dir,
+        &[("HTTP_HEADER_READ_TIMEOUT", "2s")],
+        Some(256),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    )
+    .await;
     let mut slow = Vec::new();
     for _ in 0..300 {
         let mut stream = connect(port).await;
@@ -308,6 +315,11 @@ async fn with_few_file_descriptors_slow_clients_do_not_make_the_service_unreacha
         terminate(&mut child, Duration::from_secs(20)).await.code(),
         Some(0)
     );
+    // At the cap the listener waits instead of accepting: it never ran out
+    // of file descriptors.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains(r#""max_connections":192"#), "{log}");
+    assert!(!log.contains("failed to accept"), "{log}");
 }
 
 #[tokio::test]
@@ -322,6 +334,7 @@ async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
             ("HTTP_IDLE_TIMEOUT", "120s"),
         ],
         None,
+        Stdio::null(),
     )
     .await;
     let mut idle = connect(port).await;

@@ -48,6 +48,12 @@ fn help_lists_every_setting_with_its_default() {
         "WORKER_COUNT",
         "WORKER_QUEUE_CAPACITY",
         "SHUTDOWN_TIMEOUT",
+        "HTTP_HEADER_READ_TIMEOUT",
+        "HTTP_IDLE_TIMEOUT",
+        "HTTP_MAX_CONNECTIONS",
+        "SERVER_TLS_CERT_FILE",
+        "SERVER_TLS_KEY_FILE",
+        "SERVER_TLS_RELOAD_INTERVAL",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -72,12 +78,28 @@ fn a_bad_value_stops_startup_naming_the_variable() {
         ("LOG_LEVEL", "shout=["),
         ("DATABASE_URL", "mysql://db/x"),
         ("SHUTDOWN_TIMEOUT", "later"),
+        ("HTTP_HEADER_READ_TIMEOUT", "0s"),
+        ("HTTP_IDLE_TIMEOUT", "soon"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("SERVER_TLS_RELOAD_INTERVAL", "-1s"),
+        ("SERVER_TLS_CERT_FILE", "tls.crt"),
     ] {
         let output = highload(&dir).env(variable, value).output().unwrap();
         assert!(!output.status.success(), "{variable}={value} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}: {stderr}");
     }
+
+    // A certificate that cannot be read stops start-up too, naming it.
+    let output = highload(&dir)
+        .env("SERVER_PORT", "0")
+        .env("SERVER_TLS_CERT_FILE", "missing.crt")
+        .env("SERVER_TLS_KEY_FILE", "missing.key")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("missing.crt (SERVER_TLS_CERT_FILE)"), "{log}");
 }
 
 #[test]
