@@ -234,6 +234,19 @@ stack_tests!(
     shutdown_finishes_a_request_in_progress_and_closes_waiting_connections_at_once,
 );
 
+/// The binary under test: killed if the test fails before stopping it,
+/// so that a failure leaves no process behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the binary on a free port with `env` and at most `open_files`
 /// file descriptors, its log to `stdout`; waits until it is ready.
 async fn start_binary(
@@ -241,7 +254,7 @@ async fn start_binary(
     env: &[(&str, &str)],
     open_files: Option<u64>,
     stdout: Stdio,
-) -> (std::process::Child, u16) {
+) -> (Running, u16) {
     let port = free_port();
     let mut command = highload(dir);
     command
@@ -268,7 +281,7 @@ async fn start_binary(
             });
         }
     }
-    let child = command.spawn().unwrap();
+    let child = Running(command.spawn().unwrap());
     let client = reqwest::Client::new();
     eventually(|| async {
         let ready = client
@@ -312,7 +325,9 @@ async fn with_few_file_descriptors_slow_clients_do_not_make_the_service_unreacha
     assert!(started.elapsed() < Duration::from_secs(15));
     drop(slow);
     assert_eq!(
-        terminate(&mut child, Duration::from_secs(20)).await.code(),
+        terminate(&mut child.0, Duration::from_secs(20))
+            .await
+            .code(),
         Some(0)
     );
     // At the cap the listener waits instead of accepting: it never ran out
@@ -347,7 +362,7 @@ async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
         .unwrap();
 
     let started = Instant::now();
-    let status = terminate(&mut child, Duration::from_secs(40)).await;
+    let status = terminate(&mut child.0, Duration::from_secs(40)).await;
     let took = started.elapsed();
     assert_eq!(status.code(), Some(0), "after {took:?}");
     assert!(took < Duration::from_secs(10), "exited after {took:?}");
