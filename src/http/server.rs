@@ -593,7 +593,14 @@ mod tests {
         timeouts: Timeouts,
         token: &CancellationToken,
     ) -> (DuplexStream, JoinHandle<()>) {
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/peer",
+                axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                    peer.to_string()
+                }),
+            );
         let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
         builder.http1().header_read_timeout(None);
         let connections = Arc::new(Connections {
@@ -706,6 +713,21 @@ mod tests {
         }
         idle_serving.await.unwrap();
         slow_serving.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handlers_see_the_client_address_as_connect_info() {
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: highload\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        client.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("\r\n\r\n127.0.0.1:40000"), "{response}");
+        serving.await.unwrap();
     }
 
     #[test]
