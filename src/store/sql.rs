@@ -232,11 +232,24 @@ macro_rules! with_driver_bounds {
 
 with_driver_bounds! {
 [impl<D: Dialect> SqlStore<D>] {
+    /// Takes a connection and begins a transaction on it, in a task of its
+    /// own. sqlx (0.8 and 0.9) counts a PostgreSQL transaction as begun only
+    /// once BEGIN's answer is read: a `begin` dropped while it waits (a
+    /// client that hangs up mid-request, a timeout) hands the connection
+    /// back to the pool inside a transaction that nothing ends. Whoever
+    /// borrows it next then runs in that transaction, holds its locks
+    /// indefinitely and loses its effects when the connection closes; the
+    /// server logs "there is already a transaction in progress". As a task,
+    /// the begin completes whether or not its caller still waits, and a
+    /// transaction nobody takes is dropped, which rolls it back.
     async fn begin(pool: &NamedPool<D::Db>) -> StoreResult<Transaction<'static, D::Db>> {
-        pool.waiting
-            .on(pool.pool.begin())
+        let connections = pool.pool.clone();
+        let begun = pool
+            .waiting
+            .on(tokio::spawn(async move { connections.begin().await }))
             .await
-            .map_err(|e| D::classify(e, "failed to begin a transaction"))
+            .map_err(|e| StoreError::Other(anyhow::Error::new(e).context("beginning a transaction failed")))?;
+        begun.map_err(|e| D::classify(e, "failed to begin a transaction"))
     }
 
     async fn acquire(pool: &NamedPool<D::Db>) -> StoreResult<PoolConnection<D::Db>> {
@@ -986,6 +999,86 @@ mod tests {
             .await
             .unwrap();
         batch_writes_have_their_own_outcomes(Arc::new(store)).await;
+    }
+
+    /// Forwards connections to `target`, holding back each chunk the
+    /// server sends for `delay`: a database whose answers take that long.
+    fn slow_proxy(target: (String, u16), delay: Duration) -> u16 {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = TcpStream::connect((target.0.as_str(), target.1)).unwrap();
+                let (mut to_server, mut from_server) = (server.try_clone().unwrap(), server);
+                let (mut from_client, mut to_client) = (client.try_clone().unwrap(), client);
+                std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+                std::thread::spawn(move || {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                        std::thread::sleep(delay);
+                        if to_client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A request cancelled while its transaction begins (its client hung
+    /// up) must not leave the connection inside that transaction: the next
+    /// borrower's statements would run in it, keep its locks and vanish
+    /// with it.
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL (TEST_DATABASE_URL); run with --include-ignored"]
+    async fn postgres_begin_cancelled_midway_leaves_no_transaction_open() {
+        use std::task::Poll;
+
+        let url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+        let options = url.parse::<PgConnectOptions>().unwrap();
+        let target = (options.get_host().to_owned(), options.get_port());
+        // Answers 20 ms late, so that a begin is still waiting for BEGIN's
+        // answer when its caller gives up.
+        let port = slow_proxy(target, Duration::from_millis(20));
+        // One connection, so that every borrower gets the one a cancelled
+        // begin handed back; no ping on checkout, as in the service.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options.host("127.0.0.1").port(port))
+            .await
+            .expect("PostgreSQL must be running (scripts/dev-services.sh)");
+        let named = NamedPool::new("main", pool.clone());
+        for round in 0..3 {
+            {
+                let mut begin = Box::pin(PostgresStore::begin(&named));
+                // Polled once, then dropped: BEGIN is on its way, its
+                // answer not read.
+                let waiting =
+                    std::future::poll_fn(|cx| Poll::Ready(begin.as_mut().poll(cx).is_pending()))
+                        .await;
+                assert!(waiting, "round {round}: begin finished without waiting");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Outside a transaction, a statement's transaction starts with
+            // it; inside the leaked one, now() is the time of its BEGIN,
+            // 100 ms ago.
+            let in_transaction: bool =
+                sqlx::query_scalar("SELECT now() < statement_timestamp() - interval '50 ms'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert!(
+                !in_transaction,
+                "round {round}: the connection came back inside the cancelled transaction"
+            );
+        }
     }
 
     #[tokio::test]
