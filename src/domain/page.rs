@@ -139,7 +139,7 @@ impl Key {
     /// The cursor of the page after this key in the list named `list`
     /// (`users`, or `events` with its filters: whatever names the list
     /// uniquely; the same name must be given to [`Key::from_cursor`]).
-    pub fn to_cursor(&self, list: &str) -> String {
+    pub fn to_cursor(self, list: &str) -> String {
         let mut bytes = [0u8; CURSOR_BYTES];
         bytes[0] = CURSOR_VERSION;
         bytes[1..9].copy_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
