@@ -76,16 +76,26 @@ pub struct HttpLimits {
     pub max_in_flight: usize,
 }
 
-/// `page` and `limit` of the list endpoints, validated by [`Page::parse`].
+/// `page`, `limit` and `cursor` of the list endpoints, validated by
+/// [`Page::parse`].
 #[derive(Deserialize)]
 pub(crate) struct PageQuery {
     page: Option<String>,
     limit: Option<String>,
+    cursor: Option<String>,
 }
 
 impl PageQuery {
-    pub(crate) fn page(&self) -> Result<Page, ApiError> {
-        Page::parse(self.page.as_deref(), self.limit.as_deref()).map_err(ApiError::InvalidQuery)
+    /// The page asked for in the list named `list` (see
+    /// [`crate::domain::Key::to_cursor`]).
+    pub(crate) fn page(&self, list: &str) -> Result<Page, ApiError> {
+        Page::parse(
+            self.page.as_deref(),
+            self.limit.as_deref(),
+            self.cursor.as_deref(),
+            list,
+        )
+        .map_err(ApiError::InvalidQuery)
     }
 }
 

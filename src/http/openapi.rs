@@ -21,7 +21,10 @@ use crate::domain::{Activity, Event, User};
         title = "highload",
         description = "Users and their events. Every change is also published as a message \
                        `{id, user_id, type, data, timestamp}` on the bus (Kafka topic `KAFKA_TOPIC`), \
-                       keyed by user id; the workers derive each user's activity from them.",
+                       keyed by user id; the workers derive each user's activity from them. \
+                       Lists run newest first and page by number (`page`, `limit`) or by keyset \
+                       cursor (`cursor`: the previous page's `next_cursor`, with `limit`); a \
+                       cursor's page costs the same however deep it is.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(

@@ -190,16 +190,30 @@ impl Store for GroupCommit {
         self.inner.list_events(filter, page).await
     }
 
-    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>> {
-        self.inner.claim_outbox(limit, lease).await
+    async fn claim_outbox(
+        &self,
+        holder: Uuid,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        self.inner.claim_outbox(holder, limit, lease).await
+    }
+
+    async fn renew_outbox(
+        &self,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>> {
+        self.inner.renew_outbox(holder, ids, lease).await
     }
 
     async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
         self.inner.complete_outbox(ids).await
     }
 
-    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        self.inner.release_outbox(ids).await
+    async fn release_outbox(&self, holder: Uuid, ids: &[i64]) -> StoreResult<()> {
+        self.inner.release_outbox(holder, ids).await
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {

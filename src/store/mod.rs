@@ -20,6 +20,7 @@ mod counts;
 mod group;
 mod migrate;
 pub mod postgres;
+mod purge;
 mod rows;
 mod sql;
 pub mod sqlite;
@@ -221,17 +222,33 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, narrowed by `filter`.
     async fn list_events(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>>;
 
-    /// Leases up to `limit` unpublished rows, oldest first, for `lease`:
-    /// until it expires no other relay (in this process or another replica)
-    /// claims them.
-    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>>;
+    /// Leases up to `limit` unpublished rows, oldest first, to `holder`
+    /// (a fresh id per claim) for `lease`: until it expires no other relay
+    /// (in this process or another replica) claims them.
+    async fn claim_outbox(
+        &self,
+        holder: Uuid,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxRow>>;
+
+    /// Extends `holder`'s lease on rows `ids` to `lease` from now, and
+    /// returns the ids it still held: a row missing from the answer was
+    /// claimed by another relay after its lease expired, or is gone.
+    async fn renew_outbox(
+        &self,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>>;
 
     /// Removes rows whose messages the bus has acknowledged.
     async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()>;
 
-    /// Ends the lease of rows that could not be published, so that the next
-    /// attempt does not wait for it to expire.
-    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()>;
+    /// Ends `holder`'s lease of rows that could not be published, so that
+    /// the next attempt does not wait for it to expire. Rows another relay
+    /// holds by now stay its own.
+    async fn release_outbox(&self, holder: Uuid, ids: &[i64]) -> StoreResult<()>;
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog>;
 

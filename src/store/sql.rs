@@ -31,12 +31,13 @@ use uuid::Uuid;
 
 use super::counts::{COUNTS_PER_STATEMENT, CountKey, Counts, events_total, users_total};
 use super::migrate::{self, Embedded};
+use super::purge::DeferredDeletes;
 use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
 use super::{
     OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, Waiting, Write,
     Written,
 };
-use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User};
+use crate::domain::{Activity, Event, EventFilter, EventMessage, Key, Page, PageOf, User};
 
 /// What one SQL backend does its own way.
 #[async_trait]
@@ -56,6 +57,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// row, so that no event is added between deleting the user's events
     /// and the user (SQLite needs none: it has a single writer).
     const LOCK_ROW: &'static str;
+    /// Whether a deleted user's events are removed after the user, in
+    /// short transactions, rather than with it (see [`super::purge`]):
+    /// meanwhile the user is listed in `deleted_users`, and reads hide its
+    /// events.
+    const DEFERRED_EVENT_DELETES: bool;
 
     fn time(at: &DateTime<Utc>) -> Self::Time;
 
@@ -82,12 +88,23 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         false
     }
 
-    /// Leases up to `limit` rows that no one holds, oldest first, in order.
+    /// Leases up to `limit` rows that no one holds, oldest first, to
+    /// `holder`.
     async fn claim_outbox(
         pool: &Pool<Self::Db>,
+        holder: Uuid,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxRow>, sqlx::Error>;
+
+    /// Extends `holder`'s lease on the rows `ids` (there are some) that it
+    /// still holds; returns their ids.
+    async fn renew_outbox(
+        pool: &Pool<Self::Db>,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, sqlx::Error>;
 }
 
 /// The database errors a [`Dialect`] recognizes.
@@ -135,11 +152,56 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// Takes the reads when set (SQLite's read-only pool, so that readers
     /// never queue behind its single writer); else the writer does.
     reader: Option<NamedPool<D::Db>>,
+    /// Removes deleted users' events after the users, when the dialect
+    /// defers them.
+    deferred_deletes: Option<DeferredDeletes>,
 }
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) fn new(writer: NamedPool<D::Db>, reader: Option<NamedPool<D::Db>>) -> Self {
-        Self { writer, reader }
+        Self {
+            writer,
+            reader,
+            deferred_deletes: None,
+        }
+    }
+
+    /// The task that removes deleted users' events, for a dialect that
+    /// defers them.
+    pub(crate) fn with_deferred_deletes(mut self, task: DeferredDeletes) -> Self {
+        self.deferred_deletes = Some(task);
+        self
+    }
+
+    /// The statement listing users: binds the seek's key if `seek`, then
+    /// `LIMIT` and `OFFSET`.
+    fn list_users_sql(seek: bool) -> String {
+        let conditions: Vec<String> = seek.then(|| seek_sql(1)).into_iter().collect();
+        list_sql(
+            user_columns!(),
+            "users",
+            &conditions,
+            1 + 2 * conditions.len(),
+        )
+    }
+
+    /// The statement listing events: binds the filter's values, the seek's
+    /// key if `seek`, then `LIMIT` and `OFFSET`.
+    fn list_events_sql(filter: &EventFilter, seek: bool) -> String {
+        let mut conditions = event_filter_sql(filter);
+        let mut next = conditions.len() + 1;
+        conditions.extend(Self::visible_events().map(str::to_owned));
+        if seek {
+            conditions.push(seek_sql(next));
+            next += 2;
+        }
+        list_sql(event_columns!(), "events", &conditions, next)
+    }
+
+    /// The condition that hides the events of deleted users whose events
+    /// are still being removed.
+    fn visible_events() -> Option<&'static str> {
+        D::DEFERRED_EVENT_DELETES.then_some("user_id NOT IN (SELECT user_id FROM deleted_users)")
     }
 
     fn reader(&self) -> &NamedPool<D::Db> {
@@ -168,13 +230,18 @@ fn lock_order(writes: &[Write]) -> Vec<usize> {
 
 /// `($1, $2, …)`: `n` placeholders, for `IN`.
 fn placeholders(n: usize) -> String {
-    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    placeholders_from(1, n)
+}
+
+/// `($first, …)`: `n` placeholders from `$first` on, for `IN`.
+pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
+    let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
     format!("({})", list.join(", "))
 }
 
-/// ` WHERE …` for the filter's present fields, with placeholders from `$1`
-/// in the order [`EventFilter`]'s values are bound.
-fn event_filter_sql(filter: &EventFilter) -> String {
+/// The conditions of the filter's present fields, with placeholders from
+/// `$1` in the order [`EventFilter`]'s values are bound.
+fn event_filter_sql(filter: &EventFilter) -> Vec<String> {
     let mut conditions = Vec::new();
     if filter.user_id.is_some() {
         conditions.push(format!("user_id = ${}", conditions.len() + 1));
@@ -182,11 +249,34 @@ fn event_filter_sql(filter: &EventFilter) -> String {
     if filter.event_type.is_some() {
         conditions.push(format!("type = ${}", conditions.len() + 1));
     }
-    if conditions.is_empty() {
+    conditions
+}
+
+/// The condition of a keyset seek past the key bound at `$n` (time) and
+/// `$n+1` (id), in the lists' order (newest first). Spelled out rather than
+/// as a row value, so that the first column bounds an index range on both
+/// databases; the index keeps the order, and the rest skips the few rows
+/// that share the key's time.
+fn seek_sql(n: usize) -> String {
+    format!(
+        "created_at <= ${n} AND (created_at < ${n} OR id < ${})",
+        n + 1
+    )
+}
+
+/// `SELECT … FROM table [WHERE …] ORDER BY <the lists' order> LIMIT $n
+/// OFFSET $n+1`, where `n` follows the conditions' placeholders.
+fn list_sql(columns: &str, table: &str, conditions: &[String], n: usize) -> String {
+    let filter = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
-    }
+    };
+    format!(
+        "SELECT {columns} FROM {table}{filter} ORDER BY created_at DESC, id DESC \
+         LIMIT ${n} OFFSET ${}",
+        n + 1
+    )
 }
 
 /// Binds the filter's present values, in [`event_filter_sql`]'s order.
@@ -347,14 +437,34 @@ with_driver_bounds! {
                 if found.is_none() {
                     return Ok(Err(StoreError::UserNotFound));
                 }
-                // Events before the user: the cascade would delete them
-                // without telling us their ids.
-                let event_ids =
+                let event_ids: Vec<Uuid> = if D::DEFERRED_EVENT_DELETES {
+                    // Their ids now (their cache entries must go), the
+                    // rows later; the user's being listed hides them.
+                    let ids: Vec<Uuid> =
+                        sqlx::query_scalar("SELECT id FROM events WHERE user_id = $1")
+                            .bind(*id)
+                            .fetch_all(&mut *conn)
+                            .await
+                            .map_err(|e| D::classify(e, "failed to read the user's events"))?;
+                    if !ids.is_empty() {
+                        sqlx::query(
+                            "INSERT INTO deleted_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(*id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| D::classify(e, "failed to list the deleted user"))?;
+                    }
+                    ids
+                } else {
+                    // Events before the user: the cascade would delete
+                    // them without telling us their ids.
                     sqlx::query_scalar("DELETE FROM events WHERE user_id = $1 RETURNING id")
                         .bind(*id)
                         .fetch_all(&mut *conn)
                         .await
-                        .map_err(|e| D::classify(e, "failed to delete the user's events"))?;
+                        .map_err(|e| D::classify(e, "failed to delete the user's events"))?
+                };
                 sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(*id)
                     .execute(&mut *conn)
@@ -456,15 +566,18 @@ with_driver_bounds! {
         Ok(())
     }
 
-    /// A page of a list: `select` (whose last two placeholders are left for
+    /// A page of a list: `select` (see [`list_sql`]; its binds done but
     /// `LIMIT` and `OFFSET`) reads the rows, and the total is the row of
-    /// `row_counts` at `total`; in one transaction, so that they agree.
+    /// `row_counts` at `total`; in one transaction, so that they agree. One
+    /// row more than the page is read: whether it exists says whether a
+    /// next page does.
     async fn page_of<'q, T: Send + Unpin>(
         &self,
         total: CountKey,
         select: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
         page: Page,
         map: fn(&<D::Db as Database>::Row) -> Result<T, sqlx::Error>,
+        key: fn(&T) -> Key,
     ) -> StoreResult<PageOf<T>> {
         let mut tx = Self::begin(self.reader()).await?;
         let (scope, user_id, kind) = total;
@@ -477,8 +590,8 @@ with_driver_bounds! {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| D::classify(e, "failed to read a total"))?;
-        let items = select
-            .bind(i64::from(page.limit))
+        let mut items = select
+            .bind(i64::from(page.limit) + 1)
             .bind(page.offset())
             .try_map(|row| map(&row))
             .fetch_all(&mut *tx)
@@ -487,7 +600,10 @@ with_driver_bounds! {
         tx.commit()
             .await
             .map_err(|e| D::classify(e, "failed to end a read"))?;
+        let more = items.len() > page.limit as usize;
+        items.truncate(page.limit as usize);
         Ok(PageOf {
+            next: items.last().filter(|_| more).map(key),
             items,
             total: total.map_or(0, |(n,)| n.try_into().unwrap_or_default()),
         })
@@ -541,6 +657,42 @@ with_driver_bounds! {
         Ok(found.is_some())
     }
 
+    /// Applies the writes in one transaction (see [`Store::write`]).
+    async fn write_batch(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
+        if let [write] = writes {
+            return Ok(vec![self.write_alone(write).await?]);
+        }
+        let mut tx = Self::begin(&self.writer).await?;
+        let mut counts = Counts::default();
+        let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
+        for i in lock_order(writes) {
+            match Self::apply(&mut tx, &writes[i], &mut counts).await {
+                Ok(outcome) => outcomes[i] = Some(outcome),
+                Err(StoreError::Unavailable(err)) if !D::is_conflict(&err) => {
+                    return Err(StoreError::Unavailable(err));
+                }
+                Err(err) => {
+                    tracing::debug!(
+                        error = format!("{:#}", anyhow::Error::new(err)),
+                        writes = writes.len(),
+                        "a write of a batch failed; applying them one by one"
+                    );
+                    drop(tx);
+                    let mut outcomes = Vec::with_capacity(writes.len());
+                    for write in writes {
+                        outcomes.push(self.write_alone(write).await?);
+                    }
+                    return Ok(outcomes);
+                }
+            }
+        }
+        Self::commit(tx, counts).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("BUG: every write of the batch was applied"))
+            .collect())
+    }
+
     /// One write in a transaction of its own: a statement's failure is this
     /// write's outcome, unless the database is unavailable.
     async fn write_alone(&self, write: &Write) -> StoreResult<Outcome> {
@@ -584,7 +736,13 @@ impl<D: Dialect> Store for SqlStore<D>] {
                 anyhow::Error::new(other)
                     .context(format!("failed to run the {} migrations", D::NAME)),
             ),
-        })
+        })?;
+        // Events a stopped process left to remove, now that their table
+        // surely exists.
+        if let Some(task) = &self.deferred_deletes {
+            task.wake();
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -597,38 +755,16 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
-        if let [write] = writes {
-            return Ok(vec![self.write_alone(write).await?]);
-        }
-        let mut tx = Self::begin(&self.writer).await?;
-        let mut counts = Counts::default();
-        let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
-        for i in lock_order(writes) {
-            match Self::apply(&mut tx, &writes[i], &mut counts).await {
-                Ok(outcome) => outcomes[i] = Some(outcome),
-                Err(StoreError::Unavailable(err)) if !D::is_conflict(&err) => {
-                    return Err(StoreError::Unavailable(err));
-                }
-                Err(err) => {
-                    tracing::debug!(
-                        error = format!("{:#}", anyhow::Error::new(err)),
-                        writes = writes.len(),
-                        "a write of a batch failed; applying them one by one"
-                    );
-                    drop(tx);
-                    let mut outcomes = Vec::with_capacity(writes.len());
-                    for write in writes {
-                        outcomes.push(self.write_alone(write).await?);
-                    }
-                    return Ok(outcomes);
-                }
+        let outcomes = self.write_batch(writes).await?;
+        if let Some(task) = &self.deferred_deletes {
+            let left_events = outcomes.iter().any(|outcome| {
+                matches!(outcome, Ok(Written::Deleted { event_ids }) if !event_ids.is_empty())
+            });
+            if left_events {
+                task.wake();
             }
         }
-        Self::commit(tx, counts).await?;
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("BUG: every write of the batch was applied"))
-            .collect())
+        Ok(outcomes)
     }
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
@@ -642,23 +778,25 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn list_users(&self, page: Page) -> StoreResult<PageOf<User>> {
-        let select = concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
-        );
-        self.page_of(
-            users_total(),
-            sqlx::query(select),
-            page,
-            |row| user_from_row(row),
-        )
+        let select = Self::list_users_sql(page.after().is_some());
+        let mut query = sqlx::query(&select);
+        if let Some(after) = page.after() {
+            query = query.bind(D::time(&after.created_at)).bind(after.id);
+        }
+        self.page_of(users_total(), query, page, |row| user_from_row(row), |user: &User| Key {
+            created_at: user.created_at,
+            id: user.id,
+        })
         .await
     }
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>> {
         let mut conn = Self::acquire(self.reader()).await?;
-        sqlx::query(concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1"))
+        let mut select = concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1").to_owned();
+        if let Some(visible) = Self::visible_events() {
+            select = format!("{select} AND {visible}");
+        }
+        sqlx::query(&select)
             .bind(id)
             .try_map(|row| event_from_row(&row))
             .fetch_optional(&mut *conn)
@@ -672,37 +810,32 @@ impl<D: Dialect> Store for SqlStore<D>] {
             return Ok(PageOf {
                 items: Vec::new(),
                 total: 0,
+                next: None,
             });
         }
-        let filter_sql = event_filter_sql(filter);
-        let next = usize::from(filter.user_id.is_some())
-            + usize::from(filter.event_type.is_some())
-            + 1;
-        let select = format!(
-            concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM events{} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}"
-            ),
-            filter_sql,
-            next,
-            next + 1
-        );
+        let select = Self::list_events_sql(filter, page.after().is_some());
+        let mut query = bind_event_filter(sqlx::query(&select), filter);
+        if let Some(after) = page.after() {
+            query = query.bind(D::time(&after.created_at)).bind(after.id);
+        }
         let total = events_total(filter.user_id, filter.event_type.as_ref().map(|t| t.as_str()));
-        self.page_of(
-            total,
-            bind_event_filter(sqlx::query(&select), filter),
-            page,
-            |row| event_from_row(row),
-        )
+        self.page_of(total, query, page, |row| event_from_row(row), |event: &Event| Key {
+            created_at: event.created_at,
+            id: event.id,
+        })
         .await
     }
 
-    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>> {
+    async fn claim_outbox(
+        &self,
+        holder: Uuid,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxRow>> {
         let mut rows = self
             .writer
             .waiting
-            .on(D::claim_outbox(&self.writer.pool, limit, lease))
+            .on(D::claim_outbox(&self.writer.pool, holder, limit, lease))
             .await
             .map_err(|e| D::classify(e, "failed to claim outbox rows"))?;
         // RETURNING gives no order guarantee; publishing follows the outbox.
@@ -715,13 +848,39 @@ impl<D: Dialect> Store for SqlStore<D>] {
             .await
     }
 
-    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        self.change_outbox_rows(
-            "UPDATE outbox SET locked_until = NULL",
-            ids,
-            "failed to release outbox rows",
-        )
-        .await
+    async fn renew_outbox(
+        &self,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .waiting
+            .on(D::renew_outbox(&self.writer.pool, holder, ids, lease))
+            .await
+            .map_err(|e| D::classify(e, "failed to renew the outbox lease"))
+    }
+
+    async fn release_outbox(&self, holder: Uuid, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET locked_until = NULL, locked_by = NULL \
+             WHERE locked_by = $1 AND id IN {}",
+            placeholders_from(2, ids.len())
+        );
+        let query = ids
+            .iter()
+            .fold(sqlx::query(&sql).bind(holder), |query, id| query.bind(*id));
+        query
+            .execute(&mut *Self::acquire(&self.writer).await?)
+            .await
+            .map_err(|e| D::classify(e, "failed to release outbox rows"))?;
+        Ok(())
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
@@ -758,6 +917,9 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn close(&self) {
+        if let Some(task) = &self.deferred_deletes {
+            task.stop().await;
+        }
         self.writer.pool.close().await;
         if let Some(reader) = &self.reader {
             reader.pool.close().await;
@@ -910,7 +1072,7 @@ mod tests {
         assert_eq!(listed.total, 1);
         assert_eq!(listed.items[0].user_id, ada.id);
         let outbox = store
-            .claim_outbox(100, Duration::from_secs(60))
+            .claim_outbox(Uuid::new_v4(), 100, Duration::from_secs(60))
             .await
             .unwrap();
         let types: Vec<(String, String)> = outbox
@@ -1136,6 +1298,250 @@ mod tests {
         };
         let listed = store.list_events(&filter, Page::default()).await.unwrap();
         assert_eq!(listed.total, 1);
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+
+    /// Leases: a held row is claimed by no one else; a holder renews and
+    /// releases only rows that still carry its id; once a lease runs out
+    /// another relay claims the row, and the first holder hears it lost it.
+    async fn outbox_leases_belong_to_their_holder(store: Arc<dyn Store>) {
+        let email = format!("lease-{}@example.com", Uuid::new_v4().simple());
+        let (user, created) = user(&email);
+        let written = store
+            .write_one(Write::CreateUser {
+                user,
+                message: created,
+            })
+            .await;
+        assert!(matches!(written, Ok(Written::Created)), "{written:?}");
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let long = Duration::from_secs(60);
+        let ids_of = |rows: Vec<OutboxRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+        let ids = ids_of(store.claim_outbox(first, 100, long).await.unwrap());
+        assert_eq!(ids.len(), 1);
+        assert!(
+            store
+                .claim_outbox(second, 100, long)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.renew_outbox(first, &ids, long).await.unwrap(), ids);
+        assert!(
+            store
+                .renew_outbox(second, &ids, long)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.release_outbox(second, &ids).await.unwrap();
+        assert!(
+            store
+                .claim_outbox(second, 100, long)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a release by another relay leaves the lease alone"
+        );
+
+        // The first holder's lease runs out: the second claims the row.
+        store
+            .renew_outbox(first, &ids, Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            ids_of(store.claim_outbox(second, 100, long).await.unwrap()),
+            ids
+        );
+        assert!(
+            store
+                .renew_outbox(first, &ids, long)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the first holder hears it lost the row"
+        );
+        store.release_outbox(first, &ids).await.unwrap();
+        assert!(
+            store
+                .claim_outbox(first, 100, long)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the second holder keeps it"
+        );
+        store.release_outbox(second, &ids).await.unwrap();
+        assert_eq!(
+            ids_of(store.claim_outbox(first, 100, long).await.unwrap()),
+            ids
+        );
+        store.complete_outbox(&ids).await.unwrap();
+        assert!(
+            store
+                .claim_outbox(second, 100, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// Every way a list can be asked for: each filter, by page number or
+    /// by cursor.
+    fn list_shapes() -> Vec<(EventFilter, bool)> {
+        let user_id = Some(Uuid::now_v7());
+        let event_type = Some(crate::domain::EventType::parse("type", "click").unwrap());
+        let filters = [
+            EventFilter::default(),
+            EventFilter {
+                user_id,
+                ..EventFilter::default()
+            },
+            EventFilter {
+                event_type: event_type.clone(),
+                ..EventFilter::default()
+            },
+            EventFilter {
+                user_id,
+                event_type,
+            },
+        ];
+        filters
+            .into_iter()
+            .flat_map(|filter| [(filter.clone(), false), (filter, true)])
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sqlite_outbox_leases_belong_to_their_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), 2, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        outbox_leases_belong_to_their_holder(Arc::new(store)).await;
+    }
+
+    /// Each list reads an index in the list's order: no sort, however deep
+    /// the page.
+    #[tokio::test]
+    async fn sqlite_lists_read_an_index_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
+        )
+        .await
+        .unwrap();
+        let mut statements = vec![
+            ("users", SqliteStore::list_users_sql(false)),
+            ("users", SqliteStore::list_users_sql(true)),
+        ];
+        for (filter, seek) in list_shapes() {
+            statements.push(("events", SqliteStore::list_events_sql(&filter, seek)));
+        }
+        for (table, sql) in statements {
+            let plan = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let scan = plan.lines().any(|line| {
+                (line.contains(&format!("SCAN {table} USING"))
+                    || line.contains(&format!("SEARCH {table} USING")))
+                    && line.contains("INDEX")
+            });
+            assert!(scan, "{sql}\n{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+        }
+    }
+
+    /// A database of its own on the PostgreSQL of `TEST_DATABASE_URL`,
+    /// and how to reach it; the caller drops it.
+    async fn postgres_database() -> (sqlx::PgPool, String, PgConnectOptions) {
+        let admin_url = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("PostgreSQL must be running (scripts/dev-services.sh)");
+        let name = format!("highload_store_{}", Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = admin_url
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .database(&name);
+        (admin, name, options)
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL (TEST_DATABASE_URL); run with --include-ignored"]
+    async fn postgres_outbox_leases_belong_to_their_holder_and_lists_read_an_index_in_order() {
+        let (admin, name, options) = postgres_database().await;
+        let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5));
+        store.migrate().await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        outbox_leases_belong_to_their_holder(Arc::clone(&store)).await;
+
+        // The tables are empty, so any plan is cheap: price out the plans
+        // that need no index in the lists' order. A list that no index can
+        // serve in order still sorts, and that is what must not show.
+        let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        for setting in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+            sqlx::query(&format!("SET LOCAL {setting} = off"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let now = crate::domain::now();
+        let mut statements: Vec<(String, Option<EventFilter>, bool)> = vec![
+            (PostgresStore::list_users_sql(false), None, false),
+            (PostgresStore::list_users_sql(true), None, true),
+        ];
+        for (filter, seek) in list_shapes() {
+            statements.push((
+                PostgresStore::list_events_sql(&filter, seek),
+                Some(filter),
+                seek,
+            ));
+        }
+        for (sql, filter, seek) in statements {
+            let explain = format!("EXPLAIN {sql}");
+            let mut query = sqlx::query(&explain);
+            if let Some(filter) = &filter {
+                query = bind_event_filter(query, filter);
+            }
+            if seek {
+                query = query.bind(now).bind(Uuid::now_v7());
+            }
+            let plan: Vec<String> = query
+                .bind(11_i64)
+                .bind(0_i64)
+                .try_map(|row: sqlx::postgres::PgRow| sqlx::Row::try_get::<String, _>(&row, 0))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let plan = plan.join("\n");
+            assert!(plan.contains("Index"), "{sql}\n{plan}");
+            assert!(!plan.contains("Sort"), "{sql}\n{plan}");
+        }
+        tx.rollback().await.unwrap();
+        pool.close().await;
         store.close().await;
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&admin)

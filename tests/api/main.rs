@@ -3,6 +3,7 @@
 mod helpers;
 mod kafka;
 
+mod cursor;
 mod docs_browser;
 mod edge;
 mod events;
@@ -11,10 +12,12 @@ mod health;
 mod lifecycle;
 mod observability;
 mod openapi;
+mod outbox_lease;
 mod pipeline;
 mod process;
 mod real_stack;
 mod services;
 mod totals;
+mod user_deletion;
 mod users;
 mod validation;
