@@ -108,6 +108,17 @@ pub struct CacheConfig {
     pub cache_event_ttl: Duration,
     /// Bytes the in-process cache may hold (keys and values).
     pub cache_memory_bytes: u64,
+    pub local: LocalCacheConfig,
+}
+
+/// The in-process tier in front of Redis (real stack only; the embedded
+/// stack's in-process cache is its only tier).
+#[derive(Debug, Clone, Args)]
+pub struct LocalCacheConfig {
+    /// Real stack: longest a replica keeps a value in its in-process tier in front of Redis;
+    /// the bound on staleness when an invalidation is lost (0s: no in-process tier)
+    #[arg(long, env = "CACHE_LOCAL_TTL", value_name = "CACHE_LOCAL_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub cache_local_ttl: Duration,
 }
 
 /// How to reach Redis. `redis`'s own `Debug` of the connection leaves the
@@ -435,6 +446,9 @@ struct CacheArgs {
         default_value_t = 8 << 20
     )]
     cache_memory_bytes: u64,
+
+    #[command(flatten)]
+    local: LocalCacheConfig,
 }
 
 #[derive(Debug, Args)]
@@ -687,6 +701,7 @@ impl CacheArgs {
             cache_user_ttl: self.cache_user_ttl,
             cache_event_ttl: self.cache_event_ttl,
             cache_memory_bytes: self.cache_memory_bytes,
+            local: self.local,
         })
     }
 }
@@ -847,6 +862,7 @@ mod tests {
         assert_eq!(config.cache.cache_user_ttl, Duration::from_secs(3600));
         assert_eq!(config.cache.cache_event_ttl, Duration::from_secs(1800));
         assert_eq!(config.cache.cache_memory_bytes, 8 << 20);
+        assert_eq!(config.cache.local.cache_local_ttl, Duration::from_secs(1));
         assert_eq!(config.server.http_body_limit, 1024 * 1024);
     }
 

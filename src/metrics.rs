@@ -275,6 +275,11 @@ impl Metrics {
         }
     }
 
+    /// Adds figures sampled at each scrape (before the metrics are shared).
+    pub(crate) fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// Counts one cache read.
     pub(crate) fn cache_read(&self, kind: &'static str, result: &'static str) {
         self.cache_requests

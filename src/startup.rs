@@ -27,9 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::kafka::KafkaSettings;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{self, Publisher, Subscriber};
-use crate::cache::memory::MemoryCache;
-use crate::cache::redis::RedisCache;
-use crate::cache::{Cache, ReadThrough};
+use crate::cache::{self, InvalidationListener};
 use crate::config::{Config, DatabaseBackend};
 use crate::health::{Health, HealthSettings, Readiness};
 use crate::http::{self, AppState, HttpLimits};
@@ -53,6 +51,8 @@ pub struct Application {
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
     pipeline: Pipeline,
+    /// Keeps the in-process cache tier coherent with other replicas.
+    invalidations: Option<InvalidationListener>,
     /// Cancelled to begin a graceful shutdown.
     shutdown: CancellationToken,
 }
@@ -64,19 +64,15 @@ impl Application {
     /// endpoints. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let caches = cache::build(&config.cache, &mut metrics)?;
+        let metrics = Arc::new(metrics);
         let store = build_store(&config, &metrics).await?;
-        let cache = build_cache(&config)?;
+        let cache = Arc::clone(&caches.shared);
         let (publisher, subscriber) = build_bus(&config, &metrics)?;
 
         let relay_wakeup = Arc::new(Notify::new());
-        let read_through = ReadThrough::new(
-            Arc::clone(&cache),
-            config.cache.cache_prefix.clone(),
-            config.cache.cache_user_ttl,
-            config.cache.cache_event_ttl,
-            Arc::clone(&metrics),
-        );
+        let read_through = caches.read_through(&config.cache, Arc::clone(&metrics));
         let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
         let readiness = Arc::new(Readiness::default());
         let health = Health::new(
@@ -152,6 +148,7 @@ impl Application {
             store,
             publisher,
             pipeline,
+            invalidations: caches.listener,
             shutdown: CancellationToken::new(),
         })
     }
@@ -182,6 +179,7 @@ impl Application {
             store,
             publisher,
             pipeline,
+            invalidations,
             shutdown,
             ..
         } = self;
@@ -209,6 +207,11 @@ impl Application {
         let pipeline = supervisor.spawn("pipeline", |token| {
             pipeline.run_until_stopped(supervisor.clone(), token)
         });
+        let invalidations = invalidations.map(|listener| {
+            supervisor.spawn("cache invalidations", |token| {
+                listener.run_until_stopped(token)
+            })
+        });
 
         tokio::select! {
             () = shutdown.cancelled() => {}
@@ -223,13 +226,17 @@ impl Application {
             let health = health.stop().await;
             state.service.finish_writes().await;
             let pipeline = pipeline.stop().await;
+            let invalidations = match invalidations {
+                Some(task) => task.stop().await,
+                None => Ok(()),
+            };
             // Nothing publishes or queries any more past this point.
             supervisor.wait().await;
             publisher
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
-            [server, health, pipeline]
+            [server, health, pipeline, invalidations]
         };
         let Ok(results) = tokio::time::timeout(deadline, drain).await else {
             supervisor.stop_all();
@@ -280,18 +287,6 @@ async fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<
         settings,
         Arc::clone(metrics),
     )))
-}
-
-fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
-    let cache = &config.cache;
-    Ok(match &cache.redis {
-        Some(redis) => Arc::new(RedisCache::connect_lazy(
-            redis.connection.clone(),
-            cache.cache_prefix.clone(),
-            redis.timeout,
-        )?),
-        None => Arc::new(MemoryCache::new(cache.cache_memory_bytes)),
-    })
 }
 
 fn build_bus(

@@ -3,6 +3,7 @@
 mod helpers;
 mod kafka;
 
+mod cache_tiers;
 mod cursor;
 mod docs_browser;
 mod edge;
