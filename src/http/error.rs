@@ -256,7 +256,7 @@ impl ApiError {
             Self::InvalidBody { field, .. } => field.as_deref(),
             Self::InvalidQuery(err) => Some(err.field),
             Self::EmailTaken => Some("email"),
-            Self::InvalidHeader { header, .. } => Some(header),
+            Self::InvalidHeader { header, .. } => Some(*header),
             Self::IdempotencyKeyInFlight | Self::IdempotencyKeyReused => Some("Idempotency-Key"),
             _ => None,
         }
