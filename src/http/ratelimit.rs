@@ -106,8 +106,7 @@ impl RateLimit {
             .time_to_idle(refill.max(Duration::from_secs(1)))
             .build();
         Self {
-            limiter: RateLimiter::new(quota, Buckets(buckets), DefaultClock::default())
-                .with_middleware::<StateInformationMiddleware>(),
+            limiter: RateLimiter::new(quota, Buckets(buckets), DefaultClock::default()),
             burst: burst.get(),
             per_token,
             trusted_proxy_hops,
