@@ -30,6 +30,7 @@ use crate::bus::{self, Publisher, Subscriber};
 use crate::cache::{self, InvalidationListener};
 use crate::config::{Config, DatabaseBackend};
 use crate::health::{Health, HealthSettings, Readiness};
+use crate::http::guard::Guards;
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
@@ -94,6 +95,7 @@ impl Application {
             body_limit: config.server.http_body_limit,
             metrics: Arc::clone(&metrics),
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
+            guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
         };
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -192,9 +194,12 @@ impl Application {
         };
         let app = http::app(state.clone(), limits);
         let server = supervisor.spawn("http server", |token| async move {
+            // With peer addresses: the rate limit tells clients apart by them.
             axum::serve(
                 listener,
-                axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+                axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                    std::net::SocketAddr,
+                >(app),
             )
             .with_graceful_shutdown(token.cancelled_owned())
             .await
@@ -203,6 +208,10 @@ impl Application {
         let health = Arc::clone(&state.health);
         let health = supervisor.spawn("health checks", |token| async move {
             health.run_until_stopped(token).await
+        });
+        let guards = Arc::clone(&state.guards);
+        let purge = supervisor.spawn("idempotency key purge", |token| {
+            guards.run_purge_until_stopped(token)
         });
         let pipeline = supervisor.spawn("pipeline", |token| {
             pipeline.run_until_stopped(supervisor.clone(), token)
@@ -224,6 +233,7 @@ impl Application {
             let server = server.stop().await;
             // Nothing reports the checks any more.
             let health = health.stop().await;
+            let purge = purge.stop().await;
             state.service.finish_writes().await;
             let pipeline = pipeline.stop().await;
             let invalidations = match invalidations {
@@ -236,7 +246,7 @@ impl Application {
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
-            [server, health, pipeline, invalidations]
+            [server, health, purge, pipeline, invalidations]
         };
         let Ok(results) = tokio::time::timeout(deadline, drain).await else {
             supervisor.stop_all();

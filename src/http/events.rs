@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::error::documented::{BadRequest, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, EventId};
+use super::idempotency::Idempotent;
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
 
@@ -92,6 +93,7 @@ fn parse_user_id(raw: &str) -> Result<Uuid, ValidationError> {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
+    Idempotent(key): Idempotent,
     ApiJson(body): ApiJson<CreateEvent>,
 ) -> Result<Response, ApiError> {
     let new = NewEvent {
@@ -99,7 +101,7 @@ pub(super) async fn create(
         event_type: EventType::parse("type", &body.event_type)?,
         data: EventData::parse("data", body.data)?,
     };
-    let json = state.service.create_event(new).await?;
+    let json = state.service.create_event(new, key).await?;
     Ok(json_body(StatusCode::CREATED, json))
 }
 

@@ -7,6 +7,9 @@
 //! characters, else generated, and returned), one log line per request,
 //! panic → 500, metrics; then, for the API only, load shedding past the
 //! in-flight limit → 503, request timeout → 503, body size limit → 413.
+//! The client guards (`guard`) add security headers and CORS around
+//! everything, a per-client rate limit (429) around the API, and
+//! `Idempotency-Key` handling inside its admission layers.
 //!
 //! The operations routes (`/health`, `/health/live`, `/health/ready`,
 //! `/metrics`) are a route tree of their own, outside the shedding and the
@@ -17,8 +20,12 @@
 mod error;
 mod events;
 mod extract;
+pub mod guard;
+mod headers;
 pub mod health;
+mod idempotency;
 pub mod openapi;
+mod ratelimit;
 mod users;
 
 use std::sync::Arc;
@@ -66,6 +73,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Samples the store's pools and outbox backlog for `/metrics`.
     pub store_metrics: Arc<StoreCollector>,
+    /// Rate limits, idempotency keys, CORS.
+    pub guards: Arc<guard::Guards>,
 }
 
 /// Limits of the HTTP edge.
@@ -165,13 +174,11 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
+    // Idempotency keys inside the admission layers: a lookup is database work.
     let resources =
-        users::router()
-            .merge(events::router())
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                require_store_ready,
-            ));
+        guard::check_idempotency_keys(users::router().merge(events::router()), &state).route_layer(
+            middleware::from_fn_with_state(state.clone(), require_store_ready),
+        );
     let api = Router::new()
         .merge(openapi::router())
         .merge(resources)
@@ -181,7 +188,11 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
     let operations = health::router()
         .route("/metrics", axum::routing::get(render_metrics))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    let router = operations.merge(api).layer(observe).with_state(state);
+    // Client guards (see `guard`): the per-client rate limit on the API,
+    // inside the log and metrics; security headers and CORS on every route.
+    let api = guard::limit_rate(api, &state);
+    let router = guard::secure_responses(operations.merge(api).layer(observe), &state);
+    let router = router.with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 

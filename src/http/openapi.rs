@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
+use super::guard::GuardDocs;
 use super::{AppState, error, events, health, users};
 use crate::domain::{Activity, Event, User};
 
@@ -34,6 +35,7 @@ use crate::domain::{Activity, Event, User};
         super::render_metrics, openapi_json, docs,
     ),
     components(schemas(User, Event, Activity, error::Problem)),
+    modifiers(&GuardDocs),
     tags(
         (name = "users", description = "Users, and what the workers derived from their events"),
         (name = "events", description = "Events about users"),

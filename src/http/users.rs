@@ -11,6 +11,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 use super::error::documented::{BadRequest, Conflict, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, UserId};
+use super::idempotency::Idempotent;
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch, name_pattern};
 
@@ -110,6 +111,7 @@ pub struct UserList<'a> {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
+    Idempotent(key): Idempotent,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
     let new = NewUser {
@@ -117,7 +119,7 @@ pub(super) async fn create(
         first_name: PersonName::parse("first_name", &body.first_name)?,
         last_name: PersonName::parse("last_name", &body.last_name)?,
     };
-    let json = state.service.create_user(new).await?;
+    let json = state.service.create_user(new, key).await?;
     Ok(json_body(StatusCode::CREATED, json))
 }
 

@@ -23,7 +23,10 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, Write};
+use super::{
+    OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, StoredResponse,
+    Write,
+};
 use crate::domain::{Activity, Event, EventFilter, Page, PageOf, User};
 use crate::metrics::Metrics;
 
@@ -222,6 +225,22 @@ impl Store for GroupCommit {
 
     async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity> {
         self.inner.get_activity(user_id).await
+    }
+
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<StoredResponse>> {
+        self.inner.idempotent_response(scope, key).await
+    }
+
+    async fn purge_idempotency_keys(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> StoreResult<usize> {
+        self.inner.purge_idempotency_keys(now, limit).await
     }
 
     async fn close(&self) {

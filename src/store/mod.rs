@@ -18,6 +18,7 @@
 
 mod counts;
 mod group;
+mod idempotency;
 mod migrate;
 pub mod postgres;
 mod purge;
@@ -26,6 +27,7 @@ mod sql;
 pub mod sqlite;
 
 pub(crate) use group::{GroupCommit, GroupCommitSettings};
+pub use idempotency::{IdempotencyKey, StoredResponse};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +50,10 @@ pub enum StoreError {
     /// delete, or the user of a new event).
     #[error("user does not exist")]
     UserNotFound,
+    /// The write's idempotency key was recorded by another write first
+    /// (see [`Write::Idempotent`]).
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
     /// The database cannot be reached or is too busy right now; retrying
     /// later can succeed.
     #[error("database unavailable")]
@@ -78,6 +84,7 @@ impl StoreError {
         match self {
             Self::EmailTaken => Self::EmailTaken,
             Self::UserNotFound => Self::UserNotFound,
+            Self::IdempotencyKeyTaken => Self::IdempotencyKeyTaken,
             Self::Unavailable(err) => Self::Unavailable(Arc::clone(err)),
             Self::Other(err) => Self::Other(anyhow::anyhow!("{err:#}")),
         }
@@ -139,6 +146,16 @@ pub enum Write {
     /// the same id was applied before (the dedupe record and the effect
     /// commit together).
     ApplyMessage(EventMessage),
+    /// Applies `write` and records `key` with the response to replay, in
+    /// one transaction; [`StoreError::IdempotencyKeyTaken`] (and no effect)
+    /// if the key is recorded and not expired. A rejected `write` records
+    /// nothing.
+    Idempotent {
+        key: IdempotencyKey,
+        status: u16,
+        response: String,
+        write: Box<Write>,
+    },
 }
 
 /// What one [`Write`] did.
@@ -254,6 +271,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's activity (zero counts before the first message).
     async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity>;
+
+    /// The response recorded for an unexpired idempotency key.
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<StoredResponse>>;
+
+    /// Deletes up to `limit` keys that expired before `now`; how many.
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<usize>;
 
     /// Waits for in-flight queries and closes connections.
     async fn close(&self);

@@ -34,8 +34,8 @@ use super::migrate::{self, Embedded};
 use super::purge::DeferredDeletes;
 use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
 use super::{
-    OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, Waiting, Write,
-    Written,
+    IdempotencyKey, OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult,
+    StoredResponse, Waiting, Write, Written,
 };
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Key, Page, PageOf, User};
 
@@ -216,11 +216,12 @@ impl<D: Dialect> SqlStore<D> {
 /// of deadlocking. Any order is right: the writes of a batch were sent
 /// concurrently, and none has been answered yet.
 fn lock_order(writes: &[Write]) -> Vec<usize> {
-    let key = |write: &Write| match write {
+    let key = |write: &Write| match write.effect() {
         Write::CreateUser { user, .. } => (0, user.email.clone()),
         Write::UpdateUser { id, .. } | Write::DeleteUser { id, .. } => (1, id.to_string()),
         Write::CreateEvent { event, .. } => (2, event.user_id.to_string()),
         Write::ApplyMessage(message) => (3, message.user_id.to_string()),
+        Write::Idempotent { .. } => unreachable!("BUG: an idempotency key wraps one effect"),
     };
     let mut order: Vec<usize> = (0..writes.len()).collect();
     // Stable: equal keys keep their arrival order.
@@ -374,7 +375,63 @@ with_driver_bounds! {
         write: &Write,
         counts: &mut Counts,
     ) -> StoreResult<Outcome> {
+        let Write::Idempotent { key, status, response, write } = write else {
+            return Self::apply_effect(conn, write, counts).await;
+        };
+        // The key first: a transaction that recorded it already (and, on
+        // PostgreSQL, one that is recording it now, which this one waits
+        // for) keeps the effect from happening twice.
+        let claimed: Option<String> = sqlx::query_scalar(
+            "INSERT INTO idempotency_keys \
+             (scope, key, request_hash, status, response, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, \
+             status = excluded.status, response = excluded.response, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING key",
+        )
+        .bind(key.scope.clone())
+        .bind(key.key.clone())
+        .bind(key.request_hash.clone())
+        .bind(i64::from(*status))
+        .bind(response.clone())
+        .bind(D::time(&Utc::now()))
+        .bind(D::time(&key.expires_at))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| D::classify(e, "failed to record the idempotency key"))?;
+        if claimed.is_none() {
+            return Ok(Err(StoreError::IdempotencyKeyTaken));
+        }
+        let outcome = Self::apply_effect(conn, write, counts).await?;
+        if outcome.is_err() {
+            // Only successes are replayed: the key is free for a retry.
+            Self::forget_idempotency_key(conn, key).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn forget_idempotency_key(
+        conn: &mut <D::Db as Database>::Connection,
+        key: &IdempotencyKey,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+            .bind(key.scope.clone())
+            .bind(key.key.clone())
+            .execute(conn)
+            .await
+            .map_err(|e| D::classify(e, "failed to free the idempotency key"))?;
+        Ok(())
+    }
+
+    /// [`Self::apply`] for a write without an idempotency key.
+    async fn apply_effect(
+        conn: &mut <D::Db as Database>::Connection,
+        write: &Write,
+        counts: &mut Counts,
+    ) -> StoreResult<Outcome> {
         match write {
+            Write::Idempotent { .. } => unreachable!("BUG: an idempotency key wraps one effect"),
             Write::CreateUser { user, message } => {
                 let inserted = sqlx::query(
                     "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) \
@@ -914,6 +971,42 @@ impl<D: Dialect> Store for SqlStore<D>] {
             .await
             .map_err(|e| D::classify(e, "failed to end a read"))?;
         Ok(super::activity_from(user_id, summary, by_type))
+    }
+
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<StoredResponse>> {
+        let found: Option<(String, i64, String)> = sqlx::query_as(
+            "SELECT request_hash, status, response FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2 AND expires_at > $3",
+        )
+        .bind(scope.to_owned())
+        .bind(key.to_owned())
+        .bind(D::time(&Utc::now()))
+        .fetch_optional(&mut *Self::acquire(self.reader()).await?)
+        .await
+        .map_err(|e| D::classify(e, "failed to read the idempotency key"))?;
+        Ok(found.map(|(request_hash, status, body)| StoredResponse {
+            request_hash,
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+        }))
+    }
+
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<usize> {
+        let purged: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM idempotency_keys WHERE (scope, key) IN \
+             (SELECT scope, key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2) \
+             RETURNING key",
+        )
+        .bind(D::time(&now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *Self::acquire(&self.writer).await?)
+        .await
+        .map_err(|e| D::classify(e, "failed to purge idempotency keys"))?;
+        Ok(purged.len())
     }
 
     async fn close(&self) {
