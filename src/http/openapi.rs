@@ -35,7 +35,7 @@ use crate::domain::{Activity, Event, User};
         super::render_metrics, openapi_json, docs,
     ),
     components(schemas(User, Event, Activity, error::Problem)),
-    modifiers(&GuardDocs),
+    modifiers(&GuardDocs, &crate::auth::openapi::SecurityAddon),
     tags(
         (name = "users", description = "Users, and what the workers derived from their events"),
         (name = "events", description = "Events about users"),

@@ -6,6 +6,8 @@ mod kafka;
 mod cache_tiers;
 mod cursor;
 mod docs_browser;
+mod api_keys_cli;
+mod auth;
 mod edge;
 mod events;
 mod group_commit;
