@@ -228,6 +228,7 @@ struct Cli {
     log: LogConfig,
     #[command(flatten)]
     guard: GuardArgs,
+    #[command(flatten)]
     auth: crate::auth::config::AuthArgs,
 }
 

@@ -3,11 +3,11 @@
 mod helpers;
 mod kafka;
 
+mod api_keys_cli;
+mod auth;
 mod cache_tiers;
 mod cursor;
 mod docs_browser;
-mod api_keys_cli;
-mod auth;
 mod edge;
 mod events;
 mod group_commit;
