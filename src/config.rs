@@ -40,6 +40,7 @@ pub struct Config {
     pub workers: WorkerConfig,
     pub log: LogConfig,
     pub guard: GuardConfig,
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Where the data lives, and the pool that reaches it.
@@ -227,6 +228,8 @@ struct Cli {
     log: LogConfig,
     #[command(flatten)]
     guard: GuardArgs,
+    #[command(flatten)]
+    auth: crate::auth::config::AuthArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -701,16 +704,7 @@ impl Config {
     /// and resolves them. On a bad value, prints which variable is wrong and
     /// exits.
     pub fn load() -> Self {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(err) if err.not_found() => {}
-            Err(err) => clap::Error::raw(
-                clap::error::ErrorKind::Io,
-                format!("failed to read .env: {err}\n"),
-            )
-            .exit(),
-        }
-        unset_empty_variables();
+        read_dotenv();
         match Cli::parse().resolve() {
             Ok(config) => config,
             Err(err) => Cli::command()
@@ -719,6 +713,45 @@ impl Config {
         }
     }
 
+    /// As [`Config::load`], with the subcommands `S` beside the settings:
+    /// `None` when the command line names none.
+    pub fn load_with<S: clap::Subcommand>() -> (Self, Option<S>) {
+        use clap::FromArgMatches;
+        read_dotenv();
+        let mut command = S::augment_subcommands(Cli::command());
+        let mut matches = command.clone().get_matches();
+        let parsed = Cli::from_arg_matches_mut(&mut matches).and_then(|cli| {
+            let subcommand = match matches.subcommand_name() {
+                Some(_) => Some(S::from_arg_matches_mut(&mut matches)?),
+                None => None,
+            };
+            Ok((cli, subcommand))
+        });
+        let (cli, subcommand) = parsed.unwrap_or_else(|err| err.format(&mut command).exit());
+        match cli.resolve() {
+            Ok(config) => (config, subcommand),
+            Err(err) => command
+                .error(clap::error::ErrorKind::ValueValidation, err)
+                .exit(),
+        }
+    }
+}
+
+/// Loads `.env` into the environment, then drops empty variables.
+fn read_dotenv() {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(err) if err.not_found() => {}
+        Err(err) => clap::Error::raw(
+            clap::error::ErrorKind::Io,
+            format!("failed to read .env: {err}\n"),
+        )
+        .exit(),
+    }
+    unset_empty_variables();
+}
+
+impl Config {
     /// Parses `args` (the program name first) and the environment, then
     /// resolves them; an error names the variable, as at start-up.
     pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
@@ -744,6 +777,7 @@ impl Cli {
             workers: self.workers,
             log: self.log,
             guard: self.guard.resolve()?,
+            auth: self.auth.resolve()?,
         })
     }
 }

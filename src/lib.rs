@@ -4,6 +4,8 @@
 //! and the API tests use: configuration, logging, the signal handler, the
 //! application and its metrics.
 
+/// Authentication of the API (`AUTH_MODE`): API keys, JWTs, scopes.
+pub mod auth;
 /// The Bus port: in-process or Kafka, and the outbox relay.
 pub(crate) mod bus;
 /// The Cache port: in-process or Redis, read-through with single-flight.

@@ -1,9 +1,19 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Subcommand;
+use highload::auth::cli::ApiKeyCommand;
 use highload::config::Config;
 use highload::startup::Application;
 use highload::{healthcheck, shutdown, telemetry};
+
+/// What to do instead of serving; with none, the server runs.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list or revoke API keys (AUTH_MODE=api-key) in the configured database
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
 
 fn main() -> ExitCode {
     // The image's health check: no server, no configuration beyond the
@@ -13,7 +23,10 @@ fn main() -> ExitCode {
         return healthcheck::main(args);
     }
     // Before any thread starts: loading reads `.env` into the environment.
-    let config = Config::load();
+    let (config, command) = Config::load_with::<Command>();
+    if let Some(Command::ApiKey(command)) = command {
+        return run_api_key_command(&config, command);
+    }
     if let Err(err) = telemetry::init(&config.log) {
         eprintln!("failed to set up logging: {err:#}");
         return ExitCode::FAILURE;
@@ -42,4 +55,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     shutdown::cancel_on_signal(app.shutdown_token());
     app.run_until_stopped().await
+}
+
+/// `highload api-key …`: prints its result, or the error on standard error.
+fn run_api_key_command(config: &Config, command: ApiKeyCommand) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(highload::auth::cli::run(&config.database, command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::bus::kafka::KafkaSettings;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{self, Publisher, Subscriber};
@@ -96,6 +97,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
             guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
+            auth: Arc::new(Authenticator::build(&config.auth, &config.database)?),
         };
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),

@@ -75,6 +75,8 @@ pub struct AppState {
     pub store_metrics: Arc<StoreCollector>,
     /// Rate limits, idempotency keys, CORS.
     pub guards: Arc<guard::Guards>,
+    /// Checks credentials (`AUTH_MODE`, `METRICS_TOKEN`).
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Limits of the HTTP edge.
@@ -179,6 +181,19 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         guard::check_idempotency_keys(users::router().merge(events::router()), &state).route_layer(
             middleware::from_fn_with_state(state.clone(), require_store_ready),
         );
+    // Authentication: the resources by AUTH_MODE and scope, /metrics by
+    // METRICS_TOKEN; health, /docs and /openapi.json stay open. Outside the
+    // idempotency keys, which are kept per credential.
+    let resources = resources.route_layer(middleware::from_fn_with_state(
+        Arc::clone(&state.auth),
+        crate::auth::require_scope,
+    ));
+    let metrics = Router::new()
+        .route("/metrics", axum::routing::get(render_metrics))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            crate::auth::require_metrics_token,
+        ));
     let api = Router::new()
         .merge(openapi::router())
         .merge(resources)
@@ -186,7 +201,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(shed);
     let operations = health::router()
-        .route("/metrics", axum::routing::get(render_metrics))
+        .merge(metrics)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     // Client guards (see `guard`): the per-client rate limit on the API,
     // inside the log and metrics; security headers and CORS on every route.

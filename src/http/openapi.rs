@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 
 use super::guard::GuardDocs;
 use super::{AppState, error, events, health, users};
+use crate::auth::openapi::SecurityAddon;
 use crate::domain::{Activity, Event, User};
 
 #[derive(OpenApi)]
@@ -35,7 +36,7 @@ use crate::domain::{Activity, Event, User};
         super::render_metrics, openapi_json, docs,
     ),
     components(schemas(User, Event, Activity, error::Problem)),
-    modifiers(&GuardDocs),
+    modifiers(&GuardDocs, &SecurityAddon),
     tags(
         (name = "users", description = "Users, and what the workers derived from their events"),
         (name = "events", description = "Events about users"),

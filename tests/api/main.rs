@@ -3,6 +3,8 @@
 mod helpers;
 mod kafka;
 
+mod api_keys_cli;
+mod auth;
 mod cache_tiers;
 mod cursor;
 mod docs_browser;
