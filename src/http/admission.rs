@@ -611,16 +611,14 @@ mod tests {
         assert_eq!(limiter.in_flight(), 4);
     }
 
+    type Waiting = JoinHandle<Result<Permit, Shed>>;
+
     /// Two waiters, the older `age` older than the newer; then one slot
     /// frees. Returns (older, newer) and the remaining held permits.
     async fn two_waiters_and_a_freed_slot(
         limiter: &Arc<Limiter>,
         age: Duration,
-    ) -> (
-        JoinHandle<Result<Permit, Shed>>,
-        JoinHandle<Result<Permit, Shed>>,
-        Vec<Permit>,
-    ) {
+    ) -> (Waiting, Waiting, Vec<Permit>) {
         let mut held = take(limiter, 4).await;
         let waiter = || {
             let limiter = Arc::clone(limiter);
