@@ -625,6 +625,8 @@ mod tests {
             tokio::spawn(async move { limiter.acquire().await })
         };
         let older = waiter();
+        // Let it queue before the clock moves.
+        tokio::task::yield_now().await;
         tokio::time::advance(age).await;
         let newer = waiter();
         tokio::time::advance(Duration::from_millis(1)).await;
