@@ -261,10 +261,14 @@ pub struct ServerConfig {
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_name = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub http_request_timeout: Duration,
 
-    /// Requests handled at once; beyond this they get 503 at once (load shedding)
+    /// Most API requests of a class (reads, writes) handled at once: the ceiling of the adaptive limit
+    /// (see ADMISSION_*); four times as many may wait for admission
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", value_name = "HTTP_MAX_IN_FLIGHT", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_in_flight: u32,
+
+    #[command(flatten)]
+    pub admission: AdmissionConfig,
 
     /// Time allowed for a graceful shutdown (drain requests, outbox and workers)
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -281,6 +285,37 @@ pub struct ServerConfig {
     #[arg(long, env = "HEALTH_DETAIL", value_name = "HEALTH_DETAIL", default_value = "false",
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub health_detail: bool,
+}
+
+/// Admission control of the API: each class of requests (reads, writes)
+/// admits as many at once as its backends serve within a target latency.
+#[derive(Debug, Clone, Copy, Args)]
+#[command(next_help_heading = "Admission control")]
+pub struct AdmissionConfig {
+    /// API latency above which a class (reads, writes) admits fewer requests at once; below it, more
+    #[arg(long, env = "ADMISSION_TARGET_LATENCY", value_name = "ADMISSION_TARGET_LATENCY", default_value = "250ms",
+          value_parser = parse_admission_target_latency)]
+    pub admission_target_latency: Duration,
+
+    /// Longest an API request waits for admission when its class is at its limit, before 503
+    /// (0s: shed at once); the newest waiters are admitted first
+    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "500ms",
+          value_parser = parse_duration)]
+    pub admission_queue_timeout: Duration,
+}
+
+/// An `ADMISSION_TARGET_LATENCY`: zero would shrink every limit to its
+/// minimum.
+fn parse_admission_target_latency(raw: &str) -> Result<Duration, String> {
+    const MINIMUM: Duration = Duration::from_millis(1);
+    let target = parse_duration(raw)?;
+    if target < MINIMUM {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MINIMUM)
+        ));
+    }
+    Ok(target)
 }
 
 /// A `HEALTH_CHECK_INTERVAL`: a shorter one would probe the dependencies

@@ -193,6 +193,7 @@ impl Application {
             body_limit: config.server.http_body_limit,
             request_timeout: config.server.http_request_timeout,
             max_in_flight: config.server.http_max_in_flight as usize,
+            admission: config.server.admission,
         };
         let app = http::app(state.clone(), limits);
         let server = supervisor.spawn("http server", |token| async move {

@@ -4,19 +4,26 @@
 //! Middleware, outermost first: trailing-slash normalization (wraps the
 //! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
 //! id (accepted from `X-Request-ID` when it is 1 to 128 visible ASCII
-//! characters, else generated, and returned), one log line per request,
-//! panic → 500, metrics; then, for the API only, load shedding past the
-//! in-flight limit → 503, request timeout → 503, body size limit → 413.
-//! The client guards (`guard`) add security headers and CORS around
-//! everything, a per-client rate limit (429) around the API, and
-//! `Idempotency-Key` handling inside its admission layers.
+//! characters, else generated, and returned), one log line per request (at
+//! `debug`: under overload a line per request would cost more than the
+//! request; errors are logged where they happen, shed requests in summary),
+//! panic → 500, metrics; then, for the API only, admission control
+//! (`admission`: an adaptive concurrency limit per class, reads and
+//! writes, beyond which requests wait briefly, then get 503), request
+//! timeout → 503, body size limit → 413. The client guards (`guard`) add
+//! security headers and CORS around everything, a per-client rate limit
+//! (429) around the API, and `Idempotency-Key` handling inside its
+//! admission layers.
 //!
 //! The operations routes (`/health`, `/health/live`, `/health/ready`,
-//! `/metrics`) are a route tree of their own, outside the shedding and the
-//! timeout: they answer from memory, so they cost little, and a probe that
-//! failed because the API is busy would get a healthy instance restarted
-//! or taken out of its load balancer in the middle of a load spike.
+//! `/metrics`) are a route tree of their own, outside admission and the
+//! timeout, with a budget of their own ([`OPERATIONS_MAX_IN_FLIGHT`], beyond
+//! which they wait, never 503): they answer from memory, so they cost
+//! little, and a probe that failed because the API is busy would get a
+//! healthy instance restarted or taken out of its load balancer in the
+//! middle of a load spike.
 
+pub mod admission;
 mod error;
 mod events;
 mod extract;
@@ -42,7 +49,6 @@ use serde::Deserialize;
 use tower::Layer;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -52,6 +58,9 @@ use tracing::Span;
 
 pub use error::ApiError;
 
+use self::admission::{Admission, AdmissionSettings};
+use crate::config::AdmissionConfig;
+
 use crate::domain::Page;
 use crate::health::Health;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels, StoreCollector};
@@ -59,6 +68,11 @@ use crate::service::Service;
 use prometheus_client::metrics::gauge::Gauge;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Operations requests (health, metrics) handled at once; more wait. Their
+/// own budget: the API's load never sheds them, and a flood of scrapes
+/// cannot take the whole process.
+pub const OPERATIONS_MAX_IN_FLIGHT: usize = 64;
 
 /// The longest `X-Request-ID` accepted from a client, in bytes.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -85,6 +99,7 @@ pub struct HttpLimits {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
+    pub admission: AdmissionConfig,
 }
 
 /// `page`, `limit` and `cursor` of the list endpoints, validated by
@@ -140,7 +155,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .on_request(())
         .on_response(
             |res: &axum::http::Response<_>, latency: Duration, _span: &Span| {
-                tracing::info!(
+                tracing::debug!(
                     status = res.status().as_u16(),
                     latency_ms = latency.as_secs_f64() * 1e3,
                     "request completed"
@@ -161,19 +176,27 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
             state.clone(),
             record_request,
         ));
-    // The API only: shedding, time limit, body limit.
+    // The API only: admission, time limit, body limit.
+    let budgets = Admission::new(
+        AdmissionSettings {
+            target_latency: limits.admission.admission_target_latency,
+            queue_timeout: limits.admission.admission_queue_timeout,
+            max_in_flight: limits.max_in_flight,
+        },
+        Arc::clone(&state.metrics),
+    );
     let shed = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(
+            Arc::new(budgets),
+            admission::admit,
+        ))
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
-            if err.is::<tower::load_shed::error::Overloaded>() {
-                ApiError::Overloaded
-            } else if err.is::<tower::timeout::error::Elapsed>() {
+            if err.is::<tower::timeout::error::Elapsed>() {
                 ApiError::Timeout
             } else {
                 ApiError::Internal(anyhow::anyhow!(err))
             }
         }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
     // Idempotency keys inside the admission layers: a lookup is database work.
@@ -202,7 +225,8 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(shed);
     let operations = health::router()
         .merge(metrics)
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(GlobalConcurrencyLimitLayer::new(OPERATIONS_MAX_IN_FLIGHT));
     // Client guards (see `guard`): the per-client rate limit on the API,
     // inside the log and metrics; security headers and CORS on every route.
     let api = guard::limit_rate(api, &state);

@@ -18,6 +18,7 @@ mod lifecycle;
 mod observability;
 mod openapi;
 mod outbox_lease;
+mod overload;
 mod pipeline;
 mod process;
 mod rate_limit;
