@@ -24,6 +24,7 @@ mod process;
 mod rate_limit;
 mod real_stack;
 mod services;
+mod tracing;
 mod totals;
 mod user_deletion;
 mod users;
