@@ -3,8 +3,13 @@
 //! (`LOG_FORMAT`); and, when an OTLP endpoint is configured (`OTEL_*`, see
 //! [`config`]), the service's spans exported as OpenTelemetry traces.
 //!
-//! Spans are exported at level info and above, from the service's own code,
-//! whatever `LOG_LEVEL` prints. A JSON log line written inside a traced span
+//! `LOG_LEVEL` chooses what is logged and what is exported alike: with the
+//! default (`info`) every span of the service is exported. One filter for
+//! both, not one per layer: with a filter per layer, the relay's publish
+//! spans on the PostgreSQL and Kafka stack reached the log but not the
+//! exporter (the per-layer filter's state seen when a span is created was
+//! not the one computed for it), so traces lost their publish step. A JSON
+//! log line written inside a traced span
 //! starts with its `trace_id` and `span_id`; with export off, a line inside
 //! a span that continues an incoming trace context (see
 //! [`crate::tracing_context`]) carries that context's `trace_id`.
@@ -22,7 +27,6 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
-use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -78,12 +82,10 @@ pub fn init(log: &LogConfig, spans: &TracingConfig) -> anyhow::Result<Tracing> {
         .with_tracer(provider.tracer("highload"))
         .with_location(false)
         .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_filter(Targets::new().with_target("highload", LevelFilter::INFO));
-    // Each layer filters for itself: what is logged and what is exported
-    // are chosen separately.
+        .with_tracked_inactivity(false);
     tracing_subscriber::registry()
-        .with(log_layer(log.log_format).with_filter(filter))
+        .with(filter)
+        .with(log_layer(log.log_format))
         .with(spans)
         .try_init()?;
     tracing::info!(
