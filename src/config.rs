@@ -1116,7 +1116,7 @@ impl PostgresTlsArgs {
         if matches!(mode, PgSslMode::Disable) {
             if let Some((variable, _, _)) = files.into_iter().flatten().next() {
                 return Err(ConfigError::Conflict {
-                    variable: *variable,
+                    variable,
                     reason: "names a TLS file, but the TLS mode (DB_SSLMODE, or sslmode in \
                              DATABASE_URL) is disable"
                         .into(),
@@ -1126,7 +1126,7 @@ impl PostgresTlsArgs {
         match (&cert, &key) {
             (Some((variable, ..)), None) => {
                 return Err(ConfigError::Conflict {
-                    variable: *variable,
+                    variable,
                     reason: "a client certificate needs its key (DB_SSLKEY, or sslkey in \
                              DATABASE_URL)"
                         .into(),
@@ -1134,7 +1134,7 @@ impl PostgresTlsArgs {
             }
             (None, Some((variable, ..))) => {
                 return Err(ConfigError::Conflict {
-                    variable: *variable,
+                    variable,
                     reason: "a client key needs its certificate (DB_SSLCERT, or sslcert in \
                              DATABASE_URL)"
                         .into(),
@@ -1218,7 +1218,8 @@ impl RedisTlsArgs {
                 }
                 (host.clone(), *port, true)
             }
-            ConnectionAddr::Unix(_) => (String::new(), 0, false),
+            // A Unix socket.
+            _ => (String::new(), 0, false),
         };
         let tls = match (self.redis_tls, rediss) {
             (Some(false), true) => {
@@ -1238,7 +1239,7 @@ impl RedisTlsArgs {
         if !tls {
             if let Some((variable, _)) = files.iter().find(|(_, path)| path.is_some()) {
                 return Err(ConfigError::Conflict {
-                    variable: *variable,
+                    variable,
                     reason: "is set, but TLS to Redis is off (set REDIS_TLS=true, or use a \
                              rediss:// REDIS_URL)"
                         .into(),
@@ -1246,7 +1247,10 @@ impl RedisTlsArgs {
             }
             return Ok(connection);
         }
-        if matches!(connection.addr(), ConnectionAddr::Unix(_)) {
+        if !matches!(
+            connection.addr(),
+            ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }
+        ) {
             return Err(ConfigError::Conflict {
                 variable: "REDIS_TLS",
                 reason: "TLS needs a TCP address, not a Unix socket".into(),
