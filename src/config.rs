@@ -995,7 +995,7 @@ enum SslMode {
     Prefer,
     /// TLS, certificate not checked (checked as verify-ca when DB_SSLROOTCERT is set)
     Require,
-    /// TLS, certificate signed by a trusted CA
+    /// TLS, certificate signed by a trusted CA (this build checks its name too, as verify-full)
     VerifyCa,
     /// TLS, certificate signed by a trusted CA and issued for the host connected to
     VerifyFull,
@@ -1981,7 +1981,9 @@ mod tests {
     fn db_sslmode_has_libpq_meanings_and_defaults() {
         let files = tls_files();
         let host = ["--db-host", "db"];
-        let with = |extra: &[&str]| [&host[..], extra].concat();
+        fn with<'a>(host: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+            [host, extra].concat()
+        }
         assert!(
             matches!(ssl_mode(&host), PgSslMode::Disable),
             "Go's default"
@@ -1993,16 +1995,14 @@ mod tests {
             ("verify-ca", PgSslMode::VerifyCa),
             ("verify-full", PgSslMode::VerifyFull),
         ] {
-            let got = ssl_mode(&with(&["--db-sslmode", mode]));
+            let got = ssl_mode(&with(&host, &["--db-sslmode", mode]));
             assert_eq!(format!("{got:?}"), format!("{expected:?}"), "{mode}");
         }
         // libpq: require with a root certificate checks the chain.
-        let got = ssl_mode(&with(&[
-            "--db-sslmode",
-            "require",
-            "--db-sslrootcert",
-            &files.ca,
-        ]));
+        let got = ssl_mode(&with(
+            &host,
+            &["--db-sslmode", "require", "--db-sslrootcert", &files.ca],
+        ));
         assert!(matches!(got, PgSslMode::VerifyCa), "{got:?}");
 
         // A URL: its sslmode wins; without one DB_SSLMODE, else prefer.
@@ -2022,12 +2022,12 @@ mod tests {
         assert!(matches!(got, PgSslMode::Require), "{got:?}");
 
         // allow is libpq's, but the client cannot do it: refused, named.
-        let err = resolve_error(&with(&["--db-sslmode", "allow"]));
+        let err = resolve_error(&with(&host, &["--db-sslmode", "allow"]));
         assert_eq!(err.variable(), "DB_SSLMODE");
         assert!(err.to_string().contains("not supported"), "{err}");
         let err = resolve_error(&["--database-url", "postgres://db/x?sslmode=allow"]);
         assert_eq!(err.variable(), "DATABASE_URL");
-        let err = parse(&with(&["--db-sslmode", "on"]))
+        let err = parse(&with(&host, &["--db-sslmode", "on"]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("DB_SSLMODE"), "{err}");

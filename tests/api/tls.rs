@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use highload::config::{Config, DatabaseBackend};
 use highload::startup::Application;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::helpers::{Stack, TestData, eventually, free_port, spawn_app_with};
@@ -89,7 +89,7 @@ fn server_port() -> u16 {
     };
     let (first, last) = range
         .split_once('-')
-        .and_then(|(first, last)| Some((first.parse().ok()?, last.parse().ok()?)))
+        .and_then(|(first, last)| Some((first.parse::<u16>().ok()?, last.parse::<u16>().ok()?)))
         .expect("TEST_PORTS is first-last");
     // Tests run in parallel: start at a different place in the range.
     let offset = (std::process::id() as u16).wrapping_add(rand_u16());
@@ -310,9 +310,9 @@ impl TlsRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is needed for the TLS tests: apt-get install redis-server");
-        let mut redis = Self { port, child };
+        let child = std::sync::Mutex::new(child);
         eventually(|| async {
-            if let Ok(Some(status)) = redis.child.try_wait() {
+            if let Ok(Some(status)) = child.lock().unwrap().try_wait() {
                 panic!("redis-server exited ({status}): was it built with TLS?");
             }
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -321,7 +321,10 @@ impl TlsRedis {
                 .then_some(())
         })
         .await;
-        redis
+        Self {
+            port,
+            child: child.into_inner().unwrap(),
+        }
     }
 
     fn url(&self) -> String {
@@ -463,7 +466,7 @@ async fn the_smoke_path_runs_on_a_postgres_checked_with_verify_full_and_a_client
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts its own PostgreSQL with TLS (initdb, pg_ctl): cargo test -- --include-ignored"]
-async fn verify_full_refuses_a_certificate_for_another_host_and_says_so() {
+async fn verify_full_and_verify_ca_refuse_a_certificate_for_another_host_and_say_so() {
     let pki = Pki::new();
     let server = pki.issue("postgres", "postgres", &["db.example.com"]);
     let client = pki.issue("client", "highload", &[]);
@@ -527,19 +530,33 @@ async fn verify_full_refuses_a_certificate_for_another_host_and_says_so() {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
 
-    // verify-ca checks the chain only: the same server is accepted.
+    // verify-ca would check the chain only, but the driver checks the
+    // name as well (README, "TLS to the backends"): the same server is
+    // refused, not silently accepted.
     let arguments = args("verify-ca");
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     let config = app_config(&data, &arguments);
-    let app = spawn_app_with(config, data).await;
-    let response = app
-        .post(
-            "/api/v1/users",
-            &json!({ "email": "ca-only@example.com", "first_name": "Ada", "last_name": "L" }),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    app.stop().await.expect("clean shutdown");
+    let app = Application::build(config)
+        .await
+        .expect("the app starts; the database is reported down");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let handle = tokio::spawn(app.run_until_stopped());
+    let body: Value = eventually(|| async {
+        let response = client_http
+            .get(format!("{address}/health"))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status();
+        let body: Value = response.json().await.ok()?;
+        (status == 503 && body["checks"]["database"]["error"].is_string()).then_some(body)
+    })
+    .await;
+    let error = body["checks"]["database"]["error"].as_str().unwrap();
+    assert!(error.contains("not valid for name"), "{error}");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
