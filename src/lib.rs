@@ -38,5 +38,7 @@ pub(crate) mod store;
 pub(crate) mod supervisor;
 /// Logging setup (`LOG_LEVEL`, `LOG_FORMAT`).
 pub mod telemetry;
+/// TLS to the backends: the crypto provider, certificate files checked.
+pub(crate) mod tls;
 /// The bounded worker pool and the event processor.
 pub(crate) mod worker;

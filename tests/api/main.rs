@@ -24,6 +24,7 @@ mod process;
 mod rate_limit;
 mod real_stack;
 mod services;
+mod tls;
 mod totals;
 mod user_deletion;
 mod users;
