@@ -257,7 +257,9 @@ start_service() {
   local bin=$1 stack=$2 dir=$3 t0 code
   local env=(PATH="$PATH" HOME="$HOME" SERVER_HOST=127.0.0.1 SERVER_PORT="$PORT" LOG_LEVEL="$LOG_LEVEL")
   if [ "$stack" = real ]; then
-    env+=(DATABASE_URL="$PG_URL/$DB" REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
+    # Loopback, and comparable with baselines built without TLS: a URL
+    # without sslmode would mean prefer, TLS where the server offers it.
+    env+=(DATABASE_URL="$PG_URL/$DB" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
       KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$TOPIC")
   else
     env+=(SQLITE_PATH="$dir/highload.db")

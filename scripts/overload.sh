@@ -110,7 +110,8 @@ if [ "$STACK" = real ]; then
   if command -v tansu >/dev/null; then
     CLEANUP+=("tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$RUN_ID'; tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$RUN_ID.dlq'")
   fi
-  env_vars+=(DATABASE_URL="$PG_URL/$RUN_ID" REDIS_URL="$REDIS_URL" CACHE_PREFIX="$RUN_ID:"
+  # Loopback: no TLS (a URL without sslmode would mean prefer).
+  env_vars+=(DATABASE_URL="$PG_URL/$RUN_ID" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$RUN_ID:"
     KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$RUN_ID" KAFKA_GROUP_ID="$RUN_ID")
 else
   env_vars+=(SQLITE_PATH="$WORK/highload.db")

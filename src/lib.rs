@@ -38,6 +38,8 @@ pub(crate) mod store;
 pub(crate) mod supervisor;
 /// Logging (`LOG_LEVEL`, `LOG_FORMAT`) and span export (`OTEL_*`).
 pub mod telemetry;
+/// TLS to the backends: the crypto provider, certificate files checked.
+pub(crate) mod tls;
 /// W3C trace context carried from a request through the outbox and the bus.
 pub(crate) mod tracing_context;
 /// The bounded worker pool and the event processor.

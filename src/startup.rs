@@ -71,6 +71,7 @@ impl Application {
     /// endpoints. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
+        crate::tls::install_crypto_provider();
         let mut metrics = Metrics::new();
         let caches = cache::build(&config.cache, &mut metrics)?;
         let metrics = Arc::new(metrics);
