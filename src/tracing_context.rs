@@ -45,6 +45,10 @@ impl TraceContext {
     /// Parses header values; `None` unless `traceparent` is a valid W3C
     /// `traceparent` (a `tracestate` that is not valid is dropped).
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+        // W3C's shape, checked here: the propagator pads a short id.
+        if !well_formed(traceparent) {
+            return None;
+        }
         let tracestate = tracestate.filter(|s| s.len() <= MAX_TRACESTATE_LEN);
         let headers = Headers {
             traceparent: Some(traceparent),
@@ -151,6 +155,18 @@ pub fn of_span(span: &Span) -> Option<TraceContext> {
             .find_map(|span| span.extensions().get::<Continued>().map(|c| c.0.clone()))
     })
     .flatten()
+}
+
+/// `version-traceid-parentid-flags`: two, 32, 16 and two lowercase hex
+/// digits (a later version may append fields after a dash).
+fn well_formed(traceparent: &str) -> bool {
+    let mut parts = traceparent.splitn(5, '-');
+    let lengths = [2, 32, 16, 2];
+    lengths.iter().all(|&len| {
+        parts.next().is_some_and(|part| {
+            part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    })
 }
 
 /// Reads the two headers from borrowed values.
