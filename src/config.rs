@@ -44,6 +44,8 @@ pub struct Config {
     pub log: LogConfig,
     pub guard: GuardConfig,
     pub auth: crate::auth::AuthConfig,
+    /// Span export (`OTEL_*`).
+    pub tracing: crate::telemetry::TracingConfig,
 }
 
 /// Where the data lives, and the pool that reaches it.
@@ -242,6 +244,8 @@ struct Cli {
     guard: GuardArgs,
     #[command(flatten)]
     auth: crate::auth::config::AuthArgs,
+    #[command(flatten)]
+    tracing: crate::telemetry::config::TracingArgs,
     #[command(flatten)]
     tls: BackendTlsArgs,
 }
@@ -822,6 +826,7 @@ impl Cli {
             log: self.log,
             guard: self.guard.resolve()?,
             auth: self.auth.resolve()?,
+            tracing: self.tracing.resolve()?,
         })
     }
 }

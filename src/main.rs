@@ -27,18 +27,22 @@ fn main() -> ExitCode {
     if let Some(Command::ApiKey(command)) = command {
         return run_api_key_command(&config, command);
     }
-    if let Err(err) = telemetry::init(&config.log) {
-        eprintln!("failed to set up logging: {err:#}");
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!(error = %err, "failed to start the async runtime");
+            eprintln!("failed to start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    // Inside the runtime: the span exporter sends on it.
+    let spans = match runtime.block_on(async { telemetry::init(&config.log, &config.tracing) }) {
+        Ok(spans) => spans,
+        Err(err) => {
+            eprintln!("failed to set up logging and tracing: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config, spans));
     // Whatever is still running after the drain (a client library waiting
     // for a server that is gone) must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -51,8 +55,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let app = Application::build(config).await?;
+async fn run(config: Config, spans: telemetry::Tracing) -> anyhow::Result<()> {
+    let app = Application::build(config).await?.with_tracing(spans);
     shutdown::cancel_on_signal(app.shutdown_token());
     app.run_until_stopped().await
 }

@@ -9,7 +9,9 @@
 //!    outbox (as long as the bus accepts it), then the consumer stops
 //!    fetching, the worker pool finishes its queue, and the final offsets
 //!    are committed (see `pipeline`);
-//! 4. the producer flushes, the store's pool closes.
+//! 4. the producer flushes, the store's pool closes;
+//! 5. the span exporter sends the spans still buffered (when spans are
+//!    exported).
 //!
 //! Every background task runs under one [`Supervisor`]. One that stops on
 //! its own before shutdown is a failure: the rest is drained the same way
@@ -40,6 +42,7 @@ use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{GroupCommit, GroupCommitSettings, Store};
 use crate::supervisor::Supervisor;
+use crate::telemetry::Tracing;
 use crate::worker::EventProcessor;
 
 /// Time limit of each health check.
@@ -57,6 +60,8 @@ pub struct Application {
     invalidations: Option<InvalidationListener>,
     /// Cancelled to begin a graceful shutdown.
     shutdown: CancellationToken,
+    /// The span exporter, flushed last in the drain.
+    spans: Tracing,
 }
 
 impl Application {
@@ -155,7 +160,15 @@ impl Application {
             pipeline,
             invalidations: caches.listener,
             shutdown: CancellationToken::new(),
+            spans: Tracing::default(),
         })
+    }
+
+    /// Hands the process's span exporter to this application, which sends
+    /// the last spans at the end of its drain.
+    pub fn with_tracing(mut self, spans: Tracing) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// The port the listener is bound to (useful with `SERVER_PORT=0`).
@@ -186,6 +199,7 @@ impl Application {
             pipeline,
             invalidations,
             shutdown,
+            spans,
             ..
         } = self;
         let supervisor = Supervisor::new();
@@ -250,6 +264,9 @@ impl Application {
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
+            spans
+                .shutdown(deadline.saturating_sub(started.elapsed()))
+                .await;
             [server, health, purge, pipeline, invalidations]
         };
         let Ok(results) = tokio::time::timeout(deadline, drain).await else {

@@ -15,6 +15,10 @@
 //! out of reach) may see another one claim and publish its rows too; the
 //! bus's contract is at least once, and the processor drops duplicates by
 //! message id.
+//!
+//! Each message is published in a span of its own (`outbox publish`), in
+//! the trace of the change it announces (stored with its row): the message
+//! carries that span on, so that its worker continues the same trace.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +27,14 @@ use std::future::Future;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 use uuid::Uuid;
 
 use super::Publisher;
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
-use crate::store::Store;
+use crate::store::{OutboxRow, Store};
+use crate::tracing_context::{self, TraceContext};
 
 /// How long a claim reserves rows for this relay without a renewal: the
 /// longest that rows claimed by a process that died wait to be claimed
@@ -113,6 +119,22 @@ impl OutboxRelay {
         tracing::info!(drained, "outbox relay stopped");
     }
 
+    /// The span of one message's publishing, in the trace of its row.
+    fn publish_span(&self, row: &OutboxRow) -> Span {
+        let span = tracing::info_span!(
+            "outbox publish",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = self.publisher.backend(),
+            outbox_id = row.id,
+            user_id = row.key,
+        );
+        if let Some(trace) = &row.trace {
+            tracing_context::continue_trace(&span, trace);
+        }
+        span
+    }
+
     /// One claim–publish–settle round; returns how many rows it published.
     async fn relay_batch(&self) -> anyhow::Result<usize> {
         let holder = Uuid::new_v4();
@@ -123,11 +145,20 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
+        // Open until the bus has the message (or refused it).
+        let spans: Vec<Span> = rows.iter().map(|row| self.publish_span(row)).collect();
+        let traces: Vec<Option<TraceContext>> = rows
+            .iter()
+            .zip(&spans)
+            .map(|(row, span)| tracing_context::of_span(span).or_else(|| row.trace.clone()))
+            .collect();
         let messages: Vec<_> = rows
             .iter()
-            .map(|row| super::Message {
+            .zip(&traces)
+            .map(|(row, trace)| super::Message {
                 key: row.key.as_bytes(),
                 payload: row.payload.as_bytes(),
+                trace: trace.as_ref(),
             })
             .collect();
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
@@ -137,10 +168,11 @@ impl OutboxRelay {
         let mut published = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
         let mut first_error = None;
-        for (row, result) in rows.iter().zip(results) {
+        for ((row, result), span) in rows.iter().zip(results).zip(&spans) {
             match result {
                 Ok(()) => published.push(row.id),
                 Err(err) => {
+                    span.record("otel.status_code", "ERROR");
                     failed.push(row.id);
                     first_error.get_or_insert(err);
                 }

@@ -144,13 +144,16 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
                 .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 "request",
                 method = %req.method(),
                 route,
                 path = req.uri().path(),
                 request_id,
-            )
+            );
+            // The caller's trace (W3C `traceparent`) continues here.
+            crate::tracing_context::continue_from_headers(&span, req.headers());
+            span
         })
         .on_request(())
         .on_response(

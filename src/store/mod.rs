@@ -39,6 +39,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
+use crate::tracing_context::TraceContext;
 
 /// What can go wrong in a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,8 @@ pub struct OutboxRow {
     pub key: String,
     /// The message JSON, exactly as it will be published.
     pub payload: String,
+    /// The trace the change belongs to, passed on with the message.
+    pub trace: Option<TraceContext>,
 }
 
 /// How far the relay is behind.
@@ -137,6 +140,8 @@ pub enum Write {
         id: Uuid,
         patch: UserPatch,
         at: DateTime<Utc>,
+        /// The trace of the `user_updated` message.
+        trace: Option<TraceContext>,
     },
     /// Deletes the user and their events.
     DeleteUser { id: Uuid, message: EventMessage },

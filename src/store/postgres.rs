@@ -107,7 +107,7 @@ impl Dialect for Pg {
              locked_by = $2, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM outbox WHERE locked_until IS NULL OR locked_until < now() \
               ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, key, payload",
+             RETURNING id, key, payload, traceparent, tracestate",
         )
         .bind(lease.as_secs_f64())
         .bind(holder)

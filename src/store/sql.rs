@@ -354,13 +354,17 @@ with_driver_bounds! {
         conn: &mut <D::Db as Database>::Connection,
         message: &EventMessage,
     ) -> StoreResult<()> {
+        let trace = message.trace.as_ref();
         sqlx::query(
-            "INSERT INTO outbox (message_id, key, payload, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO outbox (message_id, key, payload, created_at, traceparent, tracestate) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(message.id)
         .bind(message.key())
         .bind(message.to_json())
         .bind(D::time(&message.timestamp))
+        .bind(trace.map(|t| t.traceparent().to_owned()))
+        .bind(trace.and_then(|t| t.tracestate()).map(str::to_owned))
         .execute(conn)
         .await
         .map_err(|e| D::classify(e, "failed to write the outbox row"))?;
@@ -454,7 +458,12 @@ with_driver_bounds! {
                 counts.add(users_total(), 1);
                 Ok(Ok(Written::Created))
             }
-            Write::UpdateUser { id, patch, at } => {
+            Write::UpdateUser {
+                id,
+                patch,
+                at,
+                trace,
+            } => {
                 let updated = sqlx::query(concat!(
                     "UPDATE users SET email = COALESCE($1, email), \
                      first_name = COALESCE($2, first_name), \
@@ -480,7 +489,8 @@ with_driver_bounds! {
                     };
                     return Ok(Err(rejection));
                 };
-                let message = EventMessage::for_user(EventMessage::USER_UPDATED, &user, *at);
+                let message = EventMessage::for_user(EventMessage::USER_UPDATED, &user, *at)
+                    .with_trace(trace.clone());
                 Self::insert_outbox(conn, &message).await?;
                 Ok(Ok(Written::Updated(user)))
             }
@@ -1116,16 +1126,19 @@ mod tests {
                     id: ada.id,
                     patch: patch.clone(),
                     at,
+                    trace: None,
                 },
                 Write::UpdateUser {
                     id: grace.id,
                     patch: steal,
                     at,
+                    trace: None,
                 },
                 Write::UpdateUser {
                     id: Uuid::now_v7(),
                     patch,
                     at,
+                    trace: None,
                 },
                 Write::DeleteUser {
                     id: Uuid::now_v7(),
@@ -1232,6 +1245,7 @@ mod tests {
                 id: zoe.id,
                 patch: UserPatch::default(),
                 at: domain::now(),
+                trace: None,
             },
             Write::CreateUser {
                 user: ada.clone(),

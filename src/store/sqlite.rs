@@ -151,7 +151,7 @@ impl Dialect for Lite {
             "UPDATE outbox SET locked_until = $1, locked_by = $2, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM outbox WHERE locked_until IS NULL OR locked_until < $3 \
               ORDER BY id LIMIT $4) \
-             RETURNING id, key, payload",
+             RETURNING id, key, payload, traceparent, tracestate",
         )
         .bind(ts(&(now + lease)))
         .bind(holder)

@@ -26,6 +26,7 @@ mod real_stack;
 mod services;
 mod tls;
 mod totals;
+mod tracing;
 mod user_deletion;
 mod users;
 mod validation;
