@@ -257,7 +257,9 @@ start_service() {
   local bin=$1 stack=$2 dir=$3 t0 code
   local env=(PATH="$PATH" HOME="$HOME" SERVER_HOST=127.0.0.1 SERVER_PORT="$PORT" LOG_LEVEL="$LOG_LEVEL")
   if [ "$stack" = real ]; then
-    env+=(DATABASE_URL="$PG_URL/$DB" REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
+    # Loopback, and comparable with baselines built without TLS: a URL
+    # without sslmode would mean prefer, TLS where the server offers it.
+    env+=(DATABASE_URL="$PG_URL/$DB" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
       KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$TOPIC")
   else
     env+=(SQLITE_PATH="$dir/highload.db")
@@ -378,6 +380,22 @@ lists() {
   load list_events_user "GET /api/v1/events?user_id" 64 "/api/v1/events?user_id=$OWNER_ID&page=1&limit=10"
   load list_events_type "GET /api/v1/events?type" 64 "/api/v1/events?type=type3&page=1&limit=10"
   load list_events_user_type "GET /api/v1/events?user_id&type" 64 "/api/v1/events?user_id=$OWNER_ID&type=type0&page=1&limit=10"
+  cursor_lists
+}
+
+# cursor_lists: deep paging by keyset cursor, from halfway down each list
+# (the cursor comes from the page before, asked for by number once). A
+# binary without cursors (an older baseline) skips these lines.
+cursor_lists() {
+  local list cursor page=$((ROWS / 20))
+  for list in users events; do
+    cursor=$(curl -sf "$BASE_URL/api/v1/$list?page=$page&limit=10" | jq -r '.next_cursor // empty') || cursor=
+    if [ -z "$cursor" ]; then
+      say "  no cursor from /api/v1/$list: its cursor line is skipped"
+      continue
+    fi
+    load "list_${list}_cursor" "GET /api/v1/$list by cursor, halfway down" 64 "/api/v1/$list?limit=10&cursor=$cursor"
+  done
 }
 
 # bench_one BINARY STACK: every scenario for one binary on one stack.

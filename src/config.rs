@@ -22,9 +22,12 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, Parser, ValueEnum};
-use redis::{ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+    TlsCertificates,
+};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// The shortest `KAFKA_DELIVERY_TIMEOUT` accepted.
 const MIN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,6 +43,10 @@ pub struct Config {
     pub workers: WorkerConfig,
     pub log: LogConfig,
     pub listener: ListenerConfig,
+    pub guard: GuardConfig,
+    pub auth: crate::auth::AuthConfig,
+    /// Span export (`OTEL_*`).
+    pub tracing: crate::telemetry::TracingConfig,
 }
 
 /// Where the data lives, and the pool that reaches it.
@@ -109,6 +116,17 @@ pub struct CacheConfig {
     pub cache_event_ttl: Duration,
     /// Bytes the in-process cache may hold (keys and values).
     pub cache_memory_bytes: u64,
+    pub local: LocalCacheConfig,
+}
+
+/// The in-process tier in front of Redis (real stack only; the embedded
+/// stack's in-process cache is its only tier).
+#[derive(Debug, Clone, Args)]
+pub struct LocalCacheConfig {
+    /// Real stack: longest a replica keeps a value in its in-process tier in front of Redis;
+    /// the bound on staleness when an invalidation is lost (0s: no in-process tier)
+    #[arg(long, env = "CACHE_LOCAL_TTL", value_name = "CACHE_LOCAL_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub cache_local_ttl: Duration,
 }
 
 /// How to reach Redis. `redis`'s own `Debug` of the connection leaves the
@@ -147,6 +165,8 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// The longest a consumer's fetch waits at the broker for data.
     pub fetch_wait: Duration,
+    /// TLS and SASL to the brokers.
+    pub security: KafkaSecurity,
 }
 
 /// A value that parsed but cannot be used; each names its variable.
@@ -170,6 +190,12 @@ pub enum ConfigError {
         variable: &'static str,
         minimum: Duration,
     },
+    /// A value that does not fit with another setting.
+    #[error("{variable}: {reason}")]
+    Conflict {
+        variable: &'static str,
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -178,7 +204,8 @@ impl ConfigError {
         match self {
             Self::Scheme { variable, .. }
             | Self::Invalid { variable, .. }
-            | Self::TooShort { variable, .. } => variable,
+            | Self::TooShort { variable, .. }
+            | Self::Conflict { variable, .. } => variable,
         }
     }
 }
@@ -216,6 +243,14 @@ struct Cli {
     log: LogConfig,
     #[command(flatten)]
     listener: ListenerArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
+    #[command(flatten)]
+    auth: crate::auth::config::AuthArgs,
+    #[command(flatten)]
+    tracing: crate::telemetry::config::TracingArgs,
+    #[command(flatten)]
+    tls: BackendTlsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -247,10 +282,14 @@ pub struct ServerConfig {
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_name = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub http_request_timeout: Duration,
 
-    /// Requests handled at once; beyond this they get 503 at once (load shedding)
+    /// Most API requests of a class (reads, writes) handled at once: the ceiling of the adaptive limit
+    /// (see ADMISSION_*); four times as many may wait for admission
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", value_name = "HTTP_MAX_IN_FLIGHT", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_in_flight: u32,
+
+    #[command(flatten)]
+    pub admission: AdmissionConfig,
 
     /// Time allowed for a graceful shutdown (drain requests, outbox and workers)
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -267,6 +306,37 @@ pub struct ServerConfig {
     #[arg(long, env = "HEALTH_DETAIL", value_name = "HEALTH_DETAIL", default_value = "false",
           value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub health_detail: bool,
+}
+
+/// Admission control of the API: each class of requests (reads, writes)
+/// admits as many at once as its backends serve within a target latency.
+#[derive(Debug, Clone, Copy, Args)]
+#[command(next_help_heading = "Admission control")]
+pub struct AdmissionConfig {
+    /// API latency above which a class (reads, writes) admits fewer requests at once; below it, more
+    #[arg(long, env = "ADMISSION_TARGET_LATENCY", value_name = "ADMISSION_TARGET_LATENCY", default_value = "250ms",
+          value_parser = parse_admission_target_latency)]
+    pub admission_target_latency: Duration,
+
+    /// Longest an API request waits for admission when its class is at its limit, before 503
+    /// (0s: shed at once); the newest waiters are admitted first
+    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "500ms",
+          value_parser = parse_duration)]
+    pub admission_queue_timeout: Duration,
+}
+
+/// An `ADMISSION_TARGET_LATENCY`: zero would shrink every limit to its
+/// minimum.
+fn parse_admission_target_latency(raw: &str) -> Result<Duration, String> {
+    const MINIMUM: Duration = Duration::from_millis(1);
+    let target = parse_duration(raw)?;
+    if target < MINIMUM {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MINIMUM)
+        ));
+    }
+    Ok(target)
 }
 
 /// A `HEALTH_CHECK_INTERVAL`: a shorter one would probe the dependencies
@@ -334,11 +404,6 @@ struct DatabaseArgs {
         default_value = "highload_db"
     )]
     db_name: String,
-
-    /// PostgreSQL TLS mode
-    #[arg(long, env = "DB_SSLMODE", value_name = "DB_SSLMODE", default_value = "disable",
-          value_parser = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"])]
-    db_sslmode: String,
 
     /// Most connections in the pool (SQLite: read connections)
     #[arg(long, env = "DB_MAX_CONNECTIONS", value_name = "DB_MAX_CONNECTIONS", default_value_t = 20,
@@ -438,6 +503,9 @@ struct CacheArgs {
         default_value_t = 8 << 20
     )]
     cache_memory_bytes: u64,
+
+    #[command(flatten)]
+    local: LocalCacheConfig,
 }
 
 #[derive(Debug, Args)]
@@ -647,6 +715,96 @@ impl ListenerArgs {
     }
 }
 
+/// What the HTTP edge enforces per client: a rate limit, idempotency keys,
+/// and which browser origins may call the API.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// `None`: no rate limit (the default).
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Proxies in front of the service that append to `X-Forwarded-For`;
+    /// the client address is the one the farthest of them saw.
+    pub trusted_proxy_hops: u32,
+    /// How long a stored response is replayed for its `Idempotency-Key`.
+    pub idempotency_key_ttl: Duration,
+    /// Origins allowed by CORS (`*`: any); empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// A token bucket per client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitConfig {
+    /// Tokens added per second (may be below one).
+    pub per_second: f64,
+    /// Size of the bucket: requests a client may send at once.
+    pub burst: u32,
+    /// Clients tracked at once; the least recently seen go first.
+    pub max_clients: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Client guards (rate limit, idempotency keys, CORS)")]
+struct GuardArgs {
+    /// Requests per second each client may send, on average, to the API (not to /health* and
+    /// /metrics); fractions allowed (0.5: one every two seconds). 0: no rate limit
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", value_name = "RATE_LIMIT_PER_SECOND", default_value = "0",
+          value_parser = parse_rate)]
+    rate_limit_per_second: f64,
+
+    /// Requests a client may send at once before the rate applies (default: one second's worth,
+    /// at least 1)
+    #[arg(long, env = "RATE_LIMIT_BURST", value_name = "RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_burst: Option<u32>,
+
+    /// Clients whose buckets are kept at once (memory bound); the least recently seen are
+    /// forgotten first
+    #[arg(long, env = "RATE_LIMIT_MAX_CLIENTS", value_name = "RATE_LIMIT_MAX_CLIENTS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rate_limit_max_clients: u64,
+
+    /// Proxies in front of the service that append the address they saw to X-Forwarded-For;
+    /// 0: the header is ignored and the peer address identifies a client
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", value_name = "TRUSTED_PROXY_HOPS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    trusted_proxy_hops: u32,
+
+    /// How long the response to a POST with an Idempotency-Key is replayed for that key (1s to 365days)
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL", value_name = "IDEMPOTENCY_KEY_TTL", default_value = "24h",
+          value_parser = parse_idempotency_key_ttl)]
+    idempotency_key_ttl: Duration,
+
+    /// Browser origins allowed to call the API, comma-separated (https://app.example.com), or *;
+    /// empty: CORS is off
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_name = "CORS_ALLOWED_ORIGINS", value_delimiter = ',',
+          value_parser = parse_origin)]
+    cors_allowed_origins: Vec<String>,
+}
+
+impl GuardArgs {
+    fn resolve(self) -> Result<GuardConfig, ConfigError> {
+        if self.cors_allowed_origins.len() > 1 && self.cors_allowed_origins.iter().any(|o| o == "*")
+        {
+            return Err(ConfigError::Invalid {
+                variable: "CORS_ALLOWED_ORIGINS",
+                reason: "* allows any origin and cannot be listed with others".into(),
+            });
+        }
+        let rate_limit = (self.rate_limit_per_second > 0.0).then(|| RateLimitConfig {
+            per_second: self.rate_limit_per_second,
+            burst: self
+                .rate_limit_burst
+                .unwrap_or_else(|| self.rate_limit_per_second.ceil() as u32),
+            max_clients: self.rate_limit_max_clients,
+        });
+        Ok(GuardConfig {
+            rate_limit,
+            trusted_proxy_hops: self.trusted_proxy_hops,
+            idempotency_key_ttl: self.idempotency_key_ttl,
+            cors_allowed_origins: self.cors_allowed_origins,
+        })
+    }
+}
+
 /// A duration above zero: a zero timeout would close every connection.
 fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     let duration = parse_duration(raw)?;
@@ -656,21 +814,54 @@ fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A `RATE_LIMIT_PER_SECOND`: 0 (off), or a rate at which one token takes
+/// between a nanosecond and a day.
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of requests per second, such as 10 or 0.5".to_string())?;
+    if rate == 0.0 || (rate.is_finite() && (1.0 / 86_400.0..=1e9).contains(&rate)) {
+        Ok(rate)
+    } else {
+        Err("must be 0 (off) or between one a day (0.0000116) and 1e9".into())
+    }
+}
+
+/// An `IDEMPOTENCY_KEY_TTL` from a second to a year.
+fn parse_idempotency_key_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(raw)?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(&ttl) {
+        return Err("must be between 1s and 365days".into());
+    }
+    Ok(ttl)
+}
+
+/// One of `CORS_ALLOWED_ORIGINS`: `*`, or `http(s)://host[:port]` as a
+/// browser sends it in `Origin` (no path, no trailing slash).
+fn parse_origin(raw: &str) -> Result<String, String> {
+    let origin = raw.trim();
+    if origin == "*" {
+        return Ok(origin.to_owned());
+    }
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| format!("{origin:?} must start with https:// or http://, or be *"))?;
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+        return Err(format!(
+            "{origin:?} must be scheme://host[:port], without a path or trailing slash"
+        ));
+    }
+    Ok(origin.to_owned())
+}
+
 impl Config {
     /// Reads `.env` (if present) and the environment, then the command line,
     /// and resolves them. On a bad value, prints which variable is wrong and
     /// exits.
     pub fn load() -> Self {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(err) if err.not_found() => {}
-            Err(err) => clap::Error::raw(
-                clap::error::ErrorKind::Io,
-                format!("failed to read .env: {err}\n"),
-            )
-            .exit(),
-        }
-        unset_empty_variables();
+        read_dotenv();
         match Cli::parse().resolve() {
             Ok(config) => config,
             Err(err) => Cli::command()
@@ -679,6 +870,45 @@ impl Config {
         }
     }
 
+    /// As [`Config::load`], with the subcommands `S` beside the settings:
+    /// `None` when the command line names none.
+    pub fn load_with<S: clap::Subcommand>() -> (Self, Option<S>) {
+        use clap::FromArgMatches;
+        read_dotenv();
+        let mut command = S::augment_subcommands(Cli::command());
+        let mut matches = command.clone().get_matches();
+        let parsed = Cli::from_arg_matches_mut(&mut matches).and_then(|cli| {
+            let subcommand = match matches.subcommand_name() {
+                Some(_) => Some(S::from_arg_matches_mut(&mut matches)?),
+                None => None,
+            };
+            Ok((cli, subcommand))
+        });
+        let (cli, subcommand) = parsed.unwrap_or_else(|err| err.format(&mut command).exit());
+        match cli.resolve() {
+            Ok(config) => (config, subcommand),
+            Err(err) => command
+                .error(clap::error::ErrorKind::ValueValidation, err)
+                .exit(),
+        }
+    }
+}
+
+/// Loads `.env` into the environment, then drops empty variables.
+fn read_dotenv() {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(err) if err.not_found() => {}
+        Err(err) => clap::Error::raw(
+            clap::error::ErrorKind::Io,
+            format!("failed to read .env: {err}\n"),
+        )
+        .exit(),
+    }
+    unset_empty_variables();
+}
+
+impl Config {
     /// Parses `args` (the program name first) and the environment, then
     /// resolves them; an error names the variable, as at start-up.
     pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
@@ -698,28 +928,24 @@ impl Cli {
     fn resolve(self) -> Result<Config, ConfigError> {
         Ok(Config {
             server: self.server,
-            database: self.database.resolve()?,
-            cache: self.cache.resolve()?,
-            bus: self.bus.resolve()?,
+            database: self.database.resolve(&self.tls.postgres)?,
+            cache: self.cache.resolve(&self.tls.redis)?,
+            bus: self.bus.resolve(self.tls.kafka)?,
             workers: self.workers,
             log: self.log,
             listener: self.listener.resolve()?,
+            guard: self.guard.resolve()?,
+            auth: self.auth.resolve()?,
+            tracing: self.tracing.resolve()?,
         })
     }
 }
 
 impl DatabaseArgs {
-    fn resolve(self) -> Result<DatabaseConfig, ConfigError> {
+    fn resolve(self, tls: &PostgresTlsArgs) -> Result<DatabaseConfig, ConfigError> {
         let backend = match (&self.database_url, &self.db_host) {
-            (Some(url), _) => database_url_backend(url.expose_secret())?,
+            (Some(url), _) => database_url_backend(url.expose_secret(), tls)?,
             (None, Some(host)) => {
-                let ssl_mode = self
-                    .db_sslmode
-                    .parse()
-                    .map_err(|err| ConfigError::Invalid {
-                        variable: "DB_SSLMODE",
-                        reason: format!("{err}"),
-                    })?;
                 // Built field by field: no URL to encode, so any character
                 // works in the user, password and database name.
                 let options = PgConnectOptions::new_without_pgpass()
@@ -727,9 +953,8 @@ impl DatabaseArgs {
                     .port(self.db_port)
                     .username(&self.db_user)
                     .password(self.db_password.expose_secret())
-                    .database(&self.db_name)
-                    .ssl_mode(ssl_mode);
-                DatabaseBackend::Postgres(options.into())
+                    .database(&self.db_name);
+                DatabaseBackend::Postgres(tls.apply(options, None)?.into())
             }
             (None, None) => DatabaseBackend::Sqlite(self.sqlite_path),
         };
@@ -744,7 +969,7 @@ impl DatabaseArgs {
 }
 
 /// `DATABASE_URL`: a `sqlite:` path or a PostgreSQL URL.
-fn database_url_backend(url: &str) -> Result<DatabaseBackend, ConfigError> {
+fn database_url_backend(url: &str, tls: &PostgresTlsArgs) -> Result<DatabaseBackend, ConfigError> {
     const VARIABLE: &str = "DATABASE_URL";
     if let Some(path) = url
         .strip_prefix("sqlite://")
@@ -763,13 +988,17 @@ fn database_url_backend(url: &str) -> Result<DatabaseBackend, ConfigError> {
         variable: VARIABLE,
         reason: format!("{err}"),
     })?;
-    Ok(DatabaseBackend::Postgres(options.into()))
+    Ok(DatabaseBackend::Postgres(
+        tls.apply(options, Some(url))?.into(),
+    ))
 }
 
 impl CacheArgs {
-    fn resolve(self) -> Result<CacheConfig, ConfigError> {
+    fn resolve(self, tls: &RedisTlsArgs) -> Result<CacheConfig, ConfigError> {
         let connection = match (&self.redis_url, &self.redis_host) {
-            (Some(url), _) => Some(redis_url_connection(url.expose_secret())?),
+            (Some(url), _) => {
+                Some(tls.apply(redis_url_connection(url.expose_secret())?, "REDIS_URL")?)
+            }
             (None, Some(host)) => {
                 let invalid = |err: redis::RedisError| ConfigError::Invalid {
                     variable: "REDIS_HOST",
@@ -784,7 +1013,7 @@ impl CacheArgs {
                 if !password.is_empty() {
                     settings = settings.set_password(password);
                 }
-                Some(connection.set_redis_settings(settings))
+                Some(tls.apply(connection.set_redis_settings(settings), "REDIS_HOST")?)
             }
             (None, None) => None,
         };
@@ -797,6 +1026,7 @@ impl CacheArgs {
             cache_user_ttl: self.cache_user_ttl,
             cache_event_ttl: self.cache_event_ttl,
             cache_memory_bytes: self.cache_memory_bytes,
+            local: self.local,
         })
     }
 }
@@ -819,7 +1049,7 @@ fn redis_url_connection(url: &str) -> Result<ConnectionInfo, ConfigError> {
 }
 
 impl BusArgs {
-    fn resolve(self) -> Result<BusConfig, ConfigError> {
+    fn resolve(self, security: KafkaSecurityArgs) -> Result<BusConfig, ConfigError> {
         // Checked even without Kafka, so that a bad value is found before
         // the day KAFKA_BROKERS is set.
         if self.kafka_delivery_timeout < MIN_DELIVERY_TIMEOUT {
@@ -828,6 +1058,10 @@ impl BusArgs {
                 minimum: MIN_DELIVERY_TIMEOUT,
             });
         }
+        let security = match &self.kafka_brokers {
+            Some(_) => security.resolve()?,
+            None => KafkaSecurity::default(),
+        };
         Ok(BusConfig {
             kafka: self.kafka_brokers.map(|brokers| KafkaConfig {
                 brokers,
@@ -839,10 +1073,606 @@ impl BusArgs {
                 compression: self.kafka_compression,
                 delivery_timeout: self.kafka_delivery_timeout,
                 fetch_wait: self.kafka_fetch_wait,
+                security,
             }),
             outbox_relay_enabled: self.outbox_relay_enabled,
             outbox_batch_size: self.outbox_batch_size,
             outbox_poll_interval: self.outbox_poll_interval,
+        })
+    }
+}
+
+// TLS to the backends, and Kafka's SASL. Each backend's settings are applied
+// to its connection while it is resolved above, and only when that backend
+// is configured: its files are read then, so a missing one stops start-up
+// with its variable named.
+
+/// TLS to each backend (and Kafka's SASL), one help heading per backend.
+#[derive(Debug, Args)]
+struct BackendTlsArgs {
+    #[command(flatten)]
+    postgres: PostgresTlsArgs,
+    #[command(flatten)]
+    redis: RedisTlsArgs,
+    #[command(flatten)]
+    kafka: KafkaSecurityArgs,
+}
+
+/// PostgreSQL's `sslmode`, with libpq's names and meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SslMode {
+    /// No TLS
+    Disable,
+    /// libpq's plain connection with a fallback to TLS, which the client cannot do: refused at start
+    #[value(hide = true)]
+    Allow,
+    /// TLS when the server offers it, certificate not checked
+    Prefer,
+    /// TLS, certificate not checked (checked as verify-ca when DB_SSLROOTCERT is set)
+    Require,
+    /// TLS, certificate signed by a trusted CA (this build checks its name too, as verify-full)
+    VerifyCa,
+    /// TLS, certificate signed by a trusted CA and issued for the host connected to
+    VerifyFull,
+}
+
+impl From<SslMode> for PgSslMode {
+    fn from(mode: SslMode) -> Self {
+        match mode {
+            SslMode::Disable => Self::Disable,
+            SslMode::Allow => Self::Allow,
+            SslMode::Prefer => Self::Prefer,
+            SslMode::Require => Self::Require,
+            SslMode::VerifyCa => Self::VerifyCa,
+            SslMode::VerifyFull => Self::VerifyFull,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    next_help_heading = "PostgreSQL TLS (libpq's names; sslmode, sslrootcert, sslcert and sslkey in DATABASE_URL win)"
+)]
+struct PostgresTlsArgs {
+    /// TLS mode, as libpq: disable, prefer, require, verify-ca or verify-full [default: disable; with DATABASE_URL: prefer]
+    #[arg(long, env = "DB_SSLMODE", value_name = "DB_SSLMODE", value_enum)]
+    db_sslmode: Option<SslMode>,
+
+    /// CA certificates (PEM) trusted to sign the server's certificate, besides the public (webpki) roots
+    #[arg(long, env = "DB_SSLROOTCERT", value_name = "DB_SSLROOTCERT")]
+    db_sslrootcert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a server that asks for one; needs DB_SSLKEY
+    #[arg(long, env = "DB_SSLCERT", value_name = "DB_SSLCERT")]
+    db_sslcert: Option<PathBuf>,
+
+    /// Private key (PEM, not encrypted) of DB_SSLCERT
+    #[arg(long, env = "DB_SSLKEY", value_name = "DB_SSLKEY")]
+    db_sslkey: Option<PathBuf>,
+}
+
+/// The TLS parameters a `DATABASE_URL` names in its query (sqlx reads
+/// them; these are only looked at).
+#[derive(Debug, Default)]
+struct UrlTlsParameters {
+    mode: bool,
+    root_cert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+impl UrlTlsParameters {
+    fn of(url: &str) -> Result<Self, ConfigError> {
+        // url's errors name the part at fault, not the URL.
+        let url = url::Url::parse(url).map_err(|err| ConfigError::Invalid {
+            variable: "DATABASE_URL",
+            reason: format!("{err}"),
+        })?;
+        let mut found = Self::default();
+        for (key, value) in url.query_pairs() {
+            let path = || Some(PathBuf::from(&*value));
+            // The spellings sqlx accepts.
+            match &*key {
+                "sslmode" | "ssl-mode" => found.mode = true,
+                "sslrootcert" | "ssl-root-cert" | "ssl-ca" => found.root_cert = path(),
+                "sslcert" | "ssl-cert" => found.cert = path(),
+                "sslkey" | "ssl-key" => found.key = path(),
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl PostgresTlsArgs {
+    /// Applies the TLS settings to `options`. With a `DATABASE_URL`, what
+    /// its query says wins and the variables fill in the rest, as libpq's
+    /// `PGSSL*` variables do. The files are read here to check them; sqlx
+    /// reads them again at each connection, so renewed ones are used.
+    fn apply(
+        &self,
+        options: PgConnectOptions,
+        url: Option<&str>,
+    ) -> Result<PgConnectOptions, ConfigError> {
+        const URL: &str = "DATABASE_URL";
+        let in_url = url
+            .map(UrlTlsParameters::of)
+            .transpose()?
+            .unwrap_or_default();
+        let (mut mode, mode_variable) = match (in_url.mode, self.db_sslmode, url) {
+            (true, _, _) => (options.get_ssl_mode(), URL),
+            (false, Some(mode), _) => (mode.into(), "DB_SSLMODE"),
+            // libpq's default, as for any connection string.
+            (false, None, Some(_)) => (PgSslMode::Prefer, "DB_SSLMODE"),
+            // The Go service's default.
+            (false, None, None) => (PgSslMode::Disable, "DB_SSLMODE"),
+        };
+        if matches!(mode, PgSslMode::Allow) {
+            return Err(ConfigError::Invalid {
+                variable: mode_variable,
+                reason: "sslmode allow (a plain connection, then TLS if that fails) is not \
+                         supported; use prefer, or require"
+                    .into(),
+            });
+        }
+        // Where each file is named: in the URL, else in its variable.
+        let named =
+            |in_url: &Option<PathBuf>, variable: &'static str, value: &Option<PathBuf>| match (
+                in_url, value,
+            ) {
+                (Some(path), _) => Some((URL, path.clone(), false)),
+                (None, Some(path)) => Some((variable, path.clone(), true)),
+                (None, None) => None,
+            };
+        let root_cert = named(&in_url.root_cert, "DB_SSLROOTCERT", &self.db_sslrootcert);
+        let cert = named(&in_url.cert, "DB_SSLCERT", &self.db_sslcert);
+        let key = named(&in_url.key, "DB_SSLKEY", &self.db_sslkey);
+        let files = [&root_cert, &cert, &key];
+        if matches!(mode, PgSslMode::Disable) {
+            if let Some((variable, _, _)) = files.into_iter().flatten().next() {
+                return Err(ConfigError::Conflict {
+                    variable,
+                    reason: "names a TLS file, but the TLS mode (DB_SSLMODE, or sslmode in \
+                             DATABASE_URL) is disable"
+                        .into(),
+                });
+            }
+        }
+        match (&cert, &key) {
+            (Some((variable, ..)), None) => {
+                return Err(ConfigError::Conflict {
+                    variable,
+                    reason: "a client certificate needs its key (DB_SSLKEY, or sslkey in \
+                             DATABASE_URL)"
+                        .into(),
+                });
+            }
+            (None, Some((variable, ..))) => {
+                return Err(ConfigError::Conflict {
+                    variable,
+                    reason: "a client key needs its certificate (DB_SSLCERT, or sslcert in \
+                             DATABASE_URL)"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+        let invalid = |variable| move |reason| ConfigError::Invalid { variable, reason };
+        let mut options = options;
+        if let Some((variable, path, from_variable)) = &root_cert {
+            crate::tls::read_certificates(path).map_err(invalid(*variable))?;
+            if *from_variable {
+                options = options.ssl_root_cert(path);
+            }
+            // libpq: with a root certificate, require checks the chain.
+            if matches!(mode, PgSslMode::Require) {
+                mode = PgSslMode::VerifyCa;
+            }
+        }
+        if let Some((variable, path, from_variable)) = &cert {
+            crate::tls::read_certificates(path).map_err(invalid(*variable))?;
+            if *from_variable {
+                options = options.ssl_client_cert(path);
+            }
+        }
+        if let Some((variable, path, from_variable)) = &key {
+            crate::tls::read_private_key(path).map_err(invalid(*variable))?;
+            if *from_variable {
+                options = options.ssl_client_key(path);
+            }
+        }
+        Ok(options.ssl_mode(mode))
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Redis TLS (on with REDIS_TLS=true or a rediss:// REDIS_URL)")]
+struct RedisTlsArgs {
+    /// Connect to Redis over TLS and check its certificate (a rediss:// REDIS_URL does too) [default: false]
+    #[arg(long, env = "REDIS_TLS", value_name = "REDIS_TLS",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    redis_tls: Option<bool>,
+
+    /// CA certificates (PEM) trusted to sign Redis's certificate, instead of the public (webpki) roots
+    #[arg(long, env = "REDIS_TLS_CA_FILE", value_name = "REDIS_TLS_CA_FILE")]
+    redis_tls_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a Redis that asks for one; needs REDIS_TLS_KEY_FILE
+    #[arg(long, env = "REDIS_TLS_CERT_FILE", value_name = "REDIS_TLS_CERT_FILE")]
+    redis_tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM, not encrypted) of REDIS_TLS_CERT_FILE
+    #[arg(long, env = "REDIS_TLS_KEY_FILE", value_name = "REDIS_TLS_KEY_FILE")]
+    redis_tls_key_file: Option<PathBuf>,
+}
+
+impl RedisTlsArgs {
+    /// Turns `connection` (from `source`, `REDIS_URL` or `REDIS_HOST`) into
+    /// a TLS one when asked, with the certificates of the files read in:
+    /// every client opened from it uses them.
+    fn apply(
+        &self,
+        connection: ConnectionInfo,
+        source: &'static str,
+    ) -> Result<ConnectionInfo, ConfigError> {
+        let (host, port, rediss) = match connection.addr() {
+            ConnectionAddr::Tcp(host, port) => (host.clone(), *port, false),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => {
+                if *insecure {
+                    return Err(ConfigError::Invalid {
+                        variable: source,
+                        reason: "#insecure (TLS without checking the certificate) is not \
+                                 supported; give the CA in REDIS_TLS_CA_FILE"
+                            .into(),
+                    });
+                }
+                (host.clone(), *port, true)
+            }
+            // A Unix socket.
+            _ => (String::new(), 0, false),
+        };
+        let tls = match (self.redis_tls, rediss) {
+            (Some(false), true) => {
+                return Err(ConfigError::Conflict {
+                    variable: "REDIS_TLS",
+                    reason: "is false, but REDIS_URL is a rediss:// (TLS) URL".into(),
+                });
+            }
+            (Some(on), _) => on || rediss,
+            (None, _) => rediss,
+        };
+        let files = [
+            ("REDIS_TLS_CA_FILE", &self.redis_tls_ca_file),
+            ("REDIS_TLS_CERT_FILE", &self.redis_tls_cert_file),
+            ("REDIS_TLS_KEY_FILE", &self.redis_tls_key_file),
+        ];
+        if !tls {
+            if let Some((variable, _)) = files.iter().find(|(_, path)| path.is_some()) {
+                return Err(ConfigError::Conflict {
+                    variable,
+                    reason: "is set, but TLS to Redis is off (set REDIS_TLS=true, or use a \
+                             rediss:// REDIS_URL)"
+                        .into(),
+                });
+            }
+            return Ok(connection);
+        }
+        if !matches!(
+            connection.addr(),
+            ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }
+        ) {
+            return Err(ConfigError::Conflict {
+                variable: "REDIS_TLS",
+                reason: "TLS needs a TCP address, not a Unix socket".into(),
+            });
+        }
+        let connection = connection.set_addr(ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        });
+        let invalid = |variable| move |reason| ConfigError::Invalid { variable, reason };
+        let root_cert = self
+            .redis_tls_ca_file
+            .as_deref()
+            .map(crate::tls::read_certificates)
+            .transpose()
+            .map_err(invalid("REDIS_TLS_CA_FILE"))?;
+        let client_tls = match (&self.redis_tls_cert_file, &self.redis_tls_key_file) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: crate::tls::read_certificates(cert)
+                    .map_err(invalid("REDIS_TLS_CERT_FILE"))?,
+                client_key: crate::tls::read_private_key(key)
+                    .map_err(invalid("REDIS_TLS_KEY_FILE"))?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Conflict {
+                    variable: "REDIS_TLS_CERT_FILE",
+                    reason: "a client certificate needs its key (REDIS_TLS_KEY_FILE)".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Conflict {
+                    variable: "REDIS_TLS_KEY_FILE",
+                    reason: "a client key needs its certificate (REDIS_TLS_CERT_FILE)".into(),
+                });
+            }
+        };
+        if root_cert.is_none() && client_tls.is_none() {
+            return Ok(connection);
+        }
+        let certificates = TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        let client = redis::Client::build_with_tls(connection, certificates).map_err(|err| {
+            ConfigError::Invalid {
+                variable: if self.redis_tls_ca_file.is_some() {
+                    "REDIS_TLS_CA_FILE"
+                } else {
+                    "REDIS_TLS_CERT_FILE"
+                },
+                reason: format!("{err}"),
+            }
+        })?;
+        Ok(client.get_connection_info().clone())
+    }
+}
+
+/// Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    #[default]
+    #[value(name = "PLAINTEXT")]
+    Plaintext,
+    #[value(name = "SSL")]
+    Ssl,
+    #[value(name = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[value(name = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// The name Kafka and librdkafka give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// Kafka's SASL mechanisms that need nothing but a user name and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl KafkaSaslMechanism {
+    /// The name Kafka and librdkafka give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// TLS and SASL to the Kafka brokers, checked against each other: SASL
+/// settings only with a SASL protocol, TLS files only with a TLS one.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSecurity {
+    pub protocol: KafkaSecurityProtocol,
+    /// Set exactly when the protocol is SASL_PLAINTEXT or SASL_SSL.
+    pub sasl: Option<KafkaSasl>,
+    /// CA certificates (a PEM file or a directory); `None`: the system's.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// A client certificate, for brokers that ask for one.
+    pub ssl_client: Option<KafkaSslClient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    pub mechanism: KafkaSaslMechanism,
+    pub username: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSslClient {
+    pub certificate_location: PathBuf,
+    pub key_location: PathBuf,
+    /// The key file's password, when it is encrypted.
+    pub key_password: Option<SecretString>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Kafka TLS and SASL")]
+struct KafkaSecurityArgs {
+    /// How to talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_name = "KAFKA_SECURITY_PROTOCOL",
+          value_enum, ignore_case = true, default_value_t = KafkaSecurityProtocol::Plaintext)]
+    kafka_security_protocol: KafkaSecurityProtocol,
+
+    /// SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    #[arg(
+        long,
+        env = "KAFKA_SASL_MECHANISM",
+        value_name = "KAFKA_SASL_MECHANISM",
+        value_enum,
+        ignore_case = true
+    )]
+    kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
+
+    /// SASL user name (with SASL_*)
+    #[arg(long, env = "KAFKA_SASL_USERNAME", value_name = "KAFKA_SASL_USERNAME")]
+    kafka_sasl_username: Option<String>,
+
+    /// SASL password (with SASL_*)
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", value_name = "KAFKA_SASL_PASSWORD",
+          hide_env_values = true, value_parser = secret)]
+    kafka_sasl_password: Option<SecretString>,
+
+    /// CA certificates (PEM file or directory) that sign the brokers' certificates (with SSL and SASL_SSL) [default: the system's]
+    #[arg(
+        long,
+        env = "KAFKA_SSL_CA_LOCATION",
+        value_name = "KAFKA_SSL_CA_LOCATION"
+    )]
+    kafka_ssl_ca_location: Option<PathBuf>,
+
+    /// Client certificate (PEM) for brokers that ask for one; needs KAFKA_SSL_KEY_LOCATION
+    #[arg(
+        long,
+        env = "KAFKA_SSL_CERTIFICATE_LOCATION",
+        value_name = "KAFKA_SSL_CERTIFICATE_LOCATION"
+    )]
+    kafka_ssl_certificate_location: Option<PathBuf>,
+
+    /// Private key (PEM) of KAFKA_SSL_CERTIFICATE_LOCATION
+    #[arg(
+        long,
+        env = "KAFKA_SSL_KEY_LOCATION",
+        value_name = "KAFKA_SSL_KEY_LOCATION"
+    )]
+    kafka_ssl_key_location: Option<PathBuf>,
+
+    /// Password of an encrypted KAFKA_SSL_KEY_LOCATION
+    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", value_name = "KAFKA_SSL_KEY_PASSWORD",
+          hide_env_values = true, value_parser = secret)]
+    kafka_ssl_key_password: Option<SecretString>,
+}
+
+impl KafkaSecurityArgs {
+    /// Checks the settings against each other and the files for
+    /// existence; librdkafka reads them when the clients are created.
+    fn resolve(self) -> Result<KafkaSecurity, ConfigError> {
+        let protocol = self.kafka_security_protocol;
+        let conflict = |variable, reason: &str| ConfigError::Conflict {
+            variable,
+            reason: reason.to_owned(),
+        };
+        let sasl = if protocol.uses_sasl() {
+            let needed = "must be set when KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL";
+            let mechanism = self.kafka_sasl_mechanism.ok_or_else(|| {
+                conflict(
+                    "KAFKA_SASL_MECHANISM",
+                    &format!("{needed} (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"),
+                )
+            })?;
+            Some(KafkaSasl {
+                mechanism,
+                username: self
+                    .kafka_sasl_username
+                    .ok_or_else(|| conflict("KAFKA_SASL_USERNAME", needed))?,
+                password: self
+                    .kafka_sasl_password
+                    .ok_or_else(|| conflict("KAFKA_SASL_PASSWORD", needed))?,
+            })
+        } else {
+            let set = [
+                ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism.is_some()),
+                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username.is_some()),
+                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password.is_some()),
+            ];
+            if let Some((variable, _)) = set.into_iter().find(|(_, set)| *set) {
+                return Err(conflict(
+                    variable,
+                    "is set, but KAFKA_SECURITY_PROTOCOL is not SASL_PLAINTEXT or SASL_SSL",
+                ));
+            }
+            None
+        };
+
+        let files = [
+            ("KAFKA_SSL_CA_LOCATION", &self.kafka_ssl_ca_location),
+            (
+                "KAFKA_SSL_CERTIFICATE_LOCATION",
+                &self.kafka_ssl_certificate_location,
+            ),
+            ("KAFKA_SSL_KEY_LOCATION", &self.kafka_ssl_key_location),
+        ];
+        if !protocol.uses_tls() {
+            let key_password = (
+                "KAFKA_SSL_KEY_PASSWORD",
+                self.kafka_ssl_key_password.is_some(),
+            );
+            let set = files
+                .iter()
+                .map(|(variable, path)| (*variable, path.is_some()));
+            if let Some((variable, _)) = set.chain([key_password]).find(|(_, set)| *set) {
+                return Err(conflict(
+                    variable,
+                    "is set, but KAFKA_SECURITY_PROTOCOL is not SSL or SASL_SSL",
+                ));
+            }
+        }
+        for (variable, path) in files {
+            if let Some(path) = path {
+                crate::tls::check_readable(path)
+                    .map_err(|reason| ConfigError::Invalid { variable, reason })?;
+            }
+        }
+        let ssl_client = match (
+            self.kafka_ssl_certificate_location,
+            self.kafka_ssl_key_location,
+        ) {
+            (Some(certificate_location), Some(key_location)) => Some(KafkaSslClient {
+                certificate_location,
+                key_location,
+                key_password: self.kafka_ssl_key_password,
+            }),
+            (None, None) => {
+                if self.kafka_ssl_key_password.is_some() {
+                    return Err(conflict(
+                        "KAFKA_SSL_KEY_PASSWORD",
+                        "is set, but KAFKA_SSL_KEY_LOCATION is not",
+                    ));
+                }
+                None
+            }
+            (Some(_), None) => {
+                return Err(conflict(
+                    "KAFKA_SSL_CERTIFICATE_LOCATION",
+                    "a client certificate needs its key (KAFKA_SSL_KEY_LOCATION)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(conflict(
+                    "KAFKA_SSL_KEY_LOCATION",
+                    "a client key needs its certificate (KAFKA_SSL_CERTIFICATE_LOCATION)",
+                ));
+            }
+        };
+        Ok(KafkaSecurity {
+            protocol,
+            sasl,
+            ssl_ca_location: self.kafka_ssl_ca_location,
+            ssl_client,
         })
     }
 }
@@ -957,6 +1787,7 @@ mod tests {
         assert_eq!(config.cache.cache_user_ttl, Duration::from_secs(3600));
         assert_eq!(config.cache.cache_event_ttl, Duration::from_secs(1800));
         assert_eq!(config.cache.cache_memory_bytes, 8 << 20);
+        assert_eq!(config.cache.local.cache_local_ttl, Duration::from_secs(1));
         assert_eq!(config.server.http_body_limit, 1024 * 1024);
     }
 
@@ -1154,6 +1985,64 @@ mod tests {
     }
 
     #[test]
+    fn client_guards_are_off_by_default_and_checked_when_set() {
+        let guard = parse(&[]).unwrap().guard;
+        assert_eq!(guard.rate_limit, None);
+        assert_eq!(guard.trusted_proxy_hops, 0);
+        assert_eq!(guard.idempotency_key_ttl, Duration::from_secs(24 * 3600));
+        assert!(guard.cors_allowed_origins.is_empty());
+
+        let guard = parse(&[
+            "--rate-limit-per-second",
+            "0.5",
+            "--trusted-proxy-hops",
+            "2",
+            "--cors-allowed-origins",
+            "https://app.example.com,http://localhost:3000",
+        ])
+        .unwrap()
+        .guard;
+        let limit = guard.rate_limit.expect("a rate limit");
+        assert_eq!(
+            (limit.per_second, limit.burst),
+            (0.5, 1),
+            "one second's worth, at least 1"
+        );
+        assert_eq!(limit.max_clients, 100_000);
+        assert_eq!(guard.trusted_proxy_hops, 2);
+        assert_eq!(
+            guard.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        let limit = parse(&["--rate-limit-per-second", "20", "--rate-limit-burst", "5"])
+            .unwrap()
+            .guard
+            .rate_limit
+            .unwrap();
+        assert_eq!((limit.per_second, limit.burst), (20.0, 5));
+
+        for (arg, variable) in [
+            ("--rate-limit-per-second=-1", "RATE_LIMIT_PER_SECOND"),
+            ("--rate-limit-per-second=fast", "RATE_LIMIT_PER_SECOND"),
+            ("--rate-limit-burst=0", "RATE_LIMIT_BURST"),
+            ("--idempotency-key-ttl=10ms", "IDEMPOTENCY_KEY_TTL"),
+            ("--idempotency-key-ttl=400days", "IDEMPOTENCY_KEY_TTL"),
+            ("--cors-allowed-origins=example.com", "CORS_ALLOWED_ORIGINS"),
+            (
+                "--cors-allowed-origins=https://example.com/",
+                "CORS_ALLOWED_ORIGINS",
+            ),
+            (
+                "--cors-allowed-origins=*,https://a.example",
+                "CORS_ALLOWED_ORIGINS",
+            ),
+        ] {
+            let err = parse(&[arg]).unwrap_err().to_string();
+            assert!(err.contains(variable), "{arg}: {err}");
+        }
+    }
+
+    #[test]
     fn sizes_and_levels_parse_like_their_docs_say() {
         assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
@@ -1165,5 +2054,452 @@ mod tests {
             parse_log_level("info,highload=debug").unwrap(),
             "info,highload=debug"
         );
+    }
+
+    /// A CA and a certificate with its key (for `localhost`), as PEM files.
+    struct TlsFiles {
+        dir: tempfile::TempDir,
+        ca: String,
+        cert: String,
+        key: String,
+    }
+
+    fn tls_files() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &rcgen::Issuer::new(ca_params, &ca_key))
+            .unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        TlsFiles {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            dir,
+        }
+    }
+
+    fn ssl_mode(args: &[&str]) -> PgSslMode {
+        postgres(&parse(args).unwrap()).get_ssl_mode()
+    }
+
+    #[test]
+    fn db_sslmode_has_libpq_meanings_and_defaults() {
+        let files = tls_files();
+        let host = ["--db-host", "db"];
+        fn with<'a>(host: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+            [host, extra].concat()
+        }
+        assert!(
+            matches!(ssl_mode(&host), PgSslMode::Disable),
+            "Go's default"
+        );
+        for (mode, expected) in [
+            ("disable", PgSslMode::Disable),
+            ("prefer", PgSslMode::Prefer),
+            ("require", PgSslMode::Require),
+            ("verify-ca", PgSslMode::VerifyCa),
+            ("verify-full", PgSslMode::VerifyFull),
+        ] {
+            let got = ssl_mode(&with(&host, &["--db-sslmode", mode]));
+            assert_eq!(format!("{got:?}"), format!("{expected:?}"), "{mode}");
+        }
+        // libpq: require with a root certificate checks the chain.
+        let got = ssl_mode(&with(
+            &host,
+            &["--db-sslmode", "require", "--db-sslrootcert", &files.ca],
+        ));
+        assert!(matches!(got, PgSslMode::VerifyCa), "{got:?}");
+
+        // A URL: its sslmode wins; without one DB_SSLMODE, else prefer.
+        let url = "postgres://app@db:5432/x";
+        assert!(matches!(
+            ssl_mode(&["--database-url", url]),
+            PgSslMode::Prefer
+        ));
+        let got = ssl_mode(&["--database-url", url, "--db-sslmode", "verify-full"]);
+        assert!(matches!(got, PgSslMode::VerifyFull), "{got:?}");
+        let got = ssl_mode(&[
+            "--database-url",
+            "postgres://app@db:5432/x?sslmode=require",
+            "--db-sslmode",
+            "verify-full",
+        ]);
+        assert!(matches!(got, PgSslMode::Require), "{got:?}");
+
+        // allow is libpq's, but the client cannot do it: refused, named.
+        let err = resolve_error(&with(&host, &["--db-sslmode", "allow"]));
+        assert_eq!(err.variable(), "DB_SSLMODE");
+        assert!(err.to_string().contains("not supported"), "{err}");
+        let err = resolve_error(&["--database-url", "postgres://db/x?sslmode=allow"]);
+        assert_eq!(err.variable(), "DATABASE_URL");
+        let err = parse(&with(&host, &["--db-sslmode", "on"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DB_SSLMODE"), "{err}");
+    }
+
+    #[test]
+    fn db_tls_files_are_read_at_start_and_named_when_wrong() {
+        let files = tls_files();
+        let options = postgres(
+            &parse(&[
+                "--db-host",
+                "db",
+                "--db-sslmode",
+                "verify-full",
+                "--db-sslrootcert",
+                &files.ca,
+                "--db-sslcert",
+                &files.cert,
+                "--db-sslkey",
+                &files.key,
+            ])
+            .unwrap(),
+        );
+        let debug = format!("{options:?}");
+        for path in [&files.ca, &files.cert, &files.key] {
+            assert!(debug.contains(path.as_str()), "{path} in {debug}");
+        }
+        // The variables fill in what DATABASE_URL leaves out.
+        let url = format!(
+            "postgres://db/x?sslmode=verify-ca&sslcert={0}&sslkey={1}",
+            files.cert, files.key
+        );
+        let options =
+            postgres(&parse(&["--database-url", &url, "--db-sslrootcert", &files.ca]).unwrap());
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyCa));
+        assert!(format!("{options:?}").contains(files.ca.as_str()));
+
+        let missing = files.dir.path().join("missing.pem");
+        let missing = missing.to_str().unwrap();
+        let verify = ["--db-host", "db", "--db-sslmode", "verify-full"];
+        let cases: [(Vec<&str>, &str, &str); 6] = [
+            (
+                [&verify[..], &["--db-sslrootcert", missing]].concat(),
+                "DB_SSLROOTCERT",
+                "cannot read",
+            ),
+            (
+                [&verify[..], &["--db-sslrootcert", &files.key]].concat(),
+                "DB_SSLROOTCERT",
+                "no PEM certificate",
+            ),
+            (
+                [&verify[..], &["--db-sslcert", &files.cert]].concat(),
+                "DB_SSLCERT",
+                "needs its key",
+            ),
+            (
+                [
+                    &verify[..],
+                    &["--db-sslcert", &files.cert, "--db-sslkey", &files.ca],
+                ]
+                .concat(),
+                "DB_SSLKEY",
+                "no unencrypted PEM private key",
+            ),
+            (
+                vec!["--db-host", "db", "--db-sslrootcert", &files.ca],
+                "DB_SSLROOTCERT",
+                "is disable",
+            ),
+            (
+                vec![
+                    "--database-url",
+                    "postgres://db/x?sslmode=require&sslrootcert=/nonexistent.pem",
+                ],
+                "DATABASE_URL",
+                "cannot read /nonexistent.pem",
+            ),
+        ];
+        for (args, variable, reason) in cases {
+            let err = resolve_error(&args);
+            assert_eq!(err.variable(), variable, "{args:?}: {err}");
+            assert!(err.to_string().contains(reason), "{args:?}: {err}");
+        }
+    }
+
+    fn is_tls(connection: &ConnectionInfo) -> bool {
+        matches!(
+            connection.addr(),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        )
+    }
+
+    #[test]
+    fn rediss_urls_and_redis_tls_connect_over_tls() {
+        let files = tls_files();
+        let config = parse(&["--redis-url", "rediss://:pw@cache.internal:6380/1"]).unwrap();
+        assert!(is_tls(redis(&config)), "{:?}", redis(&config).addr());
+        assert_eq!(redis(&config).redis_settings().password(), Some("pw"));
+
+        let config = parse(&["--redis-host", "cache", "--redis-tls", "true"]).unwrap();
+        assert_eq!(
+            redis(&config).addr(),
+            &ConnectionAddr::TcpTls {
+                host: "cache".into(),
+                port: 6379,
+                insecure: false,
+                tls_params: None
+            }
+        );
+        let config = parse(&["--redis-url", "redis://cache:6379/0", "--redis-tls", "1"]).unwrap();
+        assert!(is_tls(redis(&config)));
+        assert!(!is_tls(redis(&parse(&["--redis-host", "cache"]).unwrap())));
+
+        // The CA and client certificate travel inside the connection.
+        let config = parse(&[
+            "--redis-url",
+            "rediss://cache:6380",
+            "--redis-tls-ca-file",
+            &files.ca,
+            "--redis-tls-cert-file",
+            &files.cert,
+            "--redis-tls-key-file",
+            &files.key,
+        ])
+        .unwrap();
+        let ConnectionAddr::TcpTls { tls_params, .. } = redis(&config).addr() else {
+            panic!("TLS");
+        };
+        assert!(tls_params.is_some());
+    }
+
+    #[test]
+    fn redis_tls_settings_that_cannot_work_are_named() {
+        let files = tls_files();
+        let cases: [(&[&str], &str, &str); 6] = [
+            (
+                &["--redis-url", "rediss://cache/#insecure"],
+                "REDIS_URL",
+                "not supported",
+            ),
+            (
+                &["--redis-url", "rediss://cache", "--redis-tls", "false"],
+                "REDIS_TLS",
+                "rediss://",
+            ),
+            (
+                &["--redis-host", "cache", "--redis-tls-ca-file", &files.ca],
+                "REDIS_TLS_CA_FILE",
+                "TLS to Redis is off",
+            ),
+            (
+                &[
+                    "--redis-url",
+                    "rediss://cache",
+                    "--redis-tls-ca-file",
+                    "/nonexistent.pem",
+                ],
+                "REDIS_TLS_CA_FILE",
+                "cannot read /nonexistent.pem",
+            ),
+            (
+                &[
+                    "--redis-url",
+                    "rediss://cache",
+                    "--redis-tls-cert-file",
+                    &files.cert,
+                ],
+                "REDIS_TLS_CERT_FILE",
+                "needs its key",
+            ),
+            (
+                &[
+                    "--redis-url",
+                    "rediss://cache",
+                    "--redis-tls-cert-file",
+                    &files.cert,
+                    "--redis-tls-key-file",
+                    &files.cert,
+                ],
+                "REDIS_TLS_KEY_FILE",
+                "no unencrypted PEM private key",
+            ),
+        ];
+        for (args, variable, reason) in cases {
+            let err = resolve_error(args);
+            assert_eq!(err.variable(), variable, "{args:?}: {err}");
+            assert!(err.to_string().contains(reason), "{args:?}: {err}");
+        }
+    }
+
+    fn kafka_security(args: &[&str]) -> KafkaSecurity {
+        let args = [&["--kafka-brokers", "k:9093"][..], args].concat();
+        parse(&args).unwrap().bus.kafka.expect("Kafka").security
+    }
+
+    #[test]
+    fn kafka_security_settings_resolve_together() {
+        let files = tls_files();
+        let security = kafka_security(&[]);
+        assert_eq!(security.protocol, KafkaSecurityProtocol::Plaintext);
+        assert!(security.sasl.is_none() && security.ssl_client.is_none());
+
+        let security = kafka_security(&[
+            "--kafka-security-protocol",
+            "sasl_ssl",
+            "--kafka-sasl-mechanism",
+            "scram-sha-512",
+            "--kafka-sasl-username",
+            "svc",
+            "--kafka-sasl-password",
+            "pw",
+            "--kafka-ssl-ca-location",
+            &files.ca,
+            "--kafka-ssl-certificate-location",
+            &files.cert,
+            "--kafka-ssl-key-location",
+            &files.key,
+            "--kafka-ssl-key-password",
+            "kp",
+        ]);
+        assert_eq!(security.protocol, KafkaSecurityProtocol::SaslSsl);
+        let sasl = security.sasl.expect("SASL");
+        assert_eq!(sasl.mechanism, KafkaSaslMechanism::ScramSha512);
+        assert_eq!(sasl.username, "svc");
+        assert_eq!(sasl.password.expose_secret(), "pw");
+        assert_eq!(security.ssl_ca_location, Some(PathBuf::from(&files.ca)));
+        let client = security.ssl_client.expect("client certificate");
+        assert_eq!(client.key_location, PathBuf::from(&files.key));
+        assert_eq!(client.key_password.unwrap().expose_secret(), "kp");
+
+        // A CA directory is librdkafka's too.
+        let ca_dir = files.dir.path().to_str().unwrap();
+        let security = kafka_security(&[
+            "--kafka-security-protocol",
+            "SSL",
+            "--kafka-ssl-ca-location",
+            ca_dir,
+        ]);
+        assert_eq!(security.ssl_ca_location, Some(PathBuf::from(ca_dir)));
+
+        // Without KAFKA_BROKERS nothing is checked.
+        assert!(parse(&["--kafka-security-protocol", "SASL_SSL"]).is_ok());
+    }
+
+    #[test]
+    fn kafka_security_settings_that_do_not_fit_are_named() {
+        let files = tls_files();
+        let sasl_ssl = [
+            "--kafka-brokers",
+            "k:9093",
+            "--kafka-security-protocol",
+            "SASL_SSL",
+        ];
+        let plaintext = ["--kafka-brokers", "k:9092"];
+        let credentials = [
+            "--kafka-sasl-mechanism",
+            "PLAIN",
+            "--kafka-sasl-username",
+            "u",
+            "--kafka-sasl-password",
+            "p",
+        ];
+        let cases: [(Vec<&str>, &str, &str); 8] = [
+            (sasl_ssl.to_vec(), "KAFKA_SASL_MECHANISM", "must be set"),
+            (
+                [&sasl_ssl[..], &["--kafka-sasl-mechanism", "PLAIN"]].concat(),
+                "KAFKA_SASL_USERNAME",
+                "must be set",
+            ),
+            (
+                [&sasl_ssl[..], &credentials[..4]].concat(),
+                "KAFKA_SASL_PASSWORD",
+                "must be set",
+            ),
+            (
+                [&plaintext[..], &credentials[..]].concat(),
+                "KAFKA_SASL_MECHANISM",
+                "is not SASL_PLAINTEXT or SASL_SSL",
+            ),
+            (
+                [&plaintext[..], &["--kafka-ssl-ca-location", &files.ca]].concat(),
+                "KAFKA_SSL_CA_LOCATION",
+                "is not SSL or SASL_SSL",
+            ),
+            (
+                [
+                    &sasl_ssl[..],
+                    &credentials[..],
+                    &["--kafka-ssl-ca-location", "/nonexistent/ca.pem"],
+                ]
+                .concat(),
+                "KAFKA_SSL_CA_LOCATION",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                [
+                    &sasl_ssl[..],
+                    &credentials[..],
+                    &["--kafka-ssl-key-location", &files.key],
+                ]
+                .concat(),
+                "KAFKA_SSL_KEY_LOCATION",
+                "needs its certificate",
+            ),
+            (
+                [
+                    &sasl_ssl[..],
+                    &credentials[..],
+                    &["--kafka-ssl-key-password", "kp"],
+                ]
+                .concat(),
+                "KAFKA_SSL_KEY_PASSWORD",
+                "KAFKA_SSL_KEY_LOCATION is not",
+            ),
+        ];
+        for (args, variable, reason) in cases {
+            let err = resolve_error(&args);
+            assert_eq!(err.variable(), variable, "{args:?}: {err}");
+            assert!(err.to_string().contains(reason), "{args:?}: {err}");
+        }
+        let err = parse(&["--kafka-sasl-mechanism", "GSSAPI"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KAFKA_SASL_MECHANISM"), "{err}");
+    }
+
+    #[test]
+    fn debug_of_the_config_never_shows_a_kafka_secret() {
+        let files = tls_files();
+        let config = parse(&[
+            "--kafka-brokers",
+            "k:9093",
+            "--kafka-security-protocol",
+            "SASL_SSL",
+            "--kafka-sasl-mechanism",
+            "PLAIN",
+            "--kafka-sasl-username",
+            "svc",
+            "--kafka-sasl-password",
+            "pw-sasl",
+            "--kafka-ssl-certificate-location",
+            &files.cert,
+            "--kafka-ssl-key-location",
+            &files.key,
+            "--kafka-ssl-key-password",
+            "pw-key",
+        ])
+        .unwrap();
+        let debug = format!("{config:?} {config:#?}");
+        assert!(
+            !debug.contains("pw-sasl") && !debug.contains("pw-key"),
+            "{debug}"
+        );
+        assert!(debug.contains("svc"), "the user is shown");
     }
 }

@@ -4,6 +4,8 @@
 //! and the API tests use: configuration, logging, the signal handler, the
 //! application and its metrics.
 
+/// Authentication of the API (`AUTH_MODE`): API keys, JWTs, scopes.
+pub mod auth;
 /// The Bus port: in-process or Kafka, and the outbox relay.
 pub(crate) mod bus;
 /// The Cache port: in-process or Redis, read-through with single-flight.
@@ -34,7 +36,11 @@ pub mod startup;
 pub(crate) mod store;
 /// Runs the background tasks and stops the process when one fails.
 pub(crate) mod supervisor;
-/// Logging setup (`LOG_LEVEL`, `LOG_FORMAT`).
+/// Logging (`LOG_LEVEL`, `LOG_FORMAT`) and span export (`OTEL_*`).
 pub mod telemetry;
+/// TLS to the backends: the crypto provider, certificate files checked.
+pub(crate) mod tls;
+/// W3C trace context carried from a request through the outbox and the bus.
+pub(crate) mod tracing_context;
 /// The bounded worker pool and the event processor.
 pub(crate) mod worker;

@@ -1,9 +1,19 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Subcommand;
+use highload::auth::cli::ApiKeyCommand;
 use highload::config::Config;
 use highload::startup::Application;
 use highload::{healthcheck, shutdown, telemetry};
+
+/// What to do instead of serving; with none, the server runs.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list or revoke API keys (AUTH_MODE=api-key) in the configured database
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
 
 fn main() -> ExitCode {
     // The image's health check: no server, no configuration beyond the
@@ -13,19 +23,26 @@ fn main() -> ExitCode {
         return healthcheck::main(args);
     }
     // Before any thread starts: loading reads `.env` into the environment.
-    let config = Config::load();
-    if let Err(err) = telemetry::init(&config.log) {
-        eprintln!("failed to set up logging: {err:#}");
-        return ExitCode::FAILURE;
+    let (config, command) = Config::load_with::<Command>();
+    if let Some(Command::ApiKey(command)) = command {
+        return run_api_key_command(&config, command);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!(error = %err, "failed to start the async runtime");
+            eprintln!("failed to start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    // Inside the runtime: the span exporter sends on it.
+    let spans = match runtime.block_on(async { telemetry::init(&config.log, &config.tracing) }) {
+        Ok(spans) => spans,
+        Err(err) => {
+            eprintln!("failed to set up logging and tracing: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config, spans));
     // Whatever is still running after the drain (a client library waiting
     // for a server that is gone) must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -38,8 +55,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let app = Application::build(config).await?;
+async fn run(config: Config, spans: telemetry::Tracing) -> anyhow::Result<()> {
+    let app = Application::build(config).await?.with_tracing(spans);
     shutdown::cancel_on_signal(app.shutdown_token());
     app.run_until_stopped().await
+}
+
+/// `highload api-key …`: prints its result, or the error on standard error.
+fn run_api_key_command(config: &Config, command: ApiKeyCommand) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(highload::auth::cli::run(&config.database, command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -82,6 +82,20 @@ pub(crate) struct PartitionLabels {
     pub(crate) partition: i32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AdmissionLabels {
+    /// `read` or `write`.
+    pub(crate) class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ShedLabels {
+    /// `read` or `write`.
+    pub(crate) class: &'static str,
+    /// `queue_full` or `queue_timeout`.
+    pub(crate) reason: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the service exports.
@@ -112,6 +126,12 @@ pub struct Metrics {
     pub(crate) db_write_batch_size: Histogram,
     /// Dependency checks made, each round of the health task.
     pub(crate) health_checks: Family<DependencyLabels, Counter>,
+    /// API requests answered 503 by admission control.
+    pub(crate) http_shed: Family<ShedLabels, Counter>,
+    /// The adaptive concurrency limit of each request class.
+    pub(crate) admission_limit: Family<AdmissionLabels, Gauge>,
+    pub(crate) admission_in_flight: Family<AdmissionLabels, Gauge>,
+    pub(crate) admission_waiting: Family<AdmissionLabels, Gauge>,
 }
 
 impl Metrics {
@@ -244,6 +264,31 @@ impl Metrics {
             "Checks of each dependency made for the health endpoints",
             health_checks.clone(),
         );
+        let http_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "http_requests_shed",
+            "API requests answered 503 by admission control, by class (read, write) and reason \
+             (queue_full, queue_timeout)",
+            http_shed.clone(),
+        );
+        let admission_limit = Family::<AdmissionLabels, Gauge>::default();
+        registry.register(
+            "http_admission_limit",
+            "API requests of a class admitted at once: the adaptive concurrency limit",
+            admission_limit.clone(),
+        );
+        let admission_in_flight = Family::<AdmissionLabels, Gauge>::default();
+        registry.register(
+            "http_admission_in_flight",
+            "API requests of a class admitted and not yet answered",
+            admission_in_flight.clone(),
+        );
+        let admission_waiting = Family::<AdmissionLabels, Gauge>::default();
+        registry.register(
+            "http_admission_waiting",
+            "API requests of a class waiting for admission",
+            admission_waiting.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector {
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -272,7 +317,16 @@ impl Metrics {
             db_pool_waiting,
             db_write_batch_size,
             health_checks,
+            http_shed,
+            admission_limit,
+            admission_in_flight,
+            admission_waiting,
         }
+    }
+
+    /// Adds figures sampled at each scrape (before the metrics are shared).
+    pub(crate) fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// Counts one cache read.

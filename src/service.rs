@@ -22,7 +22,8 @@ use crate::domain::{
     self, Activity, Event, EventFilter, EventMessage, NewEvent, NewUser, Page, PageOf, User,
     UserPatch,
 };
-use crate::store::{Store, StoreError, Write, Written};
+use crate::store::{IdempotencyKey, Store, StoreError, Write, Written};
+use crate::tracing_context;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -32,6 +33,9 @@ pub enum ServiceError {
     EventNotFound,
     #[error("email is already taken")]
     EmailTaken,
+    /// Another request recorded the idempotency key first.
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
     /// The database is down or saturated: the client may retry.
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -44,6 +48,7 @@ impl From<StoreError> for ServiceError {
         match err {
             StoreError::EmailTaken => Self::EmailTaken,
             StoreError::UserNotFound => Self::UserNotFound,
+            StoreError::IdempotencyKeyTaken => Self::IdempotencyKeyTaken,
             StoreError::Unavailable(e) => Self::Unavailable(e.into()),
             StoreError::Other(e) => Self::Internal(e),
         }
@@ -64,6 +69,10 @@ pub struct Service {
 fn to_json<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("BUG: domain records serialize"))
 }
+
+/// The status of a created record's response, replayed for its
+/// idempotency key.
+const CREATED: u16 = 201;
 
 impl Service {
     pub fn new(store: Arc<dyn Store>, cache: ReadThrough, relay_wakeup: Arc<Notify>) -> Self {
@@ -93,7 +102,13 @@ impl Service {
         self.writes.wait().await;
     }
 
-    pub async fn create_user(self: &Arc<Self>, new: NewUser) -> ServiceResult<Bytes> {
+    /// Creates the user; with `idempotency`, records the key and the
+    /// response in the same transaction.
+    pub async fn create_user(
+        self: &Arc<Self>,
+        new: NewUser,
+        idempotency: Option<IdempotencyKey>,
+    ) -> ServiceResult<Bytes> {
         let this = Arc::clone(self);
         self.complete(async move {
             let now = domain::now();
@@ -105,15 +120,17 @@ impl Service {
                 created_at: now,
                 updated_at: now,
             };
-            let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
+            let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now)
+                .with_trace(tracing_context::current());
+            let json = to_json(&user);
+            let write = Write::CreateUser {
+                user: user.clone(),
+                message,
+            };
             this.store
-                .write_one(Write::CreateUser {
-                    user: user.clone(),
-                    message,
-                })
+                .write_one(write.idempotent(idempotency, CREATED, &json))
                 .await?;
             this.relay_wakeup.notify_one();
-            let json = to_json(&user);
             this.cache.put(CacheKind::User, user.id, json.clone()).await;
             tracing::info!(user_id = %user.id, "user created");
             Ok(json)
@@ -140,6 +157,7 @@ impl Service {
                 id,
                 patch,
                 at: domain::now(),
+                trace: tracing_context::current(),
             };
             let Written::Updated(user) = this.store.write_one(update).await? else {
                 unreachable!("BUG: an update answers with the user");
@@ -156,7 +174,8 @@ impl Service {
     pub async fn delete_user(self: &Arc<Self>, id: Uuid) -> ServiceResult<()> {
         let this = Arc::clone(self);
         self.complete(async move {
-            let message = EventMessage::user_deleted(id, domain::now());
+            let message = EventMessage::user_deleted(id, domain::now())
+                .with_trace(tracing_context::current());
             let Written::Deleted { event_ids } = this
                 .store
                 .write_one(Write::DeleteUser { id, message })
@@ -177,7 +196,13 @@ impl Service {
         Ok(self.store.list_users(page).await?)
     }
 
-    pub async fn create_event(self: &Arc<Self>, new: NewEvent) -> ServiceResult<Bytes> {
+    /// Creates the event; with `idempotency`, records the key and the
+    /// response in the same transaction.
+    pub async fn create_event(
+        self: &Arc<Self>,
+        new: NewEvent,
+        idempotency: Option<IdempotencyKey>,
+    ) -> ServiceResult<Bytes> {
         let this = Arc::clone(self);
         self.complete(async move {
             let event = Event {
@@ -187,14 +212,15 @@ impl Service {
                 data: new.data.as_str().to_owned(),
                 created_at: domain::now(),
             };
+            let json = to_json(&event);
+            let write = Write::CreateEvent {
+                message: EventMessage::for_event(&event).with_trace(tracing_context::current()),
+                event: event.clone(),
+            };
             this.store
-                .write_one(Write::CreateEvent {
-                    message: EventMessage::for_event(&event),
-                    event: event.clone(),
-                })
+                .write_one(write.idempotent(idempotency, CREATED, &json))
                 .await?;
             this.relay_wakeup.notify_one();
-            let json = to_json(&event);
             this.cache
                 .put(CacheKind::Event, event.id, json.clone())
                 .await;

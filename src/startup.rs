@@ -10,7 +10,9 @@
 //!    outbox (as long as the bus accepts it), then the consumer stops
 //!    fetching, the worker pool finishes its queue, and the final offsets
 //!    are committed (see `pipeline`);
-//! 4. the producer flushes, the store's pool closes.
+//! 4. the producer flushes, the store's pool closes;
+//! 5. the span exporter sends the spans still buffered (when spans are
+//!    exported).
 //!
 //! Every background task runs under one [`Supervisor`]. One that stops on
 //! its own before shutdown is a failure: the rest is drained the same way
@@ -25,14 +27,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::bus::kafka::KafkaSettings;
 use crate::bus::outbox::OutboxRelay;
 use crate::bus::{self, Publisher, Subscriber};
-use crate::cache::memory::MemoryCache;
-use crate::cache::redis::RedisCache;
-use crate::cache::{Cache, ReadThrough};
+use crate::cache::{self, InvalidationListener};
 use crate::config::{Config, DatabaseBackend};
 use crate::health::{Health, HealthSettings, Readiness};
+use crate::http::guard::Guards;
 use crate::http::server::Listener;
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
@@ -42,6 +44,7 @@ use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{GroupCommit, GroupCommitSettings, Store};
 use crate::supervisor::Supervisor;
+use crate::telemetry::Tracing;
 use crate::worker::EventProcessor;
 
 /// Time limit of each health check.
@@ -55,8 +58,12 @@ pub struct Application {
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
     pipeline: Pipeline,
+    /// Keeps the in-process cache tier coherent with other replicas.
+    invalidations: Option<InvalidationListener>,
     /// Cancelled to begin a graceful shutdown.
     shutdown: CancellationToken,
+    /// The span exporter, flushed last in the drain.
+    spans: Tracing,
 }
 
 impl Application {
@@ -66,19 +73,16 @@ impl Application {
     /// endpoints. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let metrics = Arc::new(Metrics::new());
+        crate::tls::install_crypto_provider();
+        let mut metrics = Metrics::new();
+        let caches = cache::build(&config.cache, &mut metrics)?;
+        let metrics = Arc::new(metrics);
         let store = build_store(&config, &metrics).await?;
-        let cache = build_cache(&config)?;
+        let cache = Arc::clone(&caches.shared);
         let (publisher, subscriber) = build_bus(&config, &metrics)?;
 
         let relay_wakeup = Arc::new(Notify::new());
-        let read_through = ReadThrough::new(
-            Arc::clone(&cache),
-            config.cache.cache_prefix.clone(),
-            config.cache.cache_user_ttl,
-            config.cache.cache_event_ttl,
-            Arc::clone(&metrics),
-        );
+        let read_through = caches.read_through(&config.cache, Arc::clone(&metrics));
         let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
         let readiness = Arc::new(Readiness::default());
         let health = Health::new(
@@ -100,6 +104,8 @@ impl Application {
             body_limit: config.server.http_body_limit,
             metrics: Arc::clone(&metrics),
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
+            guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
+            auth: Arc::new(Authenticator::build(&config.auth, &config.database)?),
         };
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -157,8 +163,17 @@ impl Application {
             store,
             publisher,
             pipeline,
+            invalidations: caches.listener,
             shutdown: CancellationToken::new(),
+            spans: Tracing::default(),
         })
+    }
+
+    /// Hands the process's span exporter to this application, which sends
+    /// the last spans at the end of its drain.
+    pub fn with_tracing(mut self, spans: Tracing) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// The port the listener is bound to (useful with `SERVER_PORT=0`).
@@ -187,7 +202,9 @@ impl Application {
             store,
             publisher,
             pipeline,
+            invalidations,
             shutdown,
+            spans,
             ..
         } = self;
         let supervisor = Supervisor::new();
@@ -196,6 +213,7 @@ impl Application {
             body_limit: config.server.http_body_limit,
             request_timeout: config.server.http_request_timeout,
             max_in_flight: config.server.http_max_in_flight as usize,
+            admission: config.server.admission,
         };
         let app = http::app(state.clone(), limits);
         let server = supervisor.spawn("http server", |token| {
@@ -205,8 +223,17 @@ impl Application {
         let health = supervisor.spawn("health checks", |token| async move {
             health.run_until_stopped(token).await
         });
+        let guards = Arc::clone(&state.guards);
+        let purge = supervisor.spawn("idempotency key purge", |token| {
+            guards.run_purge_until_stopped(token)
+        });
         let pipeline = supervisor.spawn("pipeline", |token| {
             pipeline.run_until_stopped(supervisor.clone(), token)
+        });
+        let invalidations = invalidations.map(|listener| {
+            supervisor.spawn("cache invalidations", |token| {
+                listener.run_until_stopped(token)
+            })
         });
 
         tokio::select! {
@@ -220,15 +247,23 @@ impl Application {
             let server = server.stop().await;
             // Nothing reports the checks any more.
             let health = health.stop().await;
+            let purge = purge.stop().await;
             state.service.finish_writes().await;
             let pipeline = pipeline.stop().await;
+            let invalidations = match invalidations {
+                Some(task) => task.stop().await,
+                None => Ok(()),
+            };
             // Nothing publishes or queries any more past this point.
             supervisor.wait().await;
             publisher
                 .flush(deadline.saturating_sub(started.elapsed()))
                 .await;
             store.close().await;
-            [server, health, pipeline]
+            spans
+                .shutdown(deadline.saturating_sub(started.elapsed()))
+                .await;
+            [server, health, purge, pipeline, invalidations]
         };
         let Ok(results) = tokio::time::timeout(deadline, drain).await else {
             supervisor.stop_all();
@@ -279,18 +314,6 @@ async fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<
         settings,
         Arc::clone(metrics),
     )))
-}
-
-fn build_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
-    let cache = &config.cache;
-    Ok(match &cache.redis {
-        Some(redis) => Arc::new(RedisCache::connect_lazy(
-            redis.connection.clone(),
-            cache.cache_prefix.clone(),
-            redis.timeout,
-        )?),
-        None => Arc::new(MemoryCache::new(cache.cache_memory_bytes)),
-    })
 }
 
 fn build_bus(

@@ -69,7 +69,8 @@ impl Publisher for MemoryPublisher {
                 Bytes::copy_from_slice(message.payload),
                 format!("in-process message {number}"),
                 Box::new(Processed(done)),
-            );
+            )
+            .with_trace(message.trace.cloned());
             let sent = self.tx.send(delivery).await.is_ok();
             waits.push((sent, processed));
         }

@@ -20,6 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::tracing_context::TraceContext;
+
 /// One message to publish, borrowed from its owner (the outbox relay's
 /// claimed rows) for as long as the publish takes, so that it is copied
 /// only where the bytes must go: into librdkafka's queue, or into the
@@ -30,6 +32,9 @@ pub struct Message<'a> {
     pub key: &'a [u8],
     /// The message body (JSON), published exactly as given.
     pub payload: &'a [u8],
+    /// The trace the message continues: sent with it (on Kafka, as the
+    /// `traceparent` and `tracestate` headers).
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Why a publish failed; the outbox row stays and is retried.
@@ -93,6 +98,8 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Where it came from, for logs (`partition 3 offset 42`).
     pub origin: String,
+    /// The trace it was published in, if it came with one.
+    pub trace: Option<TraceContext>,
     ack: Box<dyn Acknowledge>,
 }
 
@@ -107,8 +114,15 @@ impl Delivery {
             key,
             payload,
             origin,
+            trace: None,
             ack,
         }
+    }
+
+    /// The same delivery, in the trace `trace`.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// The message is processed (or parked on the dead-letter topic).

@@ -5,22 +5,46 @@
 //! message is durable, so a crash at any point publishes it again rather
 //! than losing it. While the bus is down the relay backs off and retries;
 //! writes keep succeeding because they only touch the database.
+//!
+//! Leases are short ([`LEASE`]) and renewed while a batch is being
+//! published, however long the bus takes: rows claimed by a process that
+//! was killed are claimed again within [`LEASE`], while a live relay keeps
+//! its rows from other replicas. Each claim has an id of its own, written
+//! on its rows: a relay renews and releases only rows that still carry it.
+//! A relay whose renewals fail for longer than the lease (the database is
+//! out of reach) may see another one claim and publish its rows too; the
+//! bus's contract is at least once, and the processor drops duplicates by
+//! message id.
+//!
+//! Each message is published in a span of its own (`outbox publish`), in
+//! the trace of the change it announces (stored with its row): the message
+//! carries that span on, so that its worker continues the same trace.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
+use uuid::Uuid;
 
 use super::Publisher;
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
-use crate::store::Store;
+use crate::store::{OutboxRow, Store};
+use crate::tracing_context::{self, TraceContext};
 
-/// How long a claimed batch is reserved for this relay. It must outlast a
-/// publish (bounded by the producer's delivery timeout), so that another
-/// replica never republishes rows this one is still working on.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claim reserves rows for this relay without a renewal: the
+/// longest that rows claimed by a process that died wait to be claimed
+/// again.
+const LEASE: Duration = Duration::from_secs(5);
+
+/// How often a relay renews the lease of the batch it is publishing: a
+/// fifth of it, so that a few slow or failed renewals in a row do not let
+/// it run out.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 pub struct OutboxRelay {
     pub store: Arc<dyn Store>,
@@ -95,27 +119,60 @@ impl OutboxRelay {
         tracing::info!(drained, "outbox relay stopped");
     }
 
+    /// The span of one message's publishing, in the trace of its row.
+    fn publish_span(&self, row: &OutboxRow) -> Span {
+        let span = tracing::info_span!(
+            "outbox publish",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = self.publisher.backend(),
+            outbox_id = row.id,
+            user_id = row.key,
+        );
+        if let Some(trace) = &row.trace {
+            tracing_context::continue_trace(&span, trace);
+        }
+        span
+    }
+
     /// One claim–publish–settle round; returns how many rows it published.
     async fn relay_batch(&self) -> anyhow::Result<usize> {
-        let rows = self.store.claim_outbox(self.batch_size, LEASE).await?;
+        let holder = Uuid::new_v4();
+        let rows = self
+            .store
+            .claim_outbox(holder, self.batch_size, LEASE)
+            .await?;
         if rows.is_empty() {
             return Ok(0);
         }
+        // Open until the bus has the message (or refused it).
+        let spans: Vec<Span> = rows.iter().map(|row| self.publish_span(row)).collect();
+        let traces: Vec<Option<TraceContext>> = rows
+            .iter()
+            .zip(&spans)
+            .map(|(row, span)| tracing_context::of_span(span).or_else(|| row.trace.clone()))
+            .collect();
         let messages: Vec<_> = rows
             .iter()
-            .map(|row| super::Message {
+            .zip(&traces)
+            .map(|(row, trace)| super::Message {
                 key: row.key.as_bytes(),
                 payload: row.payload.as_bytes(),
+                trace: trace.as_ref(),
             })
             .collect();
-        let results = self.publisher.publish(&messages).await;
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let results = self
+            .holding_lease(holder, &ids, self.publisher.publish(&messages))
+            .await;
         let mut published = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
         let mut first_error = None;
-        for (row, result) in rows.iter().zip(results) {
+        for ((row, result), span) in rows.iter().zip(results).zip(&spans) {
             match result {
                 Ok(()) => published.push(row.id),
                 Err(err) => {
+                    span.record("otel.status_code", "ERROR");
                     failed.push(row.id);
                     first_error.get_or_insert(err);
                 }
@@ -123,7 +180,7 @@ impl OutboxRelay {
         }
         self.metrics.events_published.inc_by(published.len() as u64);
         self.store.complete_outbox(&published).await?;
-        self.store.release_outbox(&failed).await?;
+        self.store.release_outbox(holder, &failed).await?;
         tracing::debug!(
             published = published.len(),
             failed = failed.len(),
@@ -136,6 +193,40 @@ impl OutboxRelay {
                 failed.len(),
                 rows.len()
             ))),
+        }
+    }
+
+    /// Runs `work` on the rows `ids`, renewing `holder`'s lease on them
+    /// every [`RENEW_EVERY`] until it is done.
+    async fn holding_lease<T>(
+        &self,
+        holder: Uuid,
+        ids: &[i64],
+        work: impl Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        let mut renewals =
+            tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
+        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = renewals.tick() => {}
+            }
+            // `work` waits meanwhile; it is the bus's work, done by the
+            // producer in the background, so it loses only this round trip.
+            match self.store.renew_outbox(holder, ids, LEASE).await {
+                Ok(held) if held.len() == ids.len() => {}
+                Ok(held) => tracing::warn!(
+                    lost = ids.len() - held.len(),
+                    rows = ids.len(),
+                    "outbox lease ran out before a renewal; another relay may publish those rows too"
+                ),
+                Err(err) => tracing::warn!(
+                    error = format!("{err:#}"),
+                    "failed to renew the outbox lease; retrying"
+                ),
+            }
         }
     }
 }
@@ -218,5 +309,108 @@ mod tests {
             stopped_after < Duration::from_millis(100),
             "stopped {stopped_after:?} after shutdown began"
         );
+    }
+
+    /// A bus that never acknowledges: a publish that is still going on.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Publisher for Stuck {
+        fn backend(&self) -> &'static str {
+            "stuck"
+        }
+        async fn prepare(&self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn publish(
+            &self,
+            _: &[crate::bus::Message<'_>],
+        ) -> Vec<Result<(), crate::bus::PublishError>> {
+            std::future::pending().await
+        }
+        async fn dead_letter(&self, _: &crate::bus::Delivery, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn check(&self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn flush(&self, _: Duration) {}
+    }
+
+    /// When the lease of the relay's claimed rows runs out, by the store's
+    /// clock: `None` while no row is leased.
+    async fn leased_until(path: &std::path::Path) -> Option<chrono::DateTime<chrono::Utc>> {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let until: Option<String> = sqlx::query_scalar("SELECT MIN(locked_until) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        until.map(|t| t.parse().unwrap())
+    }
+
+    /// A relay keeps its rows leased while it publishes, however long that
+    /// takes, and a relay that dies (its task dropped mid-publish, as
+    /// `kill -9` leaves the database) leaves them leased for at most
+    /// [`LEASE`].
+    #[tokio::test]
+    async fn a_killed_relay_leaves_its_rows_leased_for_at_most_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path, 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let now = crate::domain::now();
+        let user = crate::domain::User {
+            id: Uuid::now_v7(),
+            email: "relay@example.com".into(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let message = crate::domain::EventMessage::for_user(
+            crate::domain::EventMessage::USER_CREATED,
+            &user,
+            now,
+        );
+        store
+            .write_one(crate::store::Write::CreateUser { user, message })
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let relay = OutboxRelay {
+            store: Arc::clone(&store),
+            publisher: Arc::new(Stuck),
+            batch_size: 10,
+            poll_interval: Duration::from_secs(10),
+            wakeup: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let running = tokio::spawn(async move { relay.relay_batch().await });
+        let first = loop {
+            if let Some(until) = leased_until(&path).await {
+                break until;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // Renewed while the publish goes on.
+        let renewed = loop {
+            let until = leased_until(&path).await.expect("still leased");
+            if until > first {
+                break until;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        let left = renewed - chrono::Utc::now();
+        assert!(
+            left <= chrono::Duration::from_std(LEASE).unwrap(),
+            "rows stay leased {left} after the relay died"
+        );
+        store.close().await;
     }
 }

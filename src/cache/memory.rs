@@ -1,5 +1,6 @@
-//! In-process cache (moka): the embedded default, bounded in bytes, with a
-//! TTL per entry.
+//! In-process cache (moka), bounded in bytes, with a TTL per entry: the
+//! only cache on the embedded stack, and the store of the in-process tier
+//! in front of Redis on the real stack (see `local`).
 //!
 //! Bytes, not entries: an event body may be up to 64 KiB, so a bound by
 //! count would let the cache grow to gigabytes. Each entry weighs its key,
@@ -53,6 +54,8 @@ fn weigh(key: &str, entry: &Entry) -> u32 {
 
 pub struct MemoryCache {
     entries: MokaCache<String, Entry>,
+    /// The bound, in weighed bytes (`CACHE_MEMORY_BYTES`).
+    max_bytes: u64,
 }
 
 impl MemoryCache {
@@ -65,7 +68,38 @@ impl MemoryCache {
                 .weigher(|key: &String, entry: &Entry| weigh(key, entry))
                 .expire_after(PerEntryTtl)
                 .build(),
+            max_bytes,
         }
+    }
+
+    /// The live value of `key`, if any.
+    pub(super) fn lookup(&self, key: &str) -> Option<Bytes> {
+        self.entries.get(key).map(|e| e.value)
+    }
+
+    /// Stores `value`, replacing what the key held.
+    pub(super) fn insert(&self, key: &str, value: Bytes, ttl: Duration) {
+        self.entries.insert(key.to_owned(), Entry { value, ttl });
+    }
+
+    pub(super) fn remove(&self, key: &str) {
+        self.entries.invalidate(key);
+    }
+
+    /// Drops every entry present now (later inserts are kept).
+    pub(super) fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// (weighed bytes held, entries held, the bound), after moka has applied
+    /// its pending evictions: what `/metrics` reports.
+    pub(super) fn usage(&self) -> (u64, u64, u64) {
+        self.entries.run_pending_tasks();
+        (
+            self.entries.weighted_size(),
+            self.entries.entry_count(),
+            self.max_bytes,
+        )
     }
 }
 
@@ -76,7 +110,7 @@ impl Cache for MemoryCache {
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
-        Ok(self.entries.get(key).map(|e| e.value))
+        Ok(self.lookup(key))
     }
 
     async fn fill(&self, key: &str, value: Bytes, ttl: Duration) -> anyhow::Result<()> {
@@ -87,7 +121,7 @@ impl Cache for MemoryCache {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> anyhow::Result<()> {
-        self.entries.insert(key.to_owned(), Entry { value, ttl });
+        self.insert(key, value, ttl);
         Ok(())
     }
 

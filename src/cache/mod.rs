@@ -10,17 +10,106 @@
 //! so a slow read that loaded the old row before a write committed can never
 //! overwrite what the write put there. Cache failures are logged and the
 //! store answers instead: the cache may make requests faster, never fail them.
+//!
+//! Tiers. Embedded stack: one in-process cache (`memory`). Real stack: an
+//! in-process tier (`local`, bounded by the same `CACHE_MEMORY_BYTES`) in
+//! front of Redis (`redis`), kept coherent across replicas by invalidations
+//! over Redis pub/sub (`invalidation`). Staleness bound: a replica serves a
+//! value that another replica's write replaced for at most
+//! `CACHE_LOCAL_TTL` (default 1 s), and in the usual case for one pub/sub
+//! delivery (well under a millisecond on a LAN); a replica serves its own
+//! writes at once. `CACHE_LOCAL_TTL=0` turns the in-process tier off.
 
+mod invalidation;
+mod local;
 pub mod memory;
 mod read_through;
 pub mod redis;
+mod stats;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::config::CacheConfig;
+use crate::metrics::Metrics;
+pub use invalidation::InvalidationListener;
 pub use read_through::{CacheKind, ReadThrough};
+
+/// The caches of one instance, built from the configuration.
+pub struct Caches {
+    /// Redis, or the in-process cache on the embedded stack: what health
+    /// checks ping.
+    pub shared: Arc<dyn Cache>,
+    /// The in-process tier in front of Redis (real stack, tier on).
+    local: Option<Arc<local::LocalTier>>,
+    /// Keeps the in-process tier subscribed (real stack, tier on): a
+    /// background task to run.
+    pub listener: Option<InvalidationListener>,
+}
+
+/// Builds the tiers that `config` asks for, registering their figures in
+/// `metrics`. Nothing connects yet: Redis is reached lazily.
+pub fn build(config: &CacheConfig, metrics: &mut Metrics) -> anyhow::Result<Caches> {
+    let memory = Arc::new(memory::MemoryCache::new(config.cache_memory_bytes));
+    let (shared, local, listener): (Arc<dyn Cache>, _, _) = match &config.redis {
+        None => (Arc::clone(&memory) as Arc<dyn Cache>, None, None),
+        Some(settings) => {
+            let cache = redis::RedisCache::connect_lazy(
+                settings.connection.clone(),
+                config.cache_prefix.clone(),
+                settings.timeout,
+            )?;
+            let ttl = config.local.cache_local_ttl;
+            if ttl.is_zero() {
+                (Arc::new(cache) as Arc<dyn Cache>, None, None)
+            } else {
+                let local = Arc::new(local::LocalTier::new(Arc::clone(&memory), ttl));
+                let listener = InvalidationListener::new(
+                    settings.connection.clone(),
+                    &config.cache_prefix,
+                    Arc::clone(&local),
+                )?;
+                let cache =
+                    cache.publishing_invalidations(invalidation::channel(&config.cache_prefix));
+                (
+                    Arc::new(cache) as Arc<dyn Cache>,
+                    Some(local),
+                    Some(listener),
+                )
+            }
+        }
+    };
+    metrics.register_collector(Box::new(stats::InProcessCacheCollector {
+        memory,
+        local: local.clone(),
+    }));
+    Ok(Caches {
+        shared,
+        local,
+        listener,
+    })
+}
+
+impl Caches {
+    /// Reads through the shared cache, and through the in-process tier in
+    /// front of it if any.
+    pub fn read_through(&self, config: &CacheConfig, metrics: Arc<Metrics>) -> ReadThrough {
+        let read_through = ReadThrough::new(
+            Arc::clone(&self.shared),
+            config.cache_prefix.clone(),
+            config.cache_user_ttl,
+            config.cache_event_ttl,
+            metrics,
+        );
+        match &self.local {
+            Some(local) => read_through.with_local_tier(Arc::clone(local)),
+            None => read_through,
+        }
+    }
+}
 
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {

@@ -1,4 +1,11 @@
-//! Read-through caching with single-flight loads.
+//! Read-through caching with single-flight loads, over one or two tiers.
+//!
+//! With an in-process tier (real stack), a read asks it first, then the
+//! shared cache (Redis), then the store; what it finds below the local tier
+//! is copied into it under the ticket taken before the read began (see
+//! `local`). A write updates the shared cache (which publishes the key),
+//! then evicts the key from the local tier: in that order, so that a read
+//! of this replica cannot copy the old value after the eviction.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,6 +17,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::Cache;
+use super::local::{LocalTier, Ticket};
 use crate::metrics::Metrics;
 use crate::store::StoreResult;
 
@@ -39,6 +47,8 @@ type Flight = Arc<OnceCell<Option<Bytes>>>;
 
 pub struct ReadThrough {
     cache: Arc<dyn Cache>,
+    /// The in-process tier in front of `cache`, when `cache` is shared.
+    local: Option<Arc<LocalTier>>,
     /// Prepended to every key, so that several deployments (or tests) can
     /// share one Redis.
     prefix: String,
@@ -60,12 +70,19 @@ impl ReadThrough {
     ) -> Self {
         Self {
             cache,
+            local: None,
             prefix,
             user_ttl,
             event_ttl,
             flights: Mutex::default(),
             metrics,
         }
+    }
+
+    /// Puts `local` in front of the shared cache.
+    pub fn with_local_tier(mut self, local: Arc<LocalTier>) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// Keys as the Go service names them (`user:<id>`), after the prefix.
@@ -93,9 +110,20 @@ impl ReadThrough {
         Fut: Future<Output = StoreResult<Option<Bytes>>>,
     {
         let key = self.key(kind, id);
+        let ticket = match &self.local {
+            Some(local) => {
+                if let Some(value) = local.get(&key) {
+                    self.metrics.cache_read(kind.as_str(), "hit");
+                    return Ok(Some(value).filter(|v| *v != TOMBSTONE));
+                }
+                local.ticket(&key)
+            }
+            None => None,
+        };
         let result = match self.cache.get(&key).await {
             Ok(Some(value)) => {
                 self.metrics.cache_read(kind.as_str(), "hit");
+                self.fill_local(&key, kind, &value, ticket);
                 return Ok(Some(value).filter(|v| *v != TOMBSTONE));
             }
             Ok(None) => "miss",
@@ -110,9 +138,10 @@ impl ReadThrough {
             .get_or_try_init(|| async {
                 let value = load().await?;
                 let stored = value.clone().unwrap_or(TOMBSTONE);
-                if let Err(err) = self.cache.fill(&key, stored, self.ttl(kind)).await {
+                if let Err(err) = self.cache.fill(&key, stored.clone(), self.ttl(kind)).await {
                     tracing::debug!(error = %err, key, "cache fill failed");
                 }
+                self.fill_local(&key, kind, &stored, ticket);
                 Ok(value)
             })
             .await
@@ -121,12 +150,24 @@ impl ReadThrough {
         loaded
     }
 
+    /// Copies a value read below the local tier into it, if the ticket
+    /// still holds.
+    fn fill_local(&self, key: &str, kind: CacheKind, value: &Bytes, ticket: Option<Ticket>) {
+        if let (Some(local), Some(ticket)) = (&self.local, ticket) {
+            local.fill(key, value.clone(), self.ttl(kind), ticket);
+        }
+    }
+
     /// Caches the new JSON of an entity that was just written.
     pub async fn put(&self, kind: CacheKind, id: Uuid, value: Bytes) {
         let key = self.key(kind, id);
         self.end_flight(&key);
         if let Err(err) = self.cache.put(&key, value, self.ttl(kind)).await {
             tracing::debug!(error = %err, key, "cache update failed");
+        }
+        // After the shared tier has the new value (or failed to take it).
+        if let Some(local) = &self.local {
+            local.evict(&key);
         }
     }
 
@@ -222,6 +263,91 @@ mod tests {
             Ok(Some(Bytes::from_static(b"old")))
         });
         assert_eq!(stale.await.unwrap().unwrap(), "old");
+        let next = cache
+            .get_or_load(CacheKind::User, id, || async { panic!("must be a hit") })
+            .await;
+        assert_eq!(next.unwrap().unwrap(), "new");
+    }
+
+    /// A read-through with an in-process tier (on) in front of `shared`.
+    fn two_tiers(shared: Arc<MemoryCache>) -> (ReadThrough, Arc<LocalTier>) {
+        let local = Arc::new(LocalTier::new(
+            Arc::new(MemoryCache::new(1 << 20)),
+            Duration::from_secs(60),
+        ));
+        local.enable();
+        let read_through = ReadThrough::new(
+            shared,
+            "t:".into(),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Arc::new(Metrics::new()),
+        )
+        .with_local_tier(Arc::clone(&local));
+        (read_through, local)
+    }
+
+    #[tokio::test]
+    async fn reads_are_answered_by_the_local_tier_once_filled() {
+        let shared = Arc::new(MemoryCache::new(1 << 20));
+        let (cache, _) = two_tiers(Arc::clone(&shared));
+        let id = Uuid::now_v7();
+        let first = cache
+            .get_or_load(CacheKind::User, id, || async {
+                Ok(Some(Bytes::from_static(b"v1")))
+            })
+            .await;
+        assert_eq!(first.unwrap().unwrap(), "v1");
+        // Changed behind the tiers' back: only an eviction would show it.
+        shared.insert(
+            &format!("t:user:{id}"),
+            Bytes::from_static(b"v2"),
+            Duration::from_secs(60),
+        );
+        let second = cache
+            .get_or_load(CacheKind::User, id, || async { panic!("must be a hit") })
+            .await;
+        assert_eq!(second.unwrap().unwrap(), "v1");
+    }
+
+    #[tokio::test]
+    async fn with_a_local_tier_a_put_wins_over_a_read_that_loaded_before_it() {
+        let shared = Arc::new(MemoryCache::new(1 << 20));
+        let (cache, local) = two_tiers(Arc::clone(&shared));
+        let id = Uuid::now_v7();
+        let key = format!("t:user:{id}");
+        let stale = cache.get_or_load(CacheKind::User, id, || async {
+            cache
+                .put(CacheKind::User, id, Bytes::from_static(b"new"))
+                .await;
+            Ok(Some(Bytes::from_static(b"old")))
+        });
+        assert_eq!(stale.await.unwrap().unwrap(), "old");
+        assert!(local.get(&key).is_none(), "the old value was not copied");
+        for _ in 0..2 {
+            let next = cache
+                .get_or_load(CacheKind::User, id, || async { panic!("must be a hit") })
+                .await;
+            assert_eq!(next.unwrap().unwrap(), "new");
+        }
+        assert_eq!(local.get(&key).unwrap(), "new");
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_read_keeps_its_value_out_of_the_local_tier() {
+        let shared = Arc::new(MemoryCache::new(1 << 20));
+        let (cache, local) = two_tiers(Arc::clone(&shared));
+        let id = Uuid::now_v7();
+        let key = format!("t:user:{id}");
+        let read = cache.get_or_load(CacheKind::User, id, || async {
+            // Another replica's write lands and its invalidation arrives
+            // while this read holds the old row.
+            shared.insert(&key, Bytes::from_static(b"new"), Duration::from_secs(60));
+            local.evict_invalidated(&key);
+            Ok(Some(Bytes::from_static(b"old")))
+        });
+        assert_eq!(read.await.unwrap().unwrap(), "old");
+        assert!(local.get(&key).is_none());
         let next = cache
             .get_or_load(CacheKind::User, id, || async { panic!("must be a hit") })
             .await;

@@ -9,6 +9,10 @@
 //! are remembered and deleted before this replica reads from Redis again,
 //! so no stale value is served once Redis is back. (If more keys failed than
 //! are remembered, every user and event key under the prefix is deleted.)
+//!
+//! With the in-process tier on, every write and every repair also publishes
+//! the keys it changed on the invalidations channel, in the same pipeline
+//! and after the change (see `invalidation`).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -20,6 +24,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Cache;
+use super::invalidation::CLEAR_ALL;
 
 /// How long to skip Redis after a failure before trying again.
 const COOLDOWN: Duration = Duration::from_secs(1);
@@ -43,6 +48,9 @@ pub struct RedisCache {
     connection: ConnectionManager,
     /// Prefix of this deployment's keys, for the overflow repair.
     prefix: String,
+    /// Where changed keys are published, when replicas keep an in-process
+    /// tier.
+    invalidations: Option<String>,
     health: Mutex<Health>,
 }
 
@@ -67,8 +75,22 @@ impl RedisCache {
         Ok(Self {
             connection,
             prefix,
+            invalidations: None,
             health: Mutex::default(),
         })
+    }
+
+    /// Publishes every key this cache changes on `channel`.
+    pub fn publishing_invalidations(mut self, channel: String) -> Self {
+        self.invalidations = Some(channel);
+        self
+    }
+
+    /// Adds to `pipeline` the publication of `key` (or [`CLEAR_ALL`]).
+    fn publish(&self, pipeline: &mut redis::Pipeline, key: &str) {
+        if let Some(channel) = &self.invalidations {
+            pipeline.cmd("PUBLISH").arg(channel).arg(key).ignore();
+        }
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -121,12 +143,19 @@ impl RedisCache {
                 self.delete_matching(&mut connection, &format!("{}{pattern}", self.prefix))
                     .await?;
             }
+            if self.invalidations.is_some() {
+                let mut pipeline = redis::pipe();
+                self.publish(&mut pipeline, CLEAR_ALL);
+                pipeline.query_async::<()>(&mut connection).await?;
+            }
         } else {
             for chunk in keys.chunks(REPAIR_CHUNK) {
-                redis::cmd("UNLINK")
-                    .arg(chunk)
-                    .query_async::<()>(&mut connection)
-                    .await?;
+                let mut pipeline = redis::pipe();
+                pipeline.cmd("UNLINK").arg(chunk).ignore();
+                for key in chunk {
+                    self.publish(&mut pipeline, key);
+                }
+                pipeline.query_async::<()>(&mut connection).await?;
             }
         }
         let mut health = self.health();
@@ -178,6 +207,34 @@ impl RedisCache {
         command: redis::Cmd,
         stale_key_on_failure: Option<&str>,
     ) -> anyhow::Result<T> {
+        self.guarded(stale_key_on_failure, |mut connection| async move {
+            command.query_async(&mut connection).await
+        })
+        .await
+    }
+
+    /// [`RedisCache::run`] for several commands sent at once.
+    async fn run_pipeline(
+        &self,
+        pipeline: redis::Pipeline,
+        stale_key_on_failure: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.guarded(stale_key_on_failure, |mut connection| async move {
+            pipeline.query_async(&mut connection).await
+        })
+        .await
+    }
+
+    /// Sends what `request` sends unless the breaker is open, repairing
+    /// first; a failure opens the breaker.
+    async fn guarded<T, Fut>(
+        &self,
+        stale_key_on_failure: Option<&str>,
+        request: impl FnOnce(ConnectionManager) -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         if let Err(err) = self.check_breaker() {
             if let Some(key) = stale_key_on_failure {
                 remember(&mut self.health(), key);
@@ -188,8 +245,7 @@ impl RedisCache {
             self.failed(&err, stale_key_on_failure);
             return Err(err.into());
         }
-        let mut connection = self.connection.clone();
-        command.query_async(&mut connection).await.map_err(|err| {
+        request(self.connection.clone()).await.map_err(|err| {
             self.failed(&err, stale_key_on_failure);
             anyhow::Error::new(err)
         })
@@ -236,8 +292,11 @@ impl Cache for RedisCache {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> anyhow::Result<()> {
-        let _: () = self.run(set(key, &value, ttl), Some(key)).await?;
-        Ok(())
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(set(key, &value, ttl)).ignore();
+        // After the SET: a reader that missed the new value is evicted.
+        self.publish(&mut pipeline, key);
+        self.run_pipeline(pipeline, Some(key)).await
     }
 
     async fn ping(&self) -> anyhow::Result<()> {

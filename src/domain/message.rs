@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Event, User};
+use crate::tracing_context::TraceContext;
 
 /// The JSON value of a bus message, field for field what the Go service
 /// sends: `{id, user_id, type, data, timestamp}`. `id` is the event id for
 /// posted events and a fresh id for user lifecycle events; consumers dedupe
-/// on it.
+/// on it. Beside the value travels the trace of the change it announces
+/// (stored with the outbox row, sent as headers), never in the JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMessage {
     pub id: Uuid,
@@ -18,6 +20,9 @@ pub struct EventMessage {
     pub event_type: String,
     pub data: String,
     pub timestamp: DateTime<Utc>,
+    /// The trace of the change; `None` outside a trace.
+    #[serde(skip)]
+    pub trace: Option<TraceContext>,
 }
 
 /// The `data` of `user_created` and `user_updated`: the user's fields, as a
@@ -42,6 +47,7 @@ impl EventMessage {
             event_type: event.event_type.clone(),
             data: event.data.clone(),
             timestamp: event.created_at,
+            trace: None,
         }
     }
 
@@ -58,6 +64,7 @@ impl EventMessage {
             event_type: kind.to_owned(),
             data: serde_json::to_string(&snapshot).expect("BUG: a struct of strings serializes"),
             timestamp: at,
+            trace: None,
         }
     }
 
@@ -69,7 +76,14 @@ impl EventMessage {
             event_type: Self::USER_DELETED.to_owned(),
             data: "{}".to_owned(),
             timestamp: at,
+            trace: None,
         }
+    }
+
+    /// The same message, in the trace `trace`.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// The bus key: the user id, so that one user's messages stay in order.

@@ -14,7 +14,7 @@ mod user;
 pub use activity::Activity;
 pub use event::{Event, EventData, EventFilter, EventType, NewEvent};
 pub use message::EventMessage;
-pub use page::{Page, PageOf};
+pub use page::{Key, Page, PageOf};
 pub(crate) use text::name_pattern;
 pub use user::{Email, NewUser, PersonName, User, UserPatch};
 

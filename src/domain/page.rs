@@ -1,4 +1,21 @@
-//! Pagination of the list endpoints.
+//! Pagination of the list endpoints: by page number (`page`, `limit`), or
+//! by keyset cursor (`cursor`, `limit`).
+//!
+//! Lists are ordered newest first by `(created_at, id)`, both descending. A
+//! cursor names the sort key of the last row a client has seen; the next
+//! page is what sorts after it, found by an index seek, so that a deep
+//! page costs what the first one does and rows inserted meanwhile (which
+//! sort first) neither repeat nor hide older ones.
+//!
+//! A cursor is opaque to clients: a version, the key, and a checksum over
+//! the key and the list it belongs to (the collection and its filters), as
+//! hex. A cursor that was changed, cut short, or taken from another list
+//! fails the checksum and is refused as invalid input. The checksum guards
+//! against mistakes, not attacks: a forged cursor can only name a position
+//! in a list the client may read anyway.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::ValidationError;
 
@@ -10,26 +27,55 @@ pub const MAX_LIMIT: u32 = 100;
 pub const MAX_PAGE: u32 = i32::MAX as u32;
 const DEFAULT_LIMIT: u32 = 10;
 
-/// A requested page: `page` 1–2³¹−1, `limit` 1–100 (defaults 1 and 10).
+/// The format of the cursors this version writes (its first byte).
+const CURSOR_VERSION: u8 = 1;
+/// Version, microseconds since the epoch, id, checksum.
+const CURSOR_BYTES: usize = 1 + 8 + 16 + 8;
+
+/// A requested page: `limit` 1–100 (default 10) rows, from where `start`
+/// says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
-    pub page: u32,
+    pub start: Start,
     pub limit: u32,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Page number 1–2³¹−1: `(number − 1) × limit` rows are skipped.
+    Number(u32),
+    /// Just after the row with this key (from a cursor).
+    After(Key),
+}
+
+/// Where a row sorts in a list: lists run newest first, by `created_at`
+/// and then `id`, both descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
 }
 
 impl Default for Page {
     fn default() -> Self {
         Self {
-            page: 1,
+            start: Start::Number(1),
             limit: DEFAULT_LIMIT,
         }
     }
 }
 
 impl Page {
-    /// Parses the `page` and `limit` query parameters; absent means default.
-    pub fn parse(page: Option<&str>, limit: Option<&str>) -> Result<Self, ValidationError> {
-        let page = match page {
+    /// Parses the `page`, `limit` and `cursor` query parameters (absent
+    /// means default) of the list named `list` (see [`Key::to_cursor`]).
+    pub fn parse(
+        page: Option<&str>,
+        limit: Option<&str>,
+        cursor: Option<&str>,
+        list: &str,
+    ) -> Result<Self, ValidationError> {
+        let number = match page {
             None => 1,
             Some(raw) => raw
                 .trim()
@@ -51,52 +97,193 @@ impl Page {
                     ValidationError::new("limit", "must be an integer between 1 and 100")
                 })?,
         };
-        Ok(Self { page, limit })
+        let start = match cursor {
+            None => Start::Number(number),
+            Some(_) if page.is_some() => {
+                return Err(ValidationError::new(
+                    "cursor",
+                    "cannot be combined with page: a cursor says where the page starts",
+                ));
+            }
+            Some(raw) => Start::After(Key::from_cursor(raw, list)?),
+        };
+        Ok(Self { start, limit })
+    }
+
+    /// The page number; 1 for a page that starts at a cursor.
+    pub fn number(&self) -> u32 {
+        match self.start {
+            Start::Number(n) => n,
+            Start::After(_) => 1,
+        }
     }
 
     /// Rows to skip; cannot overflow (2³¹ × 100 fits in i64).
     pub fn offset(&self) -> i64 {
-        i64::from(self.page - 1) * i64::from(self.limit)
+        match self.start {
+            Start::Number(n) => i64::from(n - 1) * i64::from(self.limit),
+            Start::After(_) => 0,
+        }
+    }
+
+    /// The key the page starts after, if it starts at a cursor.
+    pub fn after(&self) -> Option<Key> {
+        match self.start {
+            Start::Number(_) => None,
+            Start::After(key) => Some(key),
+        }
     }
 }
 
-/// One page of results and how many there are in all.
+impl Key {
+    /// The cursor of the page after this key in the list named `list`
+    /// (`users`, or `events` with its filters: whatever names the list
+    /// uniquely; the same name must be given to [`Key::from_cursor`]).
+    pub fn to_cursor(self, list: &str) -> String {
+        let mut bytes = [0u8; CURSOR_BYTES];
+        bytes[0] = CURSOR_VERSION;
+        bytes[1..9].copy_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        bytes[9..25].copy_from_slice(self.id.as_bytes());
+        let sum = checksum(list, &bytes[..25]);
+        bytes[25..].copy_from_slice(&sum.to_be_bytes());
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads a cursor of the list named `list`; refuses one that is
+    /// malformed, changed, or from another list.
+    pub fn from_cursor(raw: &str, list: &str) -> Result<Self, ValidationError> {
+        let invalid = || {
+            ValidationError::new(
+                "cursor",
+                "is not a cursor of this list: pass `next_cursor` from the previous page \
+                 unchanged, with the same filters",
+            )
+        };
+        let raw = raw.trim();
+        if raw.len() != 2 * CURSOR_BYTES || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; CURSOR_BYTES];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&raw[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+        }
+        let sum = u64::from_be_bytes(bytes[25..].try_into().expect("BUG: 8 bytes"));
+        if bytes[0] != CURSOR_VERSION || sum != checksum(list, &bytes[..25]) {
+            return Err(invalid());
+        }
+        let micros = i64::from_be_bytes(bytes[1..9].try_into().expect("BUG: 8 bytes"));
+        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+        let id = Uuid::from_slice(&bytes[9..25]).map_err(|_| invalid())?;
+        Ok(Self { created_at, id })
+    }
+}
+
+/// FNV-1a (64 bits) over the list's name and the cursor's bytes: fixed
+/// forever, so that every replica and every version reads the cursors of
+/// the others.
+fn checksum(list: &str, bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in list.as_bytes().iter().chain(&[0]).chain(bytes) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// One page of results, how many there are in all, and where the next
+/// page starts.
 #[derive(Debug, Clone)]
 pub struct PageOf<T> {
     pub items: Vec<T>,
     pub total: u64,
+    /// The key of the page's last row when more rows follow it; `None` on
+    /// the last page.
+    pub next: Option<Key>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(page: Option<&str>, limit: Option<&str>) -> Result<Page, ValidationError> {
+        Page::parse(page, limit, None, "users")
+    }
+
+    fn key() -> Key {
+        Key {
+            created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        }
+    }
+
     #[test]
     fn defaults_apply_when_absent() {
-        assert_eq!(Page::parse(None, None).unwrap(), Page::default());
+        assert_eq!(parse(None, None).unwrap(), Page::default());
     }
 
     #[test]
     fn out_of_range_values_name_the_parameter() {
-        assert_eq!(Page::parse(Some("0"), None).unwrap_err().field, "page");
-        assert_eq!(Page::parse(Some("-1"), None).unwrap_err().field, "page");
-        assert_eq!(Page::parse(Some("x"), None).unwrap_err().field, "page");
-        assert_eq!(Page::parse(None, Some("0")).unwrap_err().field, "limit");
-        assert_eq!(Page::parse(None, Some("101")).unwrap_err().field, "limit");
-        assert_eq!(Page::parse(Some("3"), Some("100")).unwrap().offset(), 200);
+        assert_eq!(parse(Some("0"), None).unwrap_err().field, "page");
+        assert_eq!(parse(Some("-1"), None).unwrap_err().field, "page");
+        assert_eq!(parse(Some("x"), None).unwrap_err().field, "page");
+        assert_eq!(parse(None, Some("0")).unwrap_err().field, "limit");
+        assert_eq!(parse(None, Some("101")).unwrap_err().field, "limit");
+        assert_eq!(parse(Some("3"), Some("100")).unwrap().offset(), 200);
         assert_eq!(
-            Page::parse(Some("2147483647"), Some("100"))
-                .unwrap()
-                .offset(),
+            parse(Some("2147483647"), Some("100")).unwrap().offset(),
             214_748_364_600
         );
-        assert_eq!(
-            Page::parse(Some("2147483648"), None).unwrap_err().field,
-            "page"
+        assert_eq!(parse(Some("2147483648"), None).unwrap_err().field, "page");
+        assert_eq!(parse(Some("4294967295"), None).unwrap_err().field, "page");
+    }
+
+    #[test]
+    fn a_cursor_reads_back_as_its_key_in_its_own_list_only() {
+        let key = key();
+        let cursor = key.to_cursor("events user_id= type=click");
+        let page = Page::parse(
+            None,
+            Some("5"),
+            Some(cursor.as_str()),
+            "events user_id= type=click",
         );
         assert_eq!(
-            Page::parse(Some("4294967295"), None).unwrap_err().field,
-            "page"
+            page.unwrap(),
+            Page {
+                start: Start::After(key),
+                limit: 5
+            }
         );
+        let elsewhere = Key::from_cursor(&cursor, "events user_id= type=view");
+        assert_eq!(elsewhere.unwrap_err().field, "cursor");
+    }
+
+    #[test]
+    fn a_changed_or_malformed_cursor_names_the_parameter() {
+        let cursor = key().to_cursor("users");
+        let mut changed = cursor.clone().into_bytes();
+        // Any one character changed (here, in the timestamp).
+        changed[10] = if changed[10] == b'0' { b'1' } else { b'0' };
+        let changed = String::from_utf8(changed).unwrap();
+        let accented = cursor.replace(|c: char| c.is_ascii_digit(), "é");
+        let bad: [&str; 5] = [
+            changed.as_str(),
+            &cursor[..cursor.len() - 2],
+            "",
+            "not-a-cursor",
+            accented.as_str(),
+        ];
+        for bad in bad {
+            let err = Page::parse(None, None, Some(bad), "users").unwrap_err();
+            assert_eq!(err.field, "cursor", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_with_a_page_number_is_refused() {
+        let cursor = key().to_cursor("users");
+        let err = Page::parse(Some("2"), None, Some(cursor.as_str()), "users").unwrap_err();
+        assert_eq!(err.field, "cursor");
+        assert!(err.reason.contains("page"), "{err}");
     }
 }

@@ -34,6 +34,17 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("email already exists")]
     EmailTaken,
+    #[error("invalid {header} header: {detail}")]
+    InvalidHeader {
+        header: &'static str,
+        detail: String,
+    },
+    #[error("idempotency key in use by a request in progress")]
+    IdempotencyKeyInFlight,
+    #[error("idempotency key reused with another request")]
+    IdempotencyKeyReused,
+    #[error("rate limited")]
+    RateLimited,
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported content type")]
@@ -65,6 +76,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::UserNotFound => Self::UserNotFound,
             ServiceError::EventNotFound => Self::EventNotFound,
             ServiceError::EmailTaken => Self::EmailTaken,
+            ServiceError::IdempotencyKeyTaken => Self::IdempotencyKeyInFlight,
             ServiceError::Unavailable(e) => Self::Unavailable(e),
             ServiceError::Internal(e) => Self::Internal(e),
         }
@@ -147,6 +159,26 @@ impl ApiError {
                 "urn:highload:problem:conflict",
                 "Email already exists",
             ),
+            Self::InvalidHeader { .. } => (
+                S::BAD_REQUEST,
+                "urn:highload:problem:invalid-header",
+                "Invalid header",
+            ),
+            Self::IdempotencyKeyInFlight => (
+                S::CONFLICT,
+                "urn:highload:problem:idempotency-key-in-use",
+                "Idempotency key in use",
+            ),
+            Self::IdempotencyKeyReused => (
+                S::UNPROCESSABLE_ENTITY,
+                "urn:highload:problem:idempotency-key-reused",
+                "Idempotency key reused",
+            ),
+            Self::RateLimited => (
+                S::TOO_MANY_REQUESTS,
+                "urn:highload:problem:rate-limited",
+                "Too many requests",
+            ),
             Self::PayloadTooLarge { .. } => (
                 S::PAYLOAD_TOO_LARGE,
                 "urn:highload:problem:payload-too-large",
@@ -195,6 +227,16 @@ impl ApiError {
             Self::RouteNotFound => "no endpoint at this path; see the API in README.md".into(),
             Self::MethodNotAllowed => "this path does not accept this method".into(),
             Self::EmailTaken => "email: another user already has this address".into(),
+            Self::InvalidHeader { header, detail } => format!("{header}: {detail}"),
+            Self::IdempotencyKeyInFlight => "a request with this Idempotency-Key is in progress; \
+                retry when it has finished to receive its response"
+                .into(),
+            Self::IdempotencyKeyReused => "this Idempotency-Key came with another request \
+                (method, path or body); send a new key for a new request"
+                .into(),
+            Self::RateLimited => {
+                "too many requests from this client; retry after Retry-After seconds".into()
+            }
             Self::PayloadTooLarge { limit } => {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
@@ -214,6 +256,8 @@ impl ApiError {
             Self::InvalidBody { field, .. } => field.as_deref(),
             Self::InvalidQuery(err) => Some(err.field),
             Self::EmailTaken => Some("email"),
+            Self::InvalidHeader { header, .. } => Some(*header),
+            Self::IdempotencyKeyInFlight | Self::IdempotencyKeyReused => Some("Idempotency-Key"),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::error::documented::{BadRequest, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, EventId};
+use super::idempotency::Idempotent;
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
 
@@ -55,8 +56,23 @@ pub struct EventList<'a> {
     events: &'a [Event],
     /// Events in all pages (with the same filters).
     total: u64,
+    /// The page number asked for; 1 for a page that started at a cursor.
     page: u32,
     limit: u32,
+    /// Pass as `cursor` (with the same filters) to get the page after this
+    /// one; `null` on the last page.
+    #[schema(example = "0100063f6e9c5b2a8c0197a1c3e27a7c3a9b8d1e2f3a4b5c6d7e8f90a1b2c3d4e5")]
+    next_cursor: Option<String>,
+}
+
+/// The name cursors of the event list with `filter` are bound to: a cursor
+/// of one filter is refused with another.
+fn events_list(filter: &EventFilter) -> String {
+    format!(
+        "events user_id={} type={}",
+        filter.user_id.map(|id| id.to_string()).unwrap_or_default(),
+        filter.event_type.as_ref().map_or("", |t| t.as_str())
+    )
 }
 
 fn parse_user_id(raw: &str) -> Result<Uuid, ValidationError> {
@@ -77,6 +93,7 @@ fn parse_user_id(raw: &str) -> Result<Uuid, ValidationError> {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
+    Idempotent(key): Idempotent,
     ApiJson(body): ApiJson<CreateEvent>,
 ) -> Result<Response, ApiError> {
     let new = NewEvent {
@@ -84,7 +101,7 @@ pub(super) async fn create(
         event_type: EventType::parse("type", &body.event_type)?,
         data: EventData::parse("data", body.data)?,
     };
-    let json = state.service.create_event(new).await?;
+    let json = state.service.create_event(new, key).await?;
     Ok(json_body(StatusCode::CREATED, json))
 }
 
@@ -109,10 +126,11 @@ pub(super) async fn read(
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "events", operation_id = "list_events", summary = "List events, newest first",
     params(
-        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647, description = "Page number (default 1)"),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647, description = "Page number (default 1); not with `cursor`"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Events per page (default 10)"),
         ("user_id" = Option<uuid::Uuid>, Query, description = "Only this user's events"),
         ("type" = Option<String>, Query, pattern = "^[A-Za-z0-9_.:-]{1,100}$", min_length = 1, max_length = 100, description = "Only events of this type: 1–100 characters of `[A-Za-z0-9_.:-]`"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9a-f]{66}$", description = "Start after the page that returned this `next_cursor`, with the same filters (a keyset seek: deep pages cost what the first does, and events posted meanwhile are neither repeated nor skipped among older ones). Opaque; a changed cursor, one from other filters, or one combined with `page`, is a 400"),
     ),
     responses(
         (status = 200, description = "One page of events, newest first", body = EventList),
@@ -124,7 +142,6 @@ pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListEvents>,
 ) -> Result<Response, ApiError> {
-    let page = query.page.page()?;
     let filter = EventFilter {
         user_id: query
             .user_id
@@ -139,12 +156,15 @@ pub(super) async fn list(
             .transpose()
             .map_err(ApiError::InvalidQuery)?,
     };
+    let list = events_list(&filter);
+    let page = query.page.page(&list)?;
     let events = state.service.list_events(&filter, page).await?;
     Ok(axum::Json(EventList {
         events: &events.items,
         total: events.total,
-        page: page.page,
+        page: page.number(),
         limit: page.limit,
+        next_cursor: events.next.map(|key| key.to_cursor(&list)),
     })
     .into_response())
 }

@@ -4,21 +4,35 @@
 //! Middleware, outermost first: trailing-slash normalization (wraps the
 //! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
 //! id (accepted from `X-Request-ID` when it is 1 to 128 visible ASCII
-//! characters, else generated, and returned), one log line per request,
-//! panic → 500, metrics; then, for the API only, load shedding past the
-//! in-flight limit → 503, request timeout → 503, body size limit → 413.
+//! characters, else generated, and returned), one log line per request (at
+//! `debug`: under overload a line per request would cost more than the
+//! request; errors are logged where they happen, shed requests in summary),
+//! panic → 500, metrics; then, for the API only, admission control
+//! (`admission`: an adaptive concurrency limit per class, reads and
+//! writes, beyond which requests wait briefly, then get 503), request
+//! timeout → 503, body size limit → 413. The client guards (`guard`) add
+//! security headers and CORS around everything, a per-client rate limit
+//! (429) around the API, and `Idempotency-Key` handling inside its
+//! admission layers.
 //!
 //! The operations routes (`/health`, `/health/live`, `/health/ready`,
-//! `/metrics`) are a route tree of their own, outside the shedding and the
-//! timeout: they answer from memory, so they cost little, and a probe that
-//! failed because the API is busy would get a healthy instance restarted
-//! or taken out of its load balancer in the middle of a load spike.
+//! `/metrics`) are a route tree of their own, outside admission and the
+//! timeout, with a budget of their own ([`OPERATIONS_MAX_IN_FLIGHT`], beyond
+//! which they wait, never 503): they answer from memory, so they cost
+//! little, and a probe that failed because the API is busy would get a
+//! healthy instance restarted or taken out of its load balancer in the
+//! middle of a load spike.
 
+pub mod admission;
 mod error;
 mod events;
 mod extract;
+pub mod guard;
+mod headers;
 pub mod health;
+mod idempotency;
 pub mod openapi;
+mod ratelimit;
 pub mod server;
 mod tls;
 mod users;
@@ -37,7 +51,6 @@ use serde::Deserialize;
 use tower::Layer;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -47,6 +60,9 @@ use tracing::Span;
 
 pub use error::ApiError;
 
+use self::admission::{Admission, AdmissionSettings};
+use crate::config::AdmissionConfig;
+
 use crate::domain::Page;
 use crate::health::Health;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels, StoreCollector};
@@ -54,6 +70,11 @@ use crate::service::Service;
 use prometheus_client::metrics::gauge::Gauge;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Operations requests (health, metrics) handled at once; more wait. Their
+/// own budget: the API's load never sheds them, and a flood of scrapes
+/// cannot take the whole process.
+pub const OPERATIONS_MAX_IN_FLIGHT: usize = 64;
 
 /// The longest `X-Request-ID` accepted from a client, in bytes.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -68,6 +89,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Samples the store's pools and outbox backlog for `/metrics`.
     pub store_metrics: Arc<StoreCollector>,
+    /// Rate limits, idempotency keys, CORS.
+    pub guards: Arc<guard::Guards>,
+    /// Checks credentials (`AUTH_MODE`, `METRICS_TOKEN`).
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Limits of the HTTP edge.
@@ -76,18 +101,29 @@ pub struct HttpLimits {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
+    pub admission: AdmissionConfig,
 }
 
-/// `page` and `limit` of the list endpoints, validated by [`Page::parse`].
+/// `page`, `limit` and `cursor` of the list endpoints, validated by
+/// [`Page::parse`].
 #[derive(Deserialize)]
 pub(crate) struct PageQuery {
     page: Option<String>,
     limit: Option<String>,
+    cursor: Option<String>,
 }
 
 impl PageQuery {
-    pub(crate) fn page(&self) -> Result<Page, ApiError> {
-        Page::parse(self.page.as_deref(), self.limit.as_deref()).map_err(ApiError::InvalidQuery)
+    /// The page asked for in the list named `list` (see
+    /// [`crate::domain::Key::to_cursor`]).
+    pub(crate) fn page(&self, list: &str) -> Result<Page, ApiError> {
+        Page::parse(
+            self.page.as_deref(),
+            self.limit.as_deref(),
+            self.cursor.as_deref(),
+            list,
+        )
+        .map_err(ApiError::InvalidQuery)
     }
 }
 
@@ -110,18 +146,21 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
                 .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 "request",
                 method = %req.method(),
                 route,
                 path = req.uri().path(),
                 request_id,
-            )
+            );
+            // The caller's trace (W3C `traceparent`) continues here.
+            crate::tracing_context::continue_from_headers(&span, req.headers());
+            span
         })
         .on_request(())
         .on_response(
             |res: &axum::http::Response<_>, latency: Duration, _span: &Span| {
-                tracing::info!(
+                tracing::debug!(
                     status = res.status().as_u16(),
                     latency_ms = latency.as_secs_f64() * 1e3,
                     "request completed"
@@ -142,28 +181,47 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
             state.clone(),
             record_request,
         ));
-    // The API only: shedding, time limit, body limit.
+    // The API only: admission, time limit, body limit.
+    let budgets = Admission::new(
+        AdmissionSettings {
+            target_latency: limits.admission.admission_target_latency,
+            queue_timeout: limits.admission.admission_queue_timeout,
+            max_in_flight: limits.max_in_flight,
+        },
+        Arc::clone(&state.metrics),
+    );
     let shed = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(
+            Arc::new(budgets),
+            admission::admit,
+        ))
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
-            if err.is::<tower::load_shed::error::Overloaded>() {
-                ApiError::Overloaded
-            } else if err.is::<tower::timeout::error::Elapsed>() {
+            if err.is::<tower::timeout::error::Elapsed>() {
                 ApiError::Timeout
             } else {
                 ApiError::Internal(anyhow::anyhow!(err))
             }
         }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
+    // Idempotency keys inside the admission layers: a lookup is database work.
     let resources =
-        users::router()
-            .merge(events::router())
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                require_store_ready,
-            ));
+        guard::check_idempotency_keys(users::router().merge(events::router()), &state).route_layer(
+            middleware::from_fn_with_state(state.clone(), require_store_ready),
+        );
+    // Authentication: the resources by AUTH_MODE and scope, /metrics by
+    // METRICS_TOKEN; health, /docs and /openapi.json stay open. Outside the
+    // idempotency keys, which are kept per credential.
+    let resources = resources.route_layer(middleware::from_fn_with_state(
+        Arc::clone(&state.auth),
+        crate::auth::require_scope,
+    ));
+    let metrics = Router::new()
+        .route("/metrics", axum::routing::get(render_metrics))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            crate::auth::require_metrics_token,
+        ));
     let api = Router::new()
         .merge(openapi::router())
         .merge(resources)
@@ -171,9 +229,14 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(shed);
     let operations = health::router()
-        .route("/metrics", axum::routing::get(render_metrics))
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    let router = operations.merge(api).layer(observe).with_state(state);
+        .merge(metrics)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(GlobalConcurrencyLimitLayer::new(OPERATIONS_MAX_IN_FLIGHT));
+    // Client guards (see `guard`): the per-client rate limit on the API,
+    // inside the log and metrics; security headers and CORS on every route.
+    let api = guard::limit_rate(api, &state);
+    let router = guard::secure_responses(operations.merge(api).layer(observe), &state);
+    let router = router.with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }
 

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
+use super::guard::GuardDocs;
 use super::{AppState, error, events, health, users};
+use crate::auth::openapi::SecurityAddon;
 use crate::domain::{Activity, Event, User};
 
 #[derive(OpenApi)]
@@ -21,7 +23,10 @@ use crate::domain::{Activity, Event, User};
         title = "highload",
         description = "Users and their events. Every change is also published as a message \
                        `{id, user_id, type, data, timestamp}` on the bus (Kafka topic `KAFKA_TOPIC`), \
-                       keyed by user id; the workers derive each user's activity from them.",
+                       keyed by user id; the workers derive each user's activity from them. \
+                       Lists run newest first and page by number (`page`, `limit`) or by keyset \
+                       cursor (`cursor`: the previous page's `next_cursor`, with `limit`); a \
+                       cursor's page costs the same however deep it is.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -31,6 +36,7 @@ use crate::domain::{Activity, Event, User};
         super::render_metrics, openapi_json, docs,
     ),
     components(schemas(User, Event, Activity, error::Problem)),
+    modifiers(&GuardDocs, &SecurityAddon),
     tags(
         (name = "users", description = "Users, and what the workers derived from their events"),
         (name = "events", description = "Events about users"),

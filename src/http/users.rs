@@ -11,8 +11,12 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 use super::error::documented::{BadRequest, Conflict, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, UserId};
+use super::idempotency::Idempotent;
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch, name_pattern};
+
+/// The name cursors of the user list are bound to.
+const USERS_LIST: &str = "users";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -84,8 +88,13 @@ pub struct UserList<'a> {
     users: &'a [User],
     /// Users in all pages.
     total: u64,
+    /// The page number asked for; 1 for a page that started at a cursor.
     page: u32,
     limit: u32,
+    /// Pass as `cursor` to get the page after this one; `null` on the last
+    /// page.
+    #[schema(example = "0100063f6e9c5b2a8c0197a1c3e27a7c3a9b8d1e2f3a4b5c6d7e8f90a1b2c3d4e5")]
+    next_cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -102,6 +111,7 @@ pub struct UserList<'a> {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
+    Idempotent(key): Idempotent,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<Response, ApiError> {
     let new = NewUser {
@@ -109,7 +119,7 @@ pub(super) async fn create(
         first_name: PersonName::parse("first_name", &body.first_name)?,
         last_name: PersonName::parse("last_name", &body.last_name)?,
     };
-    let json = state.service.create_user(new).await?;
+    let json = state.service.create_user(new, key).await?;
     Ok(json_body(StatusCode::CREATED, json))
 }
 
@@ -186,8 +196,9 @@ pub(super) async fn remove(
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users", operation_id = "list_users", summary = "List users, newest first",
     params(
-        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647, description = "Page number (default 1)"),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 2147483647, description = "Page number (default 1); not with `cursor`"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Users per page (default 10)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9a-f]{66}$", description = "Start after the page that returned this `next_cursor` (a keyset seek: deep pages cost what the first does, and users created meanwhile are neither repeated nor skipped among older ones). Opaque; a changed cursor, or one combined with `page`, is a 400"),
     ),
     responses(
         (status = 200, description = "One page of users, newest first", body = UserList),
@@ -199,13 +210,14 @@ pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let page = query.page()?;
+    let page = query.page(USERS_LIST)?;
     let users = state.service.list_users(page).await?;
     Ok(axum::Json(UserList {
         users: &users.items,
         total: users.total,
-        page: page.page,
+        page: page.number(),
         limit: page.limit,
+        next_cursor: users.next.map(|key| key.to_cursor(USERS_LIST)),
     })
     .into_response())
 }

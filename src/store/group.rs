@@ -23,7 +23,10 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, Write};
+use super::{
+    OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, StoredResponse,
+    Write,
+};
 use crate::domain::{Activity, Event, EventFilter, Page, PageOf, User};
 use crate::metrics::Metrics;
 
@@ -190,16 +193,30 @@ impl Store for GroupCommit {
         self.inner.list_events(filter, page).await
     }
 
-    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>> {
-        self.inner.claim_outbox(limit, lease).await
+    async fn claim_outbox(
+        &self,
+        holder: Uuid,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        self.inner.claim_outbox(holder, limit, lease).await
+    }
+
+    async fn renew_outbox(
+        &self,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>> {
+        self.inner.renew_outbox(holder, ids, lease).await
     }
 
     async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()> {
         self.inner.complete_outbox(ids).await
     }
 
-    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        self.inner.release_outbox(ids).await
+    async fn release_outbox(&self, holder: Uuid, ids: &[i64]) -> StoreResult<()> {
+        self.inner.release_outbox(holder, ids).await
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
@@ -208,6 +225,22 @@ impl Store for GroupCommit {
 
     async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity> {
         self.inner.get_activity(user_id).await
+    }
+
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<StoredResponse>> {
+        self.inner.idempotent_response(scope, key).await
+    }
+
+    async fn purge_idempotency_keys(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> StoreResult<usize> {
+        self.inner.purge_idempotency_keys(now, limit).await
     }
 
     async fn close(&self) {

@@ -18,13 +18,16 @@
 
 mod counts;
 mod group;
+mod idempotency;
 mod migrate;
 pub mod postgres;
+mod purge;
 mod rows;
 mod sql;
 pub mod sqlite;
 
 pub(crate) use group::{GroupCommit, GroupCommitSettings};
+pub use idempotency::{IdempotencyKey, StoredResponse};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
+use crate::tracing_context::TraceContext;
 
 /// What can go wrong in a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,10 @@ pub enum StoreError {
     /// delete, or the user of a new event).
     #[error("user does not exist")]
     UserNotFound,
+    /// The write's idempotency key was recorded by another write first
+    /// (see [`Write::Idempotent`]).
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
     /// The database cannot be reached or is too busy right now; retrying
     /// later can succeed.
     #[error("database unavailable")]
@@ -77,6 +85,7 @@ impl StoreError {
         match self {
             Self::EmailTaken => Self::EmailTaken,
             Self::UserNotFound => Self::UserNotFound,
+            Self::IdempotencyKeyTaken => Self::IdempotencyKeyTaken,
             Self::Unavailable(err) => Self::Unavailable(Arc::clone(err)),
             Self::Other(err) => Self::Other(anyhow::anyhow!("{err:#}")),
         }
@@ -94,6 +103,8 @@ pub struct OutboxRow {
     pub key: String,
     /// The message JSON, exactly as it will be published.
     pub payload: String,
+    /// The trace the change belongs to, passed on with the message.
+    pub trace: Option<TraceContext>,
 }
 
 /// How far the relay is behind.
@@ -129,6 +140,8 @@ pub enum Write {
         id: Uuid,
         patch: UserPatch,
         at: DateTime<Utc>,
+        /// The trace of the `user_updated` message.
+        trace: Option<TraceContext>,
     },
     /// Deletes the user and their events.
     DeleteUser { id: Uuid, message: EventMessage },
@@ -138,6 +151,16 @@ pub enum Write {
     /// the same id was applied before (the dedupe record and the effect
     /// commit together).
     ApplyMessage(EventMessage),
+    /// Applies `write` and records `key` with the response to replay, in
+    /// one transaction; [`StoreError::IdempotencyKeyTaken`] (and no effect)
+    /// if the key is recorded and not expired. A rejected `write` records
+    /// nothing.
+    Idempotent {
+        key: IdempotencyKey,
+        status: u16,
+        response: String,
+        write: Box<Write>,
+    },
 }
 
 /// What one [`Write`] did.
@@ -221,22 +244,48 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first, narrowed by `filter`.
     async fn list_events(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>>;
 
-    /// Leases up to `limit` unpublished rows, oldest first, for `lease`:
-    /// until it expires no other relay (in this process or another replica)
-    /// claims them.
-    async fn claim_outbox(&self, limit: u32, lease: Duration) -> StoreResult<Vec<OutboxRow>>;
+    /// Leases up to `limit` unpublished rows, oldest first, to `holder`
+    /// (a fresh id per claim) for `lease`: until it expires no other relay
+    /// (in this process or another replica) claims them.
+    async fn claim_outbox(
+        &self,
+        holder: Uuid,
+        limit: u32,
+        lease: Duration,
+    ) -> StoreResult<Vec<OutboxRow>>;
+
+    /// Extends `holder`'s lease on rows `ids` to `lease` from now, and
+    /// returns the ids it still held: a row missing from the answer was
+    /// claimed by another relay after its lease expired, or is gone.
+    async fn renew_outbox(
+        &self,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> StoreResult<Vec<i64>>;
 
     /// Removes rows whose messages the bus has acknowledged.
     async fn complete_outbox(&self, ids: &[i64]) -> StoreResult<()>;
 
-    /// Ends the lease of rows that could not be published, so that the next
-    /// attempt does not wait for it to expire.
-    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<()>;
+    /// Ends `holder`'s lease of rows that could not be published, so that
+    /// the next attempt does not wait for it to expire. Rows another relay
+    /// holds by now stay its own.
+    async fn release_outbox(&self, holder: Uuid, ids: &[i64]) -> StoreResult<()>;
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog>;
 
     /// The user's activity (zero counts before the first message).
     async fn get_activity(&self, user_id: Uuid) -> StoreResult<Activity>;
+
+    /// The response recorded for an unexpired idempotency key.
+    async fn idempotent_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<StoredResponse>>;
+
+    /// Deletes up to `limit` keys that expired before `now`; how many.
+    async fn purge_idempotency_keys(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<usize>;
 
     /// Waits for in-flight queries and closes connections.
     async fn close(&self);

@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres};
+use uuid::Uuid;
 
 use super::OutboxRow;
 use super::migrate::{self, Embedded};
 use super::rows::outbox_row_from_row;
-use super::sql::{Dialect, NamedPool, Sorted, SqlStore};
+use super::sql::{Dialect, NamedPool, Sorted, SqlStore, placeholders_from};
 
 /// PostgreSQL's side of the SQL store.
 pub(crate) struct Pg;
@@ -58,6 +59,8 @@ impl Dialect for Pg {
          total_events = user_activity.total_events + 1, \
          last_event_at = GREATEST(user_activity.last_event_at, excluded.last_event_at)";
     const LOCK_ROW: &'static str = " FOR UPDATE";
+    /// Row locks: deleting many events holds up no other writer.
+    const DEFERRED_EVENT_DELETES: bool = false;
 
     fn time(at: &DateTime<Utc>) -> DateTime<Utc> {
         *at
@@ -95,20 +98,43 @@ impl Dialect for Pg {
     /// clocks agree on them.
     async fn claim_outbox(
         pool: &PgPool,
+        holder: Uuid,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxRow>, sqlx::Error> {
         sqlx::query(
             "UPDATE outbox SET locked_until = now() + make_interval(secs => $1), \
-             attempts = attempts + 1 WHERE id IN \
+             locked_by = $2, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM outbox WHERE locked_until IS NULL OR locked_until < now() \
-              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, key, payload",
+              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, key, payload, traceparent, tracestate",
         )
         .bind(lease.as_secs_f64())
+        .bind(holder)
         .bind(i64::from(limit))
         .try_map(|row: PgRow| outbox_row_from_row(&row))
         .fetch_all(pool)
         .await
+    }
+
+    /// Rows another relay claimed meanwhile carry its id, not `holder`.
+    async fn renew_outbox(
+        pool: &PgPool,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let sql = format!(
+            "UPDATE outbox SET locked_until = now() + make_interval(secs => $1) \
+             WHERE locked_by = $2 AND id IN {} RETURNING id",
+            placeholders_from(3, ids.len())
+        );
+        let query = sqlx::query_scalar(&sql)
+            .bind(lease.as_secs_f64())
+            .bind(holder);
+        ids.iter()
+            .fold(query, |query, id| query.bind(*id))
+            .fetch_all(pool)
+            .await
     }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::OutboxRow;
 use crate::domain::{Event, User};
+use crate::tracing_context::TraceContext;
 
 /// The columns of a user row, for every statement that returns one.
 macro_rules! user_columns {
@@ -70,5 +71,12 @@ where
         id: row.try_get("id")?,
         key: row.try_get("key")?,
         payload: row.try_get("payload")?,
+        trace: trace_context(row.try_get("traceparent")?, row.try_get("tracestate")?),
     })
+}
+
+/// The trace context stored with an outbox row; none for rows stored
+/// outside a trace (or before the columns existed).
+fn trace_context(traceparent: Option<String>, tracestate: Option<String>) -> Option<TraceContext> {
+    TraceContext::parse(&traceparent?, tracestate.as_deref())
 }

@@ -18,11 +18,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
+use uuid::Uuid;
 
 use super::OutboxRow;
 use super::migrate::{self, Embedded};
+use super::purge::DeferredDeletes;
 use super::rows::outbox_row_from_row;
-use super::sql::{Dialect, NamedPool, Sorted, SqlStore};
+use super::sql::{Dialect, NamedPool, Sorted, SqlStore, placeholders_from};
 
 /// How long a statement waits for another process's write lock (for example
 /// a backup tool) before giving up with "busy".
@@ -67,6 +69,10 @@ impl SqliteStore {
                 options
                     .clone()
                     .create_if_missing(true)
+                    // The cascade from users to events would remove a
+                    // deleted user's events in its transaction; they are
+                    // removed in chunks afterwards (see `purge`).
+                    .foreign_keys(false)
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
             )
             .await
@@ -81,10 +87,12 @@ impl SqliteStore {
             )
             .await
             .with_context(|| format!("failed to open SQLite database {}", path.display()))?;
+        let deferred_deletes = DeferredDeletes::start(writer.clone());
         Ok(SqlStore::new(
             NamedPool::new("writer", writer),
             Some(NamedPool::new("reader", reader)),
-        ))
+        )
+        .with_deferred_deletes(deferred_deletes))
     }
 }
 
@@ -106,6 +114,8 @@ impl Dialect for Lite {
          total_events = user_activity.total_events + 1, \
          last_event_at = MAX(user_activity.last_event_at, excluded.last_event_at)";
     const LOCK_ROW: &'static str = "";
+    /// One write lock for the whole database: see [`super::purge`].
+    const DEFERRED_EVENT_DELETES: bool = true;
 
     fn time(at: &DateTime<Utc>) -> String {
         ts(at)
@@ -132,21 +142,42 @@ impl Dialect for Lite {
     /// this process's clock (there is one process per file).
     async fn claim_outbox(
         pool: &SqlitePool,
+        holder: Uuid,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let now = Utc::now();
         sqlx::query(
-            "UPDATE outbox SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
-             (SELECT id FROM outbox WHERE locked_until IS NULL OR locked_until < $2 \
-              ORDER BY id LIMIT $3) \
-             RETURNING id, key, payload",
+            "UPDATE outbox SET locked_until = $1, locked_by = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE locked_until IS NULL OR locked_until < $3 \
+              ORDER BY id LIMIT $4) \
+             RETURNING id, key, payload, traceparent, tracestate",
         )
         .bind(ts(&(now + lease)))
+        .bind(holder)
         .bind(ts(&now))
         .bind(i64::from(limit))
         .try_map(|row: SqliteRow| outbox_row_from_row(&row))
         .fetch_all(pool)
         .await
+    }
+
+    async fn renew_outbox(
+        pool: &SqlitePool,
+        holder: Uuid,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let sql = format!(
+            "UPDATE outbox SET locked_until = $1 WHERE locked_by = $2 AND id IN {} RETURNING id",
+            placeholders_from(3, ids.len())
+        );
+        let query = sqlx::query_scalar(&sql)
+            .bind(ts(&(Utc::now() + lease)))
+            .bind(holder);
+        ids.iter()
+            .fold(query, |query, id| query.bind(*id))
+            .fetch_all(pool)
+            .await
     }
 }

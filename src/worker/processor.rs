@@ -10,6 +10,10 @@
 //!   to `max_attempts` times, then parked on the dead-letter topic with the
 //!   reason, so that one poison message cannot block the ones behind it.
 //!
+//! Each delivery is processed in a span (`process event`) that continues
+//! the trace the message was published in, with the store write in a child
+//! span (`activity update`).
+//!
 //! Once the consumer is told to stop, nothing is retried any more: a message
 //! that fails then is left unacknowledged, so that the bus delivers it again
 //! after the restart, rather than holding up the shutdown.
@@ -18,12 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::bus::{Delivery, Publisher};
 use crate::domain::EventMessage;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::retry::Backoff;
 use crate::store::{Store, StoreError};
+use crate::tracing_context;
 
 /// The longest pause between two attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -52,6 +58,18 @@ impl EventProcessor {
     /// `token` is cancelled, a delivery that fails is left unacknowledged
     /// instead of retried.
     pub async fn handle(&self, delivery: Delivery, token: &CancellationToken) {
+        let span = tracing::info_span!(
+            "process event",
+            otel.kind = "consumer",
+            origin = delivery.origin,
+        );
+        if let Some(trace) = &delivery.trace {
+            tracing_context::continue_trace(&span, trace);
+        }
+        self.handle_in_span(delivery, token).instrument(span).await;
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery, token: &CancellationToken) {
         let applied = match serde_json::from_slice::<EventMessage>(&delivery.payload) {
             Ok(message) => self.apply(&message, token).await,
             Err(err) => Err(NotApplied::Failed(format!("not an event message: {err}"))),
@@ -79,7 +97,8 @@ impl EventProcessor {
         let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY, token.clone());
         let mut attempts = 0;
         loop {
-            let err = match self.store.apply_message(message).await {
+            let update = tracing::info_span!("activity update", event_id = %message.id);
+            let err = match self.store.apply_message(message).instrument(update).await {
                 Ok(applied) => {
                     let result = if applied { "applied" } else { "duplicate" };
                     self.metrics
@@ -195,6 +214,7 @@ mod tests {
             event_type: "signup".into(),
             data: String::new(),
             timestamp: chrono::Utc::now(),
+            trace: None,
         };
         let acked = Arc::new(AtomicBool::new(false));
         let delivery = Delivery::new(

@@ -31,7 +31,13 @@ async fn health_and_metrics_answer_while_the_api_sheds_load(stack: Stack) {
     );
     eventually(|| async { (app.metrics.http_in_flight.get() == 1).then_some(()) }).await;
 
-    let shed = app.get("/api/v1/users").await;
+    // A second write finds the write budget full (reads have their own).
+    let shed = app
+        .post(
+            "/api/v1/users",
+            &json!({ "email": "shed@example.com", "first_name": "S", "last_name": "Hed" }),
+        )
+        .await;
     let problem = assert_problem(shed, 503, None).await;
     assert_eq!(problem["type"], "urn:highload:problem:overloaded");
     for path in ["/health/live", "/health/ready", "/metrics"] {

@@ -26,6 +26,7 @@ const RELOAD_INTERVAL: Duration = Duration::from_millis(200);
 /// A certificate authority made for the test.
 struct Authority {
     certificate: Certificate,
+    params: CertificateParams,
     key: KeyPair,
 }
 
@@ -46,7 +47,11 @@ impl Authority {
             .push(DnType::CommonName, "highload test authority");
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let certificate = params.self_signed(&key).unwrap();
-        Self { certificate, key }
+        Self {
+            certificate,
+            params,
+            key,
+        }
     }
 
     fn pem(&self) -> String {
@@ -57,9 +62,8 @@ impl Authority {
     fn issue(&self) -> Issued {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(vec![HOST.to_owned()]).unwrap();
-        let certificate = params
-            .signed_by(&key, &self.certificate, &self.key)
-            .unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let certificate = params.signed_by(&key, &issuer).unwrap();
         Issued {
             cert_pem: certificate.pem(),
             key_pem: key.serialize_pem(),

@@ -11,12 +11,14 @@ use bytes::Bytes;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedHeaders, Headers as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaSettings;
 use super::context::KafkaContext;
 use super::offsets::Offsets;
 use crate::bus::{Acknowledge, Delivery, Probe, Subscriber};
+use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 /// Consumes the topic for the worker pool.
 pub struct KafkaSubscriber {
@@ -134,6 +136,7 @@ impl Subscriber for KafkaSubscriber {
             .entry(partition)
             .or_default()
             .dispatched(offset);
+        let trace = message.headers().and_then(trace_context);
         let ack = KafkaAck {
             consumer: Arc::downgrade(self.consumer()),
             offsets: Arc::clone(&self.offsets),
@@ -141,15 +144,18 @@ impl Subscriber for KafkaSubscriber {
             partition,
             offset,
         };
-        Ok(Some(Delivery::new(
-            message.key().map(Bytes::copy_from_slice),
-            message
-                .payload()
-                .map(Bytes::copy_from_slice)
-                .unwrap_or_default(),
-            format!("{} partition {partition} offset {offset}", self.topic),
-            Box::new(ack),
-        )))
+        Ok(Some(
+            Delivery::new(
+                message.key().map(Bytes::copy_from_slice),
+                message
+                    .payload()
+                    .map(Bytes::copy_from_slice)
+                    .unwrap_or_default(),
+                format!("{} partition {partition} offset {offset}", self.topic),
+                Box::new(ack),
+            )
+            .with_trace(trace),
+        ))
     }
 
     fn probe(&self) -> Arc<dyn Probe> {
@@ -178,6 +184,22 @@ impl Subscriber for KafkaSubscriber {
             Err(err) => tracing::warn!(error = %err, "final offset commit failed"),
         }
     }
+}
+
+/// The trace a message was published in, from its W3C headers; none when
+/// it has no valid `traceparent` (older messages, other producers).
+fn trace_context(headers: &BorrowedHeaders) -> Option<TraceContext> {
+    let mut traceparent = None;
+    let mut tracestate = None;
+    for header in headers.iter() {
+        let value = header.value.and_then(|v| std::str::from_utf8(v).ok());
+        match header.key {
+            TRACEPARENT => traceparent = value,
+            TRACESTATE => tracestate = value,
+            _ => {}
+        }
+    }
+    TraceContext::parse(traceparent?, tracestate)
 }
 
 /// Health of the consumer's connection.

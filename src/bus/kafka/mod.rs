@@ -50,12 +50,14 @@ impl KafkaSettings {
         format!("{}.dlq", self.kafka.topic)
     }
 
-    /// What every client shares: where the brokers are, who is asking.
+    /// What every client shares: where the brokers are, who is asking, and
+    /// how it proves it (TLS, SASL).
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.kafka.brokers)
             .set("client.id", "highload");
+        context::apply_security(&mut config, &self.kafka.security);
         config
     }
 }

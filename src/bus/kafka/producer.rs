@@ -14,6 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaSettings;
 use super::context::KafkaContext;
 use crate::bus::{Delivery, Message, PublishError, Publisher};
+use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 type KafkaProducer = FutureProducer<KafkaContext>;
 
@@ -31,6 +32,22 @@ fn create_producer(settings: &KafkaSettings) -> anyhow::Result<KafkaProducer> {
         )
         .create_with_context(KafkaContext::default())
         .context("invalid Kafka producer settings")
+}
+
+/// Adds the W3C trace headers (`traceparent`, and `tracestate` when there
+/// is one) that a consumer continues the trace from.
+fn trace_headers(headers: OwnedHeaders, trace: &TraceContext) -> OwnedHeaders {
+    let headers = headers.insert(Header {
+        key: TRACEPARENT,
+        value: Some(trace.traceparent()),
+    });
+    match trace.tracestate() {
+        Some(state) => headers.insert(Header {
+            key: TRACESTATE,
+            value: Some(state),
+        }),
+        None => headers,
+    }
 }
 
 /// Publishes to the topic and parks dead letters on its `.dlq` twin.
@@ -136,9 +153,12 @@ impl Publisher for KafkaPublisher {
     async fn publish(&self, messages: &[Message<'_>]) -> Vec<Result<(), PublishError>> {
         let producer = self.producer();
         let sends = messages.iter().map(|message| {
-            let record = FutureRecord::to(&self.settings.kafka.topic)
+            let mut record = FutureRecord::to(&self.settings.kafka.topic)
                 .key(message.key)
                 .payload(message.payload);
+            if let Some(trace) = message.trace {
+                record = record.headers(trace_headers(OwnedHeaders::new_with_capacity(2), trace));
+            }
             // Waits for room in librdkafka's queue, then for the broker.
             producer.send(record, self.settings.kafka.delivery_timeout)
         });
@@ -159,7 +179,7 @@ impl Publisher for KafkaPublisher {
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()> {
         let topic = self.settings.dead_letter_topic();
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "error",
                 value: Some(reason),
@@ -168,6 +188,9 @@ impl Publisher for KafkaPublisher {
                 key: "origin",
                 value: Some(&delivery.origin),
             });
+        if let Some(trace) = &delivery.trace {
+            headers = trace_headers(headers, trace);
+        }
         let mut record = FutureRecord::to(&topic)
             .payload(delivery.payload.as_ref())
             .headers(headers);

@@ -35,7 +35,7 @@ fn init_logging() {
         if let Ok(level) = std::env::var("TEST_LOG") {
             let config = Config::try_parse_from(["highload", "--log-level", &level])
                 .expect("TEST_LOG must be a valid LOG_LEVEL");
-            let _ = highload::telemetry::init(&config.log);
+            let _ = highload::telemetry::init(&config.log, &config.tracing);
         }
     });
 }

@@ -1,0 +1,16 @@
+-- API keys of AUTH_MODE=api-key, created with `highload api-key create`.
+-- The key itself is never stored: key_hash is the hex SHA-256 of the whole
+-- key (random 256 bits, so a fast hash suffices), unique so that a look-up
+-- by hash finds one key. shown keeps the first characters, to tell keys
+-- apart in a list. scopes is a comma-separated subset of read,write,admin.
+-- A revoked key keeps its row (revoked_at set), for the record. Times are
+-- RFC 3339 text of fixed width, as elsewhere in this database.
+CREATE TABLE api_keys (
+    id          BLOB PRIMARY KEY,
+    name        TEXT NOT NULL,
+    key_hash    TEXT NOT NULL UNIQUE,
+    shown       TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Overload: does the service keep its goodput when far more clients come
+# than it can serve? Prints, for GET of a cached user and POST of a user, at
+# 64 and at 5,000 connections: goodput (2xx/s), p99 of the admitted (2xx)
+# requests, the share shed (503), and the ratio of goodput at 5,000 to 64;
+# and whether /health/live answered 200 throughout the 5,000-connection runs.
+#
+#   scripts/overload.sh                   release binary of this checkout, real stack
+#   scripts/overload.sh --stack embedded  SQLite, in-process cache and bus
+#
+# Targets: goodput at 5,000 >= 80% of goodput at 64; p99 of admitted <= 1 s;
+# /health/live 200 throughout (polled every 200 ms, 1 s timeout each, as a
+# liveness probe would).
+#
+# Settings (environment): OVERLOAD_SECONDS (per run, default 10),
+# OVERLOAD_CONNECTIONS (default "64 5000"), OVERLOAD_BINARY (run this binary
+# instead of building the checkout), OVERLOAD_PORT (default 18095),
+# OVERLOAD_LOG_LEVEL (the service's LOG_LEVEL, default info, as in
+# production: the bytes it logs are reported), OVERLOAD_PG_URL (a server URL
+# without database), OVERLOAD_REDIS_URL, OVERLOAD_KAFKA_BROKERS; any other
+# variable the service reads (e.g. ADMISSION_QUEUE_TIMEOUT) is passed on.
+# Needs wrk (built with LuaJIT, as Debian's is), curl, jq; psql and
+# redis-cli for the real stack (scripts/dev-services.sh starts its services).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+say() { echo "overload: $*" >&2; }
+die() { echo "overload: $*" >&2; exit 2; }
+
+STACK=real
+while [ $# -gt 0 ]; do
+  case $1 in
+    --stack) [ $# -ge 2 ] || die "--stack needs real or embedded"; STACK=$2; shift ;;
+    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1" ;;
+  esac
+  shift
+done
+case $STACK in real | embedded) ;; *) die "unknown stack $STACK (real or embedded)" ;; esac
+
+SECONDS_PER_RUN=${OVERLOAD_SECONDS:-10}
+CONNECTIONS=${OVERLOAD_CONNECTIONS:-64 5000}
+PORT=${OVERLOAD_PORT:-18095}
+LOG_LEVEL=${OVERLOAD_LOG_LEVEL:-info}
+PG_URL=${OVERLOAD_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432}
+REDIS_URL=${OVERLOAD_REDIS_URL:-redis://127.0.0.1:6379}
+KAFKA_BROKERS=${OVERLOAD_KAFKA_BROKERS:-127.0.0.1:9092}
+BASE_URL=http://127.0.0.1:$PORT
+LUA=$ROOT/scripts/overload/admitted.lua
+
+for tool in wrk curl jq; do command -v $tool >/dev/null || die "missing: $tool"; done
+if [ "$STACK" = real ]; then
+  for tool in psql redis-cli; do command -v $tool >/dev/null || die "missing: $tool"; done
+fi
+
+# Each of wrk and the service holds one descriptor per connection.
+max_conns=0
+for c in $CONNECTIONS; do [ "$c" -gt "$max_conns" ] && max_conns=$c; done
+want=$((max_conns * 2 + 1024))
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -ge "$want" ] || die "ulimit -n is $(ulimit -n); $max_conns connections need $want"
+
+WORK=$(mktemp -d)
+RUN_ID=overload_$(date -u +%H%M%S)_$$
+SERVICE_PID=
+CLEANUP=()
+cleanup() {
+  local status=$?
+  if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+    kill -TERM "$SERVICE_PID" 2>/dev/null || true
+    wait "$SERVICE_PID" 2>/dev/null || true
+  fi
+  local i
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[$i]}" >/dev/null 2>&1 || true; done
+  if [ "$status" != 0 ] && [ -s "$WORK/service.log" ]; then
+    say "the service's last log lines:"
+    tail -n 20 "$WORK/service.log" >&2
+  fi
+  rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -n "${OVERLOAD_BINARY:-}" ]; then
+  [ -x "$OVERLOAD_BINARY" ] || die "OVERLOAD_BINARY=$OVERLOAD_BINARY is not an executable"
+  BIN=$OVERLOAD_BINARY
+else
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+  say "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  cargo build --release --locked --quiet || die "cargo build --release failed"
+  BIN=$CARGO_TARGET_DIR/release/highload
+fi
+
+# --- the service ---------------------------------------------------------
+
+# Settings of the service: the stack's, plus any ADMISSION_*, HTTP_*, DB_*
+# or WRITE_* variable of the caller's environment.
+env_vars=(PATH="$PATH" HOME="$HOME" SERVER_HOST=127.0.0.1 SERVER_PORT="$PORT" LOG_LEVEL="$LOG_LEVEL")
+while IFS='=' read -r name value; do
+  case $name in ADMISSION_* | HTTP_* | DB_MAX_CONNECTIONS | DB_ACQUIRE_TIMEOUT | WRITE_BATCH_*) env_vars+=("$name=$value") ;; esac
+done < <(env)
+if [ "$STACK" = real ]; then
+  psql -X -q -v ON_ERROR_STOP=1 "$PG_URL/postgres" -c "CREATE DATABASE $RUN_ID" \
+    || die "PostgreSQL does not answer at $PG_URL (scripts/dev-services.sh starts it)"
+  CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $RUN_ID WITH (FORCE)'")
+  CLEANUP+=("redis-cli -u '$REDIS_URL' --scan --pattern '$RUN_ID:*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del")
+  if command -v tansu >/dev/null; then
+    CLEANUP+=("tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$RUN_ID'; tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$RUN_ID.dlq'")
+  fi
+  # Loopback: no TLS (a URL without sslmode would mean prefer).
+  env_vars+=(DATABASE_URL="$PG_URL/$RUN_ID" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$RUN_ID:"
+    KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$RUN_ID" KAFKA_GROUP_ID="$RUN_ID")
+else
+  env_vars+=(SQLITE_PATH="$WORK/highload.db")
+fi
+if curl -s -o /dev/null "$BASE_URL/health/live"; then die "port $PORT is taken (set OVERLOAD_PORT)"; fi
+(cd "$WORK" && ulimit -n "$want" && exec env -i "${env_vars[@]}" "$BIN" >"$WORK/service.log" 2>&1) &
+SERVICE_PID=$!
+t0=$SECONDS
+until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$BASE_URL/health/ready" || true)" = 200 ]; do
+  kill -0 "$SERVICE_PID" 2>/dev/null || die "the service exited before it was ready"
+  [ $((SECONDS - t0)) -lt 120 ] || die "the service was not ready within 120 s"
+  sleep 0.2
+done
+say "$STACK stack ready ($BIN)"
+
+USER_ID=$(curl -sf -H 'Content-Type: application/json' \
+  -d '{"email":"overload-seed@overload.example","first_name":"Seed","last_name":"User"}' \
+  "$BASE_URL/api/v1/users" | jq -r .id)
+curl -sf -o /dev/null "$BASE_URL/api/v1/users/$USER_ID" || die "GET of the seeded user failed"
+
+# --- runs ----------------------------------------------------------------
+
+# poll_live FILE: polls /health/live until FILE.stop exists; writes
+# "polls failures" to FILE.
+poll_live() {
+  local out=$1 polls=0 failures=0 code
+  while [ ! -e "$out.stop" ]; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$BASE_URL/health/live" || true)
+    polls=$((polls + 1))
+    [ "$code" = 200 ] || failures=$((failures + 1))
+    sleep 0.2
+  done
+  echo "$polls $failures" >"$out"
+}
+
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+LIVE_POLLS=0 LIVE_FAILURES=0
+# run NAME METHOD PATH CONNECTIONS
+run() {
+  local name=$1 method=$2 path=$3 conns=$4 poller= live=$WORK/live-$1-$4
+  local log_before
+  log_before=$(stat -c %s "$WORK/service.log")
+  if [ "$conns" -gt 64 ]; then
+    poll_live "$live" &
+    poller=$!
+  fi
+  OVERLOAD_RESULT=$WORK/wrk.json OVERLOAD_METHOD=$method OVERLOAD_NONCE="$RUN_ID-$method-$conns" \
+    wrk -t2 -c"$conns" -d"${SECONDS_PER_RUN}s" --timeout 10s -s "$LUA" "$BASE_URL$path" >"$WORK/wrk.log" 2>&1 \
+    || { cat "$WORK/wrk.log" >&2; die "wrk failed on $name at $conns connections"; }
+  local polls=0 failures=0
+  if [ -n "$poller" ]; then
+    touch "$live.stop"
+    wait "$poller"
+    read -r polls failures <"$live"
+    LIVE_POLLS=$((LIVE_POLLS + polls))
+    LIVE_FAILURES=$((LIVE_FAILURES + failures))
+  fi
+  local logged=$(($(stat -c %s "$WORK/service.log") - log_before))
+  jq -c --arg n "$name" --argjson c "$conns" --argjson p "$polls" --argjson f "$failures" --argjson l "$logged" \
+    '. + {name: $n, connections: $c, live_polls: $p, live_failures: $f, log_bytes: $l}' "$WORK/wrk.json" >>"$RESULTS"
+  tail -n 1 "$RESULTS" | jq -r '"  \(.name) c\(.connections): \(.goodput | floor) 2xx/s, p99 \(.p99_ms) ms, \(.shed) shed, \(.other) other, \(.socket_errors) socket errors"' >&2
+  sleep 2 # let the backlog of the run drain
+}
+
+for conns in $CONNECTIONS; do run "GET user (cached)" GET "/api/v1/users/$USER_ID" "$conns"; done
+for conns in $CONNECTIONS; do run "POST user" POST /api/v1/users "$conns"; done
+
+# --- report --------------------------------------------------------------
+
+LOW=${CONNECTIONS%% *}
+HIGH=${CONNECTIONS##* }
+echo
+echo "| scenario | connections | goodput (2xx/s) | p99 admitted (ms) | shed (503) share | other | log bytes |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+jq -r '"| \(.name) | \(.connections) | \(.goodput | floor) | \(.p99_ms) | \(if (.ok + .shed + .other) > 0 then (100 * .shed / (.ok + .shed + .other) | floor | tostring) + "%" else "-" end) | \(.other + .socket_errors) | \(.log_bytes) |"' "$RESULTS"
+echo
+verdict=0
+for name in "GET user (cached)" "POST user"; do
+  low=$(jq -r --arg n "$name" --argjson c "$LOW" 'select(.name == $n and .connections == $c) | .goodput' "$RESULTS")
+  high=$(jq -r --arg n "$name" --argjson c "$HIGH" 'select(.name == $n and .connections == $c) | .goodput' "$RESULTS")
+  p99=$(jq -r --arg n "$name" --argjson c "$HIGH" 'select(.name == $n and .connections == $c) | .p99_ms' "$RESULTS")
+  ratio=$(jq -n --argjson h "$high" --argjson l "$low" 'if $l > 0 then ($h / $l * 100 | floor) else 0 end')
+  ok=yes
+  if [ "$ratio" -lt 80 ] || jq -e --argjson p "$p99" -n '$p > 1000' >/dev/null; then ok=no verdict=1; fi
+  echo "$name: goodput $HIGH/$LOW = $ratio% (target >= 80%), p99 admitted at $HIGH = $p99 ms (target <= 1000): $ok"
+done
+if [ "$LIVE_FAILURES" = 0 ] && [ "$LIVE_POLLS" -gt 0 ]; then
+  echo "/health/live: 200 on all $LIVE_POLLS polls during the $HIGH-connection runs: yes"
+else
+  echo "/health/live: $LIVE_FAILURES of $LIVE_POLLS polls failed during the $HIGH-connection runs: no"
+  verdict=1
+fi
+echo "shed, as the service counts them:"
+curl -s "$BASE_URL/metrics" | grep '^http_requests_shed_total' | sed 's/^/  /' || echo "  (none)"
+exit "$verdict"

@@ -1,0 +1,91 @@
+-- One wrk run of scripts/overload.sh: counts answers by kind and measures
+-- the latency of admitted (2xx) requests only. Every request carries a
+-- unique X-Request-ID, which the service echoes; the time it was sent is
+-- kept until the answer with that id arrives (wrk's own latency figures mix
+-- in the 503s). Writes one JSON line to $OVERLOAD_RESULT when done.
+--
+-- Environment: OVERLOAD_METHOD (GET or POST), OVERLOAD_NONCE (unique per
+-- run: POST bodies carry unique emails).
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } overload_timespec;
+int clock_gettime(int clock, overload_timespec *ts);
+]]
+local CLOCK_MONOTONIC = 1
+local ts = ffi.new("overload_timespec")
+local function now_us()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+end
+
+local threads = {}
+function setup(thread)
+  threads[#threads + 1] = thread
+  thread:set("tid", #threads)
+end
+
+local method = os.getenv("OVERLOAD_METHOD") or "GET"
+local nonce = os.getenv("OVERLOAD_NONCE") or tostring(os.time())
+local counter = 0
+local sent = {}
+-- Read by done() through thread:get, so global.
+latencies = {}
+ok, shed, other = 0, 0, 0
+
+function request()
+  counter = counter + 1
+  local id = string.format("o%d-%d", tid, counter)
+  local headers = { ["X-Request-ID"] = id }
+  local body = nil
+  if method == "POST" then
+    headers["Content-Type"] = "application/json"
+    body = string.format('{"email":"%s-%s@overload.example","first_name":"Over","last_name":"Load"}', id, nonce)
+  end
+  sent[id] = now_us()
+  return wrk.format(method, nil, headers, body)
+end
+
+function response(status, headers, body)
+  local id = headers["x-request-id"] or headers["X-Request-ID"]
+  local started = id and sent[id]
+  if started then sent[id] = nil end
+  if status >= 200 and status < 300 then
+    ok = ok + 1
+    if started then latencies[#latencies + 1] = now_us() - started end
+  elseif status == 503 then
+    shed = shed + 1
+  else
+    other = other + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local all, n_ok, n_shed, n_other = {}, 0, 0, 0
+  for _, thread in ipairs(threads) do
+    local l = thread:get("latencies")
+    for i = 1, #l do all[#all + 1] = l[i] end
+    n_ok = n_ok + thread:get("ok")
+    n_shed = n_shed + thread:get("shed")
+    n_other = n_other + thread:get("other")
+  end
+  table.sort(all)
+  local function pct(p)
+    if #all == 0 then return 0 end
+    return all[math.max(1, math.ceil(#all * p))] / 1e3
+  end
+  local seconds = summary.duration / 1e6
+  local e = summary.errors
+  local line = string.format(
+    '{"ok":%d,"shed":%d,"other":%d,"seconds":%.3f,"goodput":%.1f,"rps":%.1f,' ..
+      '"p50_ms":%.2f,"p99_ms":%.2f,"max_ms":%.2f,"socket_errors":%d}\n',
+    n_ok, n_shed, n_other, seconds, n_ok / seconds, summary.requests / seconds,
+    pct(0.50), pct(0.99), pct(1.0), e.connect + e.read + e.write + e.timeout)
+  local path = os.getenv("OVERLOAD_RESULT")
+  if path then
+    local f = assert(io.open(path, "w"))
+    f:write(line)
+    f:close()
+  else
+    io.write(line)
+  end
+end

@@ -1,0 +1,341 @@
+//! API keys: random, shown once, stored as their SHA-256.
+//!
+//! A key is `hlk_` followed by 32 random bytes in URL-safe base64 (47
+//! characters): the prefix lets secret scanners and people recognize one.
+//! The database keeps its SHA-256 (a fast hash is enough for 256 random
+//! bits: there is nothing to guess), its first characters for display, a
+//! name, scopes, and when it was created and revoked (table `api_keys`,
+//! migration 0005).
+//!
+//! Verified keys, and unknown ones, are remembered for `API_KEY_CACHE_TTL`,
+//! so a busy client costs one database look-up per interval, not one per
+//! request; concurrent first requests with one key share that look-up.
+//! Revoking a key therefore takes effect within `API_KEY_CACHE_TTL`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{PgPool, Row, SqlitePool};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::{AuthError, Principal, Scopes, sha256};
+use crate::config::{DatabaseBackend, DatabaseConfig};
+
+/// What every key starts with.
+pub const KEY_PREFIX: &str = "hlk_";
+
+/// Random bytes in a key.
+const KEY_BYTES: usize = 32;
+
+/// Characters of a key kept in clear, to tell keys apart in a list.
+const SHOWN_CHARS: usize = KEY_PREFIX.len() + 6;
+
+/// Most keys (known or not) remembered at once.
+const CACHE_ENTRIES: u64 = 100_000;
+
+/// A new key: the secret (to show once) and what is stored of it.
+pub struct NewKey {
+    pub secret: String,
+    pub record: KeyRecord,
+    hash: String,
+}
+
+/// A key as stored, without its secret.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// The key's first characters.
+    pub shown: String,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl NewKey {
+    pub fn generate(name: &str, scopes: Scopes) -> anyhow::Result<Self> {
+        let mut bytes = [0u8; KEY_BYTES];
+        getrandom::fill(&mut bytes)
+            .map_err(|err| anyhow::anyhow!("no randomness for a key: {err}"))?;
+        let secret = format!(
+            "{KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        Ok(Self {
+            hash: hash_of(&secret),
+            record: KeyRecord {
+                id: Uuid::now_v7(),
+                name: name.to_owned(),
+                shown: secret[..SHOWN_CHARS].to_owned(),
+                scopes,
+                created_at: Utc::now(),
+                revoked_at: None,
+            },
+            secret,
+        })
+    }
+}
+
+/// The stored form of a key: its SHA-256, in hex.
+pub fn hash_of(key: &str) -> String {
+    use std::fmt::Write as _;
+    let mut hex = String::with_capacity(64);
+    for byte in sha256(key.as_bytes()) {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// The `api_keys` table, on the configured database.
+pub enum KeyStore {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Connections of the server's key store: look-ups are rare (see the cache).
+const SERVER_CONNECTIONS: u32 = 4;
+
+impl KeyStore {
+    /// A lazy pool for the server's look-ups: the store migrates the
+    /// database; until then a look-up fails and the request gets a 503.
+    pub fn for_server(database: &DatabaseConfig) -> Self {
+        match &database.backend {
+            DatabaseBackend::Sqlite(path) => Self::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(SERVER_CONNECTIONS)
+                    .acquire_timeout(database.acquire_timeout)
+                    .connect_lazy_with(sqlite_options(path).read_only(true)),
+            ),
+            DatabaseBackend::Postgres(options) => Self::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(SERVER_CONNECTIONS)
+                    .acquire_timeout(database.acquire_timeout)
+                    .connect_lazy_with(options.connect_options().application_name("highload")),
+            ),
+        }
+    }
+
+    /// A pool that writes, for the command line.
+    pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<Self> {
+        Ok(match &database.backend {
+            DatabaseBackend::Sqlite(path) => Self::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(sqlite_options(path))
+                    .await
+                    .with_context(|| format!("failed to open {}", path.display()))?,
+            ),
+            DatabaseBackend::Postgres(options) => Self::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(database.acquire_timeout)
+                    .connect_with(options.connect_options())
+                    .await
+                    .context("failed to connect to PostgreSQL")?,
+            ),
+        })
+    }
+
+    /// The scopes and revocation of the key with this hash.
+    async fn find(&self, hash: &str) -> Result<Option<(Uuid, Scopes, bool)>, sqlx::Error> {
+        const SQL: &str = "SELECT id, scopes, revoked_at IS NOT NULL AS revoked \
+                           FROM api_keys WHERE key_hash = $1";
+        let row = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query(SQL)
+                    .bind(hash)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| {
+                        Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                    })
+            }
+            Self::Postgres(pool) => sqlx::query(SQL)
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))),
+        };
+        row.transpose().map(|found| {
+            found.map(|(id, scopes, revoked): (Uuid, String, bool)| {
+                (id, Scopes::from_names(scopes.split(',')), revoked)
+            })
+        })
+    }
+
+    pub async fn insert(&self, key: &NewKey) -> anyhow::Result<()> {
+        const SQL: &str = "INSERT INTO api_keys (id, name, key_hash, shown, scopes, created_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6)";
+        let record = &key.record;
+        let scopes = record.scopes.to_string();
+        match self {
+            Self::Sqlite(pool) => sqlx::query(SQL)
+                .bind(record.id)
+                .bind(&record.name)
+                .bind(&key.hash)
+                .bind(&record.shown)
+                .bind(&scopes)
+                .bind(sqlite_time(&record.created_at))
+                .execute(pool)
+                .await
+                .map(drop),
+            Self::Postgres(pool) => sqlx::query(SQL)
+                .bind(record.id)
+                .bind(&record.name)
+                .bind(&key.hash)
+                .bind(&record.shown)
+                .bind(&scopes)
+                .bind(record.created_at)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .context("failed to store the key")
+    }
+
+    /// Every key, oldest first.
+    pub async fn list(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        const SQL: &str = "SELECT id, name, shown, scopes, created_at, revoked_at \
+                           FROM api_keys ORDER BY created_at, id";
+        type KeyRow = (
+            Uuid,
+            String,
+            String,
+            String,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+        );
+        fn record((id, name, shown, scopes, created_at, revoked_at): KeyRow) -> KeyRecord {
+            KeyRecord {
+                id,
+                name,
+                shown,
+                scopes: Scopes::from_names(scopes.split(',')),
+                created_at,
+                revoked_at,
+            }
+        }
+        let rows: Vec<KeyRow> = match self {
+            Self::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+            Self::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+        }
+        .context("failed to list the keys")?;
+        Ok(rows.into_iter().map(record).collect())
+    }
+
+    /// Revokes the key; `false` when no unrevoked key has this id.
+    pub async fn revoke(&self, id: Uuid) -> anyhow::Result<bool> {
+        const SQL: &str =
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
+        let now = Utc::now();
+        let done = match self {
+            Self::Sqlite(pool) => sqlx::query(SQL)
+                .bind(sqlite_time(&now))
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Self::Postgres(pool) => sqlx::query(SQL)
+                .bind(now)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .context("failed to revoke the key")?;
+        Ok(done == 1)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn sqlite_options(path: &std::path::Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+/// Timestamps in SQLite are text of one fixed width (as the store writes them).
+fn sqlite_time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// What a look-up found, shared by the requests that waited for it.
+type Found = Option<Principal>;
+
+/// Verifies API keys, remembering answers for a while.
+pub(crate) struct ApiKeys {
+    store: KeyStore,
+    /// Keyed by the key's SHA-256; `None` when the cache time is zero.
+    /// Each entry is filled once, by the first request that needs it.
+    cache: Option<Cache<[u8; 32], Arc<OnceCell<Found>>>>,
+}
+
+impl ApiKeys {
+    pub(crate) fn new(store: KeyStore, ttl: Duration) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { store, cache }
+    }
+
+    pub(crate) async fn verify(&self, key: &str) -> Result<Principal, AuthError> {
+        let found = match &self.cache {
+            None => self.look_up(key).await?,
+            Some(cache) => {
+                let cell = cache.get_with(sha256(key.as_bytes()), || Arc::new(OnceCell::new()));
+                cell.get_or_try_init(|| self.look_up(key)).await?.clone()
+            }
+        };
+        found.ok_or(AuthError::Invalid("the API key is not valid"))
+    }
+
+    async fn look_up(&self, key: &str) -> Result<Found, AuthError> {
+        if !key.starts_with(KEY_PREFIX) {
+            return Ok(None);
+        }
+        let found = self.store.find(&hash_of(key)).await.map_err(|err| {
+            AuthError::Unavailable(anyhow::Error::new(err).context("failed to look up an API key"))
+        })?;
+        Ok(match found {
+            Some((id, scopes, false)) => Some(Principal {
+                subject: id.to_string(),
+                scopes,
+            }),
+            Some((_, _, true)) | None => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_recognizable() {
+        let a = NewKey::generate("a", Scopes::default()).unwrap();
+        let b = NewKey::generate("b", Scopes::default()).unwrap();
+        assert!(a.secret.starts_with(KEY_PREFIX));
+        assert_eq!(a.secret.len(), KEY_PREFIX.len() + 43);
+        assert_ne!(a.secret, b.secret);
+        assert_eq!(a.hash, hash_of(&a.secret));
+        assert_eq!(a.hash.len(), 64);
+        assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
+        assert!(a.secret.starts_with(&a.record.shown));
+    }
+}

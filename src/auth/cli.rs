@@ -1,0 +1,120 @@
+//! `highload api-key …`: creates, lists and revokes API keys in the
+//! configured database (the same `DATABASE_URL`, `DB_*` or `SQLITE_PATH`
+//! as the server), migrating it first as the server would.
+
+use std::io::Write as _;
+
+use anyhow::Context;
+use clap::Subcommand;
+use uuid::Uuid;
+
+use super::api_key::{KeyStore, NewKey};
+use super::{Scope, Scopes};
+use crate::config::{DatabaseBackend, DatabaseConfig};
+use crate::store::Store;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+
+/// Manage the API keys of AUTH_MODE=api-key.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it, once: only its SHA-256 is stored
+    Create {
+        /// What the key is for (shown by `list`)
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma-separated: read (GET), write (POST, PUT), admin (DELETE, and all else)
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_scope)]
+        scope: Vec<Scope>,
+    },
+    /// List every key (id, name, first characters, scopes, created, revoked)
+    List,
+    /// Revoke a key by id; servers stop accepting it within API_KEY_CACHE_TTL
+    Revoke {
+        /// The key's id, as `create` and `list` print it
+        id: Uuid,
+    },
+}
+
+fn parse_scope(raw: &str) -> Result<Scope, String> {
+    Scope::parse(raw.trim())
+        .ok_or_else(|| format!("unknown scope {raw:?}; use read, write or admin"))
+}
+
+/// Runs the command, printing its result on standard output.
+pub async fn run(database: &DatabaseConfig, command: ApiKeyCommand) -> anyhow::Result<()> {
+    migrate(database).await?;
+    let keys = KeyStore::connect(database).await?;
+    let result = execute(&keys, command).await;
+    keys.close().await;
+    result
+}
+
+async fn execute(keys: &KeyStore, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        ApiKeyCommand::Create { name, scope } => {
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty(), "--name must not be blank");
+            let key = NewKey::generate(name, scope.into_iter().collect::<Scopes>())?;
+            keys.insert(&key).await?;
+            writeln!(out, "id:     {}", key.record.id)?;
+            writeln!(out, "name:   {}", key.record.name)?;
+            writeln!(out, "scopes: {}", key.record.scopes)?;
+            writeln!(out, "key:    {}", key.secret)?;
+            writeln!(
+                out,
+                "\nStore the key now: it is not shown again (only its SHA-256 is kept)."
+            )?;
+        }
+        ApiKeyCommand::List => {
+            writeln!(
+                out,
+                "{:<36}  {:<12}  {:<16}  {:<20}  {:<20}  NAME",
+                "ID", "KEY", "SCOPES", "CREATED", "REVOKED"
+            )?;
+            let time =
+                |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            for key in keys.list().await? {
+                writeln!(
+                    out,
+                    "{:<36}  {:<12}  {:<16}  {:<20}  {:<20}  {}",
+                    key.id,
+                    format!("{}…", key.shown),
+                    key.scopes.to_string(),
+                    time(key.created_at),
+                    key.revoked_at.map_or_else(|| "-".to_owned(), time),
+                    key.name
+                )?;
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            anyhow::ensure!(
+                keys.revoke(id).await?,
+                "no key with id {id}, or it is revoked already"
+            );
+            writeln!(out, "revoked {id}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings the schema up to date, as the server does at start.
+async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
+    let store: Box<dyn Store> = match &database.backend {
+        DatabaseBackend::Sqlite(path) => {
+            Box::new(SqliteStore::open(path, 1, database.acquire_timeout).await?)
+        }
+        DatabaseBackend::Postgres(options) => Box::new(PostgresStore::connect_lazy(
+            options.connect_options(),
+            1,
+            database.acquire_timeout,
+        )),
+    };
+    let migrated = store
+        .migrate()
+        .await
+        .context("failed to migrate the database");
+    store.close().await;
+    migrated
+}

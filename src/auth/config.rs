@@ -1,0 +1,316 @@
+//! The authentication settings (`AUTH_MODE`, `API_KEY_*`, `JWT_*`,
+//! `METRICS_TOKEN`), parsed by clap with the rest of the configuration and
+//! resolved once, at load: a mode that lacks what it needs, or a key file
+//! that does not parse, stops start-up naming the variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::ConfigError;
+
+/// The shortest `JWT_SECRET` accepted, in bytes: HS256 wants a key at
+/// least as long as its hash (RFC 7518, section 3.2).
+const MIN_JWT_SECRET_LEN: usize = 32;
+
+/// Which credential the API requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication (every client is served, as before)
+    None,
+    /// An API key created with `highload api-key create`
+    ApiKey,
+    /// A JWT bearer token
+    Jwt,
+}
+
+/// The settings as clap reads them; [`AuthArgs::resolve`] checks them.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Authentication (off unless AUTH_MODE is set)")]
+pub(crate) struct AuthArgs {
+    /// Credential the API requires: none, api-key (X-API-Key or Authorization: Bearer), or jwt
+    /// (Authorization: Bearer). Health, /docs and /openapi.json stay open
+    #[arg(long, env = "AUTH_MODE", value_name = "AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    auth_mode: AuthMode,
+
+    /// How long a verified API key is trusted without asking the database: a revoked key keeps
+    /// working at most this long (0s: ask at every request)
+    #[arg(long, env = "API_KEY_CACHE_TTL", value_name = "API_KEY_CACHE_TTL", default_value = "30s",
+          value_parser = parse_duration)]
+    api_key_cache_ttl: Duration,
+
+    /// HS256 secret of the JWTs (at least 32 bytes)
+    #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    jwt_secret: Option<SecretString>,
+
+    /// PEM file with the public key (RSA: RS256, P-256: ES256) of the JWTs
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", value_name = "JWT_PUBLIC_KEY_FILE")]
+    jwt_public_key_file: Option<PathBuf>,
+
+    /// URL of the JSON Web Key Set of the JWTs' issuer (keys chosen by `kid`)
+    #[arg(long, env = "JWT_JWKS_URL", value_name = "JWT_JWKS_URL")]
+    jwt_jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again (also at once for a `kid` it lacks)
+    #[arg(long, env = "JWT_JWKS_REFRESH", value_name = "JWT_JWKS_REFRESH", default_value = "5m",
+          value_parser = parse_duration)]
+    jwt_jwks_refresh: Duration,
+
+    /// Shortest time between two JWKS fetches: caps what tokens with unknown `kid`s can cause
+    #[arg(long, env = "JWT_JWKS_MIN_REFRESH", value_name = "JWT_JWKS_MIN_REFRESH", default_value = "10s",
+          value_parser = parse_duration)]
+    jwt_jwks_min_refresh: Duration,
+
+    /// Required `iss` claim (unset: not checked)
+    #[arg(long, env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+
+    /// Required `aud` claim (unset: not checked)
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+
+    /// Clock skew allowed when checking `exp` and `nbf`
+    #[arg(long, env = "JWT_LEEWAY", value_name = "JWT_LEEWAY", default_value = "60s",
+          value_parser = parse_duration)]
+    jwt_leeway: Duration,
+
+    /// Bearer token that GET /metrics requires, whatever AUTH_MODE says (unset: /metrics is open)
+    #[arg(long, env = "METRICS_TOKEN", value_name = "METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
+    metrics_token: Option<SecretString>,
+}
+
+/// The authentication settings, checked.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// How long a verified API key (or an unknown one) is remembered.
+    pub api_key_cache_ttl: Duration,
+    /// Set when `mode` is [`AuthMode::Jwt`].
+    pub jwt: Option<JwtConfig>,
+    /// The bearer token of `/metrics`.
+    pub metrics_token: Option<SecretString>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            api_key_cache_ttl: Duration::from_secs(30),
+            jwt: None,
+            metrics_token: None,
+        }
+    }
+}
+
+/// How JWTs are checked.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub keys: JwtKeys,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+}
+
+/// Where the keys that sign JWTs come from.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// HS256 with this secret.
+    Secret(SecretString),
+    /// RS256 or ES256 with the public key of this PEM (its contents).
+    PublicKeyPem(Vec<u8>),
+    /// The keys of a JWKS, by `kid`.
+    Jwks {
+        url: String,
+        refresh: Duration,
+        min_refresh: Duration,
+    },
+}
+
+impl AuthArgs {
+    pub(crate) fn resolve(self) -> Result<AuthConfig, ConfigError> {
+        let jwt = match self.auth_mode {
+            AuthMode::Jwt => Some(JwtConfig {
+                keys: self.jwt_keys()?,
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+                leeway: self.jwt_leeway,
+            }),
+            AuthMode::None | AuthMode::ApiKey => None,
+        };
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|token| token.expose_secret().trim().is_empty())
+        {
+            return Err(invalid("METRICS_TOKEN", "must not be blank"));
+        }
+        Ok(AuthConfig {
+            mode: self.auth_mode,
+            api_key_cache_ttl: self.api_key_cache_ttl,
+            jwt,
+            metrics_token: self.metrics_token,
+        })
+    }
+
+    /// Exactly one of `JWT_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_URL`.
+    fn jwt_keys(&self) -> Result<JwtKeys, ConfigError> {
+        match (
+            &self.jwt_secret,
+            &self.jwt_public_key_file,
+            &self.jwt_jwks_url,
+        ) {
+            (Some(secret), None, None) => {
+                if secret.expose_secret().len() < MIN_JWT_SECRET_LEN {
+                    return Err(invalid(
+                        "JWT_SECRET",
+                        format!("must be at least {MIN_JWT_SECRET_LEN} bytes"),
+                    ));
+                }
+                Ok(JwtKeys::Secret(secret.clone()))
+            }
+            (None, Some(path), None) => {
+                let pem = std::fs::read(path).map_err(|err| {
+                    invalid(
+                        "JWT_PUBLIC_KEY_FILE",
+                        format!("cannot read {}: {err}", path.display()),
+                    )
+                })?;
+                super::jwt::key_from_pem(&pem).map_err(|reason| {
+                    invalid(
+                        "JWT_PUBLIC_KEY_FILE",
+                        format!("{}: {reason}", path.display()),
+                    )
+                })?;
+                Ok(JwtKeys::PublicKeyPem(pem))
+            }
+            (None, None, Some(url)) => {
+                if !url.starts_with("https://") && !url.starts_with("http://") {
+                    return Err(invalid(
+                        "JWT_JWKS_URL",
+                        "must start with https:// or http://",
+                    ));
+                }
+                Ok(JwtKeys::Jwks {
+                    url: url.clone(),
+                    refresh: self.jwt_jwks_refresh,
+                    min_refresh: self.jwt_jwks_min_refresh,
+                })
+            }
+            (None, None, None) => Err(invalid(
+                "AUTH_MODE",
+                "jwt needs JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL",
+            )),
+            _ => Err(invalid(
+                "AUTH_MODE",
+                "set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL",
+            )),
+        }
+    }
+}
+
+fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|err| format!("{err} (expected a duration such as 500ms, 30s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    fn resolve(args: &[&str]) -> Result<AuthConfig, ConfigError> {
+        Cli::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .auth
+            .resolve()
+    }
+
+    #[test]
+    fn authentication_is_off_by_default() {
+        let config = resolve(&[]).unwrap();
+        assert_eq!(config.mode, AuthMode::None);
+        assert!(config.jwt.is_none() && config.metrics_token.is_none());
+        assert_eq!(config.api_key_cache_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jwt_mode_needs_exactly_one_key_source() {
+        let err = resolve(&["--auth-mode", "jwt"]).unwrap_err();
+        assert_eq!(err.variable(), "AUTH_MODE");
+        let secret = "s".repeat(32);
+        let err = resolve(&[
+            "--auth-mode",
+            "jwt",
+            "--jwt-secret",
+            &secret,
+            "--jwt-jwks-url",
+            "https://idp/jwks",
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable(), "AUTH_MODE");
+        let err = resolve(&["--auth-mode", "jwt", "--jwt-secret", "short"]).unwrap_err();
+        assert_eq!(err.variable(), "JWT_SECRET");
+        assert!(!err.to_string().contains("short"), "{err}");
+        let err = resolve(&["--auth-mode", "jwt", "--jwt-jwks-url", "ftp://x"]).unwrap_err();
+        assert_eq!(err.variable(), "JWT_JWKS_URL");
+        let config = resolve(&["--auth-mode", "jwt", "--jwt-secret", &secret]).unwrap();
+        assert!(matches!(config.jwt.unwrap().keys, JwtKeys::Secret(_)));
+    }
+
+    #[test]
+    fn a_public_key_file_that_does_not_parse_names_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "not a key").unwrap();
+        let path = path.to_str().unwrap();
+        let err = resolve(&["--auth-mode", "jwt", "--jwt-public-key-file", path]).unwrap_err();
+        assert_eq!(err.variable(), "JWT_PUBLIC_KEY_FILE");
+        let err = resolve(&[
+            "--auth-mode",
+            "jwt",
+            "--jwt-public-key-file",
+            "/nonexistent.pem",
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable(), "JWT_PUBLIC_KEY_FILE");
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let secret = "x".repeat(40);
+        let config = resolve(&[
+            "--auth-mode",
+            "jwt",
+            "--jwt-secret",
+            &secret,
+            "--metrics-token",
+            "scrape-me-please",
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains(&secret) && !debug.contains("scrape-me-please"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Authentication of the API: off by default (`AUTH_MODE=none`), so that
+//! existing clients keep working; `api-key` or `jwt` when configured.
+//!
+//! A credential carries scopes, and each route needs one, by method:
+//! reads (`GET`, `HEAD`) need `read`, changes (`POST`, `PUT`, `PATCH`)
+//! need `write`, `DELETE` needs `admin`; `admin` grants every scope.
+//! No credential, or one that does not verify, is a 401 with
+//! `WWW-Authenticate: Bearer`; a valid one without the scope is a 403. Both
+//! are problem+json with a short reason, never the details of a failed
+//! check (those go to the debug log).
+//!
+//! Health endpoints, `/docs` and `/openapi.json` are never authenticated;
+//! `/metrics` requires `METRICS_TOKEN` when it is set, whatever the mode.
+//!
+//! Verification costs no round trip per request: API keys are remembered
+//! for `API_KEY_CACHE_TTL` after a database look-up (so a revoked key keeps
+//! working at most that long), JWTs are checked in memory against keys
+//! loaded at start-up or fetched from a JWKS now and then.
+
+pub mod api_key;
+pub mod cli;
+pub mod config;
+mod jwt;
+pub mod openapi;
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+pub use config::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
+
+use crate::config::DatabaseConfig;
+use crate::http::ApiError;
+use api_key::ApiKeys;
+use jwt::JwtVerifier;
+
+/// What a credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == raw)
+    }
+
+    /// The scope a request with this method needs.
+    pub fn for_method(method: &Method) -> Self {
+        match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => Self::Read,
+            Method::DELETE => Self::Admin,
+            _ => Self::Write,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Whether these scopes allow what `scope` guards (`admin` allows all).
+    pub fn allow(self, scope: Scope) -> bool {
+        self.0 & (scope.bit() | Scope::Admin.bit()) != 0
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// The known scopes among `names`; others are ignored (an identity
+    /// provider's tokens carry scopes of other services too).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(
+            names
+                .into_iter()
+                .filter_map(Scope::parse)
+                .fold(0, |bits, scope| bits | scope.bit()),
+        )
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        Self(iter.into_iter().fold(0, |bits, scope| bits | scope.bit()))
+    }
+}
+
+impl fmt::Display for Scopes {
+    /// Comma-separated, as stored and as the CLI takes them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Scope::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// Who made a request, as verified; added to the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The API key's id, or the token's `sub`.
+    pub subject: String,
+    pub scopes: Scopes,
+}
+
+/// Why a request was refused.
+#[derive(Debug)]
+pub(crate) enum AuthError {
+    /// No credential was sent.
+    Missing,
+    /// A credential was sent and did not verify; the reason is short and
+    /// says nothing about what was checked.
+    Invalid(&'static str),
+    /// Verified, without the scope the route needs.
+    Forbidden(Scope),
+    /// The database or the JWKS could not be reached.
+    Unavailable(anyhow::Error),
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let (status, problem_type, title, detail, challenge) = match self {
+            Self::Missing => (
+                StatusCode::UNAUTHORIZED,
+                "urn:highload:problem:unauthorized",
+                "Unauthorized",
+                "send a credential in Authorization: Bearer (or X-API-Key)".to_owned(),
+                r#"Bearer realm="highload""#.to_owned(),
+            ),
+            Self::Invalid(reason) => (
+                StatusCode::UNAUTHORIZED,
+                "urn:highload:problem:unauthorized",
+                "Unauthorized",
+                reason.to_owned(),
+                r#"Bearer realm="highload", error="invalid_token""#.to_owned(),
+            ),
+            Self::Forbidden(scope) => (
+                StatusCode::FORBIDDEN,
+                "urn:highload:problem:forbidden",
+                "Forbidden",
+                format!("this credential lacks the {scope} scope"),
+                format!(r#"Bearer realm="highload", error="insufficient_scope", scope="{scope}""#),
+            ),
+            Self::Unavailable(err) => return ApiError::Unavailable(err).into_response(),
+        };
+        let body = serde_json::json!({
+            "error": title,
+            "type": problem_type,
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Ok(challenge) = HeaderValue::from_str(&challenge) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+/// Checks the credentials of requests, as `AUTH_MODE` says.
+pub struct Authenticator {
+    verifier: Verifier,
+    /// SHA-256 of `METRICS_TOKEN`: compared digest to digest, so the
+    /// comparison takes as long whatever the token sent.
+    metrics_token: Option<[u8; 32]>,
+}
+
+enum Verifier {
+    None,
+    ApiKey(ApiKeys),
+    Jwt(JwtVerifier),
+}
+
+impl Authenticator {
+    /// Builds what the mode needs; connects to nothing yet (the key store's
+    /// pool is lazy, the JWKS is fetched at the first request).
+    pub fn build(config: &AuthConfig, database: &DatabaseConfig) -> anyhow::Result<Self> {
+        let verifier = match config.mode {
+            AuthMode::None => Verifier::None,
+            AuthMode::ApiKey => Verifier::ApiKey(ApiKeys::new(
+                api_key::KeyStore::for_server(database),
+                config.api_key_cache_ttl,
+            )),
+            AuthMode::Jwt => {
+                Verifier::Jwt(JwtVerifier::new(config.jwt.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("BUG: AUTH_MODE=jwt without its settings")
+                })?)?)
+            }
+        };
+        Ok(Self {
+            verifier,
+            metrics_token: config
+                .metrics_token
+                .as_ref()
+                .map(|token| sha256(token.expose_secret().as_bytes())),
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        match self.verifier {
+            Verifier::None => AuthMode::None,
+            Verifier::ApiKey(_) => AuthMode::ApiKey,
+            Verifier::Jwt(_) => AuthMode::Jwt,
+        }
+    }
+
+    /// The request's principal, if it holds the scope its method needs.
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+    ) -> Result<Option<Principal>, AuthError> {
+        let principal = match &self.verifier {
+            Verifier::None => return Ok(None),
+            Verifier::ApiKey(keys) => {
+                let key = api_key_of(headers)?.ok_or(AuthError::Missing)?;
+                keys.verify(key).await?
+            }
+            Verifier::Jwt(verifier) => {
+                let token = bearer_of(headers)?.ok_or(AuthError::Missing)?;
+                verifier.verify(token).await?
+            }
+        };
+        let needed = Scope::for_method(method);
+        if principal.scopes.allow(needed) {
+            Ok(Some(principal))
+        } else {
+            Err(AuthError::Forbidden(needed))
+        }
+    }
+}
+
+/// Middleware of the API's resources: refuses requests without a
+/// credential that holds the route's scope.
+pub async fn require_scope(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match auth.authorize(req.headers(), req.method()).await {
+        Ok(principal) => {
+            if let Some(principal) = principal {
+                req.extensions_mut().insert(principal);
+            }
+            next.run(req).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Middleware of `/metrics`: requires `Authorization: Bearer
+/// <METRICS_TOKEN>` when that is set.
+pub async fn require_metrics_token(
+    State(auth): State<Arc<Authenticator>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = &auth.metrics_token else {
+        return next.run(req).await;
+    };
+    match bearer_of(req.headers()) {
+        Ok(Some(token)) if constant_time_eq(&sha256(token.as_bytes()), expected) => {
+            next.run(req).await
+        }
+        Ok(Some(_)) | Err(_) => {
+            AuthError::Invalid("the metrics token is not valid").into_response()
+        }
+        Ok(None) => AuthError::Missing.into_response(),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, if that header is sent.
+fn bearer_of(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid("the Authorization header is not readable"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(AuthError::Invalid("use Authorization: Bearer <credential>"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::Invalid("use Authorization: Bearer <credential>"));
+    }
+    Ok(Some(token))
+}
+
+/// An API key from `X-API-Key`, else from `Authorization: Bearer`.
+fn api_key_of(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    match headers.get("x-api-key") {
+        Some(value) => value
+            .to_str()
+            .map(|key| Some(key.trim()))
+            .map_err(|_| AuthError::Invalid("the X-API-Key header is not readable")),
+        None => bearer_of(headers),
+    }
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_allows_every_scope_and_the_others_only_their_own() {
+        let read = Scopes::from_names(["read"]);
+        assert!(read.allow(Scope::Read));
+        assert!(!read.allow(Scope::Write) && !read.allow(Scope::Admin));
+        let admin = Scopes::from_names(["admin"]);
+        assert!(Scope::ALL.into_iter().all(|s| admin.allow(s)));
+        let mixed = Scopes::from_names(["read", "write", "users:delete"]);
+        assert_eq!(mixed.to_string(), "read,write");
+    }
+
+    #[test]
+    fn methods_map_to_scopes() {
+        assert_eq!(Scope::for_method(&Method::GET), Scope::Read);
+        assert_eq!(Scope::for_method(&Method::POST), Scope::Write);
+        assert_eq!(Scope::for_method(&Method::PUT), Scope::Write);
+        assert_eq!(Scope::for_method(&Method::DELETE), Scope::Admin);
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively_and_other_schemes_refused() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(bearer_of(&headers), Ok(None)));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert!(matches!(bearer_of(&headers), Ok(Some("abc"))));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(matches!(bearer_of(&headers), Err(AuthError::Invalid(_))));
+        headers.insert("x-api-key", HeaderValue::from_static("hlk_x"));
+        assert!(matches!(api_key_of(&headers), Ok(Some("hlk_x"))));
+    }
+}

@@ -1,0 +1,138 @@
+//! Client guards: what the edge enforces per client, and the layers that
+//! do it.
+//!
+//! - [`ratelimit`](super::ratelimit): a token bucket per client on the API
+//!   (off by default), answered 429 with `Retry-After` and `RateLimit-*`;
+//! - [`idempotency`](super::idempotency): `Idempotency-Key` on the POSTs
+//!   that create, replayed from the database;
+//! - [`headers`](super::headers): security headers on every response, and
+//!   CORS by origin list (off by default).
+//!
+//! A client is its credential when it sends one (`X-API-Key`, or the token
+//! of `Authorization: Bearer`), known only by a hash: the edge checks no
+//! credential, it only tells clients apart. Without one, a client is its
+//! address.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, header};
+use axum::middleware;
+use sha2::{Digest, Sha256};
+
+use super::idempotency::{self, Idempotency};
+use super::ratelimit::{self, RateLimit};
+use super::{AppState, headers};
+use crate::config::GuardConfig;
+use crate::store::Store;
+
+const API_KEY: &str = "x-api-key";
+
+/// The guards' state, shared by every request.
+pub struct Guards {
+    /// `None`: no rate limit.
+    pub(super) rate_limit: Option<RateLimit>,
+    pub(super) idempotency: Idempotency,
+    /// `None`: CORS is off.
+    pub(super) cors: Option<headers::Cors>,
+}
+
+impl Guards {
+    pub fn new(config: &GuardConfig, store: Arc<dyn Store>) -> Self {
+        Self {
+            rate_limit: config
+                .rate_limit
+                .map(|limit| RateLimit::new(limit, config.trusted_proxy_hops)),
+            idempotency: Idempotency::new(store, config.idempotency_key_ttl),
+            cors: headers::cors(&config.cors_allowed_origins),
+        }
+    }
+
+    /// Deletes expired idempotency keys until `token` is cancelled.
+    pub async fn run_purge_until_stopped(
+        self: Arc<Self>,
+        token: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.idempotency.run_purge_until_stopped(token).await
+    }
+}
+
+/// A hash of the client's credential (`X-API-Key`, else the token of
+/// `Authorization: Bearer`), if it sends one.
+pub(super) fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let credential = headers.get(API_KEY).map(|v| v.as_bytes()).or_else(|| {
+        let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+        let (scheme, token) = value.split_at_checked(7)?;
+        scheme
+            .eq_ignore_ascii_case(b"bearer ")
+            .then_some(token.trim_ascii())
+    })?;
+    (!credential.is_empty()).then(|| Sha256::digest(credential).into())
+}
+
+/// `api` with the per-client rate limit: outside the admission layers, so
+/// that a client over its limit costs nothing more.
+pub(super) fn limit_rate(api: Router<AppState>, state: &AppState) -> Router<AppState> {
+    api.layer(middleware::from_fn_with_state(
+        state.clone(),
+        ratelimit::limit_rate,
+    ))
+}
+
+/// `resources` with idempotency keys on the POSTs that create: inside the
+/// admission layers, since a lookup is database work.
+pub(super) fn check_idempotency_keys(
+    resources: Router<AppState>,
+    state: &AppState,
+) -> Router<AppState> {
+    resources.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::check_key,
+    ))
+}
+
+/// `router` with CORS for the allowed origins, and security headers on
+/// every response (preflights included).
+pub(super) fn secure_responses(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            headers::apply_cors,
+        ))
+        .layer(middleware::from_fn(headers::add_security_headers))
+}
+
+/// The paths whose POST takes an `Idempotency-Key`.
+const IDEMPOTENT_POSTS: [&str; 2] = ["/api/v1/users", "/api/v1/events"];
+
+/// The paths outside the rate limit.
+const UNLIMITED: [&str; 4] = ["/health", "/health/live", "/health/ready", "/metrics"];
+
+/// Adds what the guards answer to the OpenAPI document: 429 on every
+/// rate-limited operation, the `Idempotency-Key` header and its answers on
+/// the POSTs that create.
+pub struct GuardDocs;
+
+impl utoipa::Modify for GuardDocs {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let creates = IDEMPOTENT_POSTS.contains(&path.as_str());
+            if let Some(post) = item.post.as_mut().filter(|_| creates) {
+                idempotency::document(post);
+            }
+            if !UNLIMITED.contains(&path.as_str()) {
+                let operations = [
+                    &mut item.get,
+                    &mut item.put,
+                    &mut item.post,
+                    &mut item.delete,
+                    &mut item.patch,
+                ];
+                operations
+                    .into_iter()
+                    .flatten()
+                    .for_each(ratelimit::document);
+            }
+        }
+    }
+}
