@@ -2,13 +2,24 @@
 //! binary itself so that the image needs no shell or curl. It asks the
 //! running service on this host for `/health/live` (or `/health/ready` with
 //! `--ready`) and exits 0 on a 200, 1 otherwise, saying why on stderr.
+//!
+//! When the service serves HTTPS (`SERVER_TLS_CERT_FILE`), so does the
+//! check. It connects by address, not by the name the certificate is for,
+//! so instead of checking the name it accepts exactly the certificate in
+//! that file: the one the service on this host serves.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Checks that the service on this host answers `/health/live` (or
 /// `/health/ready`); exits 0 if it does, 1 otherwise.
@@ -26,6 +37,11 @@ pub struct Args {
     /// The port the service listens on
     #[arg(long, env = "SERVER_PORT", default_value_t = 8080)]
     server_port: u16,
+
+    /// The certificate the service serves HTTPS with; set: the check speaks HTTPS and accepts
+    /// exactly this certificate
+    #[arg(long, env = "SERVER_TLS_CERT_FILE")]
+    server_tls_cert_file: Option<PathBuf>,
 }
 
 /// `highload healthcheck [--ready]`: `args` are the ones after the
@@ -33,7 +49,20 @@ pub struct Args {
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let _ = dotenvy::dotenv();
     let args = Args::parse_from(std::iter::once("highload healthcheck".into()).chain(args));
-    match Check::new(&args.server_host, args.server_port, args.ready).run() {
+    let mut check = Check::new(&args.server_host, args.server_port, args.ready);
+    if let Some(path) = &args.server_tls_cert_file {
+        match CertificateDer::from_pem_file(path) {
+            Ok(certificate) => check.tls = Some(certificate),
+            Err(err) => {
+                eprintln!(
+                    "unhealthy: cannot read SERVER_TLS_CERT_FILE {}: {err}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match check.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("unhealthy: {err}");
@@ -50,6 +79,8 @@ pub struct Check {
     pub host: IpAddr,
     pub port: u16,
     pub ready: bool,
+    /// HTTPS, accepting only this certificate (the service's own).
+    pub tls: Option<CertificateDer<'static>>,
 }
 
 impl Check {
@@ -60,7 +91,12 @@ impl Check {
             Ok(ip) if !ip.is_unspecified() => ip,
             _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
-        Self { host, port, ready }
+        Self {
+            host,
+            port,
+            ready,
+            tls: None,
+        }
     }
 
     fn path(&self) -> &'static str {
@@ -75,36 +111,126 @@ impl Check {
     pub fn run(&self) -> Result<(), String> {
         let addr = SocketAddr::new(self.host, self.port);
         let path = self.path();
-        let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
         stream.set_read_timeout(Some(TIMEOUT)).ok();
         stream.set_write_timeout(Some(TIMEOUT)).ok();
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: highload-healthcheck\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|err| format!("cannot send the request to {addr}: {err}"))?;
-        // The status line is all that matters; read a bounded prefix.
-        let mut head = [0u8; 64];
-        let mut read = 0;
-        while read < head.len() {
-            match stream.read(&mut head[read..]) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(err) => return Err(format!("no answer from {addr}{path}: {err}")),
-            }
-            if head[..read].contains(&b'\n') {
-                break;
+        match &self.tls {
+            None => ask(stream, addr, path),
+            Some(certificate) => {
+                let connection = client_for(certificate.clone(), self.host)
+                    .map_err(|err| format!("cannot set up TLS to {addr}: {err}"))?;
+                ask(rustls::StreamOwned::new(connection, stream), addr, path)
             }
         }
-        let line = String::from_utf8_lossy(&head[..read]);
-        let status = line.split_whitespace().nth(1).unwrap_or("none");
-        if status == "200" {
-            Ok(())
+    }
+}
+
+/// Sends the request on `stream` and reads the status line.
+fn ask(mut stream: impl Read + Write, addr: SocketAddr, path: &str) -> Result<(), String> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: highload-healthcheck\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|err| format!("cannot send the request to {addr}: {err}"))?;
+    // The status line is all that matters; read a bounded prefix.
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    while read < head.len() {
+        match stream.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(err) => return Err(format!("no answer from {addr}{path}: {err}")),
+        }
+        if head[..read].contains(&b'\n') {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..read]);
+    let status = line.split_whitespace().nth(1).unwrap_or("none");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("{addr}{path} answered {status}"))
+    }
+}
+
+/// A TLS client that accepts `certificate` and nothing else.
+fn client_for(
+    certificate: CertificateDer<'static>,
+    host: IpAddr,
+) -> Result<rustls::ClientConnection, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            certificate,
+            provider,
+        }))
+        .with_no_client_auth();
+    rustls::ClientConnection::new(Arc::new(config), ServerName::IpAddress(host.into()))
+}
+
+/// Accepts the one certificate the service is configured to serve, whose
+/// signatures are still checked.
+#[derive(Debug)]
+struct Pinned {
+    certificate: CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.certificate.as_ref() {
+            Ok(ServerCertVerified::assertion())
         } else {
-            Err(format!("{addr}{path} answered {status}"))
+            Err(rustls::Error::General(
+                "the service serves another certificate than SERVER_TLS_CERT_FILE".into(),
+            ))
         }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -230,6 +230,51 @@ async fn https_serves_the_certificate_and_a_replaced_one_within_the_reload_inter
 
 stack_tests!(https_serves_the_certificate_and_a_replaced_one_within_the_reload_interval);
 
+/// The image's health check, `highload healthcheck`, against a service
+/// serving HTTPS: it follows SERVER_TLS_CERT_FILE and accepts exactly the
+/// certificate in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_subcommand_speaks_https_with_the_served_certificate() {
+    let authority = Authority::new();
+    let data = TestData::new(Stack::Embedded).await;
+    let files = Files::new(data.dir.path());
+    files.install(&authority.issue());
+    let mut config = test_config(&data);
+    config.listener.tls = Some(files.config());
+    let other = data.dir.path().join("other.crt");
+    std::fs::write(&other, authority.issue().cert_pem).unwrap();
+    let app = HttpsApp::spawn(config, data, &authority).await;
+
+    // Blocking: the app serves from the runtime's other thread meanwhile.
+    let healthcheck = |cert: Option<&Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_highload"));
+        command
+            .args(["healthcheck", "--ready"])
+            .env_clear()
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("SERVER_PORT", app.port.to_string());
+        if let Some(cert) = cert {
+            command.env("SERVER_TLS_CERT_FILE", cert);
+        }
+        let output = command.output().expect("the binary runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = healthcheck(Some(&files.cert));
+    assert_eq!(code, Some(0), "{stderr}");
+    // Another certificate than the one served: refused, and said so.
+    let (code, stderr) = healthcheck(Some(&other));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("another certificate"), "{stderr}");
+    // Plain HTTP to an HTTPS port gets no 200.
+    let (code, stderr) = healthcheck(None);
+    assert_eq!(code, Some(1), "{stderr}");
+
+    app.stop().await.expect("a clean shutdown");
+}
+
 #[tokio::test]
 async fn the_certificate_settings_come_in_pairs_and_a_bad_file_stops_startup() {
     let err = Config::try_parse_from(["highload", "--server-tls-cert-file", "tls.crt"])
