@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +34,7 @@ use crate::cache::{self, InvalidationListener};
 use crate::config::{Config, DatabaseBackend};
 use crate::health::{Health, HealthSettings, Readiness};
 use crate::http::guard::Guards;
-use crate::http::server::Listener;
+use crate::http::server::{self, Listener};
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
@@ -137,7 +136,7 @@ impl Application {
             config.server.server_host.as_str(),
             config.server.server_port,
         );
-        let listener = TcpListener::bind(address).await.with_context(|| {
+        let listener = server::bind(address.0, address.1).await.with_context(|| {
             format!(
                 "failed to listen on {}:{} (SERVER_HOST, SERVER_PORT)",
                 address.0, address.1

@@ -41,7 +41,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -169,6 +169,39 @@ impl Listener {
         tracker.wait().await;
         Ok(())
     }
+}
+
+/// Connections the kernel may hold for the listener before it accepts
+/// them (the listen backlog), as Go's listeners ask: Linux lowers it to
+/// `net.core.somaxconn` (4,096 by default). tokio's `TcpListener::bind` asks
+/// for 1,024: a burst of clients connecting at once (thousands of load
+/// balancer or benchmark connections) then overflows it, and the kernel
+/// drops the handshakes beyond it, which clients retry only after a second:
+/// a liveness probe connecting during the burst would time out.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds the service's listening socket (address reuse on, as with
+/// `TcpListener::bind`), with [`LISTEN_BACKLOG`].
+pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the host resolved to no address",
+        )
+    }))
 }
 
 /// The default `HTTP_MAX_CONNECTIONS`: three quarters of the soft limit on
@@ -534,6 +567,58 @@ mod tests {
         header_read: Duration::from_secs(10),
         idle: Duration::from_secs(75),
     };
+
+    /// A burst of clients connecting at once waits in the listen backlog
+    /// for the accept loop: none is dropped and left to retry a second
+    /// later, as beyond tokio's default backlog of 1,024.
+    #[tokio::test]
+    async fn a_burst_of_connections_beyond_tokios_default_backlog_waits_to_be_accepted() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .map_or(4096, |raw| raw.trim().parse().unwrap());
+        let burst = somaxconn.min(1_500);
+        assert!(
+            burst > 1_100,
+            "net.core.somaxconn is {somaxconn}: this test needs more than 1,100"
+        );
+        raise_file_limit(burst as u64 + 512);
+        let listener = bind("127.0.0.1", 0).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Nothing accepts: every connection must fit in the backlog.
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..burst {
+            connects.spawn(tokio::time::timeout(
+                Duration::from_millis(700),
+                TcpStream::connect(address),
+            ));
+        }
+        let mut open = Vec::with_capacity(burst);
+        while let Some(connected) = connects.join_next().await {
+            if let Ok(Ok(stream)) = connected.unwrap() {
+                open.push(stream);
+            }
+        }
+        assert_eq!(open.len(), burst, "connections completed within 700 ms");
+    }
+
+    fn raise_file_limit(wanted: u64) {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            if limit.rlim_cur < wanted {
+                assert!(
+                    limit.rlim_max >= wanted,
+                    "the hard limit on open files ({}) is below the {wanted} this test needs",
+                    limit.rlim_max
+                );
+                limit.rlim_cur = wanted;
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+            }
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_has_the_header_timeout_until_a_request_then_the_idle_timeout() {
