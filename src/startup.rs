@@ -35,7 +35,7 @@ use crate::config::{Config, DatabaseBackend};
 use crate::health::{Health, HealthSettings, Readiness};
 use crate::http::guard::Guards;
 use crate::http::server::{self, Listener};
-use crate::http::{self, AppState, HttpLimits};
+use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::Pipeline;
 use crate::service::Service;
@@ -97,7 +97,7 @@ impl Application {
             },
             Arc::clone(&metrics),
         );
-        let state = AppState {
+        let state = AppState::new(AppParts {
             service: Arc::new(service),
             health: Arc::new(health),
             body_limit: config.server.http_body_limit,
@@ -105,7 +105,7 @@ impl Application {
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
             guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
             auth: Arc::new(Authenticator::build(&config.auth, &config.database)?),
-        };
+        });
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
             publisher: Arc::clone(&publisher),

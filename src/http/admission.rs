@@ -78,6 +78,18 @@ pub struct AdmissionSettings {
     pub max_in_flight: usize,
 }
 
+impl AdmissionSettings {
+    /// How long the oldest waiter may have waited before the queue counts
+    /// as congested and serves the newest first: the target latency, or
+    /// half the queue timeout if that is shorter. A request admitted from
+    /// the queue has then waited no longer than a request may take, while
+    /// those that cannot be served in time wait out the timeout, which
+    /// keeps clients that retry at once from spinning through rejections.
+    fn congested_after(&self) -> Duration {
+        self.target_latency.min(self.queue_timeout / 2)
+    }
+}
+
 /// A class of API requests, each with its own budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -378,7 +390,7 @@ impl Limiter {
         }
         // The slot is passed on only if the limit still has room for it.
         if state.in_flight <= state.capacity() {
-            let congested_after = self.settings.queue_timeout / 2;
+            let congested_after = self.settings.congested_after();
             while let Some(waiter) = state.next_waiter(congested_after) {
                 match waiter.sender.send(Permit::new(Arc::clone(self))) {
                     Ok(()) => {
@@ -639,7 +651,7 @@ mod tests {
     async fn a_freed_slot_goes_to_the_oldest_waiter_while_the_queue_is_short() {
         let limiter = limiter(4, Duration::from_secs(10));
         let (older, newer, held) =
-            two_waiters_and_a_freed_slot(&limiter, Duration::from_millis(100)).await;
+            two_waiters_and_a_freed_slot(&limiter, Duration::from_millis(50)).await;
         assert!(older.is_finished(), "the oldest waiter is served first");
         assert!(!newer.is_finished());
         // Its slot, once freed, passes to the newer one.
@@ -650,15 +662,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_freed_slot_goes_to_the_newest_waiter_once_the_oldest_waited_half_the_timeout() {
+    async fn a_freed_slot_goes_to_the_newest_waiter_once_the_oldest_waited_the_target_latency() {
+        // 150 ms: beyond the target latency (100 ms), far from the timeout.
         let limiter = limiter(4, Duration::from_secs(10));
         let (older, newer, held) =
-            two_waiters_and_a_freed_slot(&limiter, Duration::from_secs(6)).await;
+            two_waiters_and_a_freed_slot(&limiter, Duration::from_millis(150)).await;
         assert!(newer.is_finished(), "the newest waiter is served first");
         assert!(!older.is_finished());
         drop(newer.await.unwrap().expect("admitted"));
         drop(older.await.unwrap().expect("admitted"));
         drop(held);
+        assert_eq!(limiter.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_short_queue_timeout_the_newest_go_first_after_half_of_it() {
+        // 60 ms: below the target latency (100 ms), beyond half the timeout.
+        let limiter = limiter(4, Duration::from_millis(100));
+        let (older, newer, held) =
+            two_waiters_and_a_freed_slot(&limiter, Duration::from_millis(60)).await;
+        assert!(newer.is_finished(), "the newest waiter is served first");
+        assert!(!older.is_finished());
+        let newer = newer.await.unwrap().expect("admitted");
+        // No slot frees up: the oldest waits out the timeout.
+        assert_eq!(older.await.unwrap().err(), Some(Shed::QueueTimeout));
+        drop((newer, held));
         assert_eq!(limiter.in_flight(), 0);
     }
 

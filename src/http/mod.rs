@@ -79,9 +79,17 @@ pub const OPERATIONS_MAX_IN_FLIGHT: usize = 64;
 /// The longest `X-Request-ID` accepted from a client, in bytes.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Shared by every handler.
+/// Shared by every handler and middleware: a handle on [`AppParts`].
+///
+/// axum clones the state for every middleware a request passes and for its
+/// handler; a handle costs one reference count per clone, where the parts
+/// themselves would cost one per field, each a contended atomic on a busy
+/// server.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+/// What the handlers share.
+pub struct AppParts {
     pub service: Arc<Service>,
     pub health: Arc<Health>,
     /// Largest accepted request body, in bytes (for the 413 message).
@@ -93,6 +101,20 @@ pub struct AppState {
     pub guards: Arc<guard::Guards>,
     /// Checks credentials (`AUTH_MODE`, `METRICS_TOKEN`).
     pub auth: Arc<crate::auth::Authenticator>,
+}
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
 }
 
 /// Limits of the HTTP edge.
