@@ -314,13 +314,14 @@ pub struct ServerConfig {
 #[command(next_help_heading = "Admission control")]
 pub struct AdmissionConfig {
     /// API latency above which a class (reads, writes) admits fewer requests at once; below it, more
-    #[arg(long, env = "ADMISSION_TARGET_LATENCY", value_name = "ADMISSION_TARGET_LATENCY", default_value = "250ms",
+    /// (raise it when the database is far enough that one write takes close to it)
+    #[arg(long, env = "ADMISSION_TARGET_LATENCY", value_name = "ADMISSION_TARGET_LATENCY", default_value = "100ms",
           value_parser = parse_admission_target_latency)]
     pub admission_target_latency: Duration,
 
     /// Longest an API request waits for admission when its class is at its limit, before 503
-    /// (0s: shed at once); the newest waiters are admitted first
-    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "500ms",
+    /// (0s: shed at once); once the oldest has waited the target latency, the newest are admitted first
+    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "2s",
           value_parser = parse_duration)]
     pub admission_queue_timeout: Duration,
 }

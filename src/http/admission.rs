@@ -17,8 +17,8 @@
 //! A request beyond the limit waits, up to `ADMISSION_QUEUE_TIMEOUT`, in a
 //! queue of at most [`QUEUE_FACTOR`] × `HTTP_MAX_IN_FLIGHT` per class, then
 //! gets 503 with `Retry-After`. The queue is served oldest first while its
-//! oldest has waited less than half the timeout, newest first beyond that
-//! (adaptive LIFO): when the queue is longer than can be served in time,
+//! oldest has waited less than the target latency (or half the timeout, if
+//! shorter), newest first beyond that (adaptive LIFO): when the queue is longer than can be served in time,
 //! serving the oldest would only admit requests late, one after the other,
 //! while the newest can still be answered quickly; the oldest are the ones
 //! that time out. Waiting costs nothing but a parked future, so a client
