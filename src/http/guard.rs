@@ -70,9 +70,14 @@ pub(super) fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
     (!credential.is_empty()).then(|| Sha256::digest(credential).into())
 }
 
-/// `api` with the per-client rate limit: outside the admission layers, so
-/// that a client over its limit costs nothing more.
+/// `api` with the per-client rate limit, if one is set: outside the
+/// admission layers, so that a client over its limit costs nothing more.
+/// (Each layer is a boxed service cloned for every request: a guard that
+/// is off is left out, not passed through.)
 pub(super) fn limit_rate(api: Router<AppState>, state: &AppState) -> Router<AppState> {
+    if state.guards.rate_limit.is_none() {
+        return api;
+    }
     api.layer(middleware::from_fn_with_state(
         state.clone(),
         ratelimit::limit_rate,
@@ -91,15 +96,18 @@ pub(super) fn check_idempotency_keys(
     ))
 }
 
-/// `router` with CORS for the allowed origins, and security headers on
-/// every response (preflights included).
+/// `router` with CORS for the allowed origins (if any), and security
+/// headers on every response (preflights included).
 pub(super) fn secure_responses(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    router
-        .layer(middleware::from_fn_with_state(
+    let router = if state.guards.cors.is_some() {
+        router.layer(middleware::from_fn_with_state(
             state.clone(),
             headers::apply_cors,
         ))
-        .layer(middleware::from_fn(headers::add_security_headers))
+    } else {
+        router
+    };
+    router.layer(middleware::from_fn(headers::add_security_headers))
 }
 
 /// The paths whose POST takes an `Idempotency-Key`.

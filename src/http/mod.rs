@@ -234,10 +234,14 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
     // Authentication: the resources by AUTH_MODE and scope, /metrics by
     // METRICS_TOKEN; health, /docs and /openapi.json stay open. Outside the
     // idempotency keys, which are kept per credential.
-    let resources = resources.route_layer(middleware::from_fn_with_state(
-        Arc::clone(&state.auth),
-        crate::auth::require_scope,
-    ));
+    let resources = if state.auth.mode() == crate::auth::AuthMode::None {
+        resources
+    } else {
+        resources.route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            crate::auth::require_scope,
+        ))
+    };
     let metrics = Router::new()
         .route("/metrics", axum::routing::get(render_metrics))
         .route_layer(middleware::from_fn_with_state(
