@@ -9,6 +9,8 @@
 #   scripts/faults.sh                          every fault (about 5 minutes)
 #   scripts/faults.sh --faults kill9,sigterm   some of them
 #   FAULTS_BINARY=path scripts/faults.sh       a binary built elsewhere
+#   FAULTS_LOG_LEVEL=info scripts/faults.sh    the instances' LOG_LEVEL (warn);
+#                                              their logs stay in the work directory
 #
 # Needs PostgreSQL's server binaries (initdb, pg_ctl; run as the postgres
 # user when started as root), redis-server and redis-cli, psql, tansu

@@ -157,7 +157,10 @@ class Instance:
 
     def start(self):
         log_file = open(self.work / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen([str(self.binary)], env=self.env | {"SERVER_PORT": str(self.port)},
+        # A static member name per instance, kept across its restarts, as
+        # the Kubernetes manifests set it (the pod name).
+        env = self.env | {"SERVER_PORT": str(self.port), "KAFKA_GROUP_INSTANCE_ID": self.name}
+        self.proc = subprocess.Popen([str(self.binary)], env=env,
                                      cwd=self.work, stdout=log_file, stderr=subprocess.STDOUT)
         if not wait_until(lambda: request(self.port, "GET", "/health/ready", timeout=1)[0] == 200, 60):
             sys.exit(f"faults: {self.name} did not become ready; see {self.work / (self.name + '.log')}")
@@ -249,7 +252,7 @@ class Suite:
             "DB_NAME": db, "DB_SSLMODE": "disable",
             "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.ports["redis"]),
             "KAFKA_BROKERS": f"127.0.0.1:{self.ports['kafka']}", "KAFKA_TOPIC": topic,
-            "KAFKA_GROUP_ID": f"{topic}-workers", "LOG_FORMAT": "json", "LOG_LEVEL": "warn",
+            "KAFKA_GROUP_ID": f"{topic}-workers", "LOG_FORMAT": "json", "LOG_LEVEL": os.environ.get("FAULTS_LOG_LEVEL", "warn"),
             "SERVER_HOST": "127.0.0.1",
         }
 

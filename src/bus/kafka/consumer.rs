@@ -9,6 +9,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::Message as _;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, Headers as _};
@@ -58,12 +59,28 @@ impl Acknowledge for KafkaAck {
     }
 }
 
+/// The consumer group, and this replica's static member name in it if one
+/// is set (`KAFKA_GROUP_INSTANCE_ID`): a restarted replica then takes back
+/// its partitions as the same member. Without one it joins as a new member,
+/// and its partitions wait until the group expires the old one; a broker
+/// that never does (tansu 0.6) leaves them unconsumed.
+fn join_group(config: &mut ClientConfig, group_id: &str, instance_id: Option<&str>) {
+    config.set("group.id", group_id);
+    if let Some(instance_id) = instance_id {
+        config.set("group.instance.id", instance_id);
+    }
+}
+
 impl KafkaSubscriber {
     /// Creates the consumer; it does not connect until used.
     pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<KafkaContext> = settings
-            .client_config()
-            .set("group.id", &settings.kafka.group_id)
+        let mut config = settings.client_config();
+        join_group(
+            &mut config,
+            &settings.kafka.group_id,
+            settings.kafka.group_instance_id.as_deref(),
+        );
+        let consumer: StreamConsumer<KafkaContext> = config
             // Offsets are stored after processing (see Acknowledge) and the
             // stored ones committed every second and on close.
             .set("enable.auto.commit", "true")
@@ -227,5 +244,21 @@ impl Probe for ConsumerProbe {
             }
         })
         .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_member_name_is_set_only_when_configured() {
+        let mut config = ClientConfig::new();
+        join_group(&mut config, "workers", None);
+        assert_eq!(config.get("group.id"), Some("workers"));
+        assert_eq!(config.get("group.instance.id"), None);
+
+        join_group(&mut config, "workers", Some("highload-7d9f-abcde"));
+        assert_eq!(config.get("group.instance.id"), Some("highload-7d9f-abcde"));
     }
 }

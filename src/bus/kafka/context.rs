@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
 
 use secrecy::ExposeSecret;
 
@@ -123,7 +124,28 @@ impl ClientContext for KafkaContext {
     }
 }
 
-impl ConsumerContext for KafkaContext {}
+impl ConsumerContext for KafkaContext {
+    /// Says which partitions this consumer took or gave up, so that the
+    /// log shows when a rebalance ended (and how long it held the group).
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |list: &TopicPartitionList| {
+            list.elements()
+                .iter()
+                .map(|p| p.partition().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(partitions = partitions(list), "kafka partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(partitions = partitions(list), "kafka partitions revoked");
+            }
+            Rebalance::Error(err) => tracing::warn!(error = %err, "kafka rebalance failed"),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
