@@ -11,6 +11,8 @@
 #   FAULTS_BINARY=path scripts/faults.sh       a binary built elsewhere
 #   FAULTS_LOG_LEVEL=info scripts/faults.sh    the instances' LOG_LEVEL (warn);
 #                                              their logs stay in the work directory
+#   FAULTS_STATIC_MEMBERSHIP=0 scripts/faults.sh   instances join the consumer group
+#                                              without KAFKA_GROUP_INSTANCE_ID
 #
 # Needs PostgreSQL's server binaries (initdb, pg_ctl; run as the postgres
 # user when started as root), redis-server and redis-cli, psql, tansu

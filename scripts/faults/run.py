@@ -159,7 +159,9 @@ class Instance:
         log_file = open(self.work / f"{self.name}.log", "ab")
         # A static member name per instance, kept across its restarts, as
         # the Kubernetes manifests set it (the pod name).
-        env = self.env | {"SERVER_PORT": str(self.port), "KAFKA_GROUP_INSTANCE_ID": self.name}
+        env = self.env | {"SERVER_PORT": str(self.port)}
+        if os.environ.get("FAULTS_STATIC_MEMBERSHIP", "1") != "0":
+            env["KAFKA_GROUP_INSTANCE_ID"] = self.name
         self.proc = subprocess.Popen([str(self.binary)], env=env,
                                      cwd=self.work, stdout=log_file, stderr=subprocess.STDOUT)
         if not wait_until(lambda: request(self.port, "GET", "/health/ready", timeout=1)[0] == 200, 60):
