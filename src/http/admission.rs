@@ -18,10 +18,10 @@
 //! queue of at most [`QUEUE_FACTOR`] × `HTTP_MAX_IN_FLIGHT` per class, then
 //! gets 503 with `Retry-After`. The queue is served oldest first while its
 //! oldest has waited less than the target latency (or half the timeout, if
-//! shorter), newest first beyond that (adaptive LIFO): when the queue is longer than can be served in time,
-//! serving the oldest would only admit requests late, one after the other,
-//! while the newest can still be answered quickly; the oldest are the ones
-//! that time out. Waiting costs nothing but a parked future, so a client
+//! shorter), newest first beyond that (adaptive LIFO): when the queue is
+//! longer than can be served in time, serving the oldest would only admit
+//! requests late, one after the other, while the newest can still be
+//! answered quickly; the oldest are the ones that time out. Waiting costs nothing but a parked future, so a client
 //! that retries at once is slowed down instead of spinning through
 //! rejections. A timeout of zero sheds at once.
 //!

@@ -31,10 +31,10 @@ const API_KEY: &str = "x-api-key";
 /// The guards' state, shared by every request.
 pub struct Guards {
     /// `None`: no rate limit.
-    pub(super) rate_limit: Option<RateLimit>,
+    pub(super) rate_limit: Option<Arc<RateLimit>>,
     pub(super) idempotency: Idempotency,
     /// `None`: CORS is off.
-    pub(super) cors: Option<headers::Cors>,
+    pub(super) cors: Option<Arc<headers::Cors>>,
 }
 
 impl Guards {
@@ -42,9 +42,9 @@ impl Guards {
         Self {
             rate_limit: config
                 .rate_limit
-                .map(|limit| RateLimit::new(limit, config.trusted_proxy_hops)),
+                .map(|limit| Arc::new(RateLimit::new(limit, config.trusted_proxy_hops))),
             idempotency: Idempotency::new(store, config.idempotency_key_ttl),
-            cors: headers::cors(&config.cors_allowed_origins),
+            cors: headers::cors(&config.cors_allowed_origins).map(Arc::new),
         }
     }
 
@@ -75,13 +75,13 @@ pub(super) fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
 /// (Each layer is a boxed service cloned for every request: a guard that
 /// is off is left out, not passed through.)
 pub(super) fn limit_rate(api: Router<AppState>, state: &AppState) -> Router<AppState> {
-    if state.guards.rate_limit.is_none() {
-        return api;
+    match &state.guards.rate_limit {
+        Some(limit) => api.layer(middleware::from_fn_with_state(
+            Arc::clone(limit),
+            ratelimit::limit_rate,
+        )),
+        None => api,
     }
-    api.layer(middleware::from_fn_with_state(
-        state.clone(),
-        ratelimit::limit_rate,
-    ))
 }
 
 /// `resources` with idempotency keys on the POSTs that create: inside the
@@ -99,13 +99,12 @@ pub(super) fn check_idempotency_keys(
 /// `router` with CORS for the allowed origins (if any), and security
 /// headers on every response (preflights included).
 pub(super) fn secure_responses(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let router = if state.guards.cors.is_some() {
-        router.layer(middleware::from_fn_with_state(
-            state.clone(),
+    let router = match &state.guards.cors {
+        Some(cors) => router.layer(middleware::from_fn_with_state(
+            Arc::clone(cors),
             headers::apply_cors,
-        ))
-    } else {
-        router
+        )),
+        None => router,
     };
     router.layer(middleware::from_fn(headers::add_security_headers))
 }

@@ -14,6 +14,7 @@
 //! pass as if CORS were off (no CORS header; a preflight is a 405), so
 //! their browsers refuse the response.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -22,8 +23,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tower::{Layer, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-
-use super::AppState;
 
 use super::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use super::ratelimit::{LIMIT, REMAINING, RESET};
@@ -93,17 +92,21 @@ impl Cors {
     }
 }
 
-/// Runs requests from allowed origins through CORS; others pass untouched.
+/// Runs requests from allowed origins through CORS; others pass untouched
+/// (the layer is there only when origins are configured).
 pub(super) async fn apply_cors(
-    State(state): State<AppState>,
+    State(cors): State<Arc<Cors>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let allowed = match (&state.guards.cors, req.headers().get(header::ORIGIN)) {
-        (Some(cors), Some(origin)) if cors.allows(origin) => cors,
-        _ => return next.run(req).await,
-    };
-    let Ok(response) = allowed.layer.clone().layer(next).oneshot(req).await;
+    if !req
+        .headers()
+        .get(header::ORIGIN)
+        .is_some_and(|origin| cors.allows(origin))
+    {
+        return next.run(req).await;
+    }
+    let Ok(response) = cors.layer.clone().layer(next).oneshot(req).await;
     response
 }
 

@@ -37,8 +37,8 @@ use governor::{Quota, RateLimiter};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
 
+use super::ApiError;
 use super::guard::credential_digest;
-use super::{ApiError, AppState};
 use crate::config::RateLimitConfig;
 
 pub(super) const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -191,15 +191,13 @@ fn header_number(n: u64) -> HeaderValue {
     HeaderValue::from(n)
 }
 
-/// Applies the client's rate limit to the request (when one is set).
+/// Applies the client's rate limit to the request (the layer is there only
+/// when a limit is set).
 pub(super) async fn limit_rate(
-    State(state): State<AppState>,
+    State(limit): State<Arc<RateLimit>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(limit) = &state.guards.rate_limit else {
-        return next.run(req).await;
-    };
     let decision = limit.check(&limit.client(&req));
     let (mut response, remaining, reset) = match decision {
         Decision::Allowed { remaining, reset } => (next.run(req).await, remaining, reset),
