@@ -23,7 +23,8 @@
 #      drives every scenario with `wrk -t2` (scripts/bench/wrk/*.lua);
 #      /health/live of the same binary is the ceiling of the GETs. In full
 #      mode the tables are then grown to 1M rows and the lists run again.
-#      Peak RSS is VmHWM of the process at the end.
+#      Peak RSS is VmHWM of the process at the end; each scenario's record
+#      also carries VmHWM after it (peak_rss_kb), to tell which one set it.
 #   4. prints the table, writes bench-results/<timestamp>.json and .png
 #      (scripts/bench/report.py, matplotlib).
 #
@@ -336,11 +337,11 @@ load() {
     || { cat "$WORK/wrk.log" >&2; die "wrk failed on $label"; }
   [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
   line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
-    --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" \
-    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large}' \
+    --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
+    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm}' \
     "$WORK/wrk.json")
   record "$line"
-  jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2
+  jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs, peak RSS so far \(.peak_rss_kb / 1024 | floor) MB\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2
 }
 
 # e2e: end-to-end latency probe (scripts/bench/e2e.py) while wrk posts
@@ -448,7 +449,9 @@ bench_one() {
   # The messages the writes left behind, processed as fast as the consumer goes.
   say "  draining the messages of the write scenarios"
   "$PY" "$BENCH/drain.py" "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
-  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" '. + {kind: "drain", binary: $b, stack: $s}' "$WORK/drain.json")"
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
+    '. + {kind: "drain", binary: $b, stack: $s, peak_rss_kb: $hwm}' "$WORK/drain.json")"
+  say "  drained; peak RSS so far $(($(rss_kb "$SERVICE_PID" VmHWM) / 1024)) MB"
   e2e
   if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ]; then
     seed "$STACK" "$dir" $((SMALL_ROWS + 1)) "$LARGE_ROWS"
