@@ -42,8 +42,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::futures::Notified;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -317,14 +316,15 @@ where
             activity: Arc::clone(&activity),
         });
         let mut connection = pin!(self.builder.serve_connection(io, service));
+        // One timer per connection, never earlier than it must fire and
+        // never moved by a request: it checks the deadline when it fires
+        // (see `Activity::next_check`), so a busy connection costs no timer
+        // or wake-up per request.
+        let mut check = pin!(tokio::time::sleep_until(
+            activity.next_check(self.timeouts, Instant::now())
+        ));
         let mut draining = false;
         loop {
-            // Registered before the deadline is read, so that a change of
-            // phase in between still wakes this loop.
-            let changed = activity.changed();
-            // While a request is in progress nothing here limits it (the
-            // request timeout does): the end of the request wakes the loop.
-            let deadline = activity.deadline(self.timeouts);
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(err) = result {
@@ -332,12 +332,13 @@ where
                     }
                     return;
                 }
-                () = changed => {}
-                () = sleep_until(deadline) => {
-                    if activity.is_expired(self.timeouts) {
+                () = check.as_mut() => {
+                    let now = Instant::now();
+                    if activity.is_expired(self.timeouts, now) {
                         tracing::debug!(%remote, "closing a connection that sent no request in time");
                         return;
                     }
+                    check.as_mut().reset(activity.next_check(self.timeouts, now));
                 }
                 () = token.cancelled(), if !draining => {
                     if activity.is_waiting() {
@@ -349,14 +350,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// Sleeps until `deadline`; without one, forever.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -373,20 +366,16 @@ enum Phase {
 }
 
 /// A connection's [`Phase`], updated by its reads ([`Watched`]) and its
-/// requests ([`InProgress`]), read by the task that serves it.
+/// requests ([`InProgress`]), read by the timer of the task that serves it.
 #[derive(Debug)]
 struct Activity {
     phase: Mutex<Phase>,
-    /// Wakes the serving task when the phase changes: its deadline moved
-    /// (a request ended, say, and the idle timeout starts).
-    changed: Notify,
 }
 
 impl Activity {
     fn new(accepted: Instant) -> Self {
         Self {
             phase: Mutex::new(Phase::Head { since: accepted }),
-            changed: Notify::new(),
         }
     }
 
@@ -394,41 +383,29 @@ impl Activity {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Completes at the next change of phase after this call, or at once if
-    /// one happened since the last wake-up.
-    fn changed(&self) -> Notified<'_> {
-        self.changed.notified()
-    }
-
-    fn set(&self, phase: &mut Phase, next: Phase) {
-        *phase = next;
-        // Keeps a permit if the task is not waiting yet: no change is lost.
-        self.changed.notify_one();
-    }
-
     /// Bytes arrived: an idle connection starts sending a request.
     fn received(&self) {
         let mut phase = self.phase();
         if let Phase::Idle { .. } = *phase {
-            let since = Instant::now();
-            self.set(&mut phase, Phase::Head { since });
+            *phase = Phase::Head {
+                since: Instant::now(),
+            };
         }
     }
 
     fn begin_request(&self) {
         let mut phase = self.phase();
-        let next = match *phase {
+        *phase = match *phase {
             Phase::Busy { requests } => Phase::Busy {
                 requests: requests + 1,
             },
             Phase::Head { .. } | Phase::Idle { .. } => Phase::Busy { requests: 1 },
         };
-        self.set(&mut phase, next);
     }
 
     fn end_request(&self) {
         let mut phase = self.phase();
-        let next = match *phase {
+        *phase = match *phase {
             Phase::Busy { requests } if requests > 1 => Phase::Busy {
                 requests: requests - 1,
             },
@@ -436,7 +413,6 @@ impl Activity {
                 since: Instant::now(),
             },
         };
-        self.set(&mut phase, next);
     }
 
     /// When the connection is to be closed, unless it changes phase; `None`
@@ -449,9 +425,23 @@ impl Activity {
         }
     }
 
-    fn is_expired(&self, timeouts: Timeouts) -> bool {
+    fn is_expired(&self, timeouts: Timeouts, now: Instant) -> bool {
         self.deadline(timeouts)
-            .is_some_and(|deadline| deadline <= Instant::now())
+            .is_some_and(|deadline| deadline <= now)
+    }
+
+    /// When the serving task looks at the deadline next, asked at `now`:
+    /// the deadline, or `now` plus the shorter timeout if that is sooner
+    /// (or no deadline runs). Phases change without waking the task, so
+    /// the check must never come later than a deadline a change could set:
+    /// any phase entered after `now` has its deadline at least the shorter
+    /// timeout after `now`, and the current one is the deadline itself.
+    /// A connection is therefore closed at its deadline, and a busy one is
+    /// looked at once per shorter timeout.
+    fn next_check(&self, timeouts: Timeouts, now: Instant) -> Instant {
+        let horizon = now + timeouts.header_read.min(timeouts.idle);
+        self.deadline(timeouts)
+            .map_or(horizon, |deadline| deadline.min(horizon))
     }
 
     /// Whether no request is in progress (the connection is idle, or still
@@ -641,7 +631,7 @@ mod tests {
         assert!(!activity.is_waiting());
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(
-            !activity.is_expired(TIMEOUTS),
+            !activity.is_expired(TIMEOUTS, Instant::now()),
             "a request takes what it takes"
         );
 
@@ -658,7 +648,7 @@ mod tests {
             Some(head + TIMEOUTS.header_read)
         );
         tokio::time::advance(TIMEOUTS.header_read).await;
-        assert!(activity.is_expired(TIMEOUTS));
+        assert!(activity.is_expired(TIMEOUTS, Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -778,6 +768,29 @@ mod tests {
         }
         let took = closed_unanswered(&mut client).await;
         assert_eq!(took, TIMEOUTS.idle - TIMEOUTS.header_read * 2);
+        serving.await.unwrap();
+    }
+
+    /// The connection's timer was set for the idle timeout when a request
+    /// ended; a head begun later must still be cut at its own, shorter,
+    /// deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_after_an_idle_wait_is_closed_at_the_header_read_timeout() {
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
+        client.write_all(REQUEST).await.unwrap();
+        read_response(&mut client).await;
+        // Second by second, so that the server's timer fires on the way
+        // and is set again while the connection is idle.
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        // Let the server read the first bytes before the clock moves on.
+        tokio::task::yield_now().await;
+
+        let took = closed_unanswered(&mut client).await;
+        assert_eq!(took, TIMEOUTS.header_read);
         serving.await.unwrap();
     }
 
