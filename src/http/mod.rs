@@ -38,6 +38,7 @@ mod tls;
 mod users;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -54,7 +55,9 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
@@ -193,7 +196,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
     // Every route: request id, log line, panic → 500, metrics.
     let observe = ServiceBuilder::new()
         .map_request(drop_unusable_request_id)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(|_| {
@@ -281,6 +284,41 @@ fn drop_unusable_request_id(mut req: Request) -> Request {
     req
 }
 
+/// Makes the `X-Request-ID` of requests that came without a usable one:
+/// UUIDs (version 4 in form), unique within the process by a counter and
+/// across processes by a random base drawn at start. `Uuid::new_v4` would
+/// cost a system call for random bytes on every request; these ids only
+/// identify, they are not secrets.
+#[derive(Clone)]
+struct RequestIds {
+    base: u128,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            base: uuid::Uuid::new_v4().as_u128(),
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn next_id(&self) -> uuid::Uuid {
+        // The counter stays within the low 62 bits, which the version and
+        // variant bits leave alone, so no two ids of a process are equal.
+        let count = self.next.fetch_add(1, Ordering::Relaxed) & ((1 << 62) - 1);
+        uuid::Builder::from_random_bytes((self.base ^ u128::from(count)).to_be_bytes()).into_uuid()
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let mut text = uuid::Uuid::encode_buffer();
+        let id = self.next_id().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
+}
+
 /// The `method` label of a request: the standard methods by name, any
 /// other as `OTHER`, so that a client cannot add series by inventing
 /// methods.
@@ -359,4 +397,30 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_version_4_uuids() {
+        let ids = RequestIds::new();
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            let mut make = ids.clone();
+            let id = make
+                .make_request_id(&axum::http::Request::new(()))
+                .expect("an id");
+            let id = uuid::Uuid::parse_str(id.header_value().to_str().unwrap()).unwrap();
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            assert!(seen.insert(id), "{id} made twice");
+        }
+        // Another process (another base) does not repeat them.
+        let other = RequestIds::new();
+        assert!(!seen.contains(&other.next_id()));
+    }
 }
