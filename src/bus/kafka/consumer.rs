@@ -59,6 +59,13 @@ impl Acknowledge for KafkaAck {
     }
 }
 
+/// Messages librdkafka tries to keep fetched ahead, per partition.
+const QUEUED_MIN_MESSAGES: u32 = 10_000;
+
+/// Kilobytes of fetched messages librdkafka holds at most, for all
+/// partitions of the consumer together.
+const QUEUED_MAX_KBYTES: u32 = 4_096;
+
 /// The consumer group, and this replica's static member name in it if one
 /// is set (`KAFKA_GROUP_INSTANCE_ID`): a restarted replica then takes back
 /// its partitions as the same member. Without one it joins as a new member,
@@ -99,6 +106,12 @@ impl KafkaSubscriber {
                 "fetch.wait.max.ms",
                 settings.kafka.fetch_wait.as_millis().to_string(),
             )
+            // What librdkafka fetches ahead of the workers: by default up
+            // to 100,000 messages or 64 MiB, all resident while a backlog
+            // drains. A few MiB is seconds of work for the workers, which
+            // take at most WORKER_QUEUE_CAPACITY at a time anyway.
+            .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
+            .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
             .set("statistics.interval.ms", "5000")
             .create_with_context(KafkaContext::reporting_lag(Arc::clone(&settings.metrics)))
             .context("invalid Kafka consumer settings")?;
