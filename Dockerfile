@@ -21,9 +21,10 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7d
 
 FROM ${RUST_IMAGE} AS chef
 ARG CARGO_CHEF_VERSION=0.1.78
-# rdkafka-sys compiles librdkafka, and openssl-src OpenSSL for Kafka's TLS,
-# from source with their configure scripts: that needs a C++ compiler, make,
-# perl, pkg-config and bash (gcc and libc6-dev come with the rust image).
+# rdkafka-sys compiles librdkafka, openssl-src OpenSSL for Kafka's TLS and
+# tikv-jemalloc-sys the allocator, from source with their configure scripts:
+# that needs a C++ compiler, make, perl, pkg-config and bash (gcc and
+# libc6-dev come with the rust image).
 # hadolint DL3008 (pin apt package versions) is ignored on purpose: the
 # Debian release is fixed by the image digest (bookworm), and the archive
 # deletes superseded versions at every point or security release, so exact
