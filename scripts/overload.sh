@@ -4,6 +4,9 @@
 # 64 and at 5,000 connections: goodput (2xx/s), p99 of the admitted (2xx)
 # requests, the share shed (503), and the ratio of goodput at 5,000 to 64;
 # and whether /health/live answered 200 throughout the 5,000-connection runs.
+# It also gives the service's CPU time per 2xx response (user + system, from
+# /proc): wrk shares the cores, so this tells the service's own cost per
+# request at each concurrency apart from the load generator's.
 #
 #   scripts/overload.sh                   release binary of this checkout, real stack
 #   scripts/overload.sh --stack embedded  SQLite, in-process cache and bus
@@ -33,7 +36,7 @@ STACK=real
 while [ $# -gt 0 ]; do
   case $1 in
     --stack) [ $# -ge 2 ] || die "--stack needs real or embedded"; STACK=$2; shift ;;
-    -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1" ;;
   esac
   shift
@@ -147,14 +150,18 @@ poll_live() {
   echo "$polls $failures" >"$out"
 }
 
+# cpu_ticks: CPU time the service has used (user + system), in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVICE_PID/stat"; }
+
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 LIVE_POLLS=0 LIVE_FAILURES=0
 # run NAME METHOD PATH CONNECTIONS
 run() {
   local name=$1 method=$2 path=$3 conns=$4 poller= live=$WORK/live-$1-$4
-  local log_before
+  local log_before cpu_before
   log_before=$(stat -c %s "$WORK/service.log")
+  cpu_before=$(cpu_ticks)
   if [ "$conns" -gt 64 ]; then
     poll_live "$live" &
     poller=$!
@@ -171,9 +178,12 @@ run() {
     LIVE_FAILURES=$((LIVE_FAILURES + failures))
   fi
   local logged=$(($(stat -c %s "$WORK/service.log") - log_before))
+  local cpu_s
+  cpu_s=$(jq -n --argjson t "$(($(cpu_ticks) - cpu_before))" --argjson hz "$(getconf CLK_TCK)" '$t / $hz')
   jq -c --arg n "$name" --argjson c "$conns" --argjson p "$polls" --argjson f "$failures" --argjson l "$logged" \
-    '. + {name: $n, connections: $c, live_polls: $p, live_failures: $f, log_bytes: $l}' "$WORK/wrk.json" >>"$RESULTS"
-  tail -n 1 "$RESULTS" | jq -r '"  \(.name) c\(.connections): \(.goodput | floor) 2xx/s, p99 \(.p99_ms) ms, \(.shed) shed, \(.other) other, \(.socket_errors) socket errors"' >&2
+    --argjson cpu "$cpu_s" \
+    '. + {name: $n, connections: $c, live_polls: $p, live_failures: $f, log_bytes: $l, cpu_seconds: $cpu}' "$WORK/wrk.json" >>"$RESULTS"
+  tail -n 1 "$RESULTS" | jq -r '"  \(.name) c\(.connections): \(.goodput | floor) 2xx/s, p99 \(.p99_ms) ms, \(.shed) shed, \(.other) other, \(.socket_errors) socket errors, \(.cpu_seconds) s of the service'"'"'s CPU"' >&2
   sleep 2 # let the backlog of the run drain
 }
 
@@ -185,9 +195,9 @@ for conns in $CONNECTIONS; do run "POST user" POST /api/v1/users "$conns"; done
 LOW=${CONNECTIONS%% *}
 HIGH=${CONNECTIONS##* }
 echo
-echo "| scenario | connections | goodput (2xx/s) | p99 admitted (ms) | shed (503) share | other | log bytes |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-jq -r '"| \(.name) | \(.connections) | \(.goodput | floor) | \(.p99_ms) | \(if (.ok + .shed + .other) > 0 then (100 * .shed / (.ok + .shed + .other) | floor | tostring) + "%" else "-" end) | \(.other + .socket_errors) | \(.log_bytes) |"' "$RESULTS"
+echo "| scenario | connections | goodput (2xx/s) | p99 admitted (ms) | shed (503) share | other | log bytes | service CPU per 2xx (µs) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+jq -r '"| \(.name) | \(.connections) | \(.goodput | floor) | \(.p99_ms) | \(if (.ok + .shed + .other) > 0 then (100 * .shed / (.ok + .shed + .other) | floor | tostring) + "%" else "-" end) | \(.other + .socket_errors) | \(.log_bytes) | \(if .ok > 0 then (.cpu_seconds * 1e6 / .ok * 10 | floor) / 10 else "-" end) |"' "$RESULTS"
 echo
 verdict=0
 for name in "GET user (cached)" "POST user"; do
@@ -198,6 +208,10 @@ for name in "GET user (cached)" "POST user"; do
   ok=yes
   if [ "$ratio" -lt 80 ] || jq -e --argjson p "$p99" -n '$p > 1000' >/dev/null; then ok=no verdict=1; fi
   echo "$name: goodput $HIGH/$LOW = $ratio% (target >= 80%), p99 admitted at $HIGH = $p99 ms (target <= 1000): $ok"
+  cpu=$(jq -rs --arg n "$name" --argjson lo "$LOW" --argjson hi "$HIGH" \
+    'def per(c): (map(select(.name == $n and .connections == c)) | first | if .ok > 0 then .cpu_seconds * 1e6 / .ok else null end);
+     if per($lo) and per($hi) then "\(per($lo) * 10 | floor / 10) µs at \($lo), \(per($hi) * 10 | floor / 10) µs at \($hi) (\(per($hi) / per($lo) * 100 | floor)%)" else "-" end' "$RESULTS")
+  echo "  the service's CPU per 2xx: $cpu"
 done
 if [ "$LIVE_FAILURES" = 0 ] && [ "$LIVE_POLLS" -gt 0 ]; then
   echo "/health/live: 200 on all $LIVE_POLLS polls during the $HIGH-connection runs: yes"
