@@ -449,9 +449,11 @@ bench_one() {
   # The messages the writes left behind, processed as fast as the consumer goes.
   say "  draining the messages of the write scenarios"
   "$PY" "$BENCH/drain.py" "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
-  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
+  local hwm_kb
+  hwm_kb=$(rss_kb "$SERVICE_PID" VmHWM)
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson hwm "$hwm_kb" \
     '. + {kind: "drain", binary: $b, stack: $s, peak_rss_kb: $hwm}' "$WORK/drain.json")"
-  say "  drained; peak RSS so far $(($(rss_kb "$SERVICE_PID" VmHWM) / 1024)) MB"
+  say "  drained; peak RSS so far $((hwm_kb / 1024)) MB"
   e2e
   if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ]; then
     seed "$STACK" "$dir" $((SMALL_ROWS + 1)) "$LARGE_ROWS"

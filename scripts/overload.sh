@@ -182,7 +182,8 @@ run() {
   cpu_s=$(jq -n --argjson t "$(($(cpu_ticks) - cpu_before))" --argjson hz "$(getconf CLK_TCK)" '$t / $hz')
   jq -c --arg n "$name" --argjson c "$conns" --argjson p "$polls" --argjson f "$failures" --argjson l "$logged" \
     --argjson cpu "$cpu_s" \
-    '. + {name: $n, connections: $c, live_polls: $p, live_failures: $f, log_bytes: $l, cpu_seconds: $cpu}' "$WORK/wrk.json" >>"$RESULTS"
+    '. + {name: $n, connections: $c, live_polls: $p, live_failures: $f, log_bytes: $l, cpu_seconds: $cpu,
+          cpu_us_per_2xx: (if .ok > 0 then ($cpu * 1e7 / .ok | floor) / 10 else null end)}' "$WORK/wrk.json" >>"$RESULTS"
   tail -n 1 "$RESULTS" | jq -r '"  \(.name) c\(.connections): \(.goodput | floor) 2xx/s, p99 \(.p99_ms) ms, \(.shed) shed, \(.other) other, \(.socket_errors) socket errors, \(.cpu_seconds) s of the service'"'"'s CPU"' >&2
   sleep 2 # let the backlog of the run drain
 }
@@ -197,7 +198,7 @@ HIGH=${CONNECTIONS##* }
 echo
 echo "| scenario | connections | goodput (2xx/s) | p99 admitted (ms) | shed (503) share | other | log bytes | service CPU per 2xx (µs) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-jq -r '"| \(.name) | \(.connections) | \(.goodput | floor) | \(.p99_ms) | \(if (.ok + .shed + .other) > 0 then (100 * .shed / (.ok + .shed + .other) | floor | tostring) + "%" else "-" end) | \(.other + .socket_errors) | \(.log_bytes) | \(if .ok > 0 then (.cpu_seconds * 1e6 / .ok * 10 | floor) / 10 else "-" end) |"' "$RESULTS"
+jq -r '"| \(.name) | \(.connections) | \(.goodput | floor) | \(.p99_ms) | \(if (.ok + .shed + .other) > 0 then (100 * .shed / (.ok + .shed + .other) | floor | tostring) + "%" else "-" end) | \(.other + .socket_errors) | \(.log_bytes) | \(.cpu_us_per_2xx // "-") |"' "$RESULTS"
 echo
 verdict=0
 for name in "GET user (cached)" "POST user"; do
@@ -209,8 +210,8 @@ for name in "GET user (cached)" "POST user"; do
   if [ "$ratio" -lt 80 ] || jq -e --argjson p "$p99" -n '$p > 1000' >/dev/null; then ok=no verdict=1; fi
   echo "$name: goodput $HIGH/$LOW = $ratio% (target >= 80%), p99 admitted at $HIGH = $p99 ms (target <= 1000): $ok"
   cpu=$(jq -rs --arg n "$name" --argjson lo "$LOW" --argjson hi "$HIGH" \
-    'def per(c): (map(select(.name == $n and .connections == c)) | first | if .ok > 0 then .cpu_seconds * 1e6 / .ok else null end);
-     if per($lo) and per($hi) then "\(per($lo) * 10 | floor / 10) µs at \($lo), \(per($hi) * 10 | floor / 10) µs at \($hi) (\(per($hi) / per($lo) * 100 | floor)%)" else "-" end' "$RESULTS")
+    'def per(c): map(select(.name == $n and .connections == c)) | first | .cpu_us_per_2xx;
+     if per($lo) and per($hi) then "\(per($lo)) µs at \($lo), \(per($hi)) µs at \($hi) (\(per($hi) / per($lo) * 100 | floor)%)" else "-" end' "$RESULTS")
   echo "  the service's CPU per 2xx: $cpu"
 done
 if [ "$LIVE_FAILURES" = 0 ] && [ "$LIVE_POLLS" -gt 0 ]; then

@@ -21,9 +21,10 @@
 //! shorter), newest first beyond that (adaptive LIFO): when the queue is
 //! longer than can be served in time, serving the oldest would only admit
 //! requests late, one after the other, while the newest can still be
-//! answered quickly; the oldest are the ones that time out. Waiting costs nothing but a parked future, so a client
-//! that retries at once is slowed down instead of spinning through
-//! rejections. A timeout of zero sheds at once.
+//! answered quickly; the oldest are the ones that time out. Waiting costs
+//! nothing but a parked future, so a client that retries at once is slowed
+//! down instead of spinning through rejections. A timeout of zero sheds at
+//! once.
 //!
 //! Shed requests are counted (`http_requests_shed_total{class, reason}`)
 //! and logged in summary, one line per [`SHED_LOG_INTERVAL`] at most, never
