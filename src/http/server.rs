@@ -267,6 +267,13 @@ where
         token: CancellationToken,
     ) {
         let accepted = Instant::now();
+        // A token of its own: waiting on the listener's token would lock
+        // that token's two mutexes, shared by every connection, each time
+        // the connection's task is polled (tokio-util's
+        // `WaitForCancellationFuture`); a child's are this connection's
+        // alone, and the shared ones are locked once when it is made and
+        // once when it is dropped.
+        let token = token.child_token();
         let activity = Arc::new(Activity::new(accepted));
         let Some(tls) = &self.tls else {
             return self.serve_io(stream, remote, activity, token).await;
