@@ -323,7 +323,7 @@ pub struct AdmissionConfig {
 
     /// Longest an API request waits for admission when its class is at its limit, before 503
     /// (0s: shed at once); once the oldest has waited the target latency, the newest are admitted first
-    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "2s",
+    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "1s",
           value_parser = parse_duration)]
     pub admission_queue_timeout: Duration,
 }
