@@ -20,8 +20,8 @@
 #
 # Settings (environment): OVERLOAD_SECONDS (per run, default 10),
 # OVERLOAD_CONNECTIONS (default "64 5000"), OVERLOAD_ROUNDS (default 3),
-# OVERLOAD_BINARY (run this binary
-# instead of building the checkout), OVERLOAD_PORT (default 18095),
+# OVERLOAD_BINARY (run this binary instead of building the checkout),
+# OVERLOAD_PORT (default 18095),
 # OVERLOAD_LOG_LEVEL (the service's LOG_LEVEL, default info, as in
 # production: the bytes it logs are reported), OVERLOAD_PG_URL (a server URL
 # without database), OVERLOAD_REDIS_URL, OVERLOAD_KAFKA_BROKERS; any other
@@ -164,7 +164,7 @@ RESULTS=$WORK/results.jsonl
 LIVE_POLLS=0 LIVE_FAILURES=0
 # run ROUND NAME METHOD PATH CONNECTIONS
 run() {
-  local round=$1 name=$2 method=$3 path=$4 conns=$5 poller= live=$WORK/live-$1-$2-$5
+  local round=$1 name=$2 method=$3 path=$4 conns=$5 poller= live=$WORK/live-$1-$3-$5
   local log_before cpu_before
   log_before=$(stat -c %s "$WORK/service.log")
   cpu_before=$(cpu_ticks)
@@ -215,14 +215,11 @@ for name in "GET user (cached)" "POST user"; do
   summary=$(jq -s --arg n "$name" --argjson lo "$LOW" --argjson hi "$HIGH" '
     def median: sort | if length % 2 == 1 then .[length / 2 | floor]
       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-    map(select(.name == $n)) | group_by(.round) | map({
-      ratio: ((map(select(.connections == $hi)) | first | .goodput) as $h
-        | (map(select(.connections == $lo)) | first | .goodput) as $l
-        | if $l > 0 then $h / $l * 100 | floor else 0 end),
-      p99: (map(select(.connections == $hi)) | first | .p99_ms),
-      cpu_lo: (map(select(.connections == $lo)) | first | .cpu_us_per_2xx),
-      cpu_hi: (map(select(.connections == $hi)) | first | .cpu_us_per_2xx)})
-    | {ratios: map(.ratio), p99s: map(.p99), ratio: (map(.ratio) | median | floor), p99: (map(.p99) | median),
+    def at(c): map(select(.connections == c)) | first;
+    map(select(.name == $n)) | group_by(.round) | map(at($lo) as $l | at($hi) as $h | {
+      ratio: (if $l.goodput > 0 then $h.goodput / $l.goodput * 100 | floor else 0 end),
+      p99: $h.p99_ms, cpu_lo: $l.cpu_us_per_2xx, cpu_hi: $h.cpu_us_per_2xx})
+    | {ratios: map(.ratio), p99s: map(.p99), ratio: (map(.ratio) | median | floor), p99: (map(.p99) | median * 100 | round / 100),
        cpu_lo: (map(.cpu_lo // empty) | median), cpu_hi: (map(.cpu_hi // empty) | median)}' "$RESULTS")
   ratio=$(jq -r .ratio <<<"$summary")
   p99=$(jq -r .p99 <<<"$summary")

@@ -128,8 +128,9 @@ class Services:
     def start_tansu(self):
         (self.work / "tansu").mkdir(exist_ok=True)
         url = f"tcp://127.0.0.1:{self.ports['kafka']}"
+        tansu = os.environ.get("TANSU_BIN", "tansu")
         self.tansu = subprocess.Popen(
-            [os.environ.get("TANSU_BIN", "tansu"), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "sqlite://tansu.db"],
             cwd=self.work / "tansu", stdout=open(self.work / "tansu.log", "ab"), stderr=subprocess.STDOUT)
         started = time.monotonic()
@@ -138,7 +139,7 @@ class Services:
         # that never does fails the run instead of passing for the service's
         # fault.
         if not wait_until(lambda: subprocess.run(
-                [os.environ.get("TANSU_BIN", "tansu"), "topic", "list", "--broker", url],
+                [tansu, "topic", "list", "--broker", url],
                 capture_output=True, timeout=5).returncode == 0, 300, step=0.5):
             raise RuntimeError(f"tansu did not answer on {url} within 300 s (see {self.work / 'tansu.log'})")
         return time.monotonic() - started

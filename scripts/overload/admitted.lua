@@ -27,8 +27,9 @@ end
 
 -- The load generator shares the cores with the service, so what it spends
 -- per request is taken from the service: ids are the thread's request
--- numbers (each thread sees only its own answers), kept in the array part
--- of `sent`, and a GET is one concatenation around a head built once.
+-- numbers (each thread sees only its own answers), integer keys of `sent`
+-- rather than a formatted string each, and a GET is one concatenation
+-- around a head built once.
 local method = os.getenv("OVERLOAD_METHOD") or "GET"
 local nonce = os.getenv("OVERLOAD_NONCE") or tostring(os.time())
 local counter = 0
