@@ -57,7 +57,3 @@ impl Counts {
             .collect()
     }
 }
-
-/// Most rows of `row_counts` one statement changes (4 parameters each,
-/// well within both databases' limits).
-pub(super) const COUNTS_PER_STATEMENT: usize = 500;

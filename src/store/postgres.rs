@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::OutboxRow;
 use super::migrate::{self, Embedded};
 use super::rows::outbox_row_from_row;
-use super::sql::{Dialect, NamedPool, Sorted, SqlStore, placeholders_from};
+use super::sql::{Dialect, NamedPool, Sorted, SqlStore, cached, placeholders_from};
 
 /// PostgreSQL's side of the SQL store.
 pub(crate) struct Pg;
@@ -54,10 +54,7 @@ impl Dialect for Pg {
 
     const NAME: &'static str = "postgres";
     const MIGRATIONS: Embedded = migrate::POSTGRES;
-    const UPSERT_ACTIVITY: &'static str = "INSERT INTO user_activity (user_id, total_events, \
-         last_event_at) VALUES ($1, 1, $2) ON CONFLICT (user_id) DO UPDATE SET \
-         total_events = user_activity.total_events + 1, \
-         last_event_at = GREATEST(user_activity.last_event_at, excluded.last_event_at)";
+    const LATER_OF: &'static str = "GREATEST";
     const LOCK_ROW: &'static str = " FOR UPDATE";
     /// Row locks: deleting many events holds up no other writer.
     const DEFERRED_EVENT_DELETES: bool = false;
@@ -130,6 +127,7 @@ impl Dialect for Pg {
             placeholders_from(3, ids.len())
         );
         let query = sqlx::query_scalar(&sql)
+            .persistent(cached(ids.len()))
             .bind(lease.as_secs_f64())
             .bind(holder);
         ids.iter()

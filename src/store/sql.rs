@@ -15,11 +15,13 @@
 //! writes runs again in a transaction of its own, where the error is that
 //! write's own outcome.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::database::HasStatementCache;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::Migrate;
 use sqlx::pool::PoolConnection;
@@ -29,7 +31,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::counts::{COUNTS_PER_STATEMENT, CountKey, Counts, events_total, users_total};
+use super::counts::{CountKey, Counts, events_total, users_total};
 use super::migrate::{self, Embedded};
 use super::purge::DeferredDeletes;
 use super::rows::{event_columns, event_from_row, user_columns, user_from_row};
@@ -44,15 +46,15 @@ use crate::domain::{Activity, Event, EventFilter, EventMessage, Key, Page, PageO
 pub(crate) trait Dialect: Send + Sync + 'static {
     type Db: Database;
     /// How this backend stores a timestamp.
-    type Time: for<'q> Encode<'q, Self::Db> + Type<Self::Db> + Send + 'static;
+    type Time: for<'q> Encode<'q, Self::Db> + Type<Self::Db> + Clone + Send + 'static;
 
     /// Short name for logs and health checks.
     const NAME: &'static str;
     /// The backend's migrations.
     const MIGRATIONS: Embedded;
-    /// Counts a message in `user_activity` (`$1` user id, `$2` time); the
-    /// backends name "the later of two times" differently.
-    const UPSERT_ACTIVITY: &'static str;
+    /// The function that takes the later of two times (the backends name
+    /// it differently).
+    const LATER_OF: &'static str;
     /// Appended to the `SELECT` that finds the user to delete: locks the
     /// row, so that no event is added between deleting the user's events
     /// and the user (SQLite needs none: it has a single writer).
@@ -229,6 +231,48 @@ fn lock_order(writes: &[Write]) -> Vec<usize> {
     order
 }
 
+/// Most rows one multi-row statement writes (at most 4 parameters each,
+/// well within both databases' limits).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, …, $width), ($width+1, …), …`: the placeholders of `rows` rows of
+/// `width` values, for a multi-row `VALUES`.
+fn values(rows: usize, width: usize) -> String {
+    let rows: Vec<String> = (0..rows)
+        .map(|row| placeholders_from(row * width + 1, width))
+        .collect();
+    rows.join(", ")
+}
+
+/// The writes that a batch applies together, a run of one kind at a time,
+/// in a few statements for the whole run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SetKind {
+    Users,
+    Events,
+    Messages,
+}
+
+/// Which run `write` can join; `None`: it is applied on its own (updates,
+/// deletes, and writes with an idempotency key, which is claimed first).
+fn set_kind(write: &Write) -> Option<SetKind> {
+    match write {
+        Write::CreateUser { .. } => Some(SetKind::Users),
+        Write::CreateEvent { .. } => Some(SetKind::Events),
+        Write::ApplyMessage(_) => Some(SetKind::Messages),
+        Write::UpdateUser { .. } | Write::DeleteUser { .. } | Write::Idempotent { .. } => None,
+    }
+}
+
+/// Whether a statement over `rows` rows (a multi-row `VALUES`, an `IN`
+/// list) stays prepared on its connection for the next call. One-row ones
+/// recur; every other size would stay as a statement of its own, on each
+/// connection, up to sqlx's hundred: on SQLite, megabytes of the process's
+/// memory for statements that rarely come again.
+pub(crate) fn cached(rows: usize) -> bool {
+    rows == 1
+}
+
 /// `($1, $2, …)`: `n` placeholders, for `IN`.
 fn placeholders(n: usize) -> String {
     placeholders_from(1, n)
@@ -315,6 +359,7 @@ macro_rules! with_driver_bounds {
             for<'r> &'r str: ColumnIndex<<D::Db as Database>::Row>,
             usize: ColumnIndex<<D::Db as Database>::Row>,
             <D::Db as Database>::Connection: Migrate,
+            D::Db: HasStatementCache,
         {
             $($body)*
         }
@@ -350,25 +395,130 @@ with_driver_bounds! {
             .map_err(|e| D::classify(e, "failed to get a connection"))
     }
 
+    /// Inserts the outbox rows of `messages`, in this order (their ids
+    /// grow with it, and the relay publishes in id order).
     async fn insert_outbox(
         conn: &mut <D::Db as Database>::Connection,
-        message: &EventMessage,
+        messages: &[&EventMessage],
     ) -> StoreResult<()> {
-        let trace = message.trace.as_ref();
-        sqlx::query(
-            "INSERT INTO outbox (message_id, key, payload, created_at, traceparent, tracestate) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(message.id)
-        .bind(message.key())
-        .bind(message.to_json())
-        .bind(D::time(&message.timestamp))
-        .bind(trace.map(|t| t.traceparent().to_owned()))
-        .bind(trace.and_then(|t| t.tracestate()).map(str::to_owned))
-        .execute(conn)
-        .await
-        .map_err(|e| D::classify(e, "failed to write the outbox row"))?;
+        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO outbox (message_id, key, payload, created_at, traceparent, tracestate) \
+                 VALUES {}",
+                values(chunk.len(), 6)
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, message| {
+                let trace = message.trace.as_ref();
+                query
+                    .bind(message.id)
+                    .bind(message.key())
+                    .bind(message.to_json())
+                    .bind(D::time(&message.timestamp))
+                    .bind(trace.map(|t| t.traceparent().to_owned()))
+                    .bind(trace.and_then(|t| t.tracestate()).map(str::to_owned))
+            });
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to write the outbox rows"))?;
+        }
         Ok(())
+    }
+
+    /// Inserts new users with their outbox rows, each unless its email is
+    /// taken (by a stored user or one earlier in `users`): each one's
+    /// outcome. One statement for the users, one for their outbox rows.
+    async fn create_users(
+        conn: &mut <D::Db as Database>::Connection,
+        users: &[(&User, &EventMessage)],
+        counts: &mut Counts,
+    ) -> StoreResult<Vec<Outcome>> {
+        let mut inserted: HashSet<Uuid> = HashSet::with_capacity(users.len());
+        for chunk in users.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) \
+                 VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                values(chunk.len(), 6)
+            );
+            let query = chunk.iter().fold(sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len())), |query, (user, _)| {
+                query
+                    .bind(user.id)
+                    .bind(user.email.clone())
+                    .bind(user.first_name.clone())
+                    .bind(user.last_name.clone())
+                    .bind(D::time(&user.created_at))
+                    .bind(D::time(&user.updated_at))
+            });
+            inserted.extend(
+                query
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| D::classify(e, "failed to insert the users"))?,
+            );
+        }
+        // The ids are fresh, so a conflict was on the email.
+        let created: Vec<&EventMessage> = users
+            .iter()
+            .filter(|(user, _)| inserted.contains(&user.id))
+            .map(|(_, message)| *message)
+            .collect();
+        Self::insert_outbox(conn, &created).await?;
+        counts.add(users_total(), created.len() as i64);
+        Ok(users
+            .iter()
+            .map(|(user, _)| match inserted.contains(&user.id) {
+                true => Ok(Written::Created),
+                false => Err(StoreError::EmailTaken),
+            })
+            .collect())
+    }
+
+    /// Inserts new events with their outbox rows, each unless its user does
+    /// not exist: each one's outcome. One statement for the events, one for
+    /// their outbox rows.
+    async fn create_events(
+        conn: &mut <D::Db as Database>::Connection,
+        events: &[(&Event, &EventMessage)],
+        counts: &mut Counts,
+    ) -> StoreResult<Vec<Outcome>> {
+        let mut inserted: HashSet<Uuid> = HashSet::with_capacity(events.len());
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            // Both databases name the columns of a VALUES list column1, …
+            let sql = format!(
+                "INSERT INTO events (id, user_id, type, data, created_at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5 FROM (VALUES {}) AS v \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE users.id = v.column2) RETURNING id",
+                values(chunk.len(), 5)
+            );
+            let query = chunk.iter().fold(sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len())), |query, (event, _)| {
+                query
+                    .bind(event.id)
+                    .bind(event.user_id)
+                    .bind(event.event_type.clone())
+                    .bind(event.data.clone())
+                    .bind(D::time(&event.created_at))
+            });
+            inserted.extend(
+                query
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| D::classify(e, "failed to insert the events"))?,
+            );
+        }
+        let mut created = Vec::with_capacity(inserted.len());
+        let outcomes = events
+            .iter()
+            .map(|(event, message)| {
+                if !inserted.contains(&event.id) {
+                    return Err(StoreError::UserNotFound);
+                }
+                created.push(*message);
+                counts.add_event(event.user_id, &event.event_type, 1);
+                Ok(Written::Created)
+            })
+            .collect();
+        Self::insert_outbox(conn, &created).await?;
+        Ok(outcomes)
     }
 
     /// One write's statements, on a transaction the caller commits.
@@ -437,26 +587,8 @@ with_driver_bounds! {
         match write {
             Write::Idempotent { .. } => unreachable!("BUG: an idempotency key wraps one effect"),
             Write::CreateUser { user, message } => {
-                let inserted = sqlx::query(
-                    "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
-                )
-                .bind(user.id)
-                .bind(user.email.clone())
-                .bind(user.first_name.clone())
-                .bind(user.last_name.clone())
-                .bind(D::time(&user.created_at))
-                .bind(D::time(&user.updated_at))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| D::classify(e, "failed to insert the user"))?;
-                // The id is fresh, so the conflict was on the email.
-                if inserted.is_none() {
-                    return Ok(Err(StoreError::EmailTaken));
-                }
-                Self::insert_outbox(conn, message).await?;
-                counts.add(users_total(), 1);
-                Ok(Ok(Written::Created))
+                let mut outcome = Self::create_users(conn, &[(user, message)], counts).await?;
+                Ok(outcome.pop().expect("BUG: one outcome a user"))
             }
             Write::UpdateUser {
                 id,
@@ -491,7 +623,7 @@ with_driver_bounds! {
                 };
                 let message = EventMessage::for_user(EventMessage::USER_UPDATED, &user, *at)
                     .with_trace(trace.clone());
-                Self::insert_outbox(conn, &message).await?;
+                Self::insert_outbox(conn, &[&message]).await?;
                 Ok(Ok(Written::Updated(user)))
             }
             Write::DeleteUser { id, message } => {
@@ -537,7 +669,7 @@ with_driver_bounds! {
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| D::classify(e, "failed to delete the user"))?;
-                Self::insert_outbox(conn, message).await?;
+                Self::insert_outbox(conn, &[message]).await?;
                 // The user's own totals go; what they counted leaves the
                 // totals by type and of all events.
                 let mut gone: Vec<(String, i64)> = sqlx::query_as(
@@ -557,58 +689,12 @@ with_driver_bounds! {
                 Ok(Ok(Written::Deleted { event_ids }))
             }
             Write::CreateEvent { event, message } => {
-                let inserted = sqlx::query(
-                    "INSERT INTO events (id, user_id, type, data, created_at) \
-                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2) \
-                     RETURNING id",
-                )
-                .bind(event.id)
-                .bind(event.user_id)
-                .bind(event.event_type.clone())
-                .bind(event.data.clone())
-                .bind(D::time(&event.created_at))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| D::classify(e, "failed to insert the event"))?;
-                if inserted.is_none() {
-                    return Ok(Err(StoreError::UserNotFound));
-                }
-                Self::insert_outbox(conn, message).await?;
-                counts.add_event(event.user_id, &event.event_type, 1);
-                Ok(Ok(Written::Created))
+                let mut outcome = Self::create_events(conn, &[(event, message)], counts).await?;
+                Ok(outcome.pop().expect("BUG: one outcome an event"))
             }
             Write::ApplyMessage(message) => {
-                // A row comes back only when the id is new.
-                let fresh = sqlx::query(
-                    "INSERT INTO processed_messages (message_id, processed_at) VALUES ($1, $2) \
-                     ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-                )
-                .bind(message.id)
-                .bind(D::time(&Utc::now()))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| D::classify(e, "failed to record the message"))?
-                .is_some();
-                if !fresh {
-                    return Ok(Ok(Written::Applied(false)));
-                }
-                sqlx::query(D::UPSERT_ACTIVITY)
-                    .bind(message.user_id)
-                    .bind(D::time(&message.timestamp))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| D::classify(e, "failed to update the activity"))?;
-                sqlx::query(
-                    "INSERT INTO user_activity_types (user_id, type, count) VALUES ($1, $2, 1) \
-                     ON CONFLICT (user_id, type) DO UPDATE SET \
-                     count = user_activity_types.count + 1",
-                )
-                .bind(message.user_id)
-                .bind(message.event_type.clone())
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| D::classify(e, "failed to update the activity"))?;
-                Ok(Ok(Written::Applied(true)))
+                let fresh = Self::apply_messages(conn, &[message]).await?;
+                Ok(Ok(Written::Applied(fresh[0])))
             }
         }
     }
@@ -625,7 +711,7 @@ with_driver_bounds! {
             return Ok(());
         }
         let sql = format!("{statement} WHERE id IN {}", placeholders(ids.len()));
-        let query = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(*id));
+        let query = ids.iter().fold(sqlx::query(&sql).persistent(cached(ids.len())), |query, id| query.bind(*id));
         query
             .execute(&mut *Self::acquire(&self.writer).await?)
             .await
@@ -676,6 +762,85 @@ with_driver_bounds! {
         })
     }
 
+    /// Applies bus messages to their users' activity, each unless a message
+    /// with its id was applied before (earlier in `messages` too); whether
+    /// each was applied now. Three statements for any number of messages:
+    /// the ids are recorded in one, and what the new ones add up to per user
+    /// and per user and type is added in one each, in user id order (the
+    /// order in which every batch locks those rows).
+    async fn apply_messages(
+        conn: &mut <D::Db as Database>::Connection,
+        messages: &[&EventMessage],
+    ) -> StoreResult<Vec<bool>> {
+        let now = D::time(&Utc::now());
+        let mut recorded: HashSet<Uuid> = HashSet::with_capacity(messages.len());
+        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO processed_messages (message_id, processed_at) VALUES {} \
+                 ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                values(chunk.len(), 2)
+            );
+            let query = chunk.iter().fold(sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len())), |query, message| {
+                query.bind(message.id).bind(now.clone())
+            });
+            recorded.extend(
+                query
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| D::classify(e, "failed to record the messages"))?,
+            );
+        }
+        // A recorded id is new: its first message is the one applied.
+        let fresh: Vec<bool> = messages.iter().map(|m| recorded.remove(&m.id)).collect();
+        let mut totals: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
+        let mut by_type: BTreeMap<(Uuid, &str), i64> = BTreeMap::new();
+        for message in messages.iter().zip(&fresh).filter(|(_, f)| **f).map(|(m, _)| m) {
+            let total = totals
+                .entry(message.user_id)
+                .or_insert((0, message.timestamp));
+            total.0 += 1;
+            total.1 = total.1.max(message.timestamp);
+            *by_type
+                .entry((message.user_id, message.event_type.as_str()))
+                .or_default() += 1;
+        }
+        let totals: Vec<_> = totals.into_iter().collect();
+        for chunk in totals.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO user_activity (user_id, total_events, last_event_at) VALUES {} \
+                 ON CONFLICT (user_id) DO UPDATE SET \
+                 total_events = user_activity.total_events + excluded.total_events, \
+                 last_event_at = {}(user_activity.last_event_at, excluded.last_event_at)",
+                values(chunk.len(), 3),
+                D::LATER_OF
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, (user_id, (n, at))| {
+                query.bind(*user_id).bind(*n).bind(D::time(at))
+            });
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to update the activity"))?;
+        }
+        let by_type: Vec<_> = by_type.into_iter().collect();
+        for chunk in by_type.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO user_activity_types (user_id, type, count) VALUES {} \
+                 ON CONFLICT (user_id, type) DO UPDATE SET \
+                 count = user_activity_types.count + excluded.count",
+                values(chunk.len(), 3)
+            );
+            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, ((user_id, kind), n)| {
+                query.bind(*user_id).bind((*kind).to_owned()).bind(*n)
+            });
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to update the activity"))?;
+        }
+        Ok(fresh)
+    }
+
     /// Applies `counts` to `row_counts`, in key order.
     async fn apply_counts(
         conn: &mut <D::Db as Database>::Connection,
@@ -683,16 +848,13 @@ with_driver_bounds! {
     ) -> StoreResult<()> {
         let changes: Vec<(CountKey, i64)> =
             counts.0.into_iter().filter(|(_, delta)| *delta != 0).collect();
-        for chunk in changes.chunks(COUNTS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
-                .collect();
+        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO row_counts (scope, user_id, type, n) VALUES {} \
                  ON CONFLICT (scope, user_id, type) DO UPDATE SET n = row_counts.n + excluded.n",
-                rows.join(", ")
+                values(chunk.len(), 4)
             );
-            let query = chunk.iter().fold(sqlx::query(&sql), |query, ((scope, user, kind), delta)| {
+            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, ((scope, user, kind), delta)| {
                 query
                     .bind((*scope).to_owned())
                     .bind(*user)
@@ -732,25 +894,68 @@ with_driver_bounds! {
         let mut tx = Self::begin(&self.writer).await?;
         let mut counts = Counts::default();
         let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
-        for i in lock_order(writes) {
-            match Self::apply(&mut tx, &writes[i], &mut counts).await {
-                Ok(outcome) => outcomes[i] = Some(outcome),
-                Err(StoreError::Unavailable(err)) if !D::is_conflict(&err) => {
-                    return Err(StoreError::Unavailable(err));
-                }
-                Err(err) => {
-                    tracing::debug!(
-                        error = format!("{:#}", anyhow::Error::new(err)),
-                        writes = writes.len(),
-                        "a write of a batch failed; applying them one by one"
-                    );
-                    drop(tx);
-                    let mut outcomes = Vec::with_capacity(writes.len());
-                    for write in writes {
-                        outcomes.push(self.write_alone(write).await?);
+        let order = lock_order(writes);
+        let applied: StoreResult<()> = async {
+            // New users, new events and bus messages (each kind next to each
+            // other in the lock order) take a few statements for a run of
+            // them; the rest go one write at a time.
+            for run in order.chunk_by(|&a, &b| set_kind(&writes[a]).is_some_and(|k| set_kind(&writes[b]) == Some(k))) {
+                let of_run = run.iter().map(|&i| &writes[i]);
+                let run_outcomes = match set_kind(&writes[run[0]]) {
+                    Some(SetKind::Users) => {
+                        let users: Vec<_> = of_run
+                            .map(|write| match write {
+                                Write::CreateUser { user, message } => (user, message),
+                                _ => unreachable!("BUG: a run of new users"),
+                            })
+                            .collect();
+                        Self::create_users(&mut tx, &users, &mut counts).await?
                     }
-                    return Ok(outcomes);
+                    Some(SetKind::Events) => {
+                        let events: Vec<_> = of_run
+                            .map(|write| match write {
+                                Write::CreateEvent { event, message } => (event, message),
+                                _ => unreachable!("BUG: a run of new events"),
+                            })
+                            .collect();
+                        Self::create_events(&mut tx, &events, &mut counts).await?
+                    }
+                    Some(SetKind::Messages) => {
+                        let messages: Vec<_> = of_run
+                            .map(|write| match write {
+                                Write::ApplyMessage(message) => message,
+                                _ => unreachable!("BUG: a run of messages"),
+                            })
+                            .collect();
+                        let fresh = Self::apply_messages(&mut tx, &messages).await?;
+                        fresh.into_iter().map(|f| Ok(Written::Applied(f))).collect()
+                    }
+                    None => vec![Self::apply(&mut tx, &writes[run[0]], &mut counts).await?],
+                };
+                for (&i, outcome) in run.iter().zip(run_outcomes) {
+                    outcomes[i] = Some(outcome);
                 }
+            }
+            Ok(())
+        }
+        .await;
+        match applied {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(err)) if !D::is_conflict(&err) => {
+                return Err(StoreError::Unavailable(err));
+            }
+            Err(err) => {
+                tracing::debug!(
+                    error = format!("{:#}", anyhow::Error::new(err)),
+                    writes = writes.len(),
+                    "a write of a batch failed; applying them one by one"
+                );
+                drop(tx);
+                let mut outcomes = Vec::with_capacity(writes.len());
+                for write in writes {
+                    outcomes.push(self.write_alone(write).await?);
+                }
+                return Ok(outcomes);
             }
         }
         Self::commit(tx, counts).await?;
@@ -942,7 +1147,7 @@ impl<D: Dialect> Store for SqlStore<D>] {
         );
         let query = ids
             .iter()
-            .fold(sqlx::query(&sql).bind(holder), |query, id| query.bind(*id));
+            .fold(sqlx::query(&sql).persistent(cached(ids.len())).bind(holder), |query, id| query.bind(*id));
         query
             .execute(&mut *Self::acquire(&self.writer).await?)
             .await
@@ -1219,6 +1424,58 @@ mod tests {
         );
         assert_eq!(store.get_activity(ada.id).await.unwrap().total_events, 1);
         assert!(store.get_user(ada.id).await.unwrap().is_none());
+
+        // Messages for two users in one batch: each new one counts once,
+        // by type, at its own time; one applied before and one repeated in
+        // the batch count nothing.
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        let message = |user_id: Uuid, kind: &str, seconds: i64| EventMessage {
+            id: Uuid::now_v7(),
+            user_id,
+            event_type: kind.to_owned(),
+            data: "{}".to_owned(),
+            timestamp: DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap(),
+            trace: None,
+        };
+        let before = message(first, "login", 5);
+        assert_eq!(
+            kinds(&[store.write_one(Write::ApplyMessage(before.clone())).await]),
+            ["applied true"]
+        );
+        let repeated = message(second, "login", 1);
+        let batch = [
+            message(second, "click", 3),
+            before,
+            message(first, "click", 9),
+            repeated.clone(),
+            message(first, "login", 2),
+            repeated,
+            message(second, "click", 2),
+        ];
+        let applied = store.write(&batch.map(Write::ApplyMessage)).await.unwrap();
+        assert_eq!(
+            kinds(&applied),
+            [
+                "applied true",
+                "applied false",
+                "applied true",
+                "applied true",
+                "applied true",
+                "applied false",
+                "applied true",
+            ]
+        );
+        let at = |seconds: i64| DateTime::from_timestamp(1_800_000_000 + seconds, 0);
+        let first_activity = store.get_activity(first).await.unwrap();
+        assert_eq!(first_activity.total_events, 3);
+        assert_eq!(first_activity.events_by_type["login"], 2);
+        assert_eq!(first_activity.events_by_type["click"], 1);
+        assert_eq!(first_activity.last_event_at, at(9));
+        let second_activity = store.get_activity(second).await.unwrap();
+        assert_eq!(second_activity.total_events, 3);
+        assert_eq!(second_activity.events_by_type["login"], 1);
+        assert_eq!(second_activity.events_by_type["click"], 2);
+        assert_eq!(second_activity.last_event_at, at(3));
 
         // Alone, a rejected write is still its own outcome, not the batch's.
         let (again, again_created) = user("grace@example.com");

@@ -24,7 +24,7 @@ use super::OutboxRow;
 use super::migrate::{self, Embedded};
 use super::purge::DeferredDeletes;
 use super::rows::outbox_row_from_row;
-use super::sql::{Dialect, NamedPool, Sorted, SqlStore, placeholders_from};
+use super::sql::{Dialect, NamedPool, Sorted, SqlStore, cached, placeholders_from};
 
 /// How long a statement waits for another process's write lock (for example
 /// a backup tool) before giving up with "busy".
@@ -109,10 +109,7 @@ impl Dialect for Lite {
 
     const NAME: &'static str = "sqlite";
     const MIGRATIONS: Embedded = migrate::SQLITE;
-    const UPSERT_ACTIVITY: &'static str = "INSERT INTO user_activity (user_id, total_events, \
-         last_event_at) VALUES ($1, 1, $2) ON CONFLICT (user_id) DO UPDATE SET \
-         total_events = user_activity.total_events + 1, \
-         last_event_at = MAX(user_activity.last_event_at, excluded.last_event_at)";
+    const LATER_OF: &'static str = "MAX";
     const LOCK_ROW: &'static str = "";
     /// One write lock for the whole database: see [`super::purge`].
     const DEFERRED_EVENT_DELETES: bool = true;
@@ -173,6 +170,7 @@ impl Dialect for Lite {
             placeholders_from(3, ids.len())
         );
         let query = sqlx::query_scalar(&sql)
+            .persistent(cached(ids.len()))
             .bind(ts(&(Utc::now() + lease)))
             .bind(holder);
         ids.iter()
