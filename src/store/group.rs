@@ -83,11 +83,23 @@ impl GroupCommit {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Queues `write`; its outcome comes on the receiver.
+    fn enqueue(queue: &mut VecDeque<Job>, write: Write) -> oneshot::Receiver<Outcome> {
+        let (reply, outcome) = oneshot::channel();
+        queue.push_back(Job { write, reply });
+        outcome
+    }
+
     /// Queues `write` and waits for its outcome, committing a batch itself
     /// when a slot is free.
     async fn submit(&self, write: Write) -> Outcome {
-        let (reply, mut outcome) = oneshot::channel();
-        self.queue().push_back(Job { write, reply });
+        let outcome = Self::enqueue(&mut self.queue(), write);
+        self.outcome_of(outcome).await
+    }
+
+    /// Waits for the outcome of a queued write, committing a batch itself
+    /// when a slot is free.
+    async fn outcome_of(&self, mut outcome: oneshot::Receiver<Outcome>) -> Outcome {
         loop {
             let slot = tokio::select! {
                 biased;
@@ -165,11 +177,18 @@ impl Store for GroupCommit {
         self.inner.ping().await
     }
 
-    /// Each write joins a batch of its own choosing; a caller's writes are
-    /// not kept together.
+    /// The writes are queued together, so that they share a batch as far
+    /// as `max_batch` allows; each has its own outcome.
     async fn write(&self, writes: &[Write]) -> StoreResult<Vec<Outcome>> {
-        let pending = writes.iter().map(|write| self.submit(write.clone()));
-        Ok(futures_util::future::join_all(pending).await)
+        let pending: Vec<_> = {
+            let mut queue = self.queue();
+            writes
+                .iter()
+                .map(|write| Self::enqueue(&mut queue, write.clone()))
+                .collect()
+        };
+        let outcomes = pending.into_iter().map(|outcome| self.outcome_of(outcome));
+        Ok(futures_util::future::join_all(outcomes).await)
     }
 
     /// Joins a batch with the write itself, without a copy.
