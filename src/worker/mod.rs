@@ -4,7 +4,9 @@
 //! hashing its key (the user id), so one user's messages are processed in
 //! the order they were consumed while different users proceed in parallel.
 //! When the chosen queue is full the consumer waits: consumption pauses
-//! (backpressure) and nothing is dropped.
+//! (backpressure) and nothing is dropped. A worker takes everything queued
+//! for it (up to [`BATCH`]) and applies it in one store call, so that a
+//! backlog drains in large transactions.
 
 mod processor;
 
@@ -23,6 +25,11 @@ use crate::bus::{Delivery, Subscriber};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 
+/// Most deliveries a worker takes from its queue at once, to apply them
+/// together (see [`EventProcessor::handle_batch`]); a worker takes what is
+/// queued, so one delivery at a time waits for nothing.
+const BATCH: usize = 128;
+
 pub struct WorkerPool {
     /// One queue per worker.
     queues: Vec<mpsc::Sender<Delivery>>,
@@ -35,7 +42,7 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// Starts `workers` workers sharing `capacity` queued deliveries. Once
     /// `token` is cancelled, the processor stops retrying (see
-    /// [`EventProcessor::handle`]); the workers still take every queued
+    /// [`EventProcessor::handle_batch`]); the workers still take every queued
     /// delivery until [`WorkerPool::finish`].
     pub fn start(
         workers: usize,
@@ -57,11 +64,14 @@ impl WorkerPool {
                 let metrics = Arc::clone(&metrics);
                 let token = token.clone();
                 tracker.spawn(async move {
-                    while let Some(delivery) = rx.recv().await {
-                        metrics.worker_queue_depth.dec();
-                        metrics.worker_in_flight.inc();
-                        processor.handle(delivery, &token).await;
-                        metrics.worker_in_flight.dec();
+                    let mut batch = Vec::with_capacity(BATCH);
+                    while rx.recv_many(&mut batch, BATCH).await > 0 {
+                        let taken = batch.len() as i64;
+                        metrics.worker_queue_depth.dec_by(taken);
+                        metrics.worker_in_flight.inc_by(taken);
+                        let deliveries = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        processor.handle_batch(deliveries, &token).await;
+                        metrics.worker_in_flight.dec_by(taken);
                     }
                 });
                 tx

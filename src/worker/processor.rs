@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::bus::{Delivery, Publisher};
 use crate::domain::EventMessage;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::retry::Backoff;
-use crate::store::{Store, StoreError};
+use crate::store::{Outcome, Store, StoreError, StoreResult, Write, Written};
 use crate::tracing_context;
 
 /// The longest pause between two attempts.
@@ -54,26 +54,78 @@ enum NotApplied {
 }
 
 impl EventProcessor {
-    /// Processes (or parks) the delivery, then acknowledges it; once
+    /// Processes (or parks) each delivery, then acknowledges it; once
     /// `token` is cancelled, a delivery that fails is left unacknowledged
-    /// instead of retried.
-    pub async fn handle(&self, delivery: Delivery, token: &CancellationToken) {
-        let span = tracing::info_span!(
-            "process event",
-            otel.kind = "consumer",
-            origin = delivery.origin,
-        );
-        if let Some(trace) = &delivery.trace {
-            tracing_context::continue_trace(&span, trace);
+    /// instead of retried. The deliveries (taken together from one worker's
+    /// queue) go to the store in one call, so that they share transactions
+    /// (a few statements for all their messages, see [`Store::write`]); a
+    /// message whose part of it failed is then retried on its own, after
+    /// the others.
+    pub async fn handle_batch(&self, deliveries: Vec<Delivery>, token: &CancellationToken) {
+        let mut decoded = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let span = tracing::info_span!(
+                "process event",
+                otel.kind = "consumer",
+                origin = delivery.origin,
+            );
+            if let Some(trace) = &delivery.trace {
+                tracing_context::continue_trace(&span, trace);
+            }
+            match serde_json::from_slice::<EventMessage>(&delivery.payload) {
+                Ok(message) => decoded.push((delivery, span, message)),
+                Err(err) => {
+                    let reason = format!("not an event message: {err}");
+                    let failed = Err(NotApplied::Failed(reason));
+                    self.settle(delivery, failed, token).instrument(span).await;
+                }
+            }
         }
-        self.handle_in_span(delivery, token).instrument(span).await;
+        if decoded.is_empty() {
+            return;
+        }
+        let writes: Vec<Write> = decoded
+            .iter()
+            .map(|(_, _, message)| Write::ApplyMessage(message.clone()))
+            .collect();
+        // Each message's trace shows the shared write as its own step.
+        let updates: Vec<Span> = decoded
+            .iter()
+            .map(|(_, span, message)| {
+                tracing::info_span!(parent: span, "activity update", event_id = %message.id)
+            })
+            .collect();
+        let written = self
+            .store
+            .write(&writes)
+            .instrument(updates[0].clone())
+            .await;
+        let outcomes: Vec<Outcome> = match written {
+            Ok(outcomes) => outcomes,
+            // The batch as a whole failed: so did each of its messages.
+            Err(err) => writes.iter().map(|_| Err(err.for_each_write())).collect(),
+        };
+        drop(updates);
+        for ((delivery, span, message), outcome) in decoded.into_iter().zip(outcomes) {
+            let first = Some(outcome.map(|written| match written {
+                Written::Applied(fresh) => fresh,
+                other => unreachable!("BUG: a message application answered {other:?}"),
+            }));
+            let applied = self
+                .apply(&message, first, token)
+                .instrument(span.clone())
+                .await;
+            self.settle(delivery, applied, token).instrument(span).await;
+        }
     }
 
-    async fn handle_in_span(&self, delivery: Delivery, token: &CancellationToken) {
-        let applied = match serde_json::from_slice::<EventMessage>(&delivery.payload) {
-            Ok(message) => self.apply(&message, token).await,
-            Err(err) => Err(NotApplied::Failed(format!("not an event message: {err}"))),
-        };
+    /// Acknowledges the delivery once it is applied or parked.
+    async fn settle(
+        &self,
+        delivery: Delivery,
+        applied: Result<(), NotApplied>,
+        token: &CancellationToken,
+    ) {
         let done = match applied {
             Ok(()) => true,
             Err(NotApplied::Failed(reason)) => self.park(&delivery, &reason, token).await,
@@ -89,16 +141,25 @@ impl EventProcessor {
         }
     }
 
+    /// Applies the message, retrying as the module says; `first` is the
+    /// outcome of an attempt already made (in a batch), if any.
     async fn apply(
         &self,
         message: &EventMessage,
+        mut first: Option<StoreResult<bool>>,
         token: &CancellationToken,
     ) -> Result<(), NotApplied> {
         let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY, token.clone());
         let mut attempts = 0;
         loop {
-            let update = tracing::info_span!("activity update", event_id = %message.id);
-            let err = match self.store.apply_message(message).instrument(update).await {
+            let attempt = match first.take() {
+                Some(outcome) => outcome,
+                None => {
+                    let update = tracing::info_span!("activity update", event_id = %message.id);
+                    self.store.apply_message(message).instrument(update).await
+                }
+            };
+            let err = match attempt {
                 Ok(applied) => {
                     let result = if applied { "applied" } else { "duplicate" };
                     self.metrics
@@ -192,6 +253,78 @@ mod tests {
         Arc::new(store)
     }
 
+    fn delivery(payload: Vec<u8>, acked: &Arc<AtomicBool>) -> Delivery {
+        Delivery::new(
+            None,
+            Bytes::from(payload),
+            "test message".into(),
+            Box::new(Acked(Arc::clone(acked))),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_each_message_once_and_parks_what_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), 1, Duration::from_secs(5))
+            .await
+            .expect("open the database");
+        store.migrate().await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let metrics = Arc::new(Metrics::new());
+        let (dead_letters, _subscriber) = crate::bus::memory::channel(1);
+        let processor = EventProcessor {
+            store: Arc::clone(&store),
+            dead_letters: Arc::new(dead_letters),
+            max_attempts: 3,
+            retry_delay: Duration::from_millis(10),
+            metrics: Arc::clone(&metrics),
+        };
+        let user_id = Uuid::now_v7();
+        let message = |event_type: &str| EventMessage {
+            id: Uuid::now_v7(),
+            user_id,
+            event_type: event_type.into(),
+            data: String::new(),
+            timestamp: chrono::Utc::now(),
+            trace: None,
+        };
+        let login = serde_json::to_vec(&message("login")).unwrap();
+        let payloads = [
+            login.clone(),
+            b"not json".to_vec(),
+            serde_json::to_vec(&message("click")).unwrap(),
+            login,
+            serde_json::to_vec(&message("login")).unwrap(),
+        ];
+        let acked: Vec<Arc<AtomicBool>> = payloads.iter().map(|_| Arc::default()).collect();
+        let deliveries = payloads
+            .into_iter()
+            .zip(&acked)
+            .map(|(payload, acked)| delivery(payload, acked))
+            .collect();
+
+        processor
+            .handle_batch(deliveries, &CancellationToken::new())
+            .await;
+
+        assert!(
+            acked.iter().all(|a| a.load(Ordering::SeqCst)),
+            "all acknowledged"
+        );
+        let activity = store.get_activity(user_id).await.unwrap();
+        assert_eq!(activity.total_events, 3, "the repeat counts once");
+        assert_eq!(activity.events_by_type["login"], 2);
+        assert_eq!(activity.events_by_type["click"], 1);
+        let count = |result| {
+            metrics
+                .events_processed
+                .get_or_create(&ResultLabels { result })
+                .get()
+        };
+        assert_eq!((count("applied"), count("duplicate")), (3, 1));
+        assert_eq!(metrics.events_dead_lettered.get(), 1, "the unreadable one");
+    }
+
     #[tokio::test]
     async fn retrying_an_unavailable_store_ends_within_100_ms_of_shutdown() {
         let dir = tempfile::tempdir().unwrap();
@@ -226,7 +359,7 @@ mod tests {
         let token = CancellationToken::new();
         let handling = tokio::spawn({
             let token = token.clone();
-            async move { processor.handle(delivery, &token).await }
+            async move { processor.handle_batch(vec![delivery], &token).await }
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         while metrics.events_failed.get() == 0 {
