@@ -114,7 +114,7 @@ pub struct CacheConfig {
     pub cache_prefix: String,
     pub cache_user_ttl: Duration,
     pub cache_event_ttl: Duration,
-    /// Bytes the in-process cache may hold (keys and values).
+    /// Bytes the in-process cache may take in memory (keys, values and bookkeeping).
     pub cache_memory_bytes: u64,
     pub local: LocalCacheConfig,
 }
@@ -498,7 +498,7 @@ struct CacheArgs {
     #[arg(long, env = "CACHE_TIMEOUT", value_name = "CACHE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
     cache_timeout: Duration,
 
-    /// Bytes the in-process cache may hold, keys and values (least recently used go first)
+    /// Bytes the in-process cache may take in memory: keys, values and bookkeeping (least recently used go first)
     #[arg(
         long,
         env = "CACHE_MEMORY_BYTES",
