@@ -6,6 +6,10 @@
 #   scripts/bench.sh --baseline REF     also builds REF and runs it the same way:
 #                                       each line shows new/baseline
 #   scripts/bench.sh --stack embedded   one stack only (real or embedded)
+#   scripts/bench.sh --only writes,pipeline
+#                                       some groups of scenarios only: reads,
+#                                       lists, writes, pipeline (drain and
+#                                       end-to-end; it drains what writes left)
 #
 # What it does:
 #   1. builds the release binary (`cargo build --release --locked`, in
@@ -50,17 +54,20 @@ BENCH=$ROOT/scripts/bench
 
 say() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 2; }
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 QUICK=${BENCH_QUICK:-0}
 BASELINE=
 STACKS="real embedded"
+ONLY=${BENCH_ONLY:-}
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --baseline) [ $# -ge 2 ] || die "--baseline needs a git revision"; BASELINE=$2; shift ;;
     --baseline=*) BASELINE=${1#--baseline=} ;;
     --stack) [ $# -ge 2 ] || die "--stack needs real or embedded"; STACKS=$2; shift ;;
+    --only) [ $# -ge 2 ] || die "--only needs groups of scenarios (reads,lists,writes,pipeline)"; ONLY=$2; shift ;;
+    --only=*) ONLY=${1#--only=} ;;
     -h | --help) usage 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -69,6 +76,11 @@ done
 for s in $STACKS; do
   case $s in real | embedded) ;; *) die "unknown stack $s (real or embedded)" ;; esac
 done
+for g in ${ONLY//,/ }; do
+  case $g in reads | lists | writes | pipeline) ;; *) die "unknown group $g in --only (reads, lists, writes, pipeline)" ;; esac
+done
+# wants GROUP: whether the run includes that group of scenarios.
+wants() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # BENCH_SECONDS=2 alone also means the quick run (small data).
 if [ "${BENCH_SECONDS:-10}" -le 3 ]; then QUICK=1; fi
 if [ "$QUICK" = 1 ]; then
@@ -107,6 +119,7 @@ WORK=$(mktemp -d)
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 SERVICE_PID=
+IDLE_PID= # an instance left idle while another one is measured
 SERVICE_LOG=
 CLEANUP=() # commands run at exit, newest first
 
@@ -116,10 +129,13 @@ cleanup() {
     echo "bench: the service's last log lines ($SERVICE_LOG):" >&2
     tail -n 20 "$SERVICE_LOG" >&2
   fi
-  if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
-    kill -TERM "$SERVICE_PID" 2>/dev/null || true
-    wait "$SERVICE_PID" 2>/dev/null || true
-  fi
+  local pid
+  for pid in $SERVICE_PID $IDLE_PID; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   local i
   for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[$i]}" >/dev/null 2>&1 || true; done
   rm -rf "$WORK"
@@ -223,8 +239,11 @@ if [[ " $STACKS " == *" real "* ]]; then
     || die "Redis does not answer at $REDIS_URL (scripts/dev-services.sh starts it)"
   (exec 3<>"/dev/tcp/${KAFKA_BROKERS%%:*}/${KAFKA_BROKERS##*:}") 2>/dev/null \
     || die "no Kafka broker at $KAFKA_BROKERS (scripts/dev-services.sh starts one)"
-  # Before any service runs: pgbench's 64 connections plus a service's pool
-  # would come near PostgreSQL's default max_connections (100).
+fi
+# The ceilings of the writes. Before any service runs: pgbench's 64
+# connections plus a service's pool would come near PostgreSQL's default
+# max_connections (100).
+if [[ " $STACKS " == *" real "* ]] && wants writes; then
   db=bench_${RUN_ID}_pgbench
   psql_admin -c "CREATE DATABASE $db"
   CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $db WITH (FORCE)'")
@@ -238,7 +257,7 @@ if [[ " $STACKS " == *" real "* ]]; then
   record "{\"kind\":\"ceiling\",\"stack\":\"real\",\"name\":\"pgbench\",\"tps\":$tps,\"mean_ms\":${lat:-null},\"connections\":64}"
   psql_admin -c "DROP DATABASE $db WITH (FORCE)"
 fi
-if [[ " $STACKS " == *" embedded "* ]]; then
+if [[ " $STACKS " == *" embedded "* ]] && wants writes; then
   say "ceiling: SQLite, user + outbox row per transaction, $DURATION s"
   out=$("$PY" "$BENCH/sqlite_ceiling.py" "$WORK/ceiling.db" migrations/sqlite "$DURATION")
   record "$(jq -c '. + {kind: "ceiling", stack: "embedded", name: "sqlite"}' <<<"$out")"
@@ -261,7 +280,7 @@ start_service() {
     # Loopback, and comparable with baselines built without TLS: a URL
     # without sslmode would mean prefer, TLS where the server offers it.
     env+=(DATABASE_URL="$PG_URL/$DB" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
-      KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$TOPIC")
+      KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="${GROUP:-$TOPIC}")
   else
     env+=(SQLITE_PATH="$dir/highload.db")
   fi
@@ -373,6 +392,34 @@ e2e() {
     '. + {kind: "e2e", binary: $b, stack: $s, target_rate: $rate, background: $paced}' "$WORK/e2e.json")"
 }
 
+# replay_drain BIN: the consumer's drain rate from a backlog on the broker.
+# While the writes run, the instance keeps up with them, and what is left
+# when they stop is no backlog. So a second instance of BIN, on a fresh
+# database and with a consumer group of its own, consumes the topic the
+# writes filled from its start; the rate counts from its first processed
+# message. The first instance keeps running (for the end-to-end probe).
+replay_drain() {
+  local bin=$1 dir hwm_kb
+  local main_pid=$SERVICE_PID main_log=$SERVICE_LOG main_db=$DB main_port=$PORT
+  dir=$(mktemp -d "$WORK/$BINARY-replay.XXXX")
+  IDLE_PID=$main_pid
+  DB=${main_db}_replay GROUP=$TOPIC-replay PORT=$((main_port + 1))
+  BASE_URL=http://127.0.0.1:$PORT
+  psql_admin -c "CREATE DATABASE $DB"
+  CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $DB WITH (FORCE)'")
+  say "  a second instance consumes the topic from its start"
+  start_service "$bin" real "$dir"
+  "$PY" "$BENCH/drain.py" --from-first "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
+  hwm_kb=$(rss_kb "$SERVICE_PID" VmHWM)
+  stop_service
+  psql_admin -c "DROP DATABASE $DB WITH (FORCE)"
+  SERVICE_PID=$main_pid IDLE_PID= SERVICE_LOG=$main_log DB=$main_db GROUP= PORT=$main_port
+  BASE_URL=http://127.0.0.1:$PORT
+  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson hwm "$hwm_kb" \
+    '. + {kind: "drain", binary: $b, stack: $s, replayed: true, replay_peak_rss_kb: $hwm}' "$WORK/drain.json")"
+  say "  replayed $(jq -r '"\(.processed) messages at \(.rate | floor) msg/s"' "$WORK/drain.json"); its peak RSS $((hwm_kb / 1024)) MB"
+}
+
 lists() {
   load list_users_p1 "GET /api/v1/users page 1" 64 "/api/v1/users?page=1&limit=10"
   load list_users_p100 "GET /api/v1/users page 100" 64 "/api/v1/users?page=100&limit=10"
@@ -430,32 +477,42 @@ bench_one() {
   curl -sf -o /dev/null "$BASE_URL/api/v1/events/$EVENT_ID" || die "GET of a seeded event failed"
 
   ROWS=null LARGE=false
-  load health "GET /health" 64 /health
-  load live "GET /health/live" 64 /health/live
-  load live_c256 "GET /health/live" 256 /health/live
-  load get_user "GET /api/v1/users/{id} (cached)" 64 "/api/v1/users/$OWNER_ID"
-  load get_user_c256 "GET /api/v1/users/{id} (cached)" 256 "/api/v1/users/$OWNER_ID"
-  load get_event "GET /api/v1/events/{id} (cached)" 64 "/api/v1/events/$EVENT_ID"
-  load get_event_c256 "GET /api/v1/events/{id} (cached)" 256 "/api/v1/events/$EVENT_ID"
+  if wants reads; then
+    load health "GET /health" 64 /health
+    load live "GET /health/live" 64 /health/live
+    load live_c256 "GET /health/live" 256 /health/live
+    load get_user "GET /api/v1/users/{id} (cached)" 64 "/api/v1/users/$OWNER_ID"
+    load get_user_c256 "GET /api/v1/users/{id} (cached)" 256 "/api/v1/users/$OWNER_ID"
+    load get_event "GET /api/v1/events/{id} (cached)" 64 "/api/v1/events/$EVENT_ID"
+    load get_event_c256 "GET /api/v1/events/{id} (cached)" 256 "/api/v1/events/$EVENT_ID"
+  fi
   # Lists before the writes, so that they see the seeded size.
   ROWS=$SMALL_ROWS
-  lists
+  if wants lists; then lists; fi
   ROWS=null
-  load post_user "POST /api/v1/users" 64 /api/v1/users post_user.lua
-  load put_user "PUT /api/v1/users/{id}" 64 /api/v1/users put_user.lua
-  load post_event "POST /api/v1/events" 64 /api/v1/events post_event.lua
-  load mix "90% GET / 10% PUT user" 64 /api/v1/users mix.lua
+  if wants writes; then
+    load post_user "POST /api/v1/users" 64 /api/v1/users post_user.lua
+    load put_user "PUT /api/v1/users/{id}" 64 /api/v1/users put_user.lua
+    load post_event "POST /api/v1/events" 64 /api/v1/events post_event.lua
+    load mix "90% GET / 10% PUT user" 64 /api/v1/users mix.lua
+  fi
 
-  # The messages the writes left behind, processed as fast as the consumer goes.
-  say "  draining the messages of the write scenarios"
-  "$PY" "$BENCH/drain.py" "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
-  local hwm_kb
-  hwm_kb=$(rss_kb "$SERVICE_PID" VmHWM)
-  record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson hwm "$hwm_kb" \
-    '. + {kind: "drain", binary: $b, stack: $s, peak_rss_kb: $hwm}' "$WORK/drain.json")"
-  say "  drained; peak RSS so far $((hwm_kb / 1024)) MB"
-  e2e
-  if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ]; then
+  if wants pipeline; then
+    # The messages the writes left behind, processed as fast as the consumer goes.
+    say "  draining the messages of the write scenarios"
+    "$PY" "$BENCH/drain.py" "$BASE_URL" "$DRAIN_TIMEOUT" >"$WORK/drain.json" || die "the drain probe failed"
+    local hwm_kb
+    hwm_kb=$(rss_kb "$SERVICE_PID" VmHWM)
+    say "  drained $(jq -r '"\(.processed) messages at \(.rate | floor) msg/s"' "$WORK/drain.json"); peak RSS so far $((hwm_kb / 1024)) MB"
+    if [ "$STACK" = real ]; then
+      replay_drain "$bin"
+    else
+      record "$(jq -c --arg b "$BINARY" --arg s "$STACK" --argjson hwm "$hwm_kb" \
+        '. + {kind: "drain", binary: $b, stack: $s, peak_rss_kb: $hwm}' "$WORK/drain.json")"
+    fi
+    e2e
+  fi
+  if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ] && wants lists; then
     seed "$STACK" "$dir" $((SMALL_ROWS + 1)) "$LARGE_ROWS"
     ROWS=$LARGE_ROWS LARGE=true
     lists
@@ -481,13 +538,13 @@ jq -n --arg commit "$COMMIT" --arg dirty "$DIRTY" --arg base "$BASELINE_COMMIT" 
   --argjson seconds "$DURATION" --argjson cpus "$(nproc)" --arg cpu "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)" \
   --arg stamp "$STAMP" --arg load_before "$LOAD_BEFORE" --arg load_after "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --argjson small "$SMALL_ROWS" --argjson large "$LARGE_ROWS" --arg log_level "$LOG_LEVEL" \
-  --arg binary "${BENCH_BINARY:-cargo build --release --locked}" \
-  '{commit: $commit, uncommitted_changes: ($dirty != ""), baseline_commit: (if $base == "" then null else $base end),
+  --arg binary "${BENCH_BINARY:-cargo build --release --locked}" --arg only "${ONLY:-all}" \
+  '{commit: $commit, scenarios: $only, uncommitted_changes: ($dirty != ""), baseline_commit: (if $base == "" then null else $base end),
     mode: $mode, seconds: $seconds, cpus: $cpus, cpu: $cpu, started_at: $stamp,
     loadavg_before: $load_before, loadavg_after: $load_after, small_rows: $small, large_rows: $large,
     service_log_level: $log_level, load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
 "$PY" "$BENCH/report.py" "$RESULTS" "$WORK/meta.json" "$OUT_DIR/$STAMP.json" "$OUT_DIR/$STAMP.png"
 echo
 echo "commit ${COMMIT:0:12}${DIRTY:+ (with uncommitted changes)}${BASELINE_COMMIT:+, baseline ${BASELINE_COMMIT:0:12}}," \
-  "$MODE run, $DURATION s per line, $(nproc) cores, load average before $LOAD_BEFORE, $((SECONDS - START)) s"
+  "$MODE run${ONLY:+ of $ONLY only}, $DURATION s per line, $(nproc) cores, load average before $LOAD_BEFORE, $((SECONDS - START)) s"
 echo "results: $OUT_DIR/$STAMP.json, plot: $OUT_DIR/$STAMP.png"

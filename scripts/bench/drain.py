@@ -1,11 +1,14 @@
-"""Consumer drain rate: after the write scenarios, the messages they caused
-are still being relayed and processed. Samples GET /metrics every 250 ms
-until the outbox is empty, no worker has a message queued and
-events_processed_total has stopped moving for 3 s, then prints one JSON
-object: the messages left when the writes stopped and the rate at which
-they were processed.
+"""Consumer drain rate. Samples GET /metrics every 100 ms until the outbox
+is empty, no worker has a message queued and events_processed_total has
+stopped moving for 3 s, then prints one JSON object: the messages left
+when it started and the rate at which they were processed.
 
-    python3 drain.py BASE_URL TIMEOUT_SECONDS
+    python3 drain.py BASE_URL TIMEOUT_SECONDS             messages left by the writes
+    python3 drain.py --from-first BASE_URL TIMEOUT_SECONDS a backlog on the topic
+
+With --from-first the clock starts at the first processed message: the
+instance has just started on a topic that holds a backlog, and its
+start-up and joining the consumer group are not part of the rate.
 """
 
 import json
@@ -30,12 +33,23 @@ def sample(base):
 
 
 def main() -> None:
-    base, timeout = sys.argv[1], float(sys.argv[2])
+    args = sys.argv[1:]
+    from_first = args[:1] == ["--from-first"]
+    if from_first:
+        args = args[1:]
+    base, timeout = args[0], float(args[1])
     start = time.perf_counter()
     first = sample(base)
     last_change, last = start, first
+    if from_first:
+        # Nothing counts until the first message is processed.
+        while last["processed"] == first["processed"] and time.perf_counter() - start < timeout:
+            time.sleep(0.01)
+            last = sample(base)
+        start = last_change = time.perf_counter()
+    counted_from = last["processed"]
     while time.perf_counter() - start < timeout:
-        time.sleep(0.25)
+        time.sleep(0.1)
         now = sample(base)
         if now["processed"] != last["processed"]:
             last_change = time.perf_counter()
@@ -45,11 +59,14 @@ def main() -> None:
             break
     processed = last["processed"] - first["processed"]
     seconds = max(last_change - start, 1e-3)
+    rate = (last["processed"] - counted_from) / seconds
+    backlog = processed if from_first else first["backlog"] + max(0, first["published"] - first["processed"])
     print(json.dumps({
-        # Unpublished rows plus published but not yet processed messages.
-        "backlog_at_start": int(first["backlog"] + max(0, first["published"] - first["processed"])),
+        # Unpublished rows plus published but not yet processed messages
+        # (with --from-first: the messages the topic held).
+        "backlog_at_start": int(backlog),
         "processed": int(processed), "seconds": round(seconds, 3),
-        "rate": round(processed / seconds, 1) if processed else 0.0,
+        "rate": round(rate, 1),
         "drained": last["backlog"] == 0 and last["queue"] == 0,
     }))
 

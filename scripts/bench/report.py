@@ -8,7 +8,8 @@ RESULTS.jsonl holds one record a line, written by bench.sh:
                 connections, rows, and wrk's figures (rps, p50_us, p99_us, ...)
   kind=ceiling  a rate the targets are ratios of: pgbench or sqlite (tps)
   kind=process  binary, stack, startup_ms, idle_rss_kb, peak_rss_kb
-  kind=drain    binary, stack, processed, seconds, rate (scripts/bench/drain.py)
+  kind=drain    binary, stack, processed, seconds, rate (scripts/bench/drain.py);
+                replayed: a second instance consumed the topic from its start
   kind=e2e      binary, stack, p50_us, p99_us, background (wrk's paced run)
 The ratio column compares each line with its ceiling: GETs with
 /health/live of the same binary at the same concurrency, writes with
@@ -140,6 +141,7 @@ def main():
         for key in sorted(set(drains) | set(e2es), key=lambda k: (k[0] != "new", k[1])):
             d, e = drains.get(key), e2es.get(key)
             drain = (f"{fmt_rps(d['rate'])} msg/s ({d['processed']} messages"
+                     f"{' from the topic' if d.get('replayed') else ''}"
                      f"{'' if d['drained'] else ', not drained'})") if d else ""
             bg = e.get("background") if e else None
             print(f"| {key[0]} | {key[1]} | {drain} | {fmt_us(e['p50_us']) if e else ''} | "
