@@ -14,6 +14,24 @@ use highload::{healthcheck, shutdown, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The C libraries (SQLite, librdkafka, OpenSSL) allocate with glibc's
+/// malloc, which gives each thread that allocates an arena of its own (up
+/// to eight per core) and keeps what was freed in it: every SQLite reader
+/// connection, a thread each, kept its own. Two arenas for all of them: on
+/// the embedded stack, peak RSS over writes, a read/write mix and a drain
+/// of 95,000 messages 51–52 MB against 56 MB, at the same rates. An
+/// explicit `MALLOC_ARENA_MAX` in the environment still decides.
+fn limit_c_heap_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called before any other thread exists; mallopt only sets
+        // a parameter of the allocator.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// What to do instead of serving; with none, the server runs.
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -29,6 +47,7 @@ fn main() -> ExitCode {
     if args.next().is_some_and(|first| first == "healthcheck") {
         return healthcheck::main(args);
     }
+    limit_c_heap_arenas();
     // Before any thread starts: loading reads `.env` into the environment.
     let (config, command) = Config::load_with::<Command>();
     if let Some(Command::ApiKey(command)) = command {
