@@ -264,6 +264,18 @@ fn set_kind(write: &Write) -> Option<SetKind> {
     }
 }
 
+/// The writes `run` (indexes into `writes`) as `pick` takes each apart;
+/// `pick` answers `None` only for a write of another kind.
+fn members<'w, T>(
+    run: &[usize],
+    writes: &'w [Write],
+    pick: impl Fn(&'w Write) -> Option<T>,
+) -> Vec<T> {
+    run.iter()
+        .map(|&i| pick(&writes[i]).expect("BUG: a run holds writes of one kind"))
+        .collect()
+}
+
 /// Whether a statement over `rows` rows (a multi-row `VALUES`, an `IN`
 /// list) stays prepared on its connection for the next call. One-row ones
 /// recur; every other size would stay as a statement of its own, on each
@@ -899,34 +911,30 @@ with_driver_bounds! {
             // New users, new events and bus messages (each kind next to each
             // other in the lock order) take a few statements for a run of
             // them; the rest go one write at a time.
-            for run in order.chunk_by(|&a, &b| set_kind(&writes[a]).is_some_and(|k| set_kind(&writes[b]) == Some(k))) {
-                let of_run = run.iter().map(|&i| &writes[i]);
+            let same_kind = |&a: &usize, &b: &usize| {
+                set_kind(&writes[a]).is_some_and(|kind| set_kind(&writes[b]) == Some(kind))
+            };
+            for run in order.chunk_by(same_kind) {
                 let run_outcomes = match set_kind(&writes[run[0]]) {
                     Some(SetKind::Users) => {
-                        let users: Vec<_> = of_run
-                            .map(|write| match write {
-                                Write::CreateUser { user, message } => (user, message),
-                                _ => unreachable!("BUG: a run of new users"),
-                            })
-                            .collect();
+                        let users = members(run, writes, |write| match write {
+                            Write::CreateUser { user, message } => Some((user, message)),
+                            _ => None,
+                        });
                         Self::create_users(&mut tx, &users, &mut counts).await?
                     }
                     Some(SetKind::Events) => {
-                        let events: Vec<_> = of_run
-                            .map(|write| match write {
-                                Write::CreateEvent { event, message } => (event, message),
-                                _ => unreachable!("BUG: a run of new events"),
-                            })
-                            .collect();
+                        let events = members(run, writes, |write| match write {
+                            Write::CreateEvent { event, message } => Some((event, message)),
+                            _ => None,
+                        });
                         Self::create_events(&mut tx, &events, &mut counts).await?
                     }
                     Some(SetKind::Messages) => {
-                        let messages: Vec<_> = of_run
-                            .map(|write| match write {
-                                Write::ApplyMessage(message) => message,
-                                _ => unreachable!("BUG: a run of messages"),
-                            })
-                            .collect();
+                        let messages = members(run, writes, |write| match write {
+                            Write::ApplyMessage(message) => Some(message),
+                            _ => None,
+                        });
                         let fresh = Self::apply_messages(&mut tx, &messages).await?;
                         fresh.into_iter().map(|f| Ok(Written::Applied(f))).collect()
                     }
