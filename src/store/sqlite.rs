@@ -32,12 +32,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's page cache, per connection, in KiB (SQLite's default is about
 /// 2 MiB each, which many readers would multiply). The operating system
-/// caches the file as well, so a small cache costs little speed: with 128
-/// KiB a reader instead of 512, the 20 readers a read-heavy load opens take
-/// 10 MB less at the peak, and lists at 10,000 rows serve 0.95–0.97x (the
-/// keyset cursor through events 0.78x) of what they did.
+/// caches the file as well, so a small cache costs little speed. Not less
+/// than 512 KiB a reader: with 128 KiB, the 20 readers of a read-heavy load
+/// took 10 MB less at the peak, but in a full benchmark run deep pages of
+/// a list of a million events were served at 0.6–0.7x the rate.
 const WRITER_CACHE_KIB: u32 = 2048;
-const READER_CACHE_KIB: u32 = 128;
+const READER_CACHE_KIB: u32 = 512;
 
 /// SQLite's side of the SQL store.
 pub(crate) struct Lite;
