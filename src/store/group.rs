@@ -268,3 +268,65 @@ impl Store for GroupCommit {
         self.inner.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EventMessage;
+    use crate::store::Written;
+    use crate::store::sqlite::SqliteStore;
+
+    /// `db_write_batch_size`'s count (commits) and sum (writes).
+    fn batches(metrics: &Metrics) -> (u64, u64) {
+        let text = metrics.render();
+        let read = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} is missing from {text}")) as u64
+        };
+        (
+            read("db_write_batch_size_count"),
+            read("db_write_batch_size_sum"),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_writes_of_one_call_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let settings = GroupCommitSettings {
+            max_batch: 128,
+            window: Duration::ZERO,
+            committers: 2,
+        };
+        let group = GroupCommit::new(Arc::new(store), settings, Arc::clone(&metrics));
+        let user_id = Uuid::now_v7();
+        let writes: Vec<Write> = (0..5)
+            .map(|_| {
+                Write::ApplyMessage(EventMessage {
+                    id: Uuid::now_v7(),
+                    user_id,
+                    event_type: "login".into(),
+                    data: String::new(),
+                    timestamp: chrono::Utc::now(),
+                    trace: None,
+                })
+            })
+            .collect();
+
+        let outcomes = group.write(&writes).await.unwrap();
+
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Ok(Written::Applied(true)))),
+            "{outcomes:?}"
+        );
+        assert_eq!(batches(&metrics), (1, 5), "one commit for the five");
+        assert_eq!(group.get_activity(user_id).await.unwrap().total_events, 5);
+    }
+}
