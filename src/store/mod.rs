@@ -295,10 +295,26 @@ impl dyn Store {
     /// Applies one bus message ([`Write::ApplyMessage`]); whether it was
     /// applied now (`false`: it was applied before).
     pub async fn apply_message(&self, message: &EventMessage) -> StoreResult<bool> {
-        match self.write_one(Write::ApplyMessage(message.clone())).await? {
-            Written::Applied(fresh) => Ok(fresh),
-            other => unreachable!("BUG: a message application answered {other:?}"),
+        applied(self.write_one(Write::ApplyMessage(message.clone())).await)
+    }
+
+    /// [`Self::apply_message`] for each of `messages`, in one call, so that
+    /// they share transactions; each message's own outcome (a batch that
+    /// failed as a whole fails each of them).
+    pub async fn apply_messages(&self, messages: &[EventMessage]) -> Vec<StoreResult<bool>> {
+        let writes: Vec<Write> = messages.iter().cloned().map(Write::ApplyMessage).collect();
+        match self.write(&writes).await {
+            Ok(outcomes) => outcomes.into_iter().map(applied).collect(),
+            Err(err) => writes.iter().map(|_| Err(err.for_each_write())).collect(),
         }
+    }
+}
+
+/// What a message application answered: whether it was applied now.
+fn applied(outcome: Outcome) -> StoreResult<bool> {
+    match outcome? {
+        Written::Applied(fresh) => Ok(fresh),
+        other => unreachable!("BUG: a message application answered {other:?}"),
     }
 }
 

@@ -231,8 +231,9 @@ fn lock_order(writes: &[Write]) -> Vec<usize> {
     order
 }
 
-/// Most rows one multi-row statement writes (at most 4 parameters each,
-/// well within both databases' limits).
+/// Most rows one multi-row statement writes: at most 6 parameters a row,
+/// 3,000 a statement, well within both databases' limits (SQLite 32,766,
+/// PostgreSQL 65,535).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// `($1, …, $width), ($width+1, …), …`: the placeholders of `rows` rows of
@@ -415,11 +416,12 @@ with_driver_bounds! {
     ) -> StoreResult<()> {
         for chunk in messages.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO outbox (message_id, key, payload, created_at, traceparent, tracestate) \
-                 VALUES {}",
+                "INSERT INTO outbox \
+                 (message_id, key, payload, created_at, traceparent, tracestate) VALUES {}",
                 values(chunk.len(), 6)
             );
-            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, message| {
+            let query = sqlx::query(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, message| {
                 let trace = message.trace.as_ref();
                 query
                     .bind(message.id)
@@ -452,7 +454,8 @@ with_driver_bounds! {
                  VALUES {} ON CONFLICT DO NOTHING RETURNING id",
                 values(chunk.len(), 6)
             );
-            let query = chunk.iter().fold(sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len())), |query, (user, _)| {
+            let query = sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, (user, _)| {
                 query
                     .bind(user.id)
                     .bind(user.email.clone())
@@ -498,11 +501,13 @@ with_driver_bounds! {
             // Both databases name the columns of a VALUES list column1, …
             let sql = format!(
                 "INSERT INTO events (id, user_id, type, data, created_at) \
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5 FROM (VALUES {}) AS v \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5 \
+                 FROM (VALUES {}) AS v \
                  WHERE EXISTS (SELECT 1 FROM users WHERE users.id = v.column2) RETURNING id",
                 values(chunk.len(), 5)
             );
-            let query = chunk.iter().fold(sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len())), |query, (event, _)| {
+            let query = sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, (event, _)| {
                 query
                     .bind(event.id)
                     .bind(event.user_id)
@@ -723,7 +728,8 @@ with_driver_bounds! {
             return Ok(());
         }
         let sql = format!("{statement} WHERE id IN {}", placeholders(ids.len()));
-        let query = ids.iter().fold(sqlx::query(&sql).persistent(cached(ids.len())), |query, id| query.bind(*id));
+        let query = sqlx::query(&sql).persistent(cached(ids.len()));
+        let query = ids.iter().fold(query, |query, id| query.bind(*id));
         query
             .execute(&mut *Self::acquire(&self.writer).await?)
             .await
@@ -792,7 +798,8 @@ with_driver_bounds! {
                  ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
                 values(chunk.len(), 2)
             );
-            let query = chunk.iter().fold(sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len())), |query, message| {
+            let query = sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, message| {
                 query.bind(message.id).bind(now.clone())
             });
             recorded.extend(
@@ -826,7 +833,8 @@ with_driver_bounds! {
                 values(chunk.len(), 3),
                 D::LATER_OF
             );
-            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, (user_id, (n, at))| {
+            let query = sqlx::query(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, (user_id, (n, at))| {
                 query.bind(*user_id).bind(*n).bind(D::time(at))
             });
             query
@@ -842,7 +850,8 @@ with_driver_bounds! {
                  count = user_activity_types.count + excluded.count",
                 values(chunk.len(), 3)
             );
-            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, ((user_id, kind), n)| {
+            let query = sqlx::query(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, ((user_id, kind), n)| {
                 query.bind(*user_id).bind((*kind).to_owned()).bind(*n)
             });
             query
@@ -866,7 +875,8 @@ with_driver_bounds! {
                  ON CONFLICT (scope, user_id, type) DO UPDATE SET n = row_counts.n + excluded.n",
                 values(chunk.len(), 4)
             );
-            let query = chunk.iter().fold(sqlx::query(&sql).persistent(cached(chunk.len())), |query, ((scope, user, kind), delta)| {
+            let query = sqlx::query(&sql).persistent(cached(chunk.len()));
+            let query = chunk.iter().fold(query, |query, ((scope, user, kind), delta)| {
                 query
                     .bind((*scope).to_owned())
                     .bind(*user)
@@ -1155,7 +1165,9 @@ impl<D: Dialect> Store for SqlStore<D>] {
         );
         let query = ids
             .iter()
-            .fold(sqlx::query(&sql).persistent(cached(ids.len())).bind(holder), |query, id| query.bind(*id));
+            .fold(sqlx::query(&sql).persistent(cached(ids.len())).bind(holder), |query, id| {
+                query.bind(*id)
+            });
         query
             .execute(&mut *Self::acquire(&self.writer).await?)
             .await

@@ -69,8 +69,7 @@ impl WorkerPool {
                         let taken = batch.len() as i64;
                         metrics.worker_queue_depth.dec_by(taken);
                         metrics.worker_in_flight.inc_by(taken);
-                        let deliveries = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        processor.handle_batch(deliveries, &token).await;
+                        processor.handle_batch(batch.drain(..), &token).await;
                         metrics.worker_in_flight.dec_by(taken);
                     }
                 });

@@ -28,7 +28,7 @@ use crate::bus::{Delivery, Publisher};
 use crate::domain::EventMessage;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::retry::Backoff;
-use crate::store::{Outcome, Store, StoreError, StoreResult, Write, Written};
+use crate::store::{Store, StoreError, StoreResult};
 use crate::tracing_context;
 
 /// The longest pause between two attempts.
@@ -61,8 +61,14 @@ impl EventProcessor {
     /// (a few statements for all their messages, see [`Store::write`]); a
     /// message whose part of it failed is then retried on its own, after
     /// the others.
-    pub async fn handle_batch(&self, deliveries: Vec<Delivery>, token: &CancellationToken) {
-        let mut decoded = Vec::with_capacity(deliveries.len());
+    pub async fn handle_batch(
+        &self,
+        deliveries: impl IntoIterator<Item = Delivery>,
+        token: &CancellationToken,
+    ) {
+        // The readable ones: each delivery with its span, and its message.
+        let mut taken = Vec::new();
+        let mut messages = Vec::new();
         for delivery in deliveries {
             let span = tracing::info_span!(
                 "process event",
@@ -73,7 +79,10 @@ impl EventProcessor {
                 tracing_context::continue_trace(&span, trace);
             }
             match serde_json::from_slice::<EventMessage>(&delivery.payload) {
-                Ok(message) => decoded.push((delivery, span, message)),
+                Ok(message) => {
+                    taken.push((delivery, span));
+                    messages.push(message);
+                }
                 Err(err) => {
                     let reason = format!("not an event message: {err}");
                     let failed = Err(NotApplied::Failed(reason));
@@ -81,38 +90,26 @@ impl EventProcessor {
                 }
             }
         }
-        if decoded.is_empty() {
+        if messages.is_empty() {
             return;
         }
-        let writes: Vec<Write> = decoded
-            .iter()
-            .map(|(_, _, message)| Write::ApplyMessage(message.clone()))
-            .collect();
         // Each message's trace shows the shared write as its own step.
-        let updates: Vec<Span> = decoded
+        let updates: Vec<Span> = taken
             .iter()
-            .map(|(_, span, message)| {
+            .zip(&messages)
+            .map(|((_, span), message)| {
                 tracing::info_span!(parent: span, "activity update", event_id = %message.id)
             })
             .collect();
-        let written = self
+        let outcomes = self
             .store
-            .write(&writes)
+            .apply_messages(&messages)
             .instrument(updates[0].clone())
             .await;
-        let outcomes: Vec<Outcome> = match written {
-            Ok(outcomes) => outcomes,
-            // The batch as a whole failed: so did each of its messages.
-            Err(err) => writes.iter().map(|_| Err(err.for_each_write())).collect(),
-        };
         drop(updates);
-        for ((delivery, span, message), outcome) in decoded.into_iter().zip(outcomes) {
-            let first = Some(outcome.map(|written| match written {
-                Written::Applied(fresh) => fresh,
-                other => unreachable!("BUG: a message application answered {other:?}"),
-            }));
+        for (((delivery, span), message), first) in taken.into_iter().zip(&messages).zip(outcomes) {
             let applied = self
-                .apply(&message, first, token)
+                .apply(message, first, token)
                 .instrument(span.clone())
                 .await;
             self.settle(delivery, applied, token).instrument(span).await;
@@ -141,24 +138,18 @@ impl EventProcessor {
         }
     }
 
-    /// Applies the message, retrying as the module says; `first` is the
-    /// outcome of an attempt already made (in a batch), if any.
+    /// Settles the outcome of the message's first attempt (made with its
+    /// batch), retrying as the module says.
     async fn apply(
         &self,
         message: &EventMessage,
-        mut first: Option<StoreResult<bool>>,
+        first: StoreResult<bool>,
         token: &CancellationToken,
     ) -> Result<(), NotApplied> {
         let mut backoff = Backoff::new(self.retry_delay, MAX_RETRY_DELAY, token.clone());
         let mut attempts = 0;
+        let mut attempt = first;
         loop {
-            let attempt = match first.take() {
-                Some(outcome) => outcome,
-                None => {
-                    let update = tracing::info_span!("activity update", event_id = %message.id);
-                    self.store.apply_message(message).instrument(update).await
-                }
-            };
             let err = match attempt {
                 Ok(applied) => {
                     let result = if applied { "applied" } else { "duplicate" };
@@ -198,6 +189,8 @@ impl EventProcessor {
             if !backoff.wait(delay).await {
                 return Err(NotApplied::Stopped);
             }
+            let update = tracing::info_span!("activity update", event_id = %message.id);
+            attempt = self.store.apply_message(message).instrument(update).await;
         }
     }
 
@@ -300,8 +293,7 @@ mod tests {
         let deliveries = payloads
             .into_iter()
             .zip(&acked)
-            .map(|(payload, acked)| delivery(payload, acked))
-            .collect();
+            .map(|(payload, acked)| delivery(payload, acked));
 
         processor
             .handle_batch(deliveries, &CancellationToken::new())
