@@ -53,7 +53,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub backend: DatabaseBackend,
-    /// Most connections in the pool (SQLite: read connections).
+    /// Most connections in the pool (SQLite: read connections, at most two per core).
     pub max_connections: u32,
     /// How long a request waits for a free connection before 503.
     pub acquire_timeout: Duration,
@@ -408,7 +408,7 @@ struct DatabaseArgs {
     )]
     db_name: String,
 
-    /// Most connections in the pool (SQLite: read connections)
+    /// Most connections in the pool (SQLite: read connections, at most two per core)
     #[arg(long, env = "DB_MAX_CONNECTIONS", value_name = "DB_MAX_CONNECTIONS", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     db_max_connections: u32,

@@ -64,6 +64,18 @@ pub(crate) struct ResultLabels {
     pub(crate) result: &'static str,
 }
 
+/// Age of an event at each stage of the pipeline, in seconds: 1 ms to 60 s.
+const DELAY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 60.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StageLabels {
+    /// `relayed` (the bus has the message), `consumed` (a worker took it
+    /// from the bus) or `applied` (the activity counts it).
+    pub(crate) stage: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DependencyLabels {
     /// `database`, `cache`, `producer` or `consumer`.
@@ -111,6 +123,9 @@ pub struct Metrics {
     pub(crate) events_failed: Counter,
     pub(crate) events_dead_lettered: Counter,
     pub(crate) events_processed: Family<ResultLabels, Counter>,
+    /// How old an event is (since its change was committed) when the bus
+    /// has it and when its activity is applied.
+    pub(crate) events_delay: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub(crate) outbox_backlog: Gauge,
     pub(crate) outbox_oldest_age: Gauge<f64, AtomicU64>,
     /// Deliveries taken from the bus that no worker has started.
@@ -252,6 +267,16 @@ impl Metrics {
             "Tasks waiting for a database connection",
             db_pool_waiting.clone(),
         );
+        let events_delay: Family<StageLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(DELAY_BUCKETS));
+        registry.register(
+            "events_delay_seconds",
+            "Age of an event (from its message's timestamp, the time of the change) when the bus \
+             had it (stage relayed, by the bus's own timestamp), when a worker took it from the \
+             bus (consumed) and when its activity was applied (applied); clocks of other \
+             replicas count",
+            events_delay.clone(),
+        );
         let db_write_batch_size = Histogram::new(BATCH_SIZE_BUCKETS);
         registry.register(
             "db_write_batch_size",
@@ -305,6 +330,7 @@ impl Metrics {
             events_failed,
             events_dead_lettered,
             events_processed,
+            events_delay,
             outbox_backlog,
             outbox_oldest_age,
             worker_queue_depth,
@@ -322,6 +348,20 @@ impl Metrics {
             admission_in_flight,
             admission_waiting,
         }
+    }
+
+    /// Records that an event changed at `changed_at` reached `stage` at `at`
+    /// (a clock behind the change counts as no delay).
+    pub(crate) fn event_delay(
+        &self,
+        stage: &'static str,
+        changed_at: chrono::DateTime<chrono::Utc>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let seconds = (at - changed_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        self.events_delay
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds.max(0.0));
     }
 
     /// Adds figures sampled at each scrape (before the metrics are shared).

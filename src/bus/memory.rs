@@ -70,7 +70,8 @@ impl Publisher for MemoryPublisher {
                 format!("in-process message {number}"),
                 Box::new(Processed(done)),
             )
-            .with_trace(message.trace.cloned());
+            .with_trace(message.trace.cloned())
+            .published_at(Some(chrono::Utc::now()));
             let sent = self.tx.send(delivery).await.is_ok();
             waits.push((sent, processed));
         }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::tracing_context::TraceContext;
 
@@ -100,6 +101,9 @@ pub struct Delivery {
     pub origin: String,
     /// The trace it was published in, if it came with one.
     pub trace: Option<TraceContext>,
+    /// When the bus took the message, by its own clock (Kafka's message
+    /// timestamp), if it says.
+    pub published_at: Option<DateTime<Utc>>,
     ack: Box<dyn Acknowledge>,
 }
 
@@ -115,6 +119,7 @@ impl Delivery {
             payload,
             origin,
             trace: None,
+            published_at: None,
             ack,
         }
     }
@@ -122,6 +127,12 @@ impl Delivery {
     /// The same delivery, in the trace `trace`.
     pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
         self.trace = trace;
+        self
+    }
+
+    /// The same delivery, taken by the bus at `at`.
+    pub fn published_at(mut self, at: Option<DateTime<Utc>>) -> Self {
+        self.published_at = at;
         self
     }
 

@@ -69,6 +69,7 @@ impl EventProcessor {
         // The readable ones: each delivery with its span, and its message.
         let mut taken = Vec::new();
         let mut messages = Vec::new();
+        let now = chrono::Utc::now();
         for delivery in deliveries {
             let span = tracing::info_span!(
                 "process event",
@@ -80,6 +81,10 @@ impl EventProcessor {
             }
             match serde_json::from_slice::<EventMessage>(&delivery.payload) {
                 Ok(message) => {
+                    if let Some(at) = delivery.published_at {
+                        self.metrics.event_delay("relayed", message.timestamp, at);
+                    }
+                    self.metrics.event_delay("consumed", message.timestamp, now);
                     taken.push((delivery, span));
                     messages.push(message);
                 }
@@ -152,6 +157,10 @@ impl EventProcessor {
         loop {
             let err = match attempt {
                 Ok(applied) => {
+                    if applied {
+                        let now = chrono::Utc::now();
+                        self.metrics.event_delay("applied", message.timestamp, now);
+                    }
                     let result = if applied { "applied" } else { "duplicate" };
                     self.metrics
                         .events_processed

@@ -3,12 +3,13 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Stack, replay_messages, spawn_app};
+use crate::helpers::{Stack, TestApp, eventually, replay_messages, spawn_app};
 
 crate::stack_tests!(
     every_posted_event_is_processed_exactly_once,
     user_lifecycle_changes_are_processed_too,
     replayed_messages_change_nothing,
+    each_applied_event_reports_its_age,
 );
 
 async fn every_posted_event_is_processed_exactly_once(stack: Stack) {
@@ -93,5 +94,47 @@ async fn replayed_messages_change_nothing(stack: Stack) {
     assert_eq!(
         after["events_by_type"],
         json!({ "user_created": 1, "login": 5, "replay_probe": 1 })
+    );
+}
+
+/// `events_delay_seconds` of one stage: how many events it measured, and
+/// the sum of their ages in seconds.
+async fn delays(app: &TestApp, stage: &str) -> (u64, f64) {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let read = |part: &str| {
+        let series = format!("events_delay_seconds_{part}{{stage=\"{stage}\"}}");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (read("count") as u64, read("sum"))
+}
+
+async fn each_applied_event_reports_its_age(stack: Stack) {
+    let app = spawn_app(stack).await;
+    let user = app.create_user().await;
+    let id = user["id"].as_str().unwrap();
+    for _ in 0..3 {
+        app.create_event(id, "login").await;
+    }
+    app.wait_for_activity(id, |a| a["total_events"] == 4).await;
+    // The user's creation and its three events, each once.
+    let (applied, age) = eventually(|| async {
+        let delays = delays(&app, "applied").await;
+        (delays.0 >= 4).then_some(delays)
+    })
+    .await;
+    assert_eq!(applied, 4, "one age per applied event");
+    assert!(
+        age > 0.0 && age < 4.0 * 30.0,
+        "the ages add up to {age} s: each is measured from its change"
+    );
+    let (relayed, relayed_age) = delays(&app, "relayed").await;
+    assert!(relayed >= 4, "{relayed} events measured when the bus had them");
+    let (mean_relayed, mean_applied) = (relayed_age / relayed as f64, age / applied as f64);
+    assert!(
+        mean_relayed <= mean_applied,
+        "an event reaches the bus (after {mean_relayed} s on average) before it is applied \
+         (after {mean_applied} s)"
     );
 }

@@ -184,7 +184,13 @@ impl Subscriber for KafkaSubscriber {
                 format!("{} partition {partition} offset {offset}", self.topic),
                 Box::new(ack),
             )
-            .with_trace(trace),
+            .with_trace(trace)
+            .published_at(
+                message
+                    .timestamp()
+                    .to_millis()
+                    .and_then(chrono::DateTime::from_timestamp_millis),
+            ),
         ))
     }
 
