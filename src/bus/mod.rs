@@ -56,6 +56,14 @@ pub trait Publisher: Send + Sync + 'static {
     /// now holds it durably.
     async fn publish(&self, messages: &[Message<'_>]) -> Vec<Result<(), PublishError>>;
 
+    /// How many publishes the outbox relay may have out at once. More than
+    /// one only where a publish hands all its messages to the bus, in order,
+    /// when its future is first polled, so that a later publish cannot
+    /// overtake them.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
     /// Parks a message that cannot be processed on the dead-letter topic,
     /// with the reason.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()>;

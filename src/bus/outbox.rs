@@ -20,12 +20,14 @@
 //! the trace of the change it announces (stored with its row): the message
 //! carries that span on, so that its worker continues the same trace.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use std::future::Future;
-
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 use uuid::Uuid;
@@ -59,10 +61,21 @@ pub struct OutboxRelay {
     pub metrics: Arc<Metrics>,
 }
 
+/// Batches handed to the bus whose answers are awaited, oldest first.
+type InFlight = VecDeque<JoinHandle<anyhow::Result<usize>>>;
+
 impl OutboxRelay {
     /// Relays until `token` is cancelled, then publishes what is left (as
     /// long as the bus accepts it) and returns.
+    ///
+    /// Up to [`Publisher::max_in_flight`] batches are out at once: the next
+    /// batch is claimed and handed to the bus while the brokers acknowledge
+    /// the one before, so a broker's round trip does not hold back the rows
+    /// written meanwhile.
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let relay = Arc::new(self);
+        let depth = relay.publisher.max_in_flight().max(1);
+        let mut in_flight = InFlight::with_capacity(depth);
         // Capped low: while the bus is down each attempt already waits out
         // the producer's delivery timeout, and once it is back the backlog
         // should move soon.
@@ -72,18 +85,14 @@ impl OutboxRelay {
             token.clone(),
         );
         while !token.is_cancelled() {
-            match self.relay_batch().await {
-                Ok(relayed) => {
-                    backoff.reset();
-                    if relayed < self.batch_size as usize {
-                        tokio::select! {
-                            () = token.cancelled() => {}
-                            () = self.wakeup.notified() => {}
-                            () = tokio::time::sleep(self.poll_interval) => {}
-                        }
-                    }
-                }
+            match relay.step(&mut in_flight, depth, &token).await {
+                Ok(()) => backoff.reset(),
                 Err(err) => {
+                    // What else is out failed or succeeds on its own; its
+                    // rows are settled either way before the pause.
+                    while let Some(batch) = in_flight.pop_front() {
+                        let _ = batch.await;
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         error = format!("{err:#}"),
@@ -96,8 +105,70 @@ impl OutboxRelay {
                 }
             }
         }
-        self.drain().await;
+        while let Some(batch) = in_flight.pop_front() {
+            let _ = batch.await;
+        }
+        relay.drain().await;
         Ok(())
+    }
+
+    /// One move of the relay: settles the oldest batch when `depth` are out,
+    /// else hands the next one to the bus; after a batch that was not full
+    /// (or none), waits for a write, the poll interval or a batch's answer.
+    async fn step(
+        self: &Arc<Self>,
+        in_flight: &mut InFlight,
+        depth: usize,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if in_flight.len() >= depth {
+            return settle_oldest(in_flight).await.map(drop);
+        }
+        let full = match self.start_batch().await? {
+            Some((rows, batch)) => {
+                in_flight.push_back(batch);
+                rows == self.batch_size as usize
+            }
+            None => false,
+        };
+        if !full {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = self.wakeup.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+                settled = settle_oldest(in_flight) => {
+                    settled?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims the next rows and hands their messages to the bus; returns how
+    /// many, and the task that settles them once the bus has answered.
+    async fn start_batch(
+        self: &Arc<Self>,
+    ) -> anyhow::Result<Option<(usize, JoinHandle<anyhow::Result<usize>>)>> {
+        let holder = Uuid::new_v4();
+        let rows = self
+            .store
+            .claim_outbox(holder, self.batch_size, LEASE)
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let count = rows.len();
+        let relay = Arc::clone(self);
+        let mut publishing = Box::pin(async move { relay.publish_rows(holder, rows).await });
+        // Polled once here: a publish hands its messages to the bus, in
+        // order, when first polled (see `Publisher::max_in_flight`), so the
+        // next batch's messages go after these.
+        let first = std::future::poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await;
+        let batch = match first {
+            Poll::Ready(relayed) => tokio::spawn(std::future::ready(relayed)),
+            Poll::Pending => tokio::spawn(publishing),
+        };
+        Ok(Some((count, batch)))
     }
 
     /// Publishes until the outbox is empty or the bus refuses.
@@ -145,6 +216,12 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
+        self.publish_rows(holder, rows).await
+    }
+
+    /// Publishes the rows `holder` claimed, then deletes those the bus
+    /// acknowledged and releases the rest; returns how many it published.
+    async fn publish_rows(&self, holder: Uuid, rows: Vec<OutboxRow>) -> anyhow::Result<usize> {
         // Open until the bus has the message (or refused it).
         let spans: Vec<Span> = rows.iter().map(|row| self.publish_span(row)).collect();
         let traces: Vec<Option<TraceContext>> = rows
@@ -229,6 +306,17 @@ impl OutboxRelay {
             }
         }
     }
+}
+
+/// Waits for the oldest batch out to be settled; never returns while none
+/// is out.
+async fn settle_oldest(in_flight: &mut InFlight) -> anyhow::Result<usize> {
+    let Some(oldest) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    let settled = oldest.await;
+    in_flight.pop_front();
+    settled.map_err(|err| anyhow::anyhow!("outbox batch task failed: {err}"))?
 }
 
 #[cfg(test)]
@@ -412,5 +500,117 @@ mod tests {
             "rows stay leased {left} after the relay died"
         );
         store.close().await;
+    }
+
+    /// A bus that takes its time to acknowledge, and notes in what order
+    /// messages reached it and how many publishes were out at once.
+    #[derive(Default)]
+    struct Slow {
+        keys: Mutex<Vec<String>>,
+        out: AtomicUsize,
+        most_out: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Publisher for Slow {
+        fn backend(&self) -> &'static str {
+            "slow"
+        }
+        async fn prepare(&self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn publish(
+            &self,
+            messages: &[crate::bus::Message<'_>],
+        ) -> Vec<Result<(), crate::bus::PublishError>> {
+            // Taken in the first poll, as the trait asks of a bus that
+            // allows more than one publish out.
+            let keys = messages
+                .iter()
+                .map(|m| String::from_utf8(m.key.to_vec()).unwrap());
+            self.keys.lock().unwrap().extend(keys);
+            let out = self.out.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_out.fetch_max(out, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.out.fetch_sub(1, Ordering::SeqCst);
+            messages.iter().map(|_| Ok(())).collect()
+        }
+        fn max_in_flight(&self) -> usize {
+            4
+        }
+        async fn dead_letter(&self, _: &crate::bus::Delivery, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn check(&self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn flush(&self, _: Duration) {}
+    }
+
+    /// Writes `n` users; returns their ids in the order written.
+    async fn write_users(store: &SqliteStore, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let now = crate::domain::now();
+            let user = crate::domain::User {
+                id: Uuid::now_v7(),
+                email: format!("relay{i}@example.com"),
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+                created_at: now,
+                updated_at: now,
+            };
+            ids.push(user.id.to_string());
+            let message = crate::domain::EventMessage::for_user(
+                crate::domain::EventMessage::USER_CREATED,
+                &user,
+                now,
+            );
+            store
+                .write_one(crate::store::Write::CreateUser { user, message })
+                .await
+                .unwrap();
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn batches_overlap_on_the_bus_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), 1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let written = write_users(&store, 100).await;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let bus = Arc::new(Slow::default());
+        let relay = OutboxRelay {
+            store: Arc::clone(&store),
+            publisher: Arc::clone(&bus) as Arc<dyn Publisher>,
+            batch_size: 10,
+            poll_interval: Duration::from_secs(10),
+            wakeup: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let token = CancellationToken::new();
+        let running = tokio::spawn(relay.run_until_stopped(token.clone()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.outbox_backlog().await.unwrap().rows > 0 {
+            assert!(Instant::now() < deadline, "the outbox was not emptied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        token.cancel();
+        running.await.unwrap().unwrap();
+
+        assert_eq!(
+            *bus.keys.lock().unwrap(),
+            written,
+            "each message once, in order"
+        );
+        let most_out = bus.most_out.load(Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&most_out),
+            "{most_out} batches were out at once"
+        );
     }
 }

@@ -130,7 +130,10 @@ async fn each_applied_event_reports_its_age(stack: Stack) {
         "the ages add up to {age} s: each is measured from its change"
     );
     let (relayed, relayed_age) = delays(&app, "relayed").await;
-    assert!(relayed >= 4, "{relayed} events measured when the bus had them");
+    assert!(
+        relayed >= 4,
+        "{relayed} events measured when the bus had them"
+    );
     let (mean_relayed, mean_applied) = (relayed_age / relayed as f64, age / applied as f64);
     assert!(
         mean_relayed <= mean_applied,

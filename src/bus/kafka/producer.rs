@@ -18,6 +18,11 @@ use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 type KafkaProducer = FutureProducer<KafkaContext>;
 
+/// Outbox batches out at once (see [`Publisher::max_in_flight`]): enough to
+/// keep claiming while the brokers acknowledge, few enough that a broker
+/// outage leaves at most this many batches waiting out the delivery timeout.
+const MAX_IN_FLIGHT: usize = 4;
+
 fn create_producer(settings: &KafkaSettings) -> anyhow::Result<KafkaProducer> {
     settings
         .client_config()
@@ -175,6 +180,13 @@ impl Publisher for KafkaPublisher {
             self.renew(&producer);
         }
         results
+    }
+
+    /// A publish enqueues every message in the producer in its first poll
+    /// (`join_all` polls each send once, in order, and a send enqueues when
+    /// first polled); the idempotent producer keeps that order per partition.
+    fn max_in_flight(&self) -> usize {
+        MAX_IN_FLIGHT
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> anyhow::Result<()> {
