@@ -68,10 +68,10 @@ impl OutboxRelay {
     /// Relays until `token` is cancelled, then publishes what is left (as
     /// long as the bus accepts it) and returns.
     ///
-    /// Up to [`Publisher::max_in_flight`] batches are out at once: the next
-    /// batch is claimed and handed to the bus while the brokers acknowledge
-    /// the one before, so a broker's round trip does not hold back the rows
-    /// written meanwhile.
+    /// While full batches come (a backlog), up to
+    /// [`Publisher::max_in_flight`] are out at once: the next batch is
+    /// claimed and handed to the bus while the brokers acknowledge the one
+    /// before, so that a backlog drains at more than a batch per round trip.
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
         let relay = Arc::new(self);
         let depth = relay.publisher.max_in_flight().max(1);
@@ -114,7 +114,8 @@ impl OutboxRelay {
 
     /// One move of the relay: settles the oldest batch when `depth` are out,
     /// else hands the next one to the bus; after a batch that was not full
-    /// (or none), waits for a write, the poll interval or a batch's answer.
+    /// (or none), settles every batch out, then waits for a write or the
+    /// poll interval.
     async fn step(
         self: &Arc<Self>,
         in_flight: &mut InFlight,
@@ -132,13 +133,16 @@ impl OutboxRelay {
             None => false,
         };
         if !full {
+            // No backlog: the rows written while the brokers answer go out
+            // after, together, instead of as many small batches that would
+            // each cost a claim and a request.
+            while !in_flight.is_empty() {
+                settle_oldest(in_flight).await?;
+            }
             tokio::select! {
                 () = token.cancelled() => {}
                 () = self.wakeup.notified() => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
-                settled = settle_oldest(in_flight) => {
-                    settled?;
-                }
             }
         }
         Ok(())
@@ -308,15 +312,15 @@ impl OutboxRelay {
     }
 }
 
-/// Waits for the oldest batch out to be settled; never returns while none
-/// is out.
+/// Waits until the oldest batch out is settled; returns how many rows it
+/// published.
 async fn settle_oldest(in_flight: &mut InFlight) -> anyhow::Result<usize> {
-    let Some(oldest) = in_flight.front_mut() else {
-        return std::future::pending().await;
-    };
-    let settled = oldest.await;
-    in_flight.pop_front();
-    settled.map_err(|err| anyhow::anyhow!("outbox batch task failed: {err}"))?
+    match in_flight.pop_front() {
+        Some(oldest) => oldest
+            .await
+            .map_err(|err| anyhow::anyhow!("outbox batch task failed: {err}"))?,
+        None => Ok(0),
+    }
 }
 
 #[cfg(test)]
