@@ -403,32 +403,6 @@ mod tests {
         );
     }
 
-    /// A bus that never acknowledges: a publish that is still going on.
-    struct Stuck;
-
-    #[async_trait::async_trait]
-    impl Publisher for Stuck {
-        fn backend(&self) -> &'static str {
-            "stuck"
-        }
-        async fn prepare(&self) -> anyhow::Result<()> {
-            Ok(())
-        }
-        async fn publish(
-            &self,
-            _: &[crate::bus::Message<'_>],
-        ) -> Vec<Result<(), crate::bus::PublishError>> {
-            std::future::pending().await
-        }
-        async fn dead_letter(&self, _: &crate::bus::Delivery, _: &str) -> anyhow::Result<()> {
-            Ok(())
-        }
-        async fn check(&self) -> anyhow::Result<()> {
-            Ok(())
-        }
-        async fn flush(&self, _: Duration) {}
-    }
-
     /// When the lease of the relay's claimed rows runs out, by the store's
     /// clock: `None` while no row is leased.
     async fn leased_until(path: &std::path::Path) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -454,28 +428,11 @@ mod tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        let now = crate::domain::now();
-        let user = crate::domain::User {
-            id: Uuid::now_v7(),
-            email: "relay@example.com".into(),
-            first_name: "Ada".into(),
-            last_name: "Lovelace".into(),
-            created_at: now,
-            updated_at: now,
-        };
-        let message = crate::domain::EventMessage::for_user(
-            crate::domain::EventMessage::USER_CREATED,
-            &user,
-            now,
-        );
-        store
-            .write_one(crate::store::Write::CreateUser { user, message })
-            .await
-            .unwrap();
+        write_users(&store, 1).await;
         let store: Arc<dyn Store> = Arc::new(store);
         let relay = OutboxRelay {
             store: Arc::clone(&store),
-            publisher: Arc::new(Stuck),
+            publisher: Arc::new(TestBus::default()),
             batch_size: 10,
             poll_interval: Duration::from_secs(10),
             wakeup: Arc::new(Notify::new()),
@@ -506,19 +463,21 @@ mod tests {
         store.close().await;
     }
 
-    /// A bus that takes its time to acknowledge, and notes in what order
-    /// messages reached it and how many publishes were out at once.
+    /// A bus that acknowledges after `ack_after` (never when `None`: a
+    /// publish that is still going on), and notes in what order messages
+    /// reached it and how many publishes were out at once.
     #[derive(Default)]
-    struct Slow {
+    struct TestBus {
+        ack_after: Option<Duration>,
         keys: Mutex<Vec<String>>,
         out: AtomicUsize,
         most_out: AtomicUsize,
     }
 
     #[async_trait::async_trait]
-    impl Publisher for Slow {
+    impl Publisher for TestBus {
         fn backend(&self) -> &'static str {
-            "slow"
+            "test"
         }
         async fn prepare(&self) -> anyhow::Result<()> {
             Ok(())
@@ -535,7 +494,10 @@ mod tests {
             self.keys.lock().unwrap().extend(keys);
             let out = self.out.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_out.fetch_max(out, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.ack_after {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => std::future::pending().await,
+            }
             self.out.fetch_sub(1, Ordering::SeqCst);
             messages.iter().map(|_| Ok(())).collect()
         }
@@ -587,7 +549,10 @@ mod tests {
         store.migrate().await.unwrap();
         let written = write_users(&store, 100).await;
         let store: Arc<dyn Store> = Arc::new(store);
-        let bus = Arc::new(Slow::default());
+        let bus = Arc::new(TestBus {
+            ack_after: Some(Duration::from_millis(50)),
+            ..TestBus::default()
+        });
         let relay = OutboxRelay {
             store: Arc::clone(&store),
             publisher: Arc::clone(&bus) as Arc<dyn Publisher>,
