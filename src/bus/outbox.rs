@@ -153,14 +153,9 @@ impl OutboxRelay {
     async fn start_batch(
         self: &Arc<Self>,
     ) -> anyhow::Result<Option<(usize, JoinHandle<anyhow::Result<usize>>)>> {
-        let holder = Uuid::new_v4();
-        let rows = self
-            .store
-            .claim_outbox(holder, self.batch_size, LEASE)
-            .await?;
-        if rows.is_empty() {
+        let Some((holder, rows)) = self.claim().await? else {
             return Ok(None);
-        }
+        };
         let count = rows.len();
         let relay = Arc::clone(self);
         let mut publishing = Box::pin(async move { relay.publish_rows(holder, rows).await });
@@ -210,17 +205,23 @@ impl OutboxRelay {
         span
     }
 
-    /// One claim–publish–settle round; returns how many rows it published.
-    async fn relay_batch(&self) -> anyhow::Result<usize> {
+    /// Leases the next batch of rows under a new claim id; `None` when no
+    /// row is free.
+    async fn claim(&self) -> anyhow::Result<Option<(Uuid, Vec<OutboxRow>)>> {
         let holder = Uuid::new_v4();
         let rows = self
             .store
             .claim_outbox(holder, self.batch_size, LEASE)
             .await?;
-        if rows.is_empty() {
-            return Ok(0);
+        Ok((!rows.is_empty()).then_some((holder, rows)))
+    }
+
+    /// One claim–publish–settle round; returns how many rows it published.
+    async fn relay_batch(&self) -> anyhow::Result<usize> {
+        match self.claim().await? {
+            Some((holder, rows)) => self.publish_rows(holder, rows).await,
+            None => Ok(0),
         }
-        self.publish_rows(holder, rows).await
     }
 
     /// Publishes the rows `holder` claimed, then deletes those the bus
