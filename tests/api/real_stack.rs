@@ -270,7 +270,9 @@ async fn a_full_worker_queue_pauses_consumption_and_drops_nothing(stack: Stack) 
         &app.metrics.worker_queue_depth,
         &app.metrics.worker_in_flight,
     );
-    eventually(|| async { (in_flight.get() == 1 && queued.get() >= 2).then_some(()) }).await;
+    // The worker holds what it took (one message, or several that were
+    // queued when it woke) and the queue fills behind it.
+    eventually(|| async { (in_flight.get() >= 1 && queued.get() >= 2).then_some(()) }).await;
     for _ in 0..10 {
         // Two queued, plus at most the one the consumer holds for the queue.
         assert!(queued.get() <= 3, "the queue is bounded");
