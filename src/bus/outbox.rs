@@ -425,10 +425,7 @@ mod tests {
     async fn a_killed_relay_leaves_its_rows_leased_for_at_most_the_lease() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let store = SqliteStore::open(&path, 1, Duration::from_secs(5))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = SqliteStore::migrated_in(dir.path(), 1).await;
         write_users(&store, 1).await;
         let store: Arc<dyn Store> = Arc::new(store);
         let relay = OutboxRelay {
@@ -544,10 +541,7 @@ mod tests {
     #[tokio::test]
     async fn batches_overlap_on_the_bus_and_keep_their_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), 1, Duration::from_secs(5))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = SqliteStore::migrated_in(dir.path(), 1).await;
         let written = write_users(&store, 100).await;
         let store: Arc<dyn Store> = Arc::new(store);
         let bus = Arc::new(TestBus {

@@ -293,10 +293,7 @@ mod tests {
     #[tokio::test]
     async fn the_writes_of_one_call_share_one_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), 1, Duration::from_secs(5))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = SqliteStore::migrated_in(dir.path(), 1).await;
         let metrics = Arc::new(Metrics::new());
         let settings = GroupCommitSettings {
             max_batch: 128,

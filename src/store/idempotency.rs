@@ -70,7 +70,6 @@ mod tests {
     //! The key and its effect commit together, on the store itself.
 
     use std::sync::Arc;
-    use std::time::Duration;
 
     use uuid::Uuid;
 
@@ -109,12 +108,7 @@ mod tests {
     #[tokio::test]
     async fn a_key_records_its_effect_once_and_leaves_the_rest_of_a_batch_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("t.db"), 2, Duration::from_secs(5))
-                .await
-                .unwrap(),
-        );
-        store.migrate().await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::migrated_in(dir.path(), 2).await);
         let day = chrono::Duration::days(1);
         let k = key("k", day);
         let outcomes = store

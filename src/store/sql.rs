@@ -1804,10 +1804,7 @@ mod tests {
     #[tokio::test]
     async fn sqlite_outbox_leases_belong_to_their_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), 2, Duration::from_secs(5))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let store = SqliteStore::migrated_in(dir.path(), 2).await;
         outbox_leases_belong_to_their_holder(Arc::new(store)).await;
     }
 
@@ -1817,10 +1814,7 @@ mod tests {
     async fn sqlite_lists_read_an_index_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let store = SqliteStore::open(&path, 1, Duration::from_secs(5))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
+        let _store = SqliteStore::migrated_in(dir.path(), 1).await;
         let pool = sqlx::SqlitePool::connect_with(
             sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
         )

@@ -209,6 +209,20 @@ impl Dialect for Lite {
 }
 
 #[cfg(test)]
+impl SqliteStore {
+    /// A migrated store on a new file in `dir` (tests).
+    pub(crate) async fn migrated_in(dir: &Path, readers: u32) -> Self {
+        let store = Self::open(&dir.join("t.db"), readers, Duration::from_secs(5))
+            .await
+            .expect("open the database");
+        super::Store::migrate(&store)
+            .await
+            .expect("migrate the database");
+        store
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::reader_connections;
 

@@ -267,10 +267,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_applies_each_message_once_and_parks_what_cannot_be_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), 1, Duration::from_secs(5))
-            .await
-            .expect("open the database");
-        store.migrate().await.unwrap();
+        let store = SqliteStore::migrated_in(dir.path(), 1).await;
         let store: Arc<dyn Store> = Arc::new(store);
         let metrics = Arc::new(Metrics::new());
         let (dead_letters, _subscriber) = crate::bus::memory::channel(1);
