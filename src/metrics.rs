@@ -123,8 +123,8 @@ pub struct Metrics {
     pub(crate) events_failed: Counter,
     pub(crate) events_dead_lettered: Counter,
     pub(crate) events_processed: Family<ResultLabels, Counter>,
-    /// How old an event is (since its change was committed) when the bus
-    /// has it and when its activity is applied.
+    /// How old an event is (since the time of its change) at each stage:
+    /// [`StageLabels`].
     pub(crate) events_delay: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub(crate) outbox_backlog: Gauge,
     pub(crate) outbox_oldest_age: Gauge<f64, AtomicU64>,

@@ -88,11 +88,9 @@ impl OutboxRelay {
             match relay.step(&mut in_flight, depth, &token).await {
                 Ok(()) => backoff.reset(),
                 Err(err) => {
-                    // What else is out failed or succeeds on its own; its
-                    // rows are settled either way before the pause.
-                    while let Some(batch) = in_flight.pop_front() {
-                        let _ = batch.await;
-                    }
+                    // What else is out failed too or succeeded; either way
+                    // its rows are settled before the pause.
+                    let _ = settle_all(&mut in_flight).await;
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         error = format!("{err:#}"),
@@ -105,9 +103,7 @@ impl OutboxRelay {
                 }
             }
         }
-        while let Some(batch) = in_flight.pop_front() {
-            let _ = batch.await;
-        }
+        let _ = settle_all(&mut in_flight).await;
         relay.drain().await;
         Ok(())
     }
@@ -136,9 +132,7 @@ impl OutboxRelay {
             // No backlog: the rows written while the brokers answer go out
             // after, together, instead of as many small batches that would
             // each cost a claim and a request.
-            while !in_flight.is_empty() {
-                settle_oldest(in_flight).await?;
-            }
+            settle_all(in_flight).await?;
             tokio::select! {
                 () = token.cancelled() => {}
                 () = self.wakeup.notified() => {}
@@ -322,6 +316,18 @@ async fn settle_oldest(in_flight: &mut InFlight) -> anyhow::Result<usize> {
             .map_err(|err| anyhow::anyhow!("outbox batch task failed: {err}"))?,
         None => Ok(0),
     }
+}
+
+/// Waits until every batch out is settled (each task deletes or releases
+/// its own rows); the first failure, if any.
+async fn settle_all(in_flight: &mut InFlight) -> anyhow::Result<()> {
+    let mut first_failure = Ok(());
+    while !in_flight.is_empty() {
+        if let Err(err) = settle_oldest(in_flight).await {
+            first_failure = first_failure.and(Err(err));
+        }
+    }
+    first_failure
 }
 
 #[cfg(test)]

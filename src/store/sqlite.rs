@@ -224,7 +224,25 @@ impl SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::reader_connections;
+    use super::{SqliteStore, reader_connections};
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn an_opened_store_reads_on_at_most_two_connections_per_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::migrated_in(dir.path(), 10_000).await;
+        let cores = std::thread::available_parallelism().unwrap().get() as u32;
+        let max = |name: &str| {
+            let stats = store.pool_stats();
+            stats
+                .iter()
+                .find(|s| s.pool == name)
+                .expect("the pool's figures")
+                .max
+        };
+        assert_eq!(max("reader"), (2 * cores).min(10_000));
+        assert_eq!(max("writer"), 1);
+    }
 
     #[test]
     fn readers_are_the_pool_size_up_to_two_per_core() {
