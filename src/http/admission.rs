@@ -39,6 +39,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -254,14 +255,35 @@ impl ShedSummary {
 
 /// The adaptive concurrency limit of one class, with its queue.
 pub struct Limiter {
-    class: Class,
     settings: AdmissionSettings,
     min: f64,
     max: f64,
     state: Mutex<LimiterState>,
     /// Where the limit, in-flight and waiting counts are shown (none in
     /// unit tests).
-    metrics: Option<Arc<Metrics>>,
+    gauges: Option<LimiterGauges>,
+}
+
+/// This class's gauges, looked up once: [`Limiter::show`] runs under the
+/// lock on every admission and completion, where a lookup by label would
+/// hash and lock the metric family each time.
+struct LimiterGauges {
+    limit: Gauge,
+    in_flight: Gauge,
+    waiting: Gauge,
+}
+
+impl LimiterGauges {
+    fn new(metrics: &Metrics, class: Class) -> Self {
+        let labels = AdmissionLabels {
+            class: class.as_str(),
+        };
+        Self {
+            limit: metrics.admission_limit.get_or_create(&labels).clone(),
+            in_flight: metrics.admission_in_flight.get_or_create(&labels).clone(),
+            waiting: metrics.admission_waiting.get_or_create(&labels).clone(),
+        }
+    }
 }
 
 struct LimiterState {
@@ -309,7 +331,6 @@ impl Limiter {
         let max = settings.max_in_flight.max(1);
         let min = MIN_LIMIT.min(max);
         let limiter = Self {
-            class,
             settings,
             min: min as f64,
             max: max as f64,
@@ -319,7 +340,7 @@ impl Limiter {
                 waiters: VecDeque::new(),
                 last_decrease: None,
             }),
-            metrics,
+            gauges: metrics.map(|metrics| LimiterGauges::new(&metrics, class)),
         };
         limiter.show(&limiter.lock());
         limiter
@@ -369,10 +390,9 @@ impl Limiter {
             });
             receiver
         };
-        let _waiting = self.metrics.as_ref().map(|metrics| {
-            let gauge = metrics.admission_waiting.get_or_create(&self.labels());
-            gauge.inc();
-            DecOnDrop(gauge.clone())
+        let _waiting = self.gauges.as_ref().map(|gauges| {
+            gauges.waiting.inc();
+            DecOnDrop(gauges.waiting.clone())
         });
         // A permit sent as the timeout fires is dropped with the receiver,
         // which hands its slot on: nothing leaks.
@@ -427,29 +447,16 @@ impl Limiter {
         }
     }
 
-    fn labels(&self) -> AdmissionLabels {
-        AdmissionLabels {
-            class: self.class.as_str(),
-        }
-    }
-
     /// Updates the gauges of this class.
     fn show(&self, state: &LimiterState) {
-        if let Some(metrics) = &self.metrics {
-            let labels = self.labels();
-            metrics
-                .admission_limit
-                .get_or_create(&labels)
-                .set(state.capacity() as i64);
-            metrics
-                .admission_in_flight
-                .get_or_create(&labels)
-                .set(state.in_flight as i64);
+        if let Some(gauges) = &self.gauges {
+            gauges.limit.set(state.capacity() as i64);
+            gauges.in_flight.set(state.in_flight as i64);
         }
     }
 }
 
-struct DecOnDrop(prometheus_client::metrics::gauge::Gauge);
+struct DecOnDrop(Gauge);
 
 impl Drop for DecOnDrop {
     fn drop(&mut self) {
