@@ -84,18 +84,6 @@ pub(super) fn limit_rate(api: Router<AppState>, state: &AppState) -> Router<AppS
     }
 }
 
-/// `resources` with idempotency keys on the POSTs that create: inside the
-/// admission layers, since a lookup is database work.
-pub(super) fn check_idempotency_keys(
-    resources: Router<AppState>,
-    state: &AppState,
-) -> Router<AppState> {
-    resources.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        idempotency::check_key,
-    ))
-}
-
 /// `router` with CORS for the allowed origins (if any), and security
 /// headers on every response (preflights included).
 pub(super) fn secure_responses(router: Router<AppState>, state: &AppState) -> Router<AppState> {

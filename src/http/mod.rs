@@ -229,11 +229,14 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         }))
         .layer(TimeoutLayer::new(limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.body_limit));
-    // Idempotency keys inside the admission layers: a lookup is database work.
+    // Inside the admission layers: an idempotency key's lookup is database work.
     let resources =
-        guard::check_idempotency_keys(users::router().merge(events::router()), &state).route_layer(
-            middleware::from_fn_with_state(state.clone(), require_store_ready),
-        );
+        users::router()
+            .merge(events::router())
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                gate_resources,
+            ));
     // Authentication: the resources by AUTH_MODE and scope, /metrics by
     // METRICS_TOKEN; health, /docs and /openapi.json stay open. Outside the
     // idempotency keys, which are kept per credential.
@@ -335,13 +338,15 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Answers 503 until the store is migrated (it may be down at start-up).
-async fn require_store_ready(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.health.readiness().is_store_ready() {
-        next.run(req).await
-    } else {
-        ApiError::NotReady.into_response()
+/// What every resource route checks first, in one layer (a layer costs
+/// every request a boxed service and future): 503 until the store is
+/// migrated (it may be down at start-up), then the `Idempotency-Key` of a
+/// POST that creates (see [`idempotency::check_key`]).
+async fn gate_resources(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.health.readiness().is_store_ready() {
+        return ApiError::NotReady.into_response();
     }
+    idempotency::check_key(State(state), req, next).await
 }
 
 /// Counts the request, its latency by route template, and requests in
