@@ -534,6 +534,18 @@ async fn verify_full_and_verify_ca_refuse_a_certificate_for_another_host_and_say
             503,
             "{mode}: not ready without its database"
         );
+        // The API answers 503, naming the database, until the store is ready.
+        let list = client_http
+            .get(format!("{address}/api/v1/users"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 503, "{mode}: no API without its database");
+        let problem: Value = list.json().await.unwrap();
+        assert_eq!(
+            problem["detail"], "the database is not ready yet; retry shortly",
+            "{mode}: the 503 says why"
+        );
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
     }
