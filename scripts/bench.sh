@@ -45,7 +45,10 @@
 # REF's release binary, built beforehand), BENCH_PORT, BENCH_LOG_LEVEL
 # (the service's LOG_LEVEL, default warn: a log line per request would be
 # measured too), BENCH_OUT (output directory), BENCH_PG_URL (a server URL
-# without database), BENCH_REDIS_URL, BENCH_KAFKA_BROKERS.
+# without database), BENCH_REDIS_URL, BENCH_KAFKA_BROKERS, BENCH_PROFILE
+# (scenario names as in the JSON, comma-separated, or "all": a system-wide
+# `perf record` during each, its report in BENCH_OUT as <name>.perf.txt;
+# the profile takes a share of the cores, so its run's figures are lower).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -102,6 +105,10 @@ fi
 E2E_RATE=${BENCH_E2E_RATE:-1000}
 PORT=${BENCH_PORT:-18090}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
+PROFILE=${BENCH_PROFILE:-}
+if [ -n "$PROFILE" ]; then
+  command -v perf >/dev/null || die "BENCH_PROFILE needs perf (apt-get install linux-perf)"
+fi
 PG_URL=${BENCH_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432}
 REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-127.0.0.1:9092}
@@ -347,13 +354,40 @@ write_ids() {
   OWNER_ID=$(head -n 1 "$IDS")
 }
 
+# profile_start SCENARIO: when BENCH_PROFILE names SCENARIO (or is "all"),
+# starts a system-wide perf profile (every process: the service, wrk, the
+# database, the broker) and sets PERF_PID; profile_stop ends it and writes
+# its report beside the results.
+PERF_PID=
+profile_start() {
+  [[ ",$PROFILE," == *",$1,"* || "$PROFILE" == all ]] || return 0
+  PERF_DATA=$OUT_DIR/$STAMP-$BINARY-$STACK-$1$([ "$ROWS" = null ] || echo "-$ROWS").perf
+  # cpu-clock: a virtual machine may lack hardware counters.
+  perf record -q -e cpu-clock -F 499 -a -g -o "$PERF_DATA" >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+profile_stop() {
+  [ -n "$PERF_PID" ] || return 0
+  kill -INT "$PERF_PID" && wait "$PERF_PID" || true
+  PERF_PID=
+  {
+    echo "# share of the machine's samples by command and object"
+    perf report -i "$PERF_DATA" --no-children --sort comm,dso --stdio -g none 2>/dev/null | awk '/^ +[0-9]/ && n++ < 30'
+    echo "# by command and symbol"
+    perf report -i "$PERF_DATA" --no-children --sort comm,sym --stdio -g none 2>/dev/null | awk '/^ +[0-9]/ && n++ < 60'
+  } >"$PERF_DATA.txt"
+  say "  profile: $PERF_DATA.txt (perf report -i $PERF_DATA for the call graphs)"
+}
+
 # load SCENARIO LABEL CONNECTIONS PATH [LUA]: one wrk run, recorded.
 load() {
   local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line
   rm -f "$WORK/wrk.json"
+  profile_start "$scenario"
   BENCH_RESULT=$WORK/wrk.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_NONCE="$RUN_ID$BINARY${STACK:0:1}" \
     wrk -t2 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk/$lua" "$BASE_URL$path" >"$WORK/wrk.log" 2>&1 \
     || { cat "$WORK/wrk.log" >&2; die "wrk failed on $label"; }
+  profile_stop
   [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
   line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
     --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
