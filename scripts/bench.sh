@@ -371,7 +371,19 @@ profile_stop() {
   kill -INT "$PERF_PID" && wait "$PERF_PID" || true
   PERF_PID=
   {
-    echo "# share of the machine's samples by command and object"
+    # Threads are named by their runtime (the service and tansu are both
+    # tokio-rt-worker), so processes are named by their main thread, read
+    # while they run (a process that has exited keeps its thread's name).
+    echo "# share of the machine's samples by process"
+    perf script -i "$PERF_DATA" -F comm,pid 2>/dev/null \
+      | awk '{ pid = $NF; $NF = ""; comm[pid] = $0; n[pid]++ } END { for (p in n) print p, n[p], comm[p] }' \
+      | while read -r pid n comm; do
+        if [ "$pid" = 0 ]; then comm=idle; else comm=$(cat "/proc/$pid/comm" 2>/dev/null || echo "$comm"); fi
+        echo "$n ${comm// /_}"
+      done \
+      | awk '{ s[$2] += $1; t += $1 } END { for (k in s) printf "%6.2f%%  %s\n", 100 * s[k] / t, k }' \
+      | sort -rn | awk 'n++ < 12'
+    echo "# by command and object"
     perf report -i "$PERF_DATA" --no-children --sort comm,dso --stdio -g none 2>/dev/null | awk '/^ +[0-9]/ && n++ < 30'
     echo "# by command and symbol"
     perf report -i "$PERF_DATA" --no-children --sort comm,sym --stdio -g none 2>/dev/null | awk '/^ +[0-9]/ && n++ < 60'
