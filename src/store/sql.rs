@@ -1843,6 +1843,28 @@ mod tests {
             });
             assert!(scan, "{sql}\n{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+            if table == "events" {
+                // Every event list tests user_id against deleted_users on
+                // each row it passes, those an OFFSET skips too: the index
+                // must hold user_id, or each of them is a seek into the
+                // table.
+                let index = plan
+                    .lines()
+                    .find(|line| line.contains("SCAN events") || line.contains("SEARCH events"))
+                    .and_then(|line| line.split("INDEX ").nth(1))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_else(|| panic!("no index named in\n{plan}"));
+                let columns: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_index_info(?)")
+                        .bind(index)
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                assert!(
+                    columns.iter().any(|c| c == "user_id"),
+                    "{sql} reads {index} ({columns:?})\n{plan}"
+                );
+            }
         }
     }
 
