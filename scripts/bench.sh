@@ -47,8 +47,9 @@
 # measured too), BENCH_OUT (output directory), BENCH_PG_URL (a server URL
 # without database), BENCH_REDIS_URL, BENCH_KAFKA_BROKERS, BENCH_PROFILE
 # (scenario names as in the JSON, comma-separated, or "all": a system-wide
-# `perf record` during each, its report in BENCH_OUT as <name>.perf.txt;
-# the profile takes a share of the cores, so its run's figures are lower).
+# `perf record` during each, its report in BENCH_OUT as
+# <time>-<binary>-<stack>-<scenario>[-<rows>].perf.txt; the profiler takes
+# a share of the cores, so that run's figures are lower).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -127,6 +128,7 @@ RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 SERVICE_PID=
 IDLE_PID= # an instance left idle while another one is measured
+PERF_PID= # a profile being recorded (BENCH_PROFILE)
 SERVICE_LOG=
 CLEANUP=() # commands run at exit, newest first
 
@@ -137,7 +139,9 @@ cleanup() {
     tail -n 20 "$SERVICE_LOG" >&2
   fi
   local pid
-  for pid in $SERVICE_PID $IDLE_PID; do
+  # A profile records the whole machine until stopped: a run that fails
+  # mid-scenario must not leave it writing.
+  for pid in $SERVICE_PID $IDLE_PID $PERF_PID; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -358,7 +362,6 @@ write_ids() {
 # starts a system-wide perf profile (every process: the service, wrk, the
 # database, the broker) and sets PERF_PID; profile_stop ends it and writes
 # its report beside the results.
-PERF_PID=
 profile_start() {
   [[ ",$PROFILE," == *",$1,"* || "$PROFILE" == all ]] || return 0
   PERF_DATA=$OUT_DIR/$STAMP-$BINARY-$STACK-$1$([ "$ROWS" = null ] || echo "-$ROWS").perf
