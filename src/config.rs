@@ -167,6 +167,9 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// The longest a consumer's fetch waits at the broker for data.
     pub fetch_wait: Duration,
+    /// How often a consumer that has read everything looks for messages
+    /// published by others; zero keeps it fetching all the time.
+    pub idle_fetch_interval: Duration,
     /// TLS and SASL to the brokers.
     pub security: KafkaSecurity,
 }
@@ -572,6 +575,10 @@ struct BusArgs {
     /// Longest a consumer's fetch waits at the broker for new messages: an upper bound on the latency it adds
     #[arg(long, env = "KAFKA_FETCH_WAIT", value_name = "KAFKA_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
     kafka_fetch_wait: Duration,
+
+    /// How often a consumer that has read everything checks for messages from other publishers (its own process's wake it at once); 0 keeps it fetching every KAFKA_FETCH_WAIT
+    #[arg(long, env = "KAFKA_IDLE_FETCH_INTERVAL", value_name = "KAFKA_IDLE_FETCH_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    kafka_idle_fetch_interval: Duration,
 
     /// Run the outbox relay in this process (false: API-only replica; another one relays)
     #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
@@ -1087,6 +1094,7 @@ impl BusArgs {
                 compression: self.kafka_compression,
                 delivery_timeout: self.kafka_delivery_timeout,
                 fetch_wait: self.kafka_fetch_wait,
+                idle_fetch_interval: self.kafka_idle_fetch_interval,
                 security,
             }),
             outbox_relay_enabled: self.outbox_relay_enabled,
@@ -1971,6 +1979,7 @@ mod tests {
         assert_eq!(kafka.compression, "lz4");
         assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
         assert_eq!(kafka.fetch_wait, Duration::from_millis(10));
+        assert_eq!(kafka.idle_fetch_interval, Duration::from_millis(250));
 
         let err = resolve_error(&["--kafka-delivery-timeout", "500ms"]);
         assert_eq!(err.variable(), "KAFKA_DELIVERY_TIMEOUT");

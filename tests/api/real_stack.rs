@@ -2,12 +2,12 @@
 //! Kafka, outages of the broker and of Redis, several instances, the worker
 //! pool's backpressure, and dead letters.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Stack, TestData, WriteLock, eventually, spawn_app, spawn_app_with, test_config,
+    Stack, TestApp, TestData, WriteLock, eventually, spawn_app, spawn_app_with, test_config,
 };
 use crate::kafka;
 use crate::services::{PrivateBroker, PrivateRedis};
@@ -19,6 +19,7 @@ crate::real_stack_tests!(
     two_instances_process_every_event_once,
     a_full_worker_queue_pauses_consumption_and_drops_nothing,
     poison_messages_go_to_the_dead_letter_topic_and_the_rest_flows,
+    an_idle_consumer_rests_but_fetches_its_own_events_at_once,
 );
 
 async fn every_change_reaches_kafka_once_as_the_documented_json(stack: Stack) {
@@ -352,4 +353,67 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_flows(stack: S
         .find(|r| r.payload == garbage)
         .expect("garbage parked");
     assert!(garbage_letter.headers["error"].contains("not an event message"));
+}
+
+/// An idle consumer pauses its partitions once it has read them: another
+/// publisher's message waits for its next look (`KAFKA_IDLE_FETCH_INTERVAL`),
+/// while its own process's events wake it at once.
+async fn an_idle_consumer_rests_but_fetches_its_own_events_at_once(stack: Stack) {
+    const REST: Duration = Duration::from_secs(3);
+    // Longer than the quiet spell after which an idle consumer looks and rests.
+    const SETTLE: Duration = Duration::from_millis(500);
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.bus.kafka.as_mut().unwrap().idle_fetch_interval = REST;
+    let app = spawn_app_with(config, data).await;
+    let user = app.create_user().await;
+    let id = user["id"].as_str().unwrap();
+    app.wait_for_activity(id, |a| a["total_events"] == 1).await;
+
+    tokio::time::sleep(SETTLE).await;
+    let (mine, _) = counted(&app, id, 2, app.create_event(id, "mine")).await;
+    assert!(mine < REST / 2, "own event counted after {mine:?}");
+
+    // Another publisher's message, produced while the consumer rests: it
+    // is read at the next look, about REST after the last one.
+    tokio::time::sleep(SETTLE).await;
+    let theirs = json!({
+        "id": uuid::Uuid::new_v4(),
+        "user_id": id,
+        "type": "theirs",
+        "data": "{}",
+        "timestamp": user["created_at"],
+    })
+    .to_string();
+    let records = [(id.to_owned(), theirs)];
+    let produce = kafka::produce(app.brokers(), app.topic(), &records);
+    let (waited, _) = counted(&app, id, 3, produce).await;
+    assert!(
+        waited > REST / 2 && waited < REST * 2,
+        "another publisher's message counted after {waited:?}"
+    );
+
+    tokio::time::sleep(SETTLE).await;
+    let (mine, activity) = counted(&app, id, 4, app.create_event(id, "mine")).await;
+    assert!(mine < REST / 2, "own event counted after {mine:?}");
+    assert_eq!(
+        activity["events_by_type"],
+        json!({ "user_created": 1, "mine": 2, "theirs": 1 })
+    );
+}
+
+/// How long from the start of `action` until the user's activity counts
+/// `total` events, and that activity.
+async fn counted<T>(
+    app: &TestApp,
+    id: &str,
+    total: usize,
+    action: impl Future<Output = T>,
+) -> (Duration, Value) {
+    let started = Instant::now();
+    action.await;
+    let activity = app
+        .wait_for_activity(id, |a| a["total_events"] == total)
+        .await;
+    (started.elapsed(), activity)
 }

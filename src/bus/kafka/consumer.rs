@@ -14,10 +14,12 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, Headers as _};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::Notify;
 
 use super::KafkaSettings;
 use super::context::KafkaContext;
 use super::offsets::Offsets;
+use super::rest::Rest;
 use crate::bus::{Acknowledge, Delivery, Probe, Subscriber};
 use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
@@ -31,6 +33,8 @@ pub struct KafkaSubscriber {
     offsets: Offsets,
     /// Subscribing waits for `next`, so that the topics exist first.
     subscribed: bool,
+    /// Pauses fetching while there is nothing to read.
+    rest: Rest,
 }
 
 struct KafkaAck {
@@ -55,6 +59,7 @@ impl Acknowledge for KafkaAck {
             if let Err(err) = consumer.store_offset(&self.topic, self.partition, offset) {
                 tracing::debug!(partition = self.partition, offset, error = %err, "offset not stored");
             }
+            release(consumer);
         }
     }
 }
@@ -79,8 +84,9 @@ fn join_group(config: &mut ClientConfig, group_id: &str, instance_id: Option<&st
 }
 
 impl KafkaSubscriber {
-    /// Creates the consumer; it does not connect until used.
-    pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+    /// Creates the consumer; it does not connect until used. `published`
+    /// is told when this process's publisher delivered (see [`Rest`]).
+    pub(super) fn new(settings: &KafkaSettings, published: Arc<Notify>) -> anyhow::Result<Self> {
         let mut config = settings.client_config();
         join_group(
             &mut config,
@@ -121,6 +127,12 @@ impl KafkaSubscriber {
             check_timeout: settings.check_timeout,
             offsets: Arc::default(),
             subscribed: false,
+            rest: Rest::new(
+                settings.kafka.idle_fetch_interval,
+                settings.kafka.fetch_wait,
+                settings.check_timeout,
+                published,
+            ),
         })
     }
 
@@ -137,10 +149,21 @@ impl Drop for KafkaSubscriber {
     /// keep the process from exiting, so it happens on a thread of its own.
     fn drop(&mut self) {
         if let Some(consumer) = self.consumer.take() {
-            let _ = std::thread::Builder::new()
-                .name("kafka-consumer-close".into())
-                .spawn(move || drop(consumer));
+            release(consumer);
         }
+    }
+}
+
+/// Drops a reference to the consumer; the last one closes it on a thread
+/// of its own (see Drop above). Whoever holds a reference for a while (an
+/// ack, the probe, the idle consumer's look) lets go of it here, since
+/// the subscriber may be gone by then, and a blocked async or blocking
+/// thread would hold up the runtime's shutdown.
+pub(super) fn release(consumer: Arc<StreamConsumer<KafkaContext>>) {
+    if let Some(consumer) = Arc::into_inner(consumer) {
+        let _ = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || drop(consumer));
     }
 }
 
@@ -153,7 +176,11 @@ impl Subscriber for KafkaSubscriber {
                 .with_context(|| format!("failed to subscribe to {}", self.topic))?;
             self.subscribed = true;
         }
-        let message = self.consumer().recv().await.map_err(|err| match err {
+        let consumer = self
+            .consumer
+            .as_ref()
+            .expect("BUG: the consumer is only taken on drop");
+        let message = self.rest.recv(consumer).await.map_err(|err| match err {
             KafkaError::MessageConsumption(code) => {
                 anyhow::anyhow!("kafka consumer error: {code}")
             }
@@ -205,11 +232,14 @@ impl Subscriber for KafkaSubscriber {
     async fn close(self: Box<Self>) {
         let consumer = Arc::clone(self.consumer());
         let closed = tokio::task::spawn_blocking(move || {
-            if consumer.assignment().is_ok_and(|a| a.count() > 0) {
-                consumer.commit_consumer_state(CommitMode::Sync)?;
-            }
+            let closed = if consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                consumer.commit_consumer_state(CommitMode::Sync)
+            } else {
+                Ok(())
+            };
             consumer.unsubscribe();
-            Ok::<_, KafkaError>(())
+            release(consumer);
+            closed
         })
         .await;
         match closed {
@@ -254,9 +284,9 @@ impl Probe for ConsumerProbe {
         let (topic, timeout) = (self.topic.clone(), self.timeout);
         // The call blocks: off the async threads.
         tokio::task::spawn_blocking(move || {
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .context("kafka did not answer a metadata request")?;
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout);
+            release(consumer);
+            let metadata = metadata.context("kafka did not answer a metadata request")?;
             match metadata.topics().first() {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
                 _ => anyhow::bail!("topic {topic} is not available"),

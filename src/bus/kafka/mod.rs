@@ -15,18 +15,25 @@
 //! offset is the one below its oldest unfinished message
 //! ([`PartitionOffsets`](offsets::PartitionOffsets)).
 //!
+//! An idle consumer rests: once it has read every partition to its end it
+//! pauses them, and looks again every `KAFKA_IDLE_FETCH_INTERVAL`, or at
+//! once when this process publishes ([`rest`]). A broker that holds every
+//! fetch for `KAFKA_FETCH_WAIT` is otherwise kept busy answering empty ones.
+//!
 //! One file per concern: `context` (logs and lag), `producer` (with
-//! renewal and topic admin), `offsets`, `consumer` (with its probe).
+//! renewal and topic admin), `offsets`, `consumer` (with its probe), `rest`.
 
 mod consumer;
 mod context;
 mod offsets;
 mod producer;
+mod rest;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use tokio::sync::Notify;
 
 pub use consumer::KafkaSubscriber;
 pub use producer::KafkaPublisher;
@@ -63,8 +70,11 @@ impl KafkaSettings {
 }
 
 /// Creates the producer and the consumer; neither connects until used.
+/// The publisher tells the consumer when it delivered, so that a consumer
+/// resting while idle fetches this process's own events at once.
 pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, KafkaSubscriber)> {
-    let publisher = KafkaPublisher::new(settings.clone())?;
-    let subscriber = KafkaSubscriber::new(&settings)?;
+    let published = Arc::new(Notify::new());
+    let publisher = KafkaPublisher::new(settings.clone(), Arc::clone(&published))?;
+    let subscriber = KafkaSubscriber::new(&settings, published)?;
     Ok((publisher, subscriber))
 }

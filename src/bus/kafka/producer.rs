@@ -1,7 +1,7 @@
 //! The Kafka publisher: an idempotent producer, renewed after failed
 //! deliveries, and the admin client that creates the topics at start.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::Notify;
 
 use super::KafkaSettings;
 use super::context::KafkaContext;
@@ -61,12 +62,15 @@ pub struct KafkaPublisher {
     producer: RwLock<KafkaProducer>,
     admin: AdminClient<KafkaContext>,
     settings: KafkaSettings,
+    /// Told after each publish that delivered something: wakes this
+    /// process's consumer if it rests.
+    published: Arc<Notify>,
 }
 
 impl KafkaPublisher {
     /// Creates the producer and the admin client; neither connects until
     /// used.
-    pub(super) fn new(settings: KafkaSettings) -> anyhow::Result<Self> {
+    pub(super) fn new(settings: KafkaSettings, published: Arc<Notify>) -> anyhow::Result<Self> {
         let producer = create_producer(&settings)?;
         let admin: AdminClient<KafkaContext> = settings
             .client_config()
@@ -76,6 +80,7 @@ impl KafkaPublisher {
             producer: RwLock::new(producer),
             admin,
             settings,
+            published,
         })
     }
 
@@ -176,6 +181,9 @@ impl Publisher for KafkaPublisher {
                     .map_err(|(err, _)| PublishError(err.to_string()))
             })
             .collect();
+        if results.iter().any(Result::is_ok) {
+            self.published.notify_one();
+        }
         if results.iter().any(Result::is_err) {
             self.renew(&producer);
         }
