@@ -4,6 +4,7 @@
 //! client is configured with (TLS and SASL, [`apply_security`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -64,12 +65,23 @@ pub(super) fn apply_security(config: &mut ClientConfig, security: &KafkaSecurity
 #[derive(Clone, Default)]
 pub(super) struct KafkaContext {
     lag: Option<Arc<Metrics>>,
+    /// Rebalances so far, assignments and revocations alike.
+    rebalances: Arc<AtomicU64>,
 }
 
 impl KafkaContext {
     /// The consumer's context: it also reports the lag per partition.
     pub(super) fn reporting_lag(metrics: Arc<Metrics>) -> Self {
-        Self { lag: Some(metrics) }
+        Self {
+            lag: Some(metrics),
+            ..Self::default()
+        }
+    }
+
+    /// How many rebalances the consumer went through: what it knew of its
+    /// partitions' positions before the last one may no longer hold.
+    pub(super) fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
     }
 }
 
@@ -125,9 +137,11 @@ impl ClientContext for KafkaContext {
 }
 
 impl ConsumerContext for KafkaContext {
-    /// Says which partitions this consumer took or gave up, so that the
-    /// log shows when a rebalance ended (and how long it held the group).
+    /// Counts the rebalance (see [`KafkaContext::rebalances`]) and says
+    /// which partitions this consumer took or gave up, so that the log
+    /// shows when a rebalance ended (and how long it held the group).
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::AcqRel);
         let partitions = |list: &TopicPartitionList| {
             list.elements()
                 .iter()

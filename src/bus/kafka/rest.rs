@@ -10,6 +10,14 @@
 //! A look never pauses a consumer that is behind: pausing drops the fetch
 //! in flight, and a consumer paused while it drains a backlog would fetch
 //! the same messages again and again.
+//!
+//! A look asks where the partitions end; where the consumer has not yet
+//! read a partition, also where the group starts in it (its committed
+//! offset, or the partition's first one). Brokers answer those per
+//! partition, and tansu plans an SQL statement for each, so a look also
+//! remembers the ends it found read: while they stay where they were (and
+//! no rebalance came between), nothing was written since, and the ends
+//! alone tell.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +52,9 @@ pub(super) struct Rest {
     /// keeps a partition paused across a rebalance, so it is these that are
     /// resumed, not the assignment of the moment.
     resting: Option<TopicPartitionList>,
+    /// The ends of the last look that found every partition read, and the
+    /// consumer's rebalance count then.
+    read: Option<(u64, TopicPartitionList)>,
 }
 
 impl Rest {
@@ -59,6 +70,7 @@ impl Rest {
             timeout,
             published,
             resting: None,
+            read: None,
         }
     }
 
@@ -116,17 +128,23 @@ impl Rest {
         }
         let looking = Arc::clone(consumer);
         let timeout = self.timeout;
+        let rebalances = consumer.context().rebalances();
+        let known = self
+            .read
+            .take()
+            .and_then(|(then, ends)| (then == rebalances).then_some(ends));
         let read_all = tokio::task::spawn_blocking(move || {
-            let read_all = read_all(&looking, timeout);
+            let read_all = read_all(&looking, timeout, known.as_ref());
             release(looking);
             read_all
         })
         .await;
         match read_all {
-            Ok(Ok(Some(assigned))) => match consumer.pause(&assigned) {
+            Ok(Ok(Some((assigned, ends)))) => match consumer.pause(&assigned) {
                 Ok(()) => {
                     tracing::debug!("kafka consumer read every partition; resting");
                     self.resting = Some(assigned);
+                    self.read = Some((rebalances, ends));
                 }
                 Err(err) => tracing::warn!(error = %err, "failed to pause the kafka consumer"),
             },
@@ -139,13 +157,16 @@ impl Rest {
     }
 }
 
-/// The consumer's assignment if it has read every partition of it to the
-/// end, `None` if it has not, or cannot tell (nothing assigned, an end or
-/// a start unknown). Blocks on broker requests.
+/// The consumer's assignment and the partitions' ends if it has read every
+/// partition of it to the end, `None` if it has not, or cannot tell
+/// (nothing assigned, an end or a start unknown). `known`: the ends of an
+/// earlier look that found them read, with no rebalance since. Blocks on
+/// broker requests.
 fn read_all(
     consumer: &KafkaConsumer,
     timeout: Duration,
-) -> KafkaResult<Option<TopicPartitionList>> {
+    known: Option<&TopicPartitionList>,
+) -> KafkaResult<Option<(TopicPartitionList, TopicPartitionList)>> {
     let assigned = consumer.assignment()?;
     if assigned.count() == 0 {
         return Ok(None);
@@ -156,6 +177,9 @@ fn read_all(
     let mut latest = assigned.clone();
     latest.set_all_offsets(Offset::End)?;
     let ends = consumer.offsets_for_times(latest, timeout)?;
+    if known.is_some_and(|known| unchanged(&ends, known)) {
+        return Ok(Some((assigned, ends)));
+    }
     // The next offset to deliver, for each partition a message came from.
     let positions = consumer.position()?;
     let mut unpositioned = TopicPartitionList::new();
@@ -191,5 +215,16 @@ fn read_all(
             return Ok(None);
         }
     }
-    Ok(Some(assigned))
+    Ok(Some((assigned, ends)))
+}
+
+/// Whether every end in `ends` is known, and where `known` has it.
+fn unchanged(ends: &TopicPartitionList, known: &TopicPartitionList) -> bool {
+    ends.elements().iter().all(|end| {
+        end.error().is_ok()
+            && matches!(end.offset(), Offset::Offset(_))
+            && known
+                .find_partition(end.topic(), end.partition())
+                .is_some_and(|was| was.offset() == end.offset())
+    })
 }
