@@ -140,10 +140,12 @@ impl Rest {
         })
         .await;
         match read_all {
-            Ok(Ok(Some((assigned, ends)))) => match consumer.pause(&assigned) {
+            // The ends name every assigned partition; pausing ignores
+            // their offsets.
+            Ok(Ok(Some(ends))) => match consumer.pause(&ends) {
                 Ok(()) => {
                     tracing::debug!("kafka consumer read every partition; resting");
-                    self.resting = Some(assigned);
+                    self.resting = Some(ends.clone());
                     self.read = Some((rebalances, ends));
                 }
                 Err(err) => tracing::warn!(error = %err, "failed to pause the kafka consumer"),
@@ -157,8 +159,8 @@ impl Rest {
     }
 }
 
-/// The consumer's assignment and the partitions' ends if it has read every
-/// partition of it to the end, `None` if it has not, or cannot tell
+/// The ends of the consumer's assigned partitions if it has read every
+/// one of them to the end, `None` if it has not, or cannot tell
 /// (nothing assigned, an end or a start unknown). `known`: the ends of an
 /// earlier look that found them read, with no rebalance since. Blocks on
 /// broker requests.
@@ -166,7 +168,7 @@ fn read_all(
     consumer: &KafkaConsumer,
     timeout: Duration,
     known: Option<&TopicPartitionList>,
-) -> KafkaResult<Option<(TopicPartitionList, TopicPartitionList)>> {
+) -> KafkaResult<Option<TopicPartitionList>> {
     let assigned = consumer.assignment()?;
     if assigned.count() == 0 {
         return Ok(None);
@@ -174,11 +176,11 @@ fn read_all(
     // The next offset each partition will be written at (ListOffsets,
     // LATEST), asked after the quiet spell so that it counts every message
     // published before the look.
-    let mut latest = assigned.clone();
+    let mut latest = assigned;
     latest.set_all_offsets(Offset::End)?;
     let ends = consumer.offsets_for_times(latest, timeout)?;
     if known.is_some_and(|known| unchanged(&ends, known)) {
-        return Ok(Some((assigned, ends)));
+        return Ok(Some(ends));
     }
     // The next offset to deliver, for each partition a message came from.
     let positions = consumer.position()?;
@@ -215,7 +217,7 @@ fn read_all(
             return Ok(None);
         }
     }
-    Ok(Some((assigned, ends)))
+    Ok(Some(ends))
 }
 
 /// Whether every end in `ends` is known, and where `known` has it.
