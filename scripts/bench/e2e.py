@@ -3,13 +3,20 @@ GET /api/v1/users/{id}/activity (every millisecond) until its total_events
 counts the event. The probe creates its own user and posts one event at a
 time; bench.sh runs it while wrk posts events for other users at a fixed
 rate (1k/s), so each sample crosses a loaded pipeline. Prints one JSON
-object with p50/p99 in microseconds.
+object with p50/p99 in microseconds, and "stages": where the events of the
+same span spent their time, from the service's events_delay_seconds
+histograms read before and after the samples (each stage's mean and a p99
+bounded by its bucket, in microseconds, from the change to when the bus had
+the event, a worker took it, and its activity was applied; every event
+posted meanwhile counts, the background's too). "stages" is null when
+/metrics does not answer (a METRICS_TOKEN is set).
 
     python3 e2e.py BASE_URL SAMPLES
 """
 
 import http.client
 import json
+import re
 import sys
 import time
 from urllib.parse import urlparse
@@ -48,6 +55,7 @@ def main() -> None:
         if time.monotonic() > deadline:
             sys.exit("the probe user's creation was not counted in its activity within 120 s")
         time.sleep(0.01)
+    before_metrics = delays(call)
     latencies = []
     for n in range(samples):
         before = total()
@@ -63,13 +71,59 @@ def main() -> None:
             time.sleep(0.001)
         latencies.append((time.perf_counter() - start) * 1e6)
     latencies.sort()
+    after_metrics = delays(call)
 
     def pct(p):
         return round(latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))])
 
     print(json.dumps({"samples": len(latencies), "p50_us": pct(50), "p99_us": pct(99),
                       "max_us": round(latencies[-1]),
+                      "stages": stages(before_metrics, after_metrics),
                       "note": "POST event until the activity counts it"}))
+
+
+DELAY_LINE = re.compile(r'^events_delay_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)')
+
+
+def delays(call):
+    """events_delay_seconds by stage: {stage: {"sum": s, "count": n,
+    "buckets": {le: n}}}, or None when /metrics does not answer."""
+    status, data = call("GET", "/metrics")
+    if status != 200:
+        return None
+    out = {}
+    for line in data.decode().splitlines():
+        m = DELAY_LINE.match(line)
+        if not m:
+            continue
+        kind, labels, value = m.groups()
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        stage = out.setdefault(labels["stage"], {"sum": 0.0, "count": 0, "buckets": {}})
+        if kind == "bucket":
+            stage["buckets"][float(labels["le"])] = float(value)
+        else:
+            stage[kind] = float(value)
+    return out
+
+
+def stages(before, after):
+    """Each stage's mean and bucket-bounded p99 between two readings."""
+    if before is None or after is None:
+        return None
+    out = {}
+    for name, a in after.items():
+        b = before.get(name, {"sum": 0.0, "count": 0, "buckets": {}})
+        count = a["count"] - b["count"]
+        if count <= 0:
+            continue
+        p99 = None
+        for le in sorted(a["buckets"]):
+            if a["buckets"][le] - b["buckets"].get(le, 0) >= 0.99 * count:
+                p99 = None if le == float("inf") else round(le * 1e6)
+                break
+        out[name] = {"events": int(count), "mean_us": round((a["sum"] - b["sum"]) / count * 1e6),
+                     "p99_le_us": p99}
+    return out
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ RESULTS.jsonl holds one record a line, written by bench.sh:
   kind=process  binary, stack, startup_ms, idle_rss_kb, peak_rss_kb
   kind=drain    binary, stack, processed, seconds, rate (scripts/bench/drain.py);
                 replayed: a second instance consumed the topic from its start
-  kind=e2e      binary, stack, p50_us, p99_us, background (wrk's paced run)
+  kind=e2e      binary, stack, p50_us, p99_us, background (wrk's paced run),
+                stages (mean delay from the change to each stage meanwhile)
 The ratio column compares each line with its ceiling: GETs with
 /health/live of the same binary at the same concurrency, writes with
 pgbench (real) or SQLite (embedded), lists at the large size with the same
@@ -136,16 +137,20 @@ def main():
     e2es = {(r["binary"], r["stack"]): r for r in records if r["kind"] == "e2e"}
     if drains or e2es:
         print()
-        print("| binary | stack | consumer drain | end-to-end p50 | end-to-end p99 | events/s meanwhile |")
-        print("|---|---|---|---|---|---|")
+        print("| binary | stack | consumer drain | end-to-end p50 | end-to-end p99 | events/s meanwhile "
+              "| mean delay meanwhile (bus had it / worker took it / activity applied) |")
+        print("|---|---|---|---|---|---|---|")
         for key in sorted(set(drains) | set(e2es), key=lambda k: (k[0] != "new", k[1])):
             d, e = drains.get(key), e2es.get(key)
             drain = (f"{fmt_rps(d['rate'])} msg/s ({d['processed']} messages"
                      f"{' from the topic' if d.get('replayed') else ''}"
                      f"{'' if d['drained'] else ', not drained'})") if d else ""
             bg = e.get("background") if e else None
+            st = (e.get("stages") or {}) if e else {}
+            stages = " / ".join(fmt_us(st[k]["mean_us"]) if k in st else "—"
+                                for k in ("relayed", "consumed", "applied")) if st else ""
             print(f"| {key[0]} | {key[1]} | {drain} | {fmt_us(e['p50_us']) if e else ''} | "
-                  f"{fmt_us(e['p99_us']) if e else ''} | {fmt_rps(bg['rps']) if bg else ''} |")
+                  f"{fmt_us(e['p99_us']) if e else ''} | {fmt_rps(bg['rps']) if bg else ''} | {stages} |")
 
     with open(json_out, "w") as f:
         json.dump({**meta, "results": runs, "ceilings": list(ceilings.values()), "processes": procs,
