@@ -58,6 +58,9 @@ impl Dialect for Pg {
     const LOCK_ROW: &'static str = " FOR UPDATE";
     /// Row locks: deleting many events holds up no other writer.
     const DEFERRED_EVENT_DELETES: bool = false;
+    const PARAM: &'static str = "$";
+    /// PostgreSQL numbers every parameter; it finds them by number.
+    const UNNUMBERED_PARAMS: bool = false;
 
     fn time(at: &DateTime<Utc>) -> DateTime<Utc> {
         *at
@@ -124,7 +127,7 @@ impl Dialect for Pg {
         let sql = format!(
             "UPDATE outbox SET locked_until = now() + make_interval(secs => $1) \
              WHERE locked_by = $2 AND id IN {} RETURNING id",
-            placeholders_from(3, ids.len())
+            placeholders_from::<Pg>(3, ids.len())
         );
         let query = sqlx::query_scalar(&sql)
             .persistent(cached(ids.len()))

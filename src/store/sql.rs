@@ -64,6 +64,16 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// meanwhile the user is listed in `deleted_users`, and reads hide its
     /// events.
     const DEFERRED_EVENT_DELETES: bool;
+    /// How a generated list (a multi-row `VALUES`, an `IN`) numbers its
+    /// bind parameters: `$` (`$1`) on PostgreSQL, `?` (`?1`) on SQLite.
+    const PARAM: &'static str;
+    /// Whether a list that holds every parameter of its statement leaves
+    /// them unnumbered (`?`, bound in order). SQLite keeps each named or
+    /// numbered parameter in a list that it searches, by name, for every
+    /// new `$N`, and sqlx searches it again, by number, for each parameter
+    /// it binds: in a batch's statements of hundreds of parameters, most
+    /// of a write's time on the one writer connection went to that.
+    const UNNUMBERED_PARAMS: bool;
 
     fn time(at: &DateTime<Utc>) -> Self::Time;
 
@@ -237,12 +247,19 @@ fn lock_order(writes: &[Write]) -> Vec<usize> {
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// `($1, …, $width), ($width+1, …), …`: the placeholders of `rows` rows of
-/// `width` values, for a multi-row `VALUES`.
-fn values(rows: usize, width: usize) -> String {
-    let rows: Vec<String> = (0..rows)
-        .map(|row| placeholders_from(row * width + 1, width))
-        .collect();
-    rows.join(", ")
+/// `width` values, for a multi-row `VALUES` that holds every parameter of
+/// its statement.
+fn values<D: Dialect>(rows: usize, width: usize) -> String {
+    let mut sql = String::with_capacity(rows * (width * 6 + 4));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        push_params::<D>(&mut sql, row * width + 1, width, true);
+        sql.push(')');
+    }
+    sql
 }
 
 /// The writes that a batch applies together, a run of one kind at a time,
@@ -286,15 +303,39 @@ pub(crate) fn cached(rows: usize) -> bool {
     rows == 1
 }
 
-/// `($1, $2, …)`: `n` placeholders, for `IN`.
-fn placeholders(n: usize) -> String {
-    placeholders_from(1, n)
+/// `($1, $2, …)`: `n` placeholders, for an `IN` that holds every parameter
+/// of its statement.
+fn placeholders<D: Dialect>(n: usize) -> String {
+    let mut sql = String::from("(");
+    push_params::<D>(&mut sql, 1, n, true);
+    sql.push(')');
+    sql
 }
 
-/// `($first, …)`: `n` placeholders from `$first` on, for `IN`.
-pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
-    let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
-    format!("({})", list.join(", "))
+/// `($first, …)`: `n` placeholders from `$first` on, for an `IN` after
+/// parameters of the statement's own.
+pub(crate) fn placeholders_from<D: Dialect>(first: usize, n: usize) -> String {
+    let mut sql = String::from("(");
+    push_params::<D>(&mut sql, first, n, false);
+    sql.push(')');
+    sql
+}
+
+/// Appends the bind parameters `first..first + n`, comma-separated, as
+/// the dialect writes them; `in_order`: they are all of the statement's
+/// parameters from the first on, so SQLite may leave them unnumbered.
+fn push_params<D: Dialect>(sql: &mut String, first: usize, n: usize, in_order: bool) {
+    use std::fmt::Write as _;
+    for i in first..first + n {
+        if i > first {
+            sql.push_str(", ");
+        }
+        if in_order && D::UNNUMBERED_PARAMS {
+            sql.push('?');
+        } else {
+            let _ = write!(sql, "{}{i}", D::PARAM);
+        }
+    }
 }
 
 /// The conditions of the filter's present fields, with placeholders from
@@ -418,7 +459,7 @@ with_driver_bounds! {
             let sql = format!(
                 "INSERT INTO outbox \
                  (message_id, key, payload, created_at, traceparent, tracestate) VALUES {}",
-                values(chunk.len(), 6)
+                values::<D>(chunk.len(), 6)
             );
             let query = sqlx::query(&sql).persistent(cached(chunk.len()));
             let query = chunk.iter().fold(query, |query, message| {
@@ -452,7 +493,7 @@ with_driver_bounds! {
             let sql = format!(
                 "INSERT INTO users (id, email, first_name, last_name, created_at, updated_at) \
                  VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                values(chunk.len(), 6)
+                values::<D>(chunk.len(), 6)
             );
             let query = sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len()));
             let query = chunk.iter().fold(query, |query, (user, _)| {
@@ -504,7 +545,7 @@ with_driver_bounds! {
                  SELECT v.column1, v.column2, v.column3, v.column4, v.column5 \
                  FROM (VALUES {}) AS v \
                  WHERE EXISTS (SELECT 1 FROM users WHERE users.id = v.column2) RETURNING id",
-                values(chunk.len(), 5)
+                values::<D>(chunk.len(), 5)
             );
             let query = sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len()));
             let query = chunk.iter().fold(query, |query, (event, _)| {
@@ -727,7 +768,7 @@ with_driver_bounds! {
         if ids.is_empty() {
             return Ok(());
         }
-        let sql = format!("{statement} WHERE id IN {}", placeholders(ids.len()));
+        let sql = format!("{statement} WHERE id IN {}", placeholders::<D>(ids.len()));
         let query = sqlx::query(&sql).persistent(cached(ids.len()));
         let query = ids.iter().fold(query, |query, id| query.bind(*id));
         query
@@ -796,7 +837,7 @@ with_driver_bounds! {
             let sql = format!(
                 "INSERT INTO processed_messages (message_id, processed_at) VALUES {} \
                  ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-                values(chunk.len(), 2)
+                values::<D>(chunk.len(), 2)
             );
             let query = sqlx::query_scalar::<_, Uuid>(&sql).persistent(cached(chunk.len()));
             let query = chunk.iter().fold(query, |query, message| {
@@ -830,7 +871,7 @@ with_driver_bounds! {
                  ON CONFLICT (user_id) DO UPDATE SET \
                  total_events = user_activity.total_events + excluded.total_events, \
                  last_event_at = {}(user_activity.last_event_at, excluded.last_event_at)",
-                values(chunk.len(), 3),
+                values::<D>(chunk.len(), 3),
                 D::LATER_OF
             );
             let query = sqlx::query(&sql).persistent(cached(chunk.len()));
@@ -848,7 +889,7 @@ with_driver_bounds! {
                 "INSERT INTO user_activity_types (user_id, type, count) VALUES {} \
                  ON CONFLICT (user_id, type) DO UPDATE SET \
                  count = user_activity_types.count + excluded.count",
-                values(chunk.len(), 3)
+                values::<D>(chunk.len(), 3)
             );
             let query = sqlx::query(&sql).persistent(cached(chunk.len()));
             let query = chunk.iter().fold(query, |query, ((user_id, kind), n)| {
@@ -873,7 +914,7 @@ with_driver_bounds! {
             let sql = format!(
                 "INSERT INTO row_counts (scope, user_id, type, n) VALUES {} \
                  ON CONFLICT (scope, user_id, type) DO UPDATE SET n = row_counts.n + excluded.n",
-                values(chunk.len(), 4)
+                values::<D>(chunk.len(), 4)
             );
             let query = sqlx::query(&sql).persistent(cached(chunk.len()));
             let query = chunk.iter().fold(query, |query, ((scope, user, kind), delta)| {
@@ -1161,7 +1202,7 @@ impl<D: Dialect> Store for SqlStore<D>] {
         let sql = format!(
             "UPDATE outbox SET locked_until = NULL, locked_by = NULL \
              WHERE locked_by = $1 AND id IN {}",
-            placeholders_from(2, ids.len())
+            placeholders_from::<D>(2, ids.len())
         );
         let query = ids
             .iter()
@@ -1268,8 +1309,22 @@ mod tests {
     use sqlx::postgres::PgConnectOptions;
 
     use crate::domain::{self, Email, PersonName, UserPatch};
-    use crate::store::postgres::PostgresStore;
-    use crate::store::sqlite::SqliteStore;
+    use crate::store::postgres::{Pg, PostgresStore};
+    use crate::store::sqlite::{Lite, SqliteStore};
+
+    /// PostgreSQL numbers every parameter; SQLite leaves a list that holds
+    /// all of its statement's parameters unnumbered, and numbers one that
+    /// follows the statement's own (`$1`, `$2`) from where they end. The
+    /// batch tests below bind through both forms on both backends.
+    #[test]
+    fn generated_lists_write_parameters_as_each_backend_finds_them() {
+        assert_eq!(values::<Pg>(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values::<Lite>(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(placeholders::<Pg>(2), "($1, $2)");
+        assert_eq!(placeholders::<Lite>(2), "(?, ?)");
+        assert_eq!(placeholders_from::<Pg>(3, 2), "($3, $4)");
+        assert_eq!(placeholders_from::<Lite>(3, 2), "(?3, ?4)");
+    }
 
     fn user(email: &str) -> (User, EventMessage) {
         let now = domain::now();

@@ -141,6 +141,8 @@ impl Dialect for Lite {
     const LOCK_ROW: &'static str = "";
     /// One write lock for the whole database: see [`super::purge`].
     const DEFERRED_EVENT_DELETES: bool = true;
+    const PARAM: &'static str = "?";
+    const UNNUMBERED_PARAMS: bool = true;
 
     fn time(at: &DateTime<Utc>) -> String {
         ts(at)
@@ -195,7 +197,7 @@ impl Dialect for Lite {
     ) -> Result<Vec<i64>, sqlx::Error> {
         let sql = format!(
             "UPDATE outbox SET locked_until = $1 WHERE locked_by = $2 AND id IN {} RETURNING id",
-            placeholders_from(3, ids.len())
+            placeholders_from::<Lite>(3, ids.len())
         );
         let query = sqlx::query_scalar(&sql)
             .persistent(cached(ids.len()))
