@@ -427,9 +427,13 @@ e2e() {
   "$PY" "$BENCH/e2e.py" "$BASE_URL" "$E2E_SAMPLES" >"$WORK/e2e.json" || status=$?
   kill -INT "$wrk_pid" 2>/dev/null || true
   wait "$wrk_pid" || true
-  if [ "$status" != 0 ]; then
-    # A quick run checks that the harness works; a missed deadline is a
-    # finding to report, not a reason to drop every other figure.
+  # Status 3: an event was not counted in time, the pipeline fell behind
+  # the paced writes. That is a finding to report (the baseline, with its
+  # 500 ms fetch wait, does on a slow machine), not a reason to drop every
+  # other figure; the record says how many samples came through.
+  if [ "$status" = 3 ] && [ -s "$WORK/e2e.json" ]; then
+    say "  WARNING: the end-to-end probe gave up: $(jq -r .failed "$WORK/e2e.json")"
+  elif [ "$status" != 0 ]; then
     [ "$QUICK" = 1 ] || die "the end-to-end latency probe failed"
     say "  WARNING: the end-to-end latency probe failed (no e2e figure for $BINARY on $STACK)"
     tail -n 5 "$SERVICE_LOG" 2>/dev/null || true

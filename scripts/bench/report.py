@@ -11,7 +11,8 @@ RESULTS.jsonl holds one record a line, written by bench.sh:
   kind=drain    binary, stack, processed, seconds, rate (scripts/bench/drain.py);
                 replayed: a second instance consumed the topic from its start
   kind=e2e      binary, stack, p50_us, p99_us, background (wrk's paced run),
-                stages (mean delay from the change to each stage meanwhile)
+                stages (mean delay from the change to each stage meanwhile);
+                failed instead of the percentiles when the probe gave up
 The ratio column compares each line with its ceiling: GETs with
 /health/live of the same binary at the same concurrency, writes with
 pgbench (real) or SQLite (embedded), lists at the large size with the same
@@ -149,8 +150,12 @@ def main():
             st = (e.get("stages") or {}) if e else {}
             stages = " / ".join(fmt_us(st[k]["mean_us"]) if k in st else "—"
                                 for k in ("relayed", "consumed", "applied")) if st else ""
-            print(f"| {key[0]} | {key[1]} | {drain} | {fmt_us(e['p50_us']) if e else ''} | "
-                  f"{fmt_us(e['p99_us']) if e else ''} | {fmt_rps(bg['rps']) if bg else ''} | {stages} |")
+            if e and "failed" in e:
+                p50, p99 = f"gave up: {e['failed']}", "—"
+            else:
+                p50, p99 = (fmt_us(e["p50_us"]), fmt_us(e["p99_us"])) if e else ("", "")
+            print(f"| {key[0]} | {key[1]} | {drain} | {p50} | {p99} | "
+                  f"{fmt_rps(bg['rps']) if bg else ''} | {stages} |")
 
     with open(json_out, "w") as f:
         json.dump({**meta, "results": runs, "ceilings": list(ceilings.values()), "processes": procs,
