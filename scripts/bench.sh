@@ -46,8 +46,8 @@
 # (the service's LOG_LEVEL, default warn: a log line per request would be
 # measured too), BENCH_OUT (output directory), BENCH_PG_URL (a server URL
 # without database), BENCH_REDIS_URL, BENCH_KAFKA_BROKERS, BENCH_PROFILE
-# (scenario names as in the JSON, comma-separated, or "all": a system-wide
-# `perf record` during each, its report in BENCH_OUT as
+# (scenario names as in the JSON, or e2e for the end-to-end probe;
+# comma-separated, or "all": a system-wide `perf record` during each, its report in BENCH_OUT as
 # <time>-<binary>-<stack>-<scenario>[-<rows>].perf.txt; the profiler takes
 # a share of the cores, so that run's figures are lower).
 set -euo pipefail
@@ -424,7 +424,9 @@ e2e() {
     wrk -t2 -c"$conns" -d600s --timeout 10s -s "$BENCH/wrk/post_event_rate.lua" "$BASE_URL/api/v1/events" \
     >"$WORK/paced.log" 2>&1 &
   wrk_pid=$!
+  profile_start e2e
   "$PY" "$BENCH/e2e.py" "$BASE_URL" "$E2E_SAMPLES" >"$WORK/e2e.json" || status=$?
+  profile_stop
   kill -INT "$wrk_pid" 2>/dev/null || true
   wait "$wrk_pid" || true
   # Status 3: an event was not counted in time, the pipeline fell behind
