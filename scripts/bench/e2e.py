@@ -11,6 +11,11 @@ the event, a worker took it, and its activity was applied; every event
 posted meanwhile counts, the background's too). "stages" is null when
 /metrics does not answer (a METRICS_TOKEN is set).
 
+When an event is not counted within 30 s (the pipeline fell behind the
+paced writes), it prints {"samples", "failed", "stages"} instead and exits
+with status 3, which bench.sh records as a finding; any other failure
+exits 1.
+
     python3 e2e.py BASE_URL SAMPLES
 """
 
