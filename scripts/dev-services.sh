@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# Makes the real stack available on its usual local ports, for development
-# and for the real-stack tests:
-#   PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379 (started if installed
-#   but stopped), and a Kafka-compatible broker on 127.0.0.1:9092: tansu,
-#   installed with cargo if missing (about 15 minutes of compiling, once).
+# Brings up the real stack on its usual local ports, for development and for
+# the real-stack tests, on a fresh machine as on one where it already runs:
+#
+#   PostgreSQL  127.0.0.1:5432  Debian's package, installed when missing;
+#                               user postgres, password postgres, and the
+#                               database highload_db (env.example's)
+#   Redis       127.0.0.1:6379  Debian's package, installed when missing
+#   Kafka       127.0.0.1:9092  Apache Kafka in KRaft mode (scripts/kafka.sh:
+#                               the version in scripts/kafka/pom.xml, fetched
+#                               once from Maven Central with Maven); its
+#                               controller on :9093, JMX on :19092
+#
+# What already answers on a port is left alone. A first run on a new machine
+# takes a minute or two (apt-get, about 55 MB of jars); later ones seconds.
 #
 #   scripts/dev-services.sh          start what is not running, then report
-#   scripts/dev-services.sh stop     stop the broker this script started
+#   scripts/dev-services.sh stop     stop what this script started
+#   KAFKA_NODES=3 scripts/dev-services.sh
+#                                    a three-node Kafka cluster instead, on
+#                                    127.0.0.1:9092, :9094 and :9096 (JMX
+#                                    10000 above each)
+#                                    (replication factor 3,
+#                                    min.insync.replicas=2)
 #
-# The broker keeps its data in .dev/tansu/ (override with HIGHLOAD_DEV_DIR).
+# Redis and Kafka keep their data and logs in .dev/ (HIGHLOAD_DEV_DIR).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEV_DIR=${HIGHLOAD_DEV_DIR:-$ROOT/.dev}
-TANSU_DIR=$DEV_DIR/tansu
+KAFKA_DIR=$DEV_DIR/kafka
 KAFKA_PORT=9092
+KAFKA_NODES=${KAFKA_NODES:-1}
+DATABASE=highload_db
 
 log() { echo "dev-services: $*"; }
 die() { echo "dev-services: $*" >&2; exit 1; }
@@ -29,115 +46,151 @@ wait_for_port() { # wait_for_port PORT NAME SECONDS
   die "$2 did not open port $1 within $3 s"
 }
 
-start_postgres() {
-  if port_open 5432; then log "PostgreSQL is up on 127.0.0.1:5432"; return; fi
-  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-    local version
-    version=$(ls /etc/postgresql | sort -V | tail -n 1)
-    log "starting PostgreSQL $version"
-    pg_ctlcluster --skip-systemctl-redirect "$version" main start
-    wait_for_port 5432 PostgreSQL 30
-  else
-    die "PostgreSQL is not running on 127.0.0.1:5432 and not installed here (apt-get install postgresql)"
+APT_UPDATED=
+apt_install() { # apt_install PACKAGE...: Debian's packages, as root
+  [ "$(id -u)" = 0 ] || die "$* missing: install them (apt-get install $*), or run this as root"
+  if [ -z "$APT_UPDATED" ]; then
+    apt-get update -qq
+    APT_UPDATED=1
   fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-create_database() { # the database env.example names, if missing
-  command -v psql >/dev/null || return 0
-  local db=highload_db out
-  # -w: never prompt. psql reads PGPASSWORD (or ~/.pgpass) like the service
-  # reads DB_PASSWORD; a stock PostgreSQL install asks for a password on
-  # 127.0.0.1, where this machine's CI trusts local connections.
-  if ! out=$(psql -w -h 127.0.0.1 -U "${PGUSER:-postgres}" -d postgres -tAc \
-      "SELECT 1 FROM pg_database WHERE datname = '$db'" 2>&1); then
-    if grep -qi "password" <<<"$out"; then
-      die "PostgreSQL on 127.0.0.1 wants a password for user ${PGUSER:-postgres}: run with PGPASSWORD=... (the same value as DB_PASSWORD in .env)"
-    fi
-    log "could not ask PostgreSQL for database $db: $out"
-    return 0
+pg_version() { find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }
+
+start_postgres() {
+  if port_open 5432; then log "PostgreSQL is up on 127.0.0.1:5432"; return; fi
+  if ! command -v pg_ctlcluster >/dev/null || [ -z "$(pg_version)" ]; then
+    apt_install postgresql
   fi
-  if ! grep -q 1 <<<"$out"; then
-    psql -w -h 127.0.0.1 -U "${PGUSER:-postgres}" -d postgres -qc "CREATE DATABASE $db" >/dev/null \
-      && log "created database $db" \
-      || log "could not create database $db (create it, or point DATABASE_URL elsewhere)"
+  local version
+  version=$(pg_version)
+  [ -n "$version" ] || die "PostgreSQL is installed but has no cluster (pg_createcluster)"
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  wait_for_port 5432 PostgreSQL 30
+}
+
+as_postgres() { # runs a command as the postgres user (peer authentication)
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# The tests, the benchmark and env.example connect as postgres/postgres over
+# TCP. A fresh Debian cluster has no password for postgres, so it is set,
+# through the local socket, when that login fails. Other clusters are left
+# as they are (PGPASSWORD tells this script theirs).
+prepare_postgres() {
+  export PGPASSWORD=${PGPASSWORD:-postgres}
+  local login=(psql -X -w -h 127.0.0.1 -U "${PGUSER:-postgres}" -d postgres -tAq)
+  if ! "${login[@]}" -c 'SELECT 1' >/dev/null 2>&1; then
+    if [ "${PGUSER:-postgres}" = postgres ] && [ "$PGPASSWORD" = postgres ] \
+      && as_postgres psql -X -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null 2>&1; then
+      log "set the password of PostgreSQL's user postgres to postgres (as env.example has it)"
+    fi
+    "${login[@]}" -c 'SELECT 1' >/dev/null 2>&1 \
+      || die "cannot log in to PostgreSQL on 127.0.0.1 as ${PGUSER:-postgres}: set PGPASSWORD (the same value as DB_PASSWORD in .env)"
+  fi
+  if [ -z "$("${login[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" ]; then
+    "${login[@]}" -c "CREATE DATABASE $DATABASE" && log "created database $DATABASE"
   fi
 }
 
 start_redis() {
   if port_open 6379; then log "Redis is up on 127.0.0.1:6379"; return; fi
-  command -v redis-server >/dev/null \
-    || die "Redis is not running on 127.0.0.1:6379 and not installed here (apt-get install redis-server)"
+  command -v redis-server >/dev/null || apt_install redis-server
   log "starting Redis"
   mkdir -p "$DEV_DIR"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir "$DEV_DIR" --logfile "$DEV_DIR/redis.log"
+    --dir "$DEV_DIR" --logfile "$DEV_DIR/redis.log" --pidfile "$DEV_DIR/redis.pid"
   wait_for_port 6379 Redis 10
 }
 
-install_tansu() {
-  command -v tansu >/dev/null && return
-  [ -x "$HOME/.cargo/bin/tansu" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return; }
-  log "installing tansu (a Kafka-compatible broker) with cargo; this compiles for about 15 minutes, once"
-  cargo install tansu --locked --features libsql
-}
+# Node N (1-based) listens on 9092 + 2(N-1) for clients, the next port for
+# its controller.
+node_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
 
-# A broker answers metadata requests (an open port is not enough: a tansu
-# whose storage failed keeps its port open).
-kafka_answers() {
-  command -v tansu >/dev/null || return 0 # another client would be needed; trust the port
-  timeout 10 tansu topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
+# The port answers Kafka's protocol (a port can be open on something else,
+# or on a broker that has not finished starting).
+kafka_answers() { # kafka_answers PORT
+  timeout 30 "$ROOT/scripts/kafka.sh" tool org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "127.0.0.1:$1" --list >/dev/null 2>&1
 }
 
 start_kafka() {
-  install_tansu
   if port_open $KAFKA_PORT; then
-    if kafka_answers; then log "a Kafka broker is up on 127.0.0.1:$KAFKA_PORT"; return; fi
-    if pgrep -f "tansu broker.*:$KAFKA_PORT" >/dev/null; then
-      log "the tansu broker on port $KAFKA_PORT does not answer; restarting it"
-      pkill -f "tansu broker.*:$KAFKA_PORT" || true
-      for _ in $(seq 50); do port_open $KAFKA_PORT || break; sleep 0.1; done
-    else
-      die "something on port $KAFKA_PORT does not answer Kafka requests"
-    fi
+    kafka_answers $KAFKA_PORT || die "something on port $KAFKA_PORT does not answer Kafka requests"
+    log "a Kafka broker is up on 127.0.0.1:$KAFKA_PORT"
+    return
   fi
-  mkdir -p "$TANSU_DIR"
-  log "starting tansu on 127.0.0.1:$KAFKA_PORT (data in $TANSU_DIR)"
-  (
-    cd "$TANSU_DIR"
-    nohup setsid tansu broker \
-      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" \
-      >"$TANSU_DIR/tansu.log" 2>&1 &
-    echo $! >"$TANSU_DIR/tansu.pid"
-  )
-  wait_for_port $KAFKA_PORT tansu 30
-  kafka_answers || die "tansu started but does not answer; see $TANSU_DIR/tansu.log"
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  "$ROOT/scripts/kafka.sh" install >/dev/null
+  local version voters='' cluster_id n port
+  version=$("$ROOT/scripts/kafka.sh" version)
+  for n in $(seq "$KAFKA_NODES"); do
+    port=$(node_port "$n")
+    voters+="${voters:+,}$n@127.0.0.1:$((port + 1))"
+  done
+  # A cluster's nodes share one id, and keep it across restarts (each
+  # node's storage is formatted with it once).
+  mkdir -p "$KAFKA_DIR"
+  [ -f "$KAFKA_DIR/cluster-id" ] && [ "$(cat "$KAFKA_DIR/nodes" 2>/dev/null)" = "$KAFKA_NODES" ] \
+    || { rm -rf "$KAFKA_DIR"/node-*; mkdir -p "$KAFKA_DIR"
+         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$KAFKA_DIR/cluster-id"
+         echo "$KAFKA_NODES" >"$KAFKA_DIR/nodes"; }
+  cluster_id=$(cat "$KAFKA_DIR/cluster-id")
+  for n in $(seq "$KAFKA_NODES"); do
+    port=$(node_port "$n")
+    log "starting Apache Kafka $version, node $n of $KAFKA_NODES, on 127.0.0.1:$port (logs in $KAFKA_DIR/node-$n.log)"
+    nohup setsid "$ROOT/scripts/kafka.sh" node "$KAFKA_DIR/node-$n" --id "$n" --port "$port" \
+      --voters "$voters" --cluster-id "$cluster_id" --jmx-port $((port + 10000)) >"$KAFKA_DIR/node-$n.log" 2>&1 &
+    echo $! >"$KAFKA_DIR/node-$n.pid"
+  done
+  for n in $(seq "$KAFKA_NODES"); do
+    port=$(node_port "$n")
+    wait_for_port "$port" "Kafka node $n" 60
+    kafka_answers "$port" || die "Kafka node $n does not answer; see $KAFKA_DIR/node-$n.log"
+  done
 }
 
-stop_kafka() {
-  if [ -f "$TANSU_DIR/tansu.pid" ]; then
-    kill "$(cat "$TANSU_DIR/tansu.pid")" 2>/dev/null || true
-    rm -f "$TANSU_DIR/tansu.pid"
-    log "tansu stopped"
-  else
-    log "no broker started by this script"
+stop_pid_file() { # stop_pid_file FILE NAME
+  [ -f "$1" ] || return 1
+  local pid
+  pid=$(cat "$1")
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    log "$2 stopped"
   fi
+  rm -f "$1"
+}
+
+stop() {
+  local stopped=0 file
+  for file in "$KAFKA_DIR"/node-*.pid; do
+    [ -e "$file" ] || continue
+    stop_pid_file "$file" "Kafka $(basename "$file" .pid)" && stopped=1
+  done
+  stop_pid_file "$DEV_DIR/redis.pid" Redis && stopped=1
+  [ $stopped = 1 ] || log "nothing started by this script is running"
+  log "PostgreSQL is left running (pg_ctlcluster VERSION main stop stops it)"
 }
 
 case "${1:-start}" in
   start)
     start_postgres
-    create_database
+    prepare_postgres
     start_redis
     start_kafka
+    brokers=$(for n in $(seq "$KAFKA_NODES"); do printf '%s127.0.0.1:%s' "${sep:-}" "$(node_port "$n")"; sep=,; done)
     cat <<MSG
 dev-services: ready. Run the service on this stack with
-  DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/highload_db \\
-  REDIS_URL=redis://127.0.0.1:6379/0 KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT cargo run --release
+  DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/$DATABASE \\
+  REDIS_URL=redis://127.0.0.1:6379/0 KAFKA_BROKERS=$brokers cargo run --release
 or copy env.example to .env.
 MSG
     ;;
-  stop) stop_kafka ;;
-  *) die "usage: $0 [start|stop]" ;;
+  stop) stop ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
+  *) die "usage: $0 [start|stop|--help]" ;;
 esac

@@ -116,9 +116,7 @@ if [ "$STACK" = real ]; then
     || die "PostgreSQL does not answer at $PG_URL (scripts/dev-services.sh starts it)"
   CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $RUN_ID WITH (FORCE)'")
   CLEANUP+=("redis-cli -u '$REDIS_URL' --scan --pattern '$RUN_ID:*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del")
-  if command -v tansu >/dev/null; then
-    CLEANUP+=("tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$RUN_ID'; tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$RUN_ID.dlq'")
-  fi
+  CLEANUP+=("scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server '$KAFKA_BROKERS' --delete --if-exists --topic '$RUN_ID(\\.dlq)?'")
   # Loopback: no TLS (a URL without sslmode would mean prefer).
   env_vars+=(DATABASE_URL="$PG_URL/$RUN_ID" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$RUN_ID:"
     KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$RUN_ID" KAFKA_GROUP_ID="$RUN_ID")

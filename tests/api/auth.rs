@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::helpers::{
-    Stack, TestApp, TestData, assert_problem, spawn_app, spawn_app_with, test_config,
+    Stack, TestApp, TestData, assert_problem, eventually, spawn_app, spawn_app_with, test_config,
 };
 
 crate::stack_tests!(
@@ -113,15 +113,11 @@ async fn assert_forbidden(response: Response) -> Value {
     body
 }
 
-/// Routes that stay open whatever the mode.
+/// Routes that stay open whatever the mode. `/health` is 200 once the
+/// service has finished starting (on the real stack, its topics created).
 async fn assert_open_routes(app: &TestApp) {
-    for path in [
-        "/health",
-        "/health/live",
-        "/health/ready",
-        "/docs",
-        "/openapi.json",
-    ] {
+    eventually(|| async { (app.get("/health").await.status() == 200).then_some(()) }).await;
+    for path in ["/health/live", "/health/ready", "/docs", "/openapi.json"] {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
     }
 }

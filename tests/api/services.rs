@@ -1,7 +1,6 @@
-//! Private servers for the outage tests, which stop and start them: a
-//! Kafka-compatible broker (tansu) and a Redis, each on a free port.
+//! Private servers for the outage tests, which stop and start them: an
+//! Apache Kafka broker and a Redis, each on a free port.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -25,33 +24,24 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
-/// `TANSU_BIN`, or `tansu` on PATH, or cargo's bin directory.
-fn tansu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU_BIN") {
-        return path.into();
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("tansu"))
-        .find(|candidate| candidate.is_file());
-    on_path.unwrap_or_else(|| {
-        let home = std::env::var("HOME").expect("HOME");
-        PathBuf::from(home).join(".cargo/bin/tansu")
-    })
-}
-
-/// A tansu broker with its own SQLite storage, which survives `stop`.
+/// An Apache Kafka node of its own (`scripts/kafka.sh node`: broker and
+/// controller in one process), whose storage survives `stop`.
 pub struct PrivateBroker {
     pub port: u16,
+    controller_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub async fn start() -> Self {
+        let port = free_port();
+        let controller_port = std::iter::repeat_with(free_port)
+            .find(|other| *other != port)
+            .unwrap();
         let mut broker = Self {
-            port: free_port(),
+            port,
+            controller_port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -63,23 +53,20 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker again on the same port and storage.
+    /// Starts the broker again on the same ports and storage. The script
+    /// execs the JVM, so the child is the broker itself.
     pub async fn resume(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
+        let child = Command::new(script)
+            .arg("node")
+            .arg(self.dir.path().join("node"))
+            .args(["--port", &self.port.to_string()])
+            .args(["--controller-port", &self.controller_port.to_string()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
-            .expect("tansu starts (install it: scripts/dev-services.sh)");
+            .expect("scripts/kafka.sh starts (it needs java and mvn)");
         self.child = Some(child);
         wait_for_port(self.port).await;
     }

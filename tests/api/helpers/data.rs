@@ -10,8 +10,7 @@ use super::stack::{RealStack, Stack};
 
 /// What one test's apps keep their data in. The database is dropped with
 /// the last app using it. Topics are left in place: the app may still be
-/// producing when this is dropped, and tansu 0.6 crashes when a topic is
-/// deleted under an idempotent producer.
+/// producing when this is dropped.
 pub struct TestData {
     pub dir: tempfile::TempDir,
     pub stack: Stack,
