@@ -88,6 +88,11 @@ node() {
   local nodes replication min_isr
   nodes=$(tr ',' '\n' <<<"$voters" | grep -c .)
   if [ "$nodes" -ge 3 ]; then replication=3 min_isr=2; else replication=1 min_isr=1; fi
+  # A node alone is its own controller: when it restarts after a crash, it
+  # can register again only once its old registration has expired (9 s by
+  # default). A cluster keeps Kafka's defaults, which its faults measure.
+  local session=''
+  [ "$nodes" -ge 3 ] || session=$'broker.session.timeout.ms=2000\nbroker.heartbeat.interval.ms=500'
   install
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -116,6 +121,7 @@ auto.create.topics.enable=false
 # first group to join does not wait for fifty of them.
 group.initial.rebalance.delay.ms=0
 offsets.topic.num.partitions=5
+$session
 PROPS
   if [ ! -f "$dir/data/meta.properties" ]; then
     cluster_id=${cluster_id:-$(new_cluster_id)}

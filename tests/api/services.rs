@@ -24,6 +24,10 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
+/// How long a broker may take to listen: a JVM's start, and after a crash
+/// the recovery of its logs.
+const BROKER_START: Duration = Duration::from_secs(60);
+
 /// An Apache Kafka node of its own (`scripts/kafka.sh node`: broker and
 /// controller in one process), whose storage survives `stop`.
 pub struct PrivateBroker {
@@ -68,7 +72,24 @@ impl PrivateBroker {
             .spawn()
             .expect("scripts/kafka.sh starts (it needs java and mvn)");
         self.child = Some(child);
-        wait_for_port(self.port).await;
+        let listening = async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(BROKER_START, listening).await.is_err() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(30).collect();
+            panic!(
+                "the broker did not listen on {} within {BROKER_START:?}; its log ends:\n{}",
+                self.port,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     /// Kills the broker (as a crash would).
