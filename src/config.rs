@@ -160,16 +160,15 @@ pub struct KafkaConfig {
     pub group_instance_id: Option<String>,
     /// Partitions of the topics created at start (existing ones are kept).
     pub partitions: i32,
-    pub replication_factor: i32,
+    /// Replication factor of the topics created at start; `None`: as many
+    /// replicas as the cluster has brokers, at most 3.
+    pub replication_factor: Option<i32>,
     pub linger: Duration,
     pub compression: String,
     /// How long librdkafka retries a message before reporting it failed.
     pub delivery_timeout: Duration,
     /// The longest a consumer's fetch waits at the broker for data.
     pub fetch_wait: Duration,
-    /// How often a consumer that has read everything looks for messages
-    /// published by others; zero keeps it fetching all the time.
-    pub idle_fetch_interval: Duration,
     /// TLS and SASL to the brokers.
     pub security: KafkaSecurity,
 }
@@ -554,10 +553,10 @@ struct BusArgs {
           value_parser = clap::value_parser!(i32).range(1..=10_000))]
     kafka_partitions: i32,
 
-    /// Replication factor of the topics created at start
-    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", value_name = "KAFKA_REPLICATION_FACTOR", default_value_t = 1,
+    /// Replication factor of the topics created at start (existing topics keep theirs); they get min.insync.replicas of a majority of it [default: the brokers in the cluster, at most 3]
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", value_name = "KAFKA_REPLICATION_FACTOR",
           value_parser = clap::value_parser!(i32).range(1..=100))]
-    kafka_replication_factor: i32,
+    kafka_replication_factor: Option<i32>,
 
     /// How long the producer waits to batch messages
     #[arg(long, env = "KAFKA_LINGER", value_name = "KAFKA_LINGER", default_value = "5ms", value_parser = parse_duration)]
@@ -572,13 +571,9 @@ struct BusArgs {
     #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_name = "KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     kafka_delivery_timeout: Duration,
 
-    /// Longest a consumer's fetch waits at the broker for new messages: an upper bound on the latency it adds
-    #[arg(long, env = "KAFKA_FETCH_WAIT", value_name = "KAFKA_FETCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
+    /// Longest a consumer's fetch waits at the broker while nothing new arrives; a broker answers as soon as a message does, so this sets how often an idle consumer asks
+    #[arg(long, env = "KAFKA_FETCH_WAIT", value_name = "KAFKA_FETCH_WAIT", default_value = "500ms", value_parser = parse_duration)]
     kafka_fetch_wait: Duration,
-
-    /// How often a consumer that has read everything checks for messages from other publishers (its own process's wake it at once); 0 keeps it fetching every KAFKA_FETCH_WAIT
-    #[arg(long, env = "KAFKA_IDLE_FETCH_INTERVAL", value_name = "KAFKA_IDLE_FETCH_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
-    kafka_idle_fetch_interval: Duration,
 
     /// Run the outbox relay in this process (false: API-only replica; another one relays)
     #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
@@ -1094,7 +1089,6 @@ impl BusArgs {
                 compression: self.kafka_compression,
                 delivery_timeout: self.kafka_delivery_timeout,
                 fetch_wait: self.kafka_fetch_wait,
-                idle_fetch_interval: self.kafka_idle_fetch_interval,
                 security,
             }),
             outbox_relay_enabled: self.outbox_relay_enabled,
@@ -1978,8 +1972,16 @@ mod tests {
         assert_eq!(kafka.partitions, 6);
         assert_eq!(kafka.compression, "lz4");
         assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
-        assert_eq!(kafka.fetch_wait, Duration::from_millis(10));
-        assert_eq!(kafka.idle_fetch_interval, Duration::from_millis(250));
+        assert_eq!(kafka.fetch_wait, Duration::from_millis(500));
+        assert_eq!(kafka.replication_factor, None, "as the cluster allows");
+        let config = parse(&[
+            "--kafka-brokers",
+            "k1:9092",
+            "--kafka-replication-factor",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(config.bus.kafka.unwrap().replication_factor, Some(2));
 
         let err = resolve_error(&["--kafka-delivery-timeout", "500ms"]);
         assert_eq!(err.variable(), "KAFKA_DELIVERY_TIMEOUT");

@@ -14,12 +14,10 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, Headers as _};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::Notify;
 
 use super::KafkaSettings;
 use super::context::KafkaContext;
 use super::offsets::Offsets;
-use super::rest::Rest;
 use crate::bus::{Acknowledge, Delivery, Probe, Subscriber};
 use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
@@ -33,8 +31,6 @@ pub struct KafkaSubscriber {
     offsets: Offsets,
     /// Subscribing waits for `next`, so that the topics exist first.
     subscribed: bool,
-    /// Pauses fetching while there is nothing to read.
-    rest: Rest,
 }
 
 struct KafkaAck {
@@ -42,15 +38,18 @@ struct KafkaAck {
     offsets: Offsets,
     topic: String,
     partition: i32,
+    /// The holding of the partition the message was handed out in.
+    holding: u64,
     offset: i64,
 }
 
 impl Acknowledge for KafkaAck {
     fn ack(self: Box<Self>) {
-        let committable = {
-            let mut offsets = self.offsets.lock().expect("BUG: offsets poisoned");
-            offsets.entry(self.partition).or_default().done(self.offset)
-        };
+        let committable = self.offsets.lock().expect("BUG: offsets poisoned").done(
+            self.partition,
+            self.holding,
+            self.offset,
+        );
         let consumer = self.consumer.upgrade();
         if let (Some(offset), Some(consumer)) = (committable, consumer) {
             // Stores offset + 1, the next to read. Fails if the partition was
@@ -71,22 +70,41 @@ const QUEUED_MIN_MESSAGES: u32 = 10_000;
 /// partitions of the consumer together.
 const QUEUED_MAX_KBYTES: u32 = 4_096;
 
+/// How long the group waits for a member that stopped answering before it
+/// hands its partitions to the others. A replica that crashed is replaced
+/// this long after; a static member (below) that restarts within it keeps
+/// its partitions without a rebalance. The service restarts in about a
+/// second; Apache Kafka's own default, 45 s, would leave a crashed
+/// replica's partitions unread for that long.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The consumer group, and this replica's static member name in it if one
 /// is set (`KAFKA_GROUP_INSTANCE_ID`): a restarted replica then takes back
 /// its partitions as the same member. Without one it joins as a new member,
-/// and its partitions wait until the group expires the old one; a broker
-/// that never does (tansu 0.6) leaves them unconsumed.
+/// and its partitions wait until the group drops the old one
+/// ([`SESSION_TIMEOUT`]).
+///
+/// Partitions are assigned cooperatively (`cooperative-sticky`): a
+/// rebalance moves only the partitions that must move, and the others are
+/// read on meanwhile, where the eager protocol stops every member of the
+/// group at each join and leave of a rolling restart.
 fn join_group(config: &mut ClientConfig, group_id: &str, instance_id: Option<&str>) {
-    config.set("group.id", group_id);
+    config
+        .set("group.id", group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "session.timeout.ms",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        );
     if let Some(instance_id) = instance_id {
         config.set("group.instance.id", instance_id);
     }
 }
 
 impl KafkaSubscriber {
-    /// Creates the consumer; it does not connect until used. `published`
-    /// is told when this process's publisher delivered (see [`Rest`]).
-    pub(super) fn new(settings: &KafkaSettings, published: Arc<Notify>) -> anyhow::Result<Self> {
+    /// Creates the consumer; it does not connect until used.
+    pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        let offsets = Offsets::default();
         let mut config = settings.client_config();
         join_group(
             &mut config,
@@ -103,11 +121,11 @@ impl KafkaSubscriber {
             // first joined is skipped.
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
-            // The longest a fetch waits for data at the broker. A broker
-            // that holds every fetch this long, whatever arrives (tansu
-            // does), adds it to each message's latency: librdkafka's
-            // default is 500 ms.
+            // The longest a fetch waits at the broker while nothing
+            // arrives. The broker answers as soon as a message does
+            // (`fetch.min.bytes` is 1), so this costs no latency: it sets
+            // how many empty fetches an idle consumer sends, two a second
+            // per broker at the default.
             .set(
                 "fetch.wait.max.ms",
                 settings.kafka.fetch_wait.as_millis().to_string(),
@@ -119,20 +137,17 @@ impl KafkaSubscriber {
             .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
             .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
             .set("statistics.interval.ms", "5000")
-            .create_with_context(KafkaContext::reporting_lag(Arc::clone(&settings.metrics)))
+            .create_with_context(KafkaContext::consumer(
+                Arc::clone(&settings.metrics),
+                Arc::clone(&offsets),
+            ))
             .context("invalid Kafka consumer settings")?;
         Ok(Self {
             consumer: Some(Arc::new(consumer)),
             topic: settings.kafka.topic.clone(),
             check_timeout: settings.check_timeout,
-            offsets: Arc::default(),
+            offsets,
             subscribed: false,
-            rest: Rest::new(
-                settings.kafka.idle_fetch_interval,
-                settings.kafka.fetch_wait,
-                settings.check_timeout,
-                published,
-            ),
         })
     }
 
@@ -156,7 +171,7 @@ impl Drop for KafkaSubscriber {
 
 /// Drops a reference to the consumer; the last one closes it on a thread
 /// of its own (see Drop above). Whoever holds a reference for a while (an
-/// ack, the probe, the idle consumer's look) lets go of it here, since
+/// ack, the probe) lets go of it here, since
 /// the subscriber may be gone by then, and a blocked async or blocking
 /// thread would hold up the runtime's shutdown.
 pub(super) fn release(consumer: Arc<StreamConsumer<KafkaContext>>) {
@@ -176,29 +191,25 @@ impl Subscriber for KafkaSubscriber {
                 .with_context(|| format!("failed to subscribe to {}", self.topic))?;
             self.subscribed = true;
         }
-        let consumer = self
-            .consumer
-            .as_ref()
-            .expect("BUG: the consumer is only taken on drop");
-        let message = self.rest.recv(consumer).await.map_err(|err| match err {
+        let message = self.consumer().recv().await.map_err(|err| match err {
             KafkaError::MessageConsumption(code) => {
                 anyhow::anyhow!("kafka consumer error: {code}")
             }
             other => anyhow::Error::new(other),
         })?;
         let (partition, offset) = (message.partition(), message.offset());
-        self.offsets
+        let holding = self
+            .offsets
             .lock()
             .expect("BUG: offsets poisoned")
-            .entry(partition)
-            .or_default()
-            .dispatched(offset);
+            .dispatched(partition, offset);
         let trace = message.headers().and_then(trace_context);
         let ack = KafkaAck {
             consumer: Arc::downgrade(self.consumer()),
             offsets: Arc::clone(&self.offsets),
             topic: self.topic.clone(),
             partition,
+            holding,
             offset,
         };
         Ok(Some(
@@ -306,6 +317,10 @@ mod tests {
         join_group(&mut config, "workers", None);
         assert_eq!(config.get("group.id"), Some("workers"));
         assert_eq!(config.get("group.instance.id"), None);
+        assert_eq!(
+            config.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
 
         join_group(&mut config, "workers", Some("highload-7d9f-abcde"));
         assert_eq!(config.get("group.instance.id"), Some("highload-7d9f-abcde"));

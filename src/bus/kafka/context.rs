@@ -1,10 +1,10 @@
 //! The client context every Kafka client of the service shares: librdkafka's
-//! logs routed into `tracing`, and on the consumer its statistics turned
-//! into the `kafka_consumer_lag` metric. Also the security settings every
+//! logs routed into `tracing`; on the consumer its statistics turned into
+//! the `kafka_consumer_lag` metric, and its rebalances into the offsets'
+//! bookkeeping. Also the security settings every
 //! client is configured with (TLS and SASL, [`apply_security`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -15,6 +15,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 
 use secrecy::ExposeSecret;
 
+use super::offsets::Offsets;
 use crate::config::KafkaSecurity;
 use crate::metrics::{Metrics, PartitionLabels};
 
@@ -61,27 +62,23 @@ pub(super) fn apply_security(config: &mut ClientConfig, security: &KafkaSecurity
 /// logs as errors and repeats while a broker is down, become warnings: the
 /// client reconnects by itself, and the health checks report the outage.
 /// On the consumer it also turns librdkafka's statistics into the
-/// `kafka_consumer_lag` metric.
+/// `kafka_consumer_lag` metric, and drops the bookkeeping of revoked
+/// partitions.
 #[derive(Clone, Default)]
 pub(super) struct KafkaContext {
     lag: Option<Arc<Metrics>>,
-    /// Rebalances so far, assignments and revocations alike.
-    rebalances: Arc<AtomicU64>,
+    /// The consumer's offsets bookkeeping (unused by the other clients).
+    offsets: Offsets,
 }
 
 impl KafkaContext {
-    /// The consumer's context: it also reports the lag per partition.
-    pub(super) fn reporting_lag(metrics: Arc<Metrics>) -> Self {
+    /// The consumer's context: it reports the lag per partition, and keeps
+    /// `offsets` to the partitions the consumer holds.
+    pub(super) fn consumer(metrics: Arc<Metrics>, offsets: Offsets) -> Self {
         Self {
             lag: Some(metrics),
-            ..Self::default()
+            offsets,
         }
-    }
-
-    /// How many rebalances the consumer went through: what it knew of its
-    /// partitions' positions before the last one may no longer hold.
-    pub(super) fn rebalances(&self) -> u64 {
-        self.rebalances.load(Ordering::Acquire)
     }
 }
 
@@ -137,11 +134,18 @@ impl ClientContext for KafkaContext {
 }
 
 impl ConsumerContext for KafkaContext {
-    /// Counts the rebalance (see [`KafkaContext::rebalances`]) and says
-    /// which partitions this consumer took or gave up, so that the log
-    /// shows when a rebalance ended (and how long it held the group).
+    /// Drops what the consumer knew of the partitions it gave up, and says
+    /// which partitions it took or gave up, so that the log shows when a
+    /// rebalance ended (and how long it held the group). With the
+    /// cooperative protocol a rebalance names only the partitions that
+    /// move.
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.rebalances.fetch_add(1, Ordering::AcqRel);
+        if let Rebalance::Revoke(list) = rebalance {
+            self.offsets
+                .lock()
+                .expect("BUG: offsets poisoned")
+                .revoke(list.elements().iter().map(|p| p.partition()));
+        }
         let partitions = |list: &TopicPartitionList| {
             list.elements()
                 .iter()

@@ -15,25 +15,21 @@
 //! offset is the one below its oldest unfinished message
 //! ([`PartitionOffsets`](offsets::PartitionOffsets)).
 //!
-//! An idle consumer rests: once it has read every partition to its end it
-//! pauses them, and looks again every `KAFKA_IDLE_FETCH_INTERVAL`, or at
-//! once when this process publishes ([`rest`]). A broker that holds every
-//! fetch for `KAFKA_FETCH_WAIT` is otherwise kept busy answering empty ones.
+//! Partitions are assigned cooperatively, and a revoked partition's
+//! bookkeeping is dropped with it.
 //!
-//! One file per concern: `context` (logs and lag), `producer` (with
-//! renewal and topic admin), `offsets`, `consumer` (with its probe), `rest`.
+//! One file per concern: `context` (logs, lag and rebalances), `producer`
+//! (with renewal and topic admin), `offsets`, `consumer` (with its probe).
 
 mod consumer;
 mod context;
 mod offsets;
 mod producer;
-mod rest;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use tokio::sync::Notify;
 
 pub use consumer::KafkaSubscriber;
 pub use producer::KafkaPublisher;
@@ -70,11 +66,8 @@ impl KafkaSettings {
 }
 
 /// Creates the producer and the consumer; neither connects until used.
-/// The publisher tells the consumer when it delivered, so that a consumer
-/// resting while idle fetches this process's own events at once.
 pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, KafkaSubscriber)> {
-    let published = Arc::new(Notify::new());
-    let publisher = KafkaPublisher::new(settings.clone(), Arc::clone(&published))?;
-    let subscriber = KafkaSubscriber::new(&settings, published)?;
+    let publisher = KafkaPublisher::new(settings.clone())?;
+    let subscriber = KafkaSubscriber::new(&settings)?;
     Ok((publisher, subscriber))
 }

@@ -1,14 +1,63 @@
 //! Which consumed offsets may be committed. Workers finish messages out of
 //! order, so a partition's committable offset is the one below its oldest
-//! unfinished message; it never moves backwards, not even when a rebalance
-//! hands the same offsets out again.
+//! unfinished message; it never moves backwards, not even when the same
+//! offsets are handed out again.
+//!
+//! The bookkeeping lasts while the consumer holds the partition. A
+//! cooperative rebalance revokes some partitions and leaves the others
+//! alone: a revoked partition's bookkeeping is dropped, and a message of
+//! it that a worker finishes afterwards stores nothing, even if the
+//! partition has come back meanwhile (its new holding reads on from the
+//! group's commit, and would otherwise be told that offsets it has not yet
+//! processed are done).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-/// Every partition's bookkeeping, shared by the subscriber (which hands
-/// messages out) and their acknowledgements (which finish them).
-pub(super) type Offsets = Arc<Mutex<HashMap<i32, PartitionOffsets>>>;
+/// The assigned partitions' bookkeeping, shared by the subscriber (which
+/// hands messages out), their acknowledgements (which finish them) and the
+/// consumer's context (which drops what a rebalance revokes).
+pub(super) type Offsets = Arc<Mutex<Held>>;
+
+/// The bookkeeping of each partition the consumer holds.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Per partition: which holding it is, and its offsets.
+    partitions: HashMap<i32, (u64, PartitionOffsets)>,
+    /// Holdings so far: tells one holding of a partition from the next.
+    holdings: u64,
+}
+
+impl Held {
+    /// Marks `offset` of `partition` handed to the workers; returns the
+    /// holding it was handed out in.
+    pub(super) fn dispatched(&mut self, partition: i32, offset: i64) -> u64 {
+        let holdings = &mut self.holdings;
+        let (holding, offsets) = self.partitions.entry(partition).or_insert_with(|| {
+            *holdings += 1;
+            (*holdings, PartitionOffsets::default())
+        });
+        offsets.dispatched(offset);
+        *holding
+    }
+
+    /// Marks `offset` finished if `partition` is still in the holding it
+    /// was handed out in; returns the offset to store, if any (see
+    /// [`PartitionOffsets::done`]).
+    pub(super) fn done(&mut self, partition: i32, holding: u64, offset: i64) -> Option<i64> {
+        match self.partitions.get_mut(&partition) {
+            Some((current, offsets)) if *current == holding => offsets.done(offset),
+            _ => None,
+        }
+    }
+
+    /// Drops the bookkeeping of partitions the consumer no longer holds.
+    pub(super) fn revoke(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        for partition in partitions {
+            self.partitions.remove(&partition);
+        }
+    }
+}
 
 /// Per-partition bookkeeping of which consumed offsets are finished.
 #[derive(Debug, Default)]
@@ -67,6 +116,24 @@ mod tests {
         assert_eq!(partition.done(13), Some(14));
         partition.dispatched(15);
         assert_eq!(partition.done(15), Some(15));
+    }
+
+    #[test]
+    fn a_revoked_partition_stores_nothing_for_messages_finished_after() {
+        let mut held = Held::default();
+        let first = held.dispatched(0, 10);
+        let other = held.dispatched(1, 50);
+        held.dispatched(0, 11);
+        held.revoke([0]);
+        // Back again, from the group's commit (10 was never stored).
+        let second = held.dispatched(0, 10);
+        assert_ne!(first, second);
+        assert_eq!(held.done(0, first, 11), None, "finished in the old holding");
+        assert_eq!(held.done(0, first, 10), None, "finished in the old holding");
+        held.dispatched(0, 11);
+        assert_eq!(held.done(0, second, 10), Some(10));
+        assert_eq!(held.done(0, second, 11), Some(11));
+        assert_eq!(held.done(1, other, 50), Some(50), "partition 1 was kept");
     }
 
     #[test]

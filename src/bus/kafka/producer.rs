@@ -1,16 +1,16 @@
-//! The Kafka publisher: an idempotent producer, renewed after failed
-//! deliveries, and the admin client that creates the topics at start.
+//! The Kafka publisher: an idempotent producer, renewed if librdkafka
+//! declares it dead, and the admin client that creates the topics at start.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::Notify;
 
 use super::KafkaSettings;
 use super::context::KafkaContext;
@@ -18,6 +18,10 @@ use crate::bus::{Delivery, Message, PublishError, Publisher};
 use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 type KafkaProducer = FutureProducer<KafkaContext>;
+
+/// How long preparing the bus waits for new topics' partitions to get a
+/// leader before it reports them not ready (and is retried).
+const LEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Outbox batches out at once (see [`Publisher::max_in_flight`]): enough to
 /// keep claiming while the brokers acknowledge, few enough that a broker
@@ -40,6 +44,20 @@ fn create_producer(settings: &KafkaSettings) -> anyhow::Result<KafkaProducer> {
         .context("invalid Kafka producer settings")
 }
 
+/// The replication factor of a new topic when none is configured: a
+/// replica on every broker, at most three (a broker lost leaves two, still
+/// a majority).
+fn replicas_for(brokers: usize) -> i32 {
+    brokers.clamp(1, 3) as i32
+}
+
+/// The replicas that must have a message before it counts as written
+/// (`acks=all`): a majority, so that losing a minority loses nothing
+/// acknowledged and writes go on.
+fn min_insync_replicas(replicas: i32) -> i32 {
+    replicas / 2 + 1
+}
+
 /// Adds the W3C trace headers (`traceparent`, and `tracestate` when there
 /// is one) that a consumer continues the trace from.
 fn trace_headers(headers: OwnedHeaders, trace: &TraceContext) -> OwnedHeaders {
@@ -58,19 +76,16 @@ fn trace_headers(headers: OwnedHeaders, trace: &TraceContext) -> OwnedHeaders {
 
 /// Publishes to the topic and parks dead letters on its `.dlq` twin.
 pub struct KafkaPublisher {
-    /// Replaced after failed deliveries, see [`KafkaPublisher::renew`].
+    /// Replaced if it fails fatally, see [`KafkaPublisher::renew_if_fatal`].
     producer: RwLock<KafkaProducer>,
     admin: AdminClient<KafkaContext>,
     settings: KafkaSettings,
-    /// Told after each publish that delivered something: wakes this
-    /// process's consumer if it rests.
-    published: Arc<Notify>,
 }
 
 impl KafkaPublisher {
     /// Creates the producer and the admin client; neither connects until
     /// used.
-    pub(super) fn new(settings: KafkaSettings, published: Arc<Notify>) -> anyhow::Result<Self> {
+    pub(super) fn new(settings: KafkaSettings) -> anyhow::Result<Self> {
         let producer = create_producer(&settings)?;
         let admin: AdminClient<KafkaContext> = settings
             .client_config()
@@ -80,8 +95,50 @@ impl KafkaPublisher {
             producer: RwLock::new(producer),
             admin,
             settings,
-            published,
         })
+    }
+
+    /// Waits until every partition of `topic` has a leader; fails after
+    /// [`LEADERS_TIMEOUT`] (the caller retries).
+    async fn wait_for_leaders(&self, topic: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + LEADERS_TIMEOUT;
+        loop {
+            let producer = self.producer();
+            let (name, timeout) = (topic.to_owned(), self.settings.check_timeout);
+            let led = tokio::task::spawn_blocking(move || {
+                let metadata = producer.client().fetch_metadata(Some(&name), timeout)?;
+                Ok::<_, KafkaError>(metadata.topics().first().is_some_and(|t| {
+                    t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                }))
+            })
+            .await?
+            .context("kafka did not answer a metadata request")?;
+            if led {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("topic {topic} has partitions without a leader");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many brokers the cluster has (a metadata request).
+    async fn brokers(&self) -> anyhow::Result<usize> {
+        let producer = self.producer();
+        let timeout = self.settings.check_timeout;
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .context("kafka did not answer a metadata request")?;
+            Ok(metadata.brokers().len())
+        })
+        .await?
     }
 
     fn producer(&self) -> KafkaProducer {
@@ -91,13 +148,17 @@ impl KafkaPublisher {
             .clone()
     }
 
-    /// Replaces the producer after failed deliveries. An idempotent producer
-    /// whose messages timed out must bump its epoch before producing again
-    /// (or is left in a fatal state); a fresh producer starts clean instead.
-    /// Nothing is lost: the failed rows stay in the outbox and are published
-    /// again by the new producer. (tansu 0.6 crashes on the epoch bump,
-    /// which this also avoids.)
-    fn renew(&self, failed: &KafkaProducer) {
+    /// Replaces the producer once librdkafka has declared it failed for
+    /// good (a fatal error: it then fails every message). An idempotent
+    /// producer whose messages only timed out (a broker outage) is not
+    /// fatal: librdkafka bumps its epoch and it produces again on its own.
+    /// Nothing is lost either way: failed rows stay in the outbox and are
+    /// published again.
+    fn renew_if_fatal(&self, failed: &KafkaProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return;
+        };
+        tracing::error!(error = %code, reason, "the kafka producer failed fatally; recreating it");
         let fresh = match create_producer(&self.settings) {
             Ok(fresh) => fresh,
             Err(err) => {
@@ -116,7 +177,7 @@ impl KafkaPublisher {
             }
             std::mem::replace(&mut *current, fresh)
         };
-        tracing::info!("kafka producer recreated after failed deliveries");
+        tracing::info!("kafka producer recreated");
         // Destroying a producer blocks until its threads stop.
         tokio::task::spawn_blocking(move || drop(old));
     }
@@ -128,22 +189,24 @@ impl Publisher for KafkaPublisher {
         "kafka"
     }
 
-    /// Creates the topic and its dead-letter topic if they are missing.
+    /// Creates the topic and its dead-letter topic if they are missing,
+    /// replicated as configured or as the cluster allows.
     async fn prepare(&self) -> anyhow::Result<()> {
         let dead_letters = self.settings.dead_letter_topic();
-        let replication = TopicReplication::Fixed(self.settings.kafka.replication_factor);
-        let topics = [
+        let replicas = match self.settings.kafka.replication_factor {
+            Some(replicas) => replicas,
+            None => replicas_for(self.brokers().await?),
+        };
+        let min_insync = min_insync_replicas(replicas).to_string();
+        let topic = |name| {
             NewTopic::new(
-                &self.settings.kafka.topic,
+                name,
                 self.settings.kafka.partitions,
-                replication,
-            ),
-            NewTopic::new(
-                &dead_letters,
-                self.settings.kafka.partitions,
-                TopicReplication::Fixed(self.settings.kafka.replication_factor),
-            ),
-        ];
+                TopicReplication::Fixed(replicas),
+            )
+            .set("min.insync.replicas", &min_insync)
+        };
+        let topics = [topic(&self.settings.kafka.topic), topic(&dead_letters)];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = self
             .admin
@@ -152,10 +215,20 @@ impl Publisher for KafkaPublisher {
             .context("failed to create Kafka topics")?;
         for result in results {
             match result {
-                Ok(topic) => tracing::info!(topic, "kafka topic created"),
+                Ok(topic) => tracing::info!(
+                    topic,
+                    replicas,
+                    min_insync_replicas = min_insync,
+                    "kafka topic created"
+                ),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => anyhow::bail!("failed to create topic {topic}: {code}"),
             }
+        }
+        // A topic just created has no partition leaders for a moment, and
+        // until it has, nothing can be produced to it or read from it.
+        for name in [&self.settings.kafka.topic, &dead_letters] {
+            self.wait_for_leaders(name).await?;
         }
         Ok(())
     }
@@ -181,11 +254,8 @@ impl Publisher for KafkaPublisher {
                     .map_err(|(err, _)| PublishError(err.to_string()))
             })
             .collect();
-        if results.iter().any(Result::is_ok) {
-            self.published.notify_one();
-        }
         if results.iter().any(Result::is_err) {
-            self.renew(&producer);
+            self.renew_if_fatal(&producer);
         }
         results
     }
@@ -222,7 +292,7 @@ impl Publisher for KafkaPublisher {
             .send(record, self.settings.kafka.delivery_timeout)
             .await
         {
-            self.renew(&producer);
+            self.renew_if_fatal(&producer);
             return Err(anyhow::Error::new(err).context(format!("failed to publish to {topic}")));
         }
         tracing::error!(
@@ -254,5 +324,23 @@ impl Publisher for KafkaPublisher {
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::warn!("kafka producer not flushed within the shutdown deadline");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_topics_are_replicated_on_up_to_three_brokers_and_need_a_majority() {
+        let topics: Vec<_> = [1, 2, 3, 5]
+            .into_iter()
+            .map(|brokers| {
+                let replicas = replicas_for(brokers);
+                (brokers, replicas, min_insync_replicas(replicas))
+            })
+            .collect();
+        assert_eq!(topics, [(1, 1, 1), (2, 2, 2), (3, 3, 2), (5, 3, 2)]);
+        assert_eq!(min_insync_replicas(5), 3);
     }
 }
