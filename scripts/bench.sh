@@ -36,7 +36,7 @@
 # Debian packages are installed with apt-get when missing and running as
 # root); matplotlib goes into a virtualenv under
 # ${HIGHLOAD_TOOLS_DIR:-~/.cache/highload-tools}. The real stack expects
-# PostgreSQL, Redis and a Kafka-compatible broker on localhost, as
+# PostgreSQL, Redis and Apache Kafka on localhost, as
 # scripts/dev-services.sh provides them.
 #
 # Settings (environment): BENCH_SECONDS (per line), BENCH_SMALL_ROWS,
@@ -49,7 +49,15 @@
 # (scenario names as in the JSON, or e2e for the end-to-end probe;
 # comma-separated, or "all": a system-wide `perf record` during each, its
 # report in BENCH_OUT as <time>-<binary>-<stack>-<scenario>[-<rows>].perf.txt;
-# the profiler takes a share of the cores, so that run's figures are lower).
+# the profiler takes a share of the cores, so that run's figures are lower),
+# BENCH_KAFKA_JMX (the first broker's JMX host:port, for its request
+# counts; 10000 above its client port by default, as dev-services.sh opens
+# it). Any KAFKA_*, OUTBOX_* or WORKER_* variable of the caller's (but the
+# broker list, topic and group) is passed to the service, for experiments.
+#
+# On the real stack it also reports the broker's share of a core during
+# each line (broker_cpu) and, after the pipeline, what two idle instances
+# cost it: its CPU share and the consumer fetches per second of each.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,6 +101,7 @@ if [ "$QUICK" = 1 ]; then
   LARGE_ROWS=${BENCH_LARGE_ROWS:-0}
   E2E_SAMPLES=10
   DRAIN_TIMEOUT=60
+  IDLE_SETTLE=5 IDLE_SECONDS=5
   MODE=quick
 else
   DURATION=${BENCH_SECONDS:-10}
@@ -100,6 +109,7 @@ else
   LARGE_ROWS=${BENCH_LARGE_ROWS:-1000000}
   E2E_SAMPLES=100
   DRAIN_TIMEOUT=600
+  IDLE_SETTLE=15 IDLE_SECONDS=20
   MODE=full
 fi
 [ "$SMALL_ROWS" -ge 1000 ] || die "BENCH_SMALL_ROWS must be at least 1000 (page 100 of 10)"
@@ -243,6 +253,25 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_URL/postgres" "$@"; }
 # record JSON: appends a record to the results.
 record() { echo "$1" >>"$RESULTS"; }
 
+# The broker's side of the real stack: the first broker of KAFKA_BROKERS,
+# its process (when it runs on this machine) and its request metrics (JMX,
+# where scripts/dev-services.sh opens it: 10000 above the client port).
+BROKER_PORT=${KAFKA_BROKERS%%,*}; BROKER_PORT=${BROKER_PORT##*:}
+BROKER_JMX=${BENCH_KAFKA_JMX:-127.0.0.1:$((BROKER_PORT + 10000))}
+CLK_TCK=$(getconf CLK_TCK)
+broker_pid() { ss -ltnpH "sport = :$BROKER_PORT" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1; }
+# cpu_ticks PID: the process's CPU time so far, user and system, in ticks.
+cpu_ticks() { [ -n "$1" ] && awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# broker_fetches: consumer fetch requests the broker has answered since it
+# started (every request version summed), or nothing if JMX is closed.
+broker_fetches() {
+  scripts/kafka.sh tool org.apache.kafka.tools.JmxTool --one-time true \
+    --jmx-url "service:jmx:rmi:///jndi/rmi://$BROKER_JMX/jmxrmi" \
+    --object-name 'kafka.network:type=RequestMetrics,name=RequestsPerSec,request=FetchConsumer,*' \
+    --attributes Count 2>/dev/null \
+    | awk -F, '/^"time"/ { header = 1; next } header { for (i = 2; i <= NF; i++) n += $i; print n + 0; exit }'
+}
+
 if [[ " $STACKS " == *" real "* ]]; then
   psql_admin -tAc 'SELECT 1' >/dev/null 2>&1 \
     || die "PostgreSQL does not answer at $PG_URL (scripts/dev-services.sh starts it)"
@@ -278,6 +307,13 @@ fi
 # --- one binary on one stack ---------------------------------------------
 
 BASE_URL=http://127.0.0.1:$PORT
+PASSED_ENV=()
+while IFS='=' read -r name value; do
+  case $name in
+    KAFKA_BROKERS | KAFKA_TOPIC | KAFKA_GROUP_ID) ;;
+    KAFKA_* | OUTBOX_* | WORKER_*) PASSED_ENV+=("$name=$value") ;;
+  esac
+done < <(env)
 
 rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
@@ -295,6 +331,9 @@ start_service() {
   else
     env+=(SQLITE_PATH="$dir/highload.db")
   fi
+  # Tuning from the caller's environment (KAFKA_FETCH_WAIT=..., say), for
+  # experiments; the run's metadata lists what was passed.
+  env+=("${PASSED_ENV[@]}")
   if curl -s -o /dev/null "$BASE_URL/health/live"; then die "port $PORT is taken (set BENCH_PORT)"; fi
   SERVICE_LOG=$dir/log
   t0=$(date +%s%N)
@@ -374,8 +413,8 @@ profile_stop() {
   kill -INT "$PERF_PID" && wait "$PERF_PID" || true
   PERF_PID=
   {
-    # Threads are named by their runtime (the service and tansu are both
-    # tokio-rt-worker), so processes are named by their main thread, read
+    # Threads are named by their runtime (tokio-rt-worker, or Java's own
+    # names in the broker), so processes are named by their main thread, read
     # while they run (a process that has exited keeps its thread's name).
     echo "# share of the machine's samples by process"
     perf script -i "$PERF_DATA" -F comm,pid 2>/dev/null \
@@ -396,17 +435,24 @@ profile_stop() {
 
 # load SCENARIO LABEL CONNECTIONS PATH [LUA]: one wrk run, recorded.
 load() {
-  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line
+  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line broker ticks t0
   rm -f "$WORK/wrk.json"
   profile_start "$scenario"
+  broker=$([ "$STACK" = real ] && broker_pid || true)
+  ticks=$(cpu_ticks "$broker") t0=$(date +%s%N)
   BENCH_RESULT=$WORK/wrk.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_NONCE="$RUN_ID$BINARY${STACK:0:1}" \
     wrk -t2 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk/$lua" "$BASE_URL$path" >"$WORK/wrk.log" 2>&1 \
     || { cat "$WORK/wrk.log" >&2; die "wrk failed on $label"; }
+  # The broker's share of a core during the run (null: not measured).
+  local broker_cpu=null
+  [ -z "$broker" ] || broker_cpu=$(awk -v d=$(($(cpu_ticks "$broker") - ticks)) -v hz="$CLK_TCK" \
+    -v ns=$(($(date +%s%N) - t0)) 'BEGIN { printf "%.3f", d / hz / (ns / 1e9) }')
   profile_stop
   [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
   line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
     --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
-    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm}' \
+    --argjson broker_cpu "$broker_cpu" \
+    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm, broker_cpu: $broker_cpu}' \
     "$WORK/wrk.json")
   record "$line"
   jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs, peak RSS so far \(.peak_rss_kb / 1024 | floor) MB\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2
@@ -476,6 +522,33 @@ replay_drain() {
   say "  replayed $(jq -r '"\(.processed) messages at \(.rate | floor) msg/s"' "$WORK/drain.json"); its peak RSS $((hwm_kb / 1024)) MB"
 }
 
+# idle BIN: what idle instances cost the broker. A second instance of BIN
+# joins the first one's consumer group (two replicas of one deployment);
+# once the group has settled and nothing is written, the broker's CPU time
+# and the consumer fetches it answered are counted over IDLE_SECONDS.
+idle() {
+  local bin=$1 dir broker before after ticks t0 ns
+  local main_pid=$SERVICE_PID main_log=$SERVICE_LOG main_port=$PORT
+  broker=$(broker_pid)
+  [ -n "$broker" ] || { say "  idle: the broker on port $BROKER_PORT is not a process of this machine; skipped"; return 0; }
+  dir=$(mktemp -d "$WORK/$BINARY-idle.XXXX")
+  IDLE_PID=$main_pid PORT=$((main_port + 1)) BASE_URL=http://127.0.0.1:$((main_port + 1))
+  start_service "$bin" real "$dir"
+  sleep "$IDLE_SETTLE"
+  before=$(broker_fetches) ticks=$(cpu_ticks "$broker") t0=$(date +%s%N)
+  sleep "$IDLE_SECONDS"
+  after=$(broker_fetches) ns=$(($(date +%s%N) - t0))
+  record "$(jq -cn --arg b "$BINARY" --argjson ticks $(($(cpu_ticks "$broker") - ticks)) --argjson hz "$CLK_TCK" \
+    --argjson ns "$ns" --arg before "$before" --arg after "$after" \
+    '{kind: "idle", binary: $b, stack: "real", instances: 2, seconds: ($ns / 1e9),
+      broker_cpu: ($ticks / $hz / ($ns / 1e9)),
+      fetches_per_s_per_instance: (if $before == "" or $after == "" then null
+        else (($after | tonumber) - ($before | tonumber)) / ($ns / 1e9) / 2 end)}')"
+  say "  idle, two instances: $(tail -n 1 "$RESULTS" | jq -r '"broker \(.broker_cpu * 100 | . * 10 | round / 10)% of a core, \(.fetches_per_s_per_instance // "?") consumer fetches/s per instance"')"
+  stop_service
+  SERVICE_PID=$main_pid IDLE_PID= SERVICE_LOG=$main_log PORT=$main_port BASE_URL=http://127.0.0.1:$main_port
+}
+
 lists() {
   load list_users_p1 "GET /api/v1/users page 1" 64 "/api/v1/users?page=1&limit=10"
   load list_users_p100 "GET /api/v1/users page 100" 64 "/api/v1/users?page=100&limit=10"
@@ -490,7 +563,34 @@ lists() {
 # cursor_lists: deep paging by keyset cursor, from halfway down each list
 # (the cursor comes from the page before, asked for by number once). A
 # binary without cursors (an older baseline) skips these lines.
-cursor_lists() {
+cursor_# idle BIN: what idle instances cost the broker. A second instance of BIN
+# joins the first one's consumer group (two replicas of one deployment);
+# once the group has settled and nothing is written, the broker's CPU time
+# and the consumer fetches it answered are counted over IDLE_SECONDS.
+idle() {
+  local bin=$1 dir broker before after ticks t0 ns
+  local main_pid=$SERVICE_PID main_log=$SERVICE_LOG main_port=$PORT
+  broker=$(broker_pid)
+  [ -n "$broker" ] || { say "  idle: the broker on port $BROKER_PORT is not a process of this machine; skipped"; return 0; }
+  dir=$(mktemp -d "$WORK/$BINARY-idle.XXXX")
+  IDLE_PID=$main_pid PORT=$((main_port + 1)) BASE_URL=http://127.0.0.1:$((main_port + 1))
+  start_service "$bin" real "$dir"
+  sleep "$IDLE_SETTLE"
+  before=$(broker_fetches) ticks=$(cpu_ticks "$broker") t0=$(date +%s%N)
+  sleep "$IDLE_SECONDS"
+  after=$(broker_fetches) ns=$(($(date +%s%N) - t0))
+  record "$(jq -cn --arg b "$BINARY" --argjson ticks $(($(cpu_ticks "$broker") - ticks)) --argjson hz "$CLK_TCK" \
+    --argjson ns "$ns" --arg before "$before" --arg after "$after" \
+    '{kind: "idle", binary: $b, stack: "real", instances: 2, seconds: ($ns / 1e9),
+      broker_cpu: ($ticks / $hz / ($ns / 1e9)),
+      fetches_per_s_per_instance: (if $before == "" or $after == "" then null
+        else (($after | tonumber) - ($before | tonumber)) / ($ns / 1e9) / 2 end)}')"
+  say "  idle, two instances: $(tail -n 1 "$RESULTS" | jq -r '"broker \(.broker_cpu * 100 | . * 10 | round / 10)% of a core, \(.fetches_per_s_per_instance // "?") consumer fetches/s per instance"')"
+  stop_service
+  SERVICE_PID=$main_pid IDLE_PID= SERVICE_LOG=$main_log PORT=$main_port BASE_URL=http://127.0.0.1:$main_port
+}
+
+lists() {
   local list cursor page=$((ROWS / 20))
   for list in users events; do
     cursor=$(curl -sf "$BASE_URL/api/v1/$list?page=$page&limit=10" | jq -r '.next_cursor // empty') || cursor=
@@ -516,9 +616,7 @@ bench_one() {
     psql_admin -c "CREATE DATABASE $DB"
     CLEANUP+=("psql -X -q '$PG_URL/postgres' -c 'DROP DATABASE IF EXISTS $DB WITH (FORCE)'")
     CLEANUP+=("redis-cli -u '$REDIS_URL' --scan --pattern '$PREFIX*' | xargs -r -n 500 redis-cli -u '$REDIS_URL' del")
-    if command -v tansu >/dev/null; then
-      CLEANUP+=("tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$TOPIC'; tansu topic delete --broker 'tcp://$KAFKA_BROKERS' '$TOPIC.dlq'")
-    fi
+    CLEANUP+=("scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server '$KAFKA_BROKERS' --delete --if-exists --topic '$TOPIC(\\.dlq)?'")
   fi
   start_service "$bin" "$STACK" "$dir"
   local startup_ms=$STARTUP_MS
@@ -567,6 +665,7 @@ bench_one() {
         '. + {kind: "drain", binary: $b, stack: $s, peak_rss_kb: $hwm}' "$WORK/drain.json")"
     fi
     e2e
+    if [ "$STACK" = real ]; then idle "$bin"; fi
   fi
   if [ "$LARGE_ROWS" -gt "$SMALL_ROWS" ] && wants lists; then
     seed "$STACK" "$dir" $((SMALL_ROWS + 1)) "$LARGE_ROWS"
@@ -595,10 +694,11 @@ jq -n --arg commit "$COMMIT" --arg dirty "$DIRTY" --arg base "$BASELINE_COMMIT" 
   --arg stamp "$STAMP" --arg load_before "$LOAD_BEFORE" --arg load_after "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --argjson small "$SMALL_ROWS" --argjson large "$LARGE_ROWS" --arg log_level "$LOG_LEVEL" \
   --arg binary "${BENCH_BINARY:-cargo build --release --locked}" --arg only "${ONLY:-all}" \
+  --arg passed "${PASSED_ENV[*]}" \
   '{commit: $commit, scenarios: $only, uncommitted_changes: ($dirty != ""), baseline_commit: (if $base == "" then null else $base end),
     mode: $mode, seconds: $seconds, cpus: $cpus, cpu: $cpu, started_at: $stamp,
     loadavg_before: $load_before, loadavg_after: $load_after, small_rows: $small, large_rows: $large,
-    service_log_level: $log_level, load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
+    service_log_level: $log_level, service_env: $passed, load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
 "$PY" "$BENCH/report.py" "$RESULTS" "$WORK/meta.json" "$OUT_DIR/$STAMP.json" "$OUT_DIR/$STAMP.png"
 echo
 echo "commit ${COMMIT:0:12}${DIRTY:+ (with uncommitted changes)}${BASELINE_COMMIT:+, baseline ${BASELINE_COMMIT:0:12}}," \

@@ -13,6 +13,10 @@ RESULTS.jsonl holds one record a line, written by bench.sh:
   kind=e2e      binary, stack, p50_us, p99_us, background (wrk's paced run),
                 stages (mean delay from the change to each stage meanwhile);
                 failed instead of the percentiles when the probe gave up
+  kind=idle     binary, two idle instances on the real stack: broker_cpu (share
+                of a core), fetches_per_s_per_instance (from the broker's JMX)
+A wrk record on the real stack also carries broker_cpu: the broker's share
+of a core during the run.
 The ratio column compares each line with its ceiling: GETs with
 /health/live of the same binary at the same concurrency, writes with
 pgbench (real) or SQLite (embedded), lists at the large size with the same
@@ -157,10 +161,25 @@ def main():
             print(f"| {key[0]} | {key[1]} | {drain} | {p50} | {p99} | "
                   f"{fmt_rps(bg['rps']) if bg else ''} | {stages} |")
 
+    brokered = [r for r in runs if r.get("broker_cpu") is not None and r["scenario"] in WRITES | {"mix"}]
+    idles = [r for r in records if r["kind"] == "idle"]
+    if brokered or idles:
+        print()
+        print("| binary | broker's share of a core | while |")
+        print("|---|---|---|")
+        for r in brokered:
+            print(f"| {r['binary']} | {r['broker_cpu']:.2f} | {r['label']}, c{r['connections']}, "
+                  f"{fmt_rps(r['rps'])} rps |")
+        for r in idles:
+            fetches = r.get("fetches_per_s_per_instance")
+            fetches = "?" if fetches is None else f"{fetches:.1f}"
+            print(f"| {r['binary']} | {r['broker_cpu']:.3f} | {r['instances']} idle instances, "
+                  f"{fetches} consumer fetches/s each, over {r['seconds']:.0f} s |")
+
     with open(json_out, "w") as f:
         json.dump({**meta, "results": runs, "ceilings": list(ceilings.values()), "processes": procs,
                    "drain": [r for r in records if r["kind"] == "drain"],
-                   "end_to_end": [r for r in records if r["kind"] == "e2e"]},
+                   "end_to_end": [r for r in records if r["kind"] == "e2e"], "idle": idles},
                   f, indent=2)
     plot(runs, png_out, meta)
 
