@@ -563,34 +563,7 @@ lists() {
 # cursor_lists: deep paging by keyset cursor, from halfway down each list
 # (the cursor comes from the page before, asked for by number once). A
 # binary without cursors (an older baseline) skips these lines.
-cursor_# idle BIN: what idle instances cost the broker. A second instance of BIN
-# joins the first one's consumer group (two replicas of one deployment);
-# once the group has settled and nothing is written, the broker's CPU time
-# and the consumer fetches it answered are counted over IDLE_SECONDS.
-idle() {
-  local bin=$1 dir broker before after ticks t0 ns
-  local main_pid=$SERVICE_PID main_log=$SERVICE_LOG main_port=$PORT
-  broker=$(broker_pid)
-  [ -n "$broker" ] || { say "  idle: the broker on port $BROKER_PORT is not a process of this machine; skipped"; return 0; }
-  dir=$(mktemp -d "$WORK/$BINARY-idle.XXXX")
-  IDLE_PID=$main_pid PORT=$((main_port + 1)) BASE_URL=http://127.0.0.1:$((main_port + 1))
-  start_service "$bin" real "$dir"
-  sleep "$IDLE_SETTLE"
-  before=$(broker_fetches) ticks=$(cpu_ticks "$broker") t0=$(date +%s%N)
-  sleep "$IDLE_SECONDS"
-  after=$(broker_fetches) ns=$(($(date +%s%N) - t0))
-  record "$(jq -cn --arg b "$BINARY" --argjson ticks $(($(cpu_ticks "$broker") - ticks)) --argjson hz "$CLK_TCK" \
-    --argjson ns "$ns" --arg before "$before" --arg after "$after" \
-    '{kind: "idle", binary: $b, stack: "real", instances: 2, seconds: ($ns / 1e9),
-      broker_cpu: ($ticks / $hz / ($ns / 1e9)),
-      fetches_per_s_per_instance: (if $before == "" or $after == "" then null
-        else (($after | tonumber) - ($before | tonumber)) / ($ns / 1e9) / 2 end)}')"
-  say "  idle, two instances: $(tail -n 1 "$RESULTS" | jq -r '"broker \(.broker_cpu * 100 | . * 10 | round / 10)% of a core, \(.fetches_per_s_per_instance // "?") consumer fetches/s per instance"')"
-  stop_service
-  SERVICE_PID=$main_pid IDLE_PID= SERVICE_LOG=$main_log PORT=$main_port BASE_URL=http://127.0.0.1:$main_port
-}
-
-lists() {
+cursor_lists() {
   local list cursor page=$((ROWS / 20))
   for list in users events; do
     cursor=$(curl -sf "$BASE_URL/api/v1/$list?page=$page&limit=10" | jq -r '.next_cursor // empty') || cursor=
