@@ -544,7 +544,7 @@ idle() {
       broker_cpu: ($ticks / $hz / ($ns / 1e9)),
       fetches_per_s_per_instance: (if $before == "" or $after == "" then null
         else (($after | tonumber) - ($before | tonumber)) / ($ns / 1e9) / 2 end)}')"
-  say "  idle, two instances: $(tail -n 1 "$RESULTS" | jq -r '"broker \(.broker_cpu * 100 | . * 10 | round / 10)% of a core, \(.fetches_per_s_per_instance // "?") consumer fetches/s per instance"')"
+  say "  idle, two instances: $(tail -n 1 "$RESULTS" | jq -r '"broker \(.broker_cpu * 100 | . * 10 | round / 10)% of a core, \(.fetches_per_s_per_instance // "?" | if type == "number" then . * 10 | round / 10 else . end) consumer fetches/s per instance"')"
   stop_service
   SERVICE_PID=$main_pid IDLE_PID= SERVICE_LOG=$main_log PORT=$main_port BASE_URL=http://127.0.0.1:$main_port
 }
