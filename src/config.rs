@@ -169,6 +169,9 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// The longest a consumer's fetch waits at the broker for data.
     pub fetch_wait: Duration,
+    /// How long the group waits for a silent member before it hands its
+    /// partitions to the others.
+    pub session_timeout: Duration,
     /// TLS and SASL to the brokers.
     pub security: KafkaSecurity,
 }
@@ -574,6 +577,10 @@ struct BusArgs {
     /// Longest a consumer's fetch waits at the broker while nothing new arrives; a broker answers as soon as a message does, so this sets how often an idle consumer asks
     #[arg(long, env = "KAFKA_FETCH_WAIT", value_name = "KAFKA_FETCH_WAIT", default_value = "500ms", value_parser = parse_duration)]
     kafka_fetch_wait: Duration,
+
+    /// How long the consumer group waits for an instance that stopped answering before its partitions go to the others (session.timeout.ms; the brokers allow 6s to 30m by default)
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT", value_name = "KAFKA_SESSION_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    kafka_session_timeout: Duration,
 
     /// Run the outbox relay in this process (false: API-only replica; another one relays)
     #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
@@ -1089,6 +1096,7 @@ impl BusArgs {
                 compression: self.kafka_compression,
                 delivery_timeout: self.kafka_delivery_timeout,
                 fetch_wait: self.kafka_fetch_wait,
+                session_timeout: self.kafka_session_timeout,
                 security,
             }),
             outbox_relay_enabled: self.outbox_relay_enabled,
@@ -1973,6 +1981,7 @@ mod tests {
         assert_eq!(kafka.compression, "lz4");
         assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
         assert_eq!(kafka.fetch_wait, Duration::from_millis(500));
+        assert_eq!(kafka.session_timeout, Duration::from_secs(30));
         assert_eq!(kafka.replication_factor, None, "as the cluster allows");
         let config = parse(&[
             "--kafka-brokers",

@@ -2,7 +2,7 @@
 //! are stored only when a delivery is acknowledged, committed in the
 //! background and once more on close; and the probe of its connection.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,13 +21,18 @@ use super::offsets::Offsets;
 use crate::bus::{Acknowledge, Delivery, Probe, Subscriber};
 use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
+type KafkaConsumer = StreamConsumer<KafkaContext>;
+
 /// Consumes the topic for the worker pool.
 pub struct KafkaSubscriber {
     /// The only strong reference (acks and the health probe hold weak
     /// ones), so that dropping the subscriber closes the consumer; see Drop.
-    consumer: Option<Arc<StreamConsumer<KafkaContext>>>,
-    topic: String,
-    check_timeout: Duration,
+    consumer: Option<Arc<KafkaConsumer>>,
+    /// Where the health probe finds the consumer of the moment: it is
+    /// replaced after a fatal error (see [`KafkaSubscriber::renew`]).
+    current: Arc<Mutex<Weak<KafkaConsumer>>>,
+    settings: KafkaSettings,
+    /// The bookkeeping of the consumer of the moment.
     offsets: Offsets,
     /// Subscribing waits for `next`, so that the topics exist first.
     subscribed: bool,
@@ -70,19 +75,11 @@ const QUEUED_MIN_MESSAGES: u32 = 10_000;
 /// partitions of the consumer together.
 const QUEUED_MAX_KBYTES: u32 = 4_096;
 
-/// How long the group waits for a member that stopped answering before it
-/// hands its partitions to the others. A replica that crashed is replaced
-/// this long after; a static member (below) that restarts within it keeps
-/// its partitions without a rebalance. The service restarts in about a
-/// second; Apache Kafka's own default, 45 s, would leave a crashed
-/// replica's partitions unread for that long.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The consumer group, and this replica's static member name in it if one
 /// is set (`KAFKA_GROUP_INSTANCE_ID`): a restarted replica then takes back
 /// its partitions as the same member. Without one it joins as a new member,
 /// and its partitions wait until the group drops the old one
-/// ([`SESSION_TIMEOUT`]).
+/// (`KAFKA_SESSION_TIMEOUT` after its last heartbeat).
 ///
 /// Partitions are assigned cooperatively (`cooperative-sticky`): a
 /// rebalance moves only the partitions that must move, and the others are
@@ -91,70 +88,96 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 fn join_group(config: &mut ClientConfig, group_id: &str, instance_id: Option<&str>) {
     config
         .set("group.id", group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set(
-            "session.timeout.ms",
-            SESSION_TIMEOUT.as_millis().to_string(),
-        );
+        .set("partition.assignment.strategy", "cooperative-sticky");
     if let Some(instance_id) = instance_id {
         config.set("group.instance.id", instance_id);
     }
+}
+
+/// A consumer in the group, keeping `offsets` to what it holds; it does
+/// not connect until used.
+fn create_consumer(settings: &KafkaSettings, offsets: &Offsets) -> anyhow::Result<KafkaConsumer> {
+    let mut config = settings.client_config();
+    join_group(
+        &mut config,
+        &settings.kafka.group_id,
+        settings.kafka.group_instance_id.as_deref(),
+    );
+    config
+        // Offsets are stored after processing (see Acknowledge) and the
+        // stored ones committed every second and on close.
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        // A new group starts at the beginning: nothing published before it
+        // first joined is skipped.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            settings.kafka.session_timeout.as_millis().to_string(),
+        )
+        // The longest a fetch waits at the broker while nothing
+        // arrives. The broker answers as soon as a message does
+        // (`fetch.min.bytes` is 1), so this costs no latency: it sets
+        // how many empty fetches an idle consumer sends, two a second
+        // per broker at the default.
+        .set(
+            "fetch.wait.max.ms",
+            settings.kafka.fetch_wait.as_millis().to_string(),
+        )
+        // What librdkafka fetches ahead of the workers: by default up
+        // to 100,000 messages or 64 MiB, all resident while a backlog
+        // drains. A few MiB is seconds of work for the workers, which
+        // take at most WORKER_QUEUE_CAPACITY at a time anyway.
+        .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(KafkaContext::consumer(
+            Arc::clone(&settings.metrics),
+            Arc::clone(offsets),
+        ))
+        .context("invalid Kafka consumer settings")
 }
 
 impl KafkaSubscriber {
     /// Creates the consumer; it does not connect until used.
     pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
         let offsets = Offsets::default();
-        let mut config = settings.client_config();
-        join_group(
-            &mut config,
-            &settings.kafka.group_id,
-            settings.kafka.group_instance_id.as_deref(),
-        );
-        let consumer: StreamConsumer<KafkaContext> = config
-            // Offsets are stored after processing (see Acknowledge) and the
-            // stored ones committed every second and on close.
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            // A new group starts at the beginning: nothing published before it
-            // first joined is skipped.
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            // The longest a fetch waits at the broker while nothing
-            // arrives. The broker answers as soon as a message does
-            // (`fetch.min.bytes` is 1), so this costs no latency: it sets
-            // how many empty fetches an idle consumer sends, two a second
-            // per broker at the default.
-            .set(
-                "fetch.wait.max.ms",
-                settings.kafka.fetch_wait.as_millis().to_string(),
-            )
-            // What librdkafka fetches ahead of the workers: by default up
-            // to 100,000 messages or 64 MiB, all resident while a backlog
-            // drains. A few MiB is seconds of work for the workers, which
-            // take at most WORKER_QUEUE_CAPACITY at a time anyway.
-            .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
-            .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(KafkaContext::consumer(
-                Arc::clone(&settings.metrics),
-                Arc::clone(&offsets),
-            ))
-            .context("invalid Kafka consumer settings")?;
+        let consumer = Arc::new(create_consumer(settings, &offsets)?);
         Ok(Self {
-            consumer: Some(Arc::new(consumer)),
-            topic: settings.kafka.topic.clone(),
-            check_timeout: settings.check_timeout,
+            current: Arc::new(Mutex::new(Arc::downgrade(&consumer))),
+            consumer: Some(consumer),
+            settings: settings.clone(),
             offsets,
             subscribed: false,
         })
     }
 
-    fn consumer(&self) -> &Arc<StreamConsumer<KafkaContext>> {
+    fn consumer(&self) -> &Arc<KafkaConsumer> {
         self.consumer
             .as_ref()
             .expect("BUG: the consumer is only taken on drop")
+    }
+
+    /// Replaces the consumer once librdkafka has declared it failed for
+    /// good: it then delivers nothing more, ever. (Seen: a static member
+    /// whose session timed out while a broker was down, fenced when its
+    /// commit of the lost partitions went out.) The new one joins the
+    /// group afresh, as the same static member if there is one, and reads
+    /// on from the group's commits; acknowledgements of the old one's
+    /// messages store nothing.
+    fn renew(&mut self) -> anyhow::Result<()> {
+        let offsets = Offsets::default();
+        let fresh = Arc::new(create_consumer(&self.settings, &offsets)?);
+        *self.current.lock().expect("BUG: consumer slot poisoned") = Arc::downgrade(&fresh);
+        if let Some(failed) = self.consumer.replace(fresh) {
+            release(failed);
+        }
+        self.offsets = offsets;
+        self.subscribed = false;
+        tracing::info!("kafka consumer recreated");
+        Ok(())
     }
 }
 
@@ -186,17 +209,29 @@ pub(super) fn release(consumer: Arc<StreamConsumer<KafkaContext>>) {
 impl Subscriber for KafkaSubscriber {
     async fn next(&mut self) -> anyhow::Result<Option<Delivery>> {
         if !self.subscribed {
+            let topic = &self.settings.kafka.topic;
             self.consumer()
-                .subscribe(&[&self.topic])
-                .with_context(|| format!("failed to subscribe to {}", self.topic))?;
+                .subscribe(&[topic])
+                .with_context(|| format!("failed to subscribe to {topic}"))?;
             self.subscribed = true;
         }
-        let message = self.consumer().recv().await.map_err(|err| match err {
-            KafkaError::MessageConsumption(code) => {
-                anyhow::anyhow!("kafka consumer error: {code}")
+        let message = match self.consumer().recv().await {
+            Ok(message) => message,
+            Err(err) => {
+                if let Some((code, reason)) = self.consumer().client().fatal_error() {
+                    tracing::error!(error = %code, reason, "the kafka consumer failed fatally; recreating it");
+                    self.renew()?;
+                }
+                return Err(match err {
+                    KafkaError::MessageConsumption(code)
+                    | KafkaError::MessageConsumptionFatal(code) => {
+                        anyhow::anyhow!("kafka consumer error: {code}")
+                    }
+                    other => anyhow::Error::new(other),
+                });
             }
-            other => anyhow::Error::new(other),
-        })?;
+        };
+        let topic = &self.settings.kafka.topic;
         let (partition, offset) = (message.partition(), message.offset());
         let holding = self
             .offsets
@@ -207,7 +242,7 @@ impl Subscriber for KafkaSubscriber {
         let ack = KafkaAck {
             consumer: Arc::downgrade(self.consumer()),
             offsets: Arc::clone(&self.offsets),
-            topic: self.topic.clone(),
+            topic: topic.clone(),
             partition,
             holding,
             offset,
@@ -219,7 +254,7 @@ impl Subscriber for KafkaSubscriber {
                     .payload()
                     .map(Bytes::copy_from_slice)
                     .unwrap_or_default(),
-                format!("{} partition {partition} offset {offset}", self.topic),
+                format!("{topic} partition {partition} offset {offset}"),
                 Box::new(ack),
             )
             .with_trace(trace)
@@ -234,9 +269,9 @@ impl Subscriber for KafkaSubscriber {
 
     fn probe(&self) -> Arc<dyn Probe> {
         Arc::new(ConsumerProbe {
-            consumer: Arc::downgrade(self.consumer()),
-            topic: self.topic.clone(),
-            timeout: self.check_timeout,
+            consumer: Arc::clone(&self.current),
+            topic: self.settings.kafka.topic.clone(),
+            timeout: self.settings.check_timeout,
         })
     }
 
@@ -281,7 +316,7 @@ fn trace_context(headers: &BorrowedHeaders) -> Option<TraceContext> {
 
 /// Health of the consumer's connection.
 struct ConsumerProbe {
-    consumer: Weak<StreamConsumer<KafkaContext>>,
+    consumer: Arc<Mutex<Weak<KafkaConsumer>>>,
     topic: String,
     timeout: Duration,
 }
@@ -289,7 +324,12 @@ struct ConsumerProbe {
 #[async_trait]
 impl Probe for ConsumerProbe {
     async fn check(&self) -> anyhow::Result<()> {
-        let Some(consumer) = self.consumer.upgrade() else {
+        let consumer = self
+            .consumer
+            .lock()
+            .expect("BUG: consumer slot poisoned")
+            .upgrade();
+        let Some(consumer) = consumer else {
             anyhow::bail!("the consumer has stopped");
         };
         let (topic, timeout) = (self.topic.clone(), self.timeout);
