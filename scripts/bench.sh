@@ -350,6 +350,12 @@ start_service() {
     fi
   done
   STARTUP_MS=$((($(date +%s%N) - t0) / 1000000))
+  # Ready serves requests; the bus may still be preparing its topics, and
+  # /health says 503 until it has. The scenarios start once it is 200.
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$BASE_URL/health" || true)" = 200 ] && break
+    sleep 0.1
+  done
 }
 
 stop_service() {
