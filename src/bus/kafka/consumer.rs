@@ -194,10 +194,10 @@ impl Drop for KafkaSubscriber {
 
 /// Drops a reference to the consumer; the last one closes it on a thread
 /// of its own (see Drop above). Whoever holds a reference for a while (an
-/// ack, the probe) lets go of it here, since
-/// the subscriber may be gone by then, and a blocked async or blocking
-/// thread would hold up the runtime's shutdown.
-pub(super) fn release(consumer: Arc<StreamConsumer<KafkaContext>>) {
+/// ack, the probe) lets go of it here, since the subscriber may be gone by
+/// then, and a blocked async or blocking thread would hold up the
+/// runtime's shutdown.
+fn release(consumer: Arc<KafkaConsumer>) {
     if let Some(consumer) = Arc::into_inner(consumer) {
         let _ = std::thread::Builder::new()
             .name("kafka-consumer-close".into())
