@@ -125,8 +125,9 @@ $session
 PROPS
   if [ ! -f "$dir/data/meta.properties" ]; then
     cluster_id=${cluster_id:-$(new_cluster_id)}
+    # --cluster-id=ID: an id may begin with "-", which would read as an option.
     (java_cmd kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$dir/server.properties") >/dev/null \
+      --cluster-id="$cluster_id" -c "$dir/server.properties") >/dev/null \
       || die "formatting $dir/data failed"
   fi
   # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS is a list of options

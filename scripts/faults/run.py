@@ -652,17 +652,23 @@ class Suite:
             time.sleep(5)
         return self.record("Redis stopped 10 s, restarted", "redis", load, "-", a.port)
 
-    def broker_outage(self):
-        self.fresh("broker")
-        a = self.instances["a"]
-        node = self.kafka.nodes[0]
-        with Load([a.port], self.users, self.args.rate) as load:
+    def kill_broker(self, instance, node, down):
+        """Under load on `instance`: kills `node` (-9), restarts it `down`
+        seconds later; returns the load, how long the node took to answer
+        after its restart, and when it did."""
+        with Load([instance.port], self.users, self.args.rate) as load:
             time.sleep(5)
             node.kill9()
-            time.sleep(self.args.broker_down)
+            time.sleep(down)
             answered = node.start()
             back = time.monotonic()
             time.sleep(2)
+        return load, answered, back
+
+    def broker_outage(self):
+        self.fresh("broker")
+        a = self.instances["a"]
+        load, answered, back = self.kill_broker(a, self.kafka.nodes[0], self.args.broker_down)
         return self.broker_row(f"broker (single node) killed (-9) for {self.args.broker_down} s", load, a.port, back,
                                f"the broker answered {answered:.1f} s after its restart")
 
@@ -702,13 +708,7 @@ class Suite:
         a = self.instances["a"]
         controller = self.kafka.active_controller()
         victim = next(n for n in self.kafka.nodes if (n.id == controller) == victim_is_controller)
-        with Load([a.port], self.users, self.args.rate) as load:
-            time.sleep(5)
-            victim.kill9()
-            time.sleep(self.args.cluster_down)
-            answered = victim.start()
-            back = time.monotonic()
-            time.sleep(2)
+        load, answered, back = self.kill_broker(a, victim, self.args.cluster_down)
         what = "the active controller" if victim_is_controller else "not the controller"
         return self.broker_row(
             f"cluster: broker {victim.id} ({what}) killed (-9), restarted after {self.args.cluster_down} s",
