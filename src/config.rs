@@ -562,7 +562,7 @@ struct BusArgs {
     kafka_replication_factor: Option<i32>,
 
     /// How long the producer waits to batch messages
-    #[arg(long, env = "KAFKA_LINGER", value_name = "KAFKA_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, env = "KAFKA_LINGER", value_name = "KAFKA_LINGER", default_value = "1ms", value_parser = parse_duration)]
     kafka_linger: Duration,
 
     /// Compression of produced batches
@@ -1982,6 +1982,7 @@ mod tests {
         assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
         assert_eq!(kafka.fetch_wait, Duration::from_millis(500));
         assert_eq!(kafka.session_timeout, Duration::from_secs(30));
+        assert_eq!(kafka.linger, Duration::from_millis(1));
         assert_eq!(kafka.replication_factor, None, "as the cluster allows");
         let config = parse(&[
             "--kafka-brokers",
