@@ -137,7 +137,7 @@ start_kafka() {
   mkdir -p "$KAFKA_DIR"
   [ -f "$KAFKA_DIR/cluster-id" ] && [ "$(cat "$KAFKA_DIR/nodes" 2>/dev/null)" = "$KAFKA_NODES" ] \
     || { rm -rf "$KAFKA_DIR"/node-*; mkdir -p "$KAFKA_DIR"
-         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$KAFKA_DIR/cluster-id"
+         "$ROOT/scripts/kafka.sh" cluster-id >"$KAFKA_DIR/cluster-id"
          echo "$KAFKA_NODES" >"$KAFKA_DIR/nodes"; }
   cluster_id=$(cat "$KAFKA_DIR/cluster-id")
   for n in $(seq "$KAFKA_NODES"); do

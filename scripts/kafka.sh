@@ -7,6 +7,8 @@
 #       fetch the jars if missing; prints the directory that holds them
 #   scripts/kafka.sh version
 #       the pinned version
+#   scripts/kafka.sh cluster-id
+#       a new cluster id, for the nodes of one cluster
 #   scripts/kafka.sh node DIR [options]
 #       runs one KRaft node (broker and controller in one process) in the
 #       foreground, its configuration and data in DIR; formats DIR's storage
@@ -64,7 +66,7 @@ new_cluster_id() { # a random UUID in Kafka's form: 22 characters of base64url
 
 node() {
   local dir=${1:-}
-  [ -n "$dir" ] || die "usage: kafka.sh node DIR [--id N] [--port P] [--controller-port P] [--voters LIST] [--cluster-id ID]"
+  [ -n "$dir" ] || die "usage: kafka.sh node DIR [--id N] [--port P] [--controller-port P] [--voters LIST] [--cluster-id ID] [--jmx-port P]"
   shift
   local id=1 port=9092 controller_port='' voters='' cluster_id='' jmx=()
   while [ $# -gt 0 ]; do
@@ -138,7 +140,8 @@ PROPS
 case "${1:-}" in
   install) install; echo "$LIBS" ;;
   version) echo "$VERSION" ;;
+  cluster-id) new_cluster_id; echo ;;
   node) shift; node "$@" ;;
   tool) shift; install; java_cmd -Dhighload.kafka.log.level=warn -Dhighload.kafka.log.target=SYSTEM_ERR "$@" ;;
-  *) die "usage: kafka.sh install | version | node DIR [options] | tool CLASS ARGS... (see the top of $0)" ;;
+  *) die "usage: kafka.sh install | version | cluster-id | node DIR [options] | tool CLASS ARGS... (see the top of $0)" ;;
 esac
