@@ -44,7 +44,14 @@ expect_problem() { # expect_problem STATUS [FIELD]
 }
 
 step "GET /health"
-call GET /health; expect_status 200; expect_jq .status healthy; ok
+# A service that has just started serves (/health/ready) before its bus has
+# created its topics, and /health says 503 until it has: up to 30 s.
+for _ in $(seq 300); do
+  call GET /health
+  [ "$STATUS" = 200 ] && break
+  sleep 0.1
+done
+expect_status 200; expect_jq .status healthy; ok
 step "GET /health/live"
 call GET /health/live; expect_status 200; ok
 step "GET /health/ready"
