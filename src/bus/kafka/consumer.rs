@@ -32,8 +32,6 @@ pub struct KafkaSubscriber {
     /// replaced after a fatal error (see [`KafkaSubscriber::renew`]).
     current: Arc<Mutex<Weak<KafkaConsumer>>>,
     settings: KafkaSettings,
-    /// The bookkeeping of the consumer of the moment.
-    offsets: Offsets,
     /// Subscribing waits for `next`, so that the topics exist first.
     subscribed: bool,
 }
@@ -94,9 +92,9 @@ fn join_group(config: &mut ClientConfig, group_id: &str, instance_id: Option<&st
     }
 }
 
-/// A consumer in the group, keeping `offsets` to what it holds; it does
-/// not connect until used.
-fn create_consumer(settings: &KafkaSettings, offsets: &Offsets) -> anyhow::Result<KafkaConsumer> {
+/// A consumer in the group, with offsets bookkeeping of its own (in its
+/// context); it does not connect until used.
+fn create_consumer(settings: &KafkaSettings) -> anyhow::Result<KafkaConsumer> {
     let mut config = settings.client_config();
     join_group(
         &mut config,
@@ -133,23 +131,18 @@ fn create_consumer(settings: &KafkaSettings, offsets: &Offsets) -> anyhow::Resul
         .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
         .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
         .set("statistics.interval.ms", "5000")
-        .create_with_context(KafkaContext::consumer(
-            Arc::clone(&settings.metrics),
-            Arc::clone(offsets),
-        ))
+        .create_with_context(KafkaContext::consumer(Arc::clone(&settings.metrics)))
         .context("invalid Kafka consumer settings")
 }
 
 impl KafkaSubscriber {
     /// Creates the consumer; it does not connect until used.
     pub(super) fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
-        let offsets = Offsets::default();
-        let consumer = Arc::new(create_consumer(settings, &offsets)?);
+        let consumer = Arc::new(create_consumer(settings)?);
         Ok(Self {
             current: Arc::new(Mutex::new(Arc::downgrade(&consumer))),
             consumer: Some(consumer),
             settings: settings.clone(),
-            offsets,
             subscribed: false,
         })
     }
@@ -168,13 +161,11 @@ impl KafkaSubscriber {
     /// on from the group's commits; acknowledgements of the old one's
     /// messages store nothing.
     fn renew(&mut self) -> anyhow::Result<()> {
-        let offsets = Offsets::default();
-        let fresh = Arc::new(create_consumer(&self.settings, &offsets)?);
+        let fresh = Arc::new(create_consumer(&self.settings)?);
         *self.current.lock().expect("BUG: consumer slot poisoned") = Arc::downgrade(&fresh);
         if let Some(failed) = self.consumer.replace(fresh) {
             release(failed);
         }
-        self.offsets = offsets;
         self.subscribed = false;
         tracing::info!("kafka consumer recreated");
         Ok(())
@@ -233,15 +224,15 @@ impl Subscriber for KafkaSubscriber {
         };
         let topic = &self.settings.kafka.topic;
         let (partition, offset) = (message.partition(), message.offset());
-        let holding = self
-            .offsets
+        let offsets = self.consumer().context().offsets();
+        let holding = offsets
             .lock()
             .expect("BUG: offsets poisoned")
             .dispatched(partition, offset);
         let trace = message.headers().and_then(trace_context);
         let ack = KafkaAck {
             consumer: Arc::downgrade(self.consumer()),
-            offsets: Arc::clone(&self.offsets),
+            offsets: Arc::clone(offsets),
             topic: topic.clone(),
             partition,
             holding,

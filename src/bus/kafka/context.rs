@@ -73,12 +73,18 @@ pub(super) struct KafkaContext {
 
 impl KafkaContext {
     /// The consumer's context: it reports the lag per partition, and keeps
-    /// `offsets` to the partitions the consumer holds.
-    pub(super) fn consumer(metrics: Arc<Metrics>, offsets: Offsets) -> Self {
+    /// its offsets bookkeeping to the partitions the consumer holds.
+    pub(super) fn consumer(metrics: Arc<Metrics>) -> Self {
         Self {
             lag: Some(metrics),
-            offsets,
+            offsets: Offsets::default(),
         }
+    }
+
+    /// The consumer's offsets bookkeeping: one per consumer, so that a
+    /// consumer that replaces another starts afresh.
+    pub(super) fn offsets(&self) -> &Offsets {
+        &self.offsets
     }
 }
 
