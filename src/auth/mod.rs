@@ -24,21 +24,19 @@ mod jwt;
 pub mod openapi;
 
 use std::fmt;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, header};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 pub use config::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
 
 use crate::config::DatabaseConfig;
-use crate::http::ApiError;
 use api_key::ApiKeys;
 use jwt::JwtVerifier;
+
+/// The header an API key may come in (else `Authorization: Bearer`).
+const API_KEY_HEADER: &str = "x-api-key";
 
 /// What a credential may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,52 +147,6 @@ pub(crate) enum AuthError {
     Unavailable(anyhow::Error),
 }
 
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        let (status, problem_type, title, detail, challenge) = match self {
-            Self::Missing => (
-                StatusCode::UNAUTHORIZED,
-                "urn:highload:problem:unauthorized",
-                "Unauthorized",
-                "send a credential in Authorization: Bearer (or X-API-Key)".to_owned(),
-                r#"Bearer realm="highload""#.to_owned(),
-            ),
-            Self::Invalid(reason) => (
-                StatusCode::UNAUTHORIZED,
-                "urn:highload:problem:unauthorized",
-                "Unauthorized",
-                reason.to_owned(),
-                r#"Bearer realm="highload", error="invalid_token""#.to_owned(),
-            ),
-            Self::Forbidden(scope) => (
-                StatusCode::FORBIDDEN,
-                "urn:highload:problem:forbidden",
-                "Forbidden",
-                format!("this credential lacks the {scope} scope"),
-                format!(r#"Bearer realm="highload", error="insufficient_scope", scope="{scope}""#),
-            ),
-            Self::Unavailable(err) => return ApiError::Unavailable(err).into_response(),
-        };
-        let body = serde_json::json!({
-            "error": title,
-            "type": problem_type,
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        let mut response = (status, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Ok(challenge) = HeaderValue::from_str(&challenge) {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        response
-    }
-}
-
 /// Checks the credentials of requests, as `AUTH_MODE` says.
 pub struct Authenticator {
     verifier: Verifier,
@@ -242,8 +194,21 @@ impl Authenticator {
         }
     }
 
+    /// Whether the request may read `/metrics`: with `METRICS_TOKEN` set,
+    /// only with `Authorization: Bearer <METRICS_TOKEN>`.
+    pub(crate) fn check_metrics_token(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let Some(expected) = &self.metrics_token else {
+            return Ok(());
+        };
+        match bearer_of(headers) {
+            Ok(Some(token)) if constant_time_eq(&sha256(token.as_bytes()), expected) => Ok(()),
+            Ok(Some(_)) | Err(_) => Err(AuthError::Invalid("the metrics token is not valid")),
+            Ok(None) => Err(AuthError::Missing),
+        }
+    }
+
     /// The request's principal, if it holds the scope its method needs.
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         headers: &HeaderMap,
         method: &Method,
@@ -268,43 +233,20 @@ impl Authenticator {
     }
 }
 
-/// Middleware of the API's resources: refuses requests without a
-/// credential that holds the route's scope.
-pub async fn require_scope(
-    State(auth): State<Arc<Authenticator>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    match auth.authorize(req.headers(), req.method()).await {
-        Ok(principal) => {
-            if let Some(principal) = principal {
-                req.extensions_mut().insert(principal);
-            }
-            next.run(req).await
-        }
-        Err(err) => err.into_response(),
-    }
-}
-
-/// Middleware of `/metrics`: requires `Authorization: Bearer
-/// <METRICS_TOKEN>` when that is set.
-pub async fn require_metrics_token(
-    State(auth): State<Arc<Authenticator>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = &auth.metrics_token else {
-        return next.run(req).await;
-    };
-    match bearer_of(req.headers()) {
-        Ok(Some(token)) if constant_time_eq(&sha256(token.as_bytes()), expected) => {
-            next.run(req).await
-        }
-        Ok(Some(_)) | Err(_) => {
-            AuthError::Invalid("the metrics token is not valid").into_response()
-        }
-        Ok(None) => AuthError::Missing.into_response(),
-    }
+/// A hash of the client's credential (`X-API-Key`, else the token of
+/// `Authorization: Bearer`), if it sends one.
+pub(crate) fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let credential = headers
+        .get(API_KEY_HEADER)
+        .map(|v| v.as_bytes())
+        .or_else(|| {
+            let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+            let (scheme, token) = value.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then_some(token.trim_ascii())
+        })?;
+    (!credential.is_empty()).then(|| sha256(credential))
 }
 
 /// The token of `Authorization: Bearer <token>`, if that header is sent.
@@ -327,7 +269,7 @@ fn bearer_of(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 
 /// An API key from `X-API-Key`, else from `Authorization: Bearer`.
 fn api_key_of(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    match headers.get("x-api-key") {
+    match headers.get(API_KEY_HEADER) {
         Some(value) => value
             .to_str()
             .map(|key| Some(key.trim()))
@@ -346,6 +288,8 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]

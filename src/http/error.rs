@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::{AuthError, Scope};
 use crate::domain::ValidationError;
 use crate::service::ServiceError;
 
@@ -55,6 +56,12 @@ pub enum ApiError {
     Timeout,
     #[error("starting up")]
     NotReady,
+    #[error("no credential")]
+    CredentialMissing,
+    #[error("invalid credential: {0}")]
+    CredentialInvalid(&'static str),
+    #[error("credential lacks the {0} scope")]
+    Forbidden(Scope),
     #[error("dependency unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -66,6 +73,19 @@ impl From<ValidationError> for ApiError {
         Self::InvalidBody {
             field: Some(err.field.to_owned()),
             detail: err.to_string(),
+        }
+    }
+}
+
+/// Authentication's refusals: 401 with a `WWW-Authenticate` challenge when
+/// no credential or an invalid one came, 403 when it lacks the scope.
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Missing => Self::CredentialMissing,
+            AuthError::Invalid(reason) => Self::CredentialInvalid(reason),
+            AuthError::Forbidden(scope) => Self::Forbidden(scope),
+            AuthError::Unavailable(e) => Self::Unavailable(e),
         }
     }
 }
@@ -204,6 +224,12 @@ impl ApiError {
                 "urn:highload:problem:timeout",
                 "Request timed out",
             ),
+            Self::CredentialMissing | Self::CredentialInvalid(_) => (
+                S::UNAUTHORIZED,
+                "urn:highload:problem:unauthorized",
+                "Unauthorized",
+            ),
+            Self::Forbidden(_) => (S::FORBIDDEN, "urn:highload:problem:forbidden", "Forbidden"),
             Self::Unavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "urn:highload:problem:unavailable",
@@ -246,6 +272,11 @@ impl ApiError {
             Self::Overloaded => "too many requests in progress; retry shortly".into(),
             Self::Timeout => "the request took too long; retry shortly".into(),
             Self::NotReady => "the database is not ready yet; retry shortly".into(),
+            Self::CredentialMissing => {
+                "send a credential in Authorization: Bearer (or X-API-Key)".into()
+            }
+            Self::CredentialInvalid(reason) => (*reason).into(),
+            Self::Forbidden(scope) => format!("this credential lacks the {scope} scope"),
             Self::Unavailable(_) => "a backing service is unavailable; retry shortly".into(),
             Self::Internal(_) => "the server failed to handle this request".into(),
         }
@@ -291,7 +322,27 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Some(challenge) = self.challenge() {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         response
+    }
+}
+
+impl ApiError {
+    /// The `WWW-Authenticate` header of a refused credential (RFC 6750).
+    fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            Self::CredentialMissing => Some(HeaderValue::from_static(r#"Bearer realm="highload""#)),
+            Self::CredentialInvalid(_) => Some(HeaderValue::from_static(
+                r#"Bearer realm="highload", error="invalid_token""#,
+            )),
+            Self::Forbidden(scope) => HeaderValue::from_str(&format!(
+                r#"Bearer realm="highload", error="insufficient_scope", scope="{scope}""#
+            ))
+            .ok(),
+            _ => None,
+        }
     }
 }
 
@@ -300,7 +351,7 @@ impl IntoResponse for ApiError {
 pub(super) mod documented {
     #![allow(dead_code)] // only read by the OpenAPI derive
 
-    use super::Problem;
+    use crate::http::error::Problem;
 
     /// Malformed JSON, or an invalid field or parameter (named in `field`)
     #[derive(utoipa::IntoResponses)]

@@ -16,17 +16,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
 use axum::middleware;
-use sha2::{Digest, Sha256};
 
 use super::idempotency::{self, Idempotency};
 use super::ratelimit::{self, RateLimit};
 use super::{AppState, headers};
 use crate::config::GuardConfig;
 use crate::store::Store;
-
-const API_KEY: &str = "x-api-key";
 
 /// The guards' state, shared by every request.
 pub struct Guards {
@@ -55,19 +51,6 @@ impl Guards {
     ) -> anyhow::Result<()> {
         self.idempotency.run_purge_until_stopped(token).await
     }
-}
-
-/// A hash of the client's credential (`X-API-Key`, else the token of
-/// `Authorization: Bearer`), if it sends one.
-pub(super) fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
-    let credential = headers.get(API_KEY).map(|v| v.as_bytes()).or_else(|| {
-        let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-        let (scheme, token) = value.split_at_checked(7)?;
-        scheme
-            .eq_ignore_ascii_case(b"bearer ")
-            .then_some(token.trim_ascii())
-    })?;
-    (!credential.is_empty()).then(|| Sha256::digest(credential).into())
 }
 
 /// `api` with the per-client rate limit, if one is set: outside the

@@ -40,8 +40,8 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type,
 };
 
-use super::guard::credential_digest;
 use super::{ApiError, AppState};
+use crate::auth::credential_digest;
 use crate::service::ServiceError;
 use crate::store::{IdempotencyKey, Store, StoredResponse};
 

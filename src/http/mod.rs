@@ -24,6 +24,7 @@
 //! middle of a load spike.
 
 pub mod admission;
+mod authenticate;
 mod error;
 mod events;
 mod extract;
@@ -245,14 +246,14 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
     } else {
         resources.route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.auth),
-            crate::auth::require_scope,
+            authenticate::require_scope,
         ))
     };
     let metrics = Router::new()
         .route("/metrics", axum::routing::get(render_metrics))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.auth),
-            crate::auth::require_metrics_token,
+            authenticate::require_metrics_token,
         ));
     let api = Router::new()
         .merge(openapi::router())

@@ -37,8 +37,8 @@ use governor::{Quota, RateLimiter};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
 
-use super::ApiError;
-use super::guard::credential_digest;
+use super::error::ApiError;
+use crate::auth::credential_digest;
 use crate::config::RateLimitConfig;
 
 pub(super) const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
