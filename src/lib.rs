@@ -6,7 +6,7 @@
 
 /// Authentication of the API (`AUTH_MODE`): API keys, JWTs, scopes.
 pub mod auth;
-/// The Bus port: in-process or Kafka, and the outbox relay.
+/// The Bus port: in-process or Kafka.
 pub(crate) mod bus;
 /// The Cache port: in-process or Redis, read-through with single-flight.
 pub(crate) mod cache;
@@ -22,7 +22,8 @@ pub mod healthcheck;
 pub(crate) mod http;
 /// Prometheus metrics of the whole service.
 pub mod metrics;
-/// Readiness of store and bus, then the outbox relay and the consumer.
+/// The asynchronous wing: the outbox relay, the worker pool and the event
+/// processor, started once store and bus are ready and stopped in order.
 pub(crate) mod pipeline;
 /// Exponential backoff with jitter that stops waiting at shutdown.
 pub(crate) mod retry;
@@ -42,5 +43,3 @@ pub mod telemetry;
 pub(crate) mod tls;
 /// W3C trace context carried from a request through the outbox and the bus.
 pub(crate) mod tracing_context;
-/// The bounded worker pool and the event processor.
-pub(crate) mod worker;

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::bus::kafka::KafkaSettings;
-use crate::bus::outbox::OutboxRelay;
 use crate::bus::{self, Publisher, Subscriber};
 use crate::cache::{self, InvalidationListener};
 use crate::config::{Config, DatabaseBackend};
@@ -37,14 +36,13 @@ use crate::http::guard::Guards;
 use crate::http::server::{self, Listener};
 use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{EventProcessor, OutboxRelay, Pipeline};
 use crate::service::Service;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{GroupCommit, GroupCommitSettings, Store};
 use crate::supervisor::Supervisor;
 use crate::telemetry::Tracing;
-use crate::worker::EventProcessor;
 
 /// Time limit of each health check.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

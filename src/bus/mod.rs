@@ -12,7 +12,6 @@
 
 pub mod kafka;
 pub mod memory;
-pub mod outbox;
 
 use std::sync::Arc;
 use std::time::Duration;

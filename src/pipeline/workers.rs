@@ -8,8 +8,6 @@
 //! for it (up to [`BATCH`]) and applies it in one store call, so that a
 //! backlog drains in large transactions.
 
-mod processor;
-
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use processor::EventProcessor;
+use super::processor::EventProcessor;
 
 use crate::bus::{Delivery, Subscriber};
 use crate::metrics::Metrics;

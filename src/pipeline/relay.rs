@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Span;
 use uuid::Uuid;
 
-use super::Publisher;
+use crate::bus::{Message, Publisher};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::store::{OutboxRow, Store};
@@ -231,7 +231,7 @@ impl OutboxRelay {
         let messages: Vec<_> = rows
             .iter()
             .zip(&traces)
-            .map(|(row, trace)| super::Message {
+            .map(|(row, trace)| Message {
                 key: row.key.as_bytes(),
                 payload: row.payload.as_bytes(),
                 trace: trace.as_ref(),

@@ -5,6 +5,15 @@
 //! drains the outbox, and the in-process bus needs the consumer for that),
 //! then the consumer (the pool finishes its queue, the final offsets are
 //! committed).
+//!
+//! Its rooms: [`relay`] moves committed outbox rows onto the bus,
+//! [`workers`] is the bounded pool the consumer feeds, and [`processor`]
+//! applies each message to the store exactly once. The bus below them is a
+//! port only: nothing under `bus/` touches the store.
+
+mod processor;
+mod relay;
+mod workers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,14 +21,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::outbox::OutboxRelay;
 use crate::bus::{Publisher, Subscriber};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
-use crate::worker::{self, EventProcessor, WorkerPool};
+
+pub(crate) use processor::EventProcessor;
+pub(crate) use relay::OutboxRelay;
+use workers::WorkerPool;
 
 pub struct Pipeline {
     pub store: Arc<dyn Store>,
@@ -76,7 +87,7 @@ impl Pipeline {
                 self.metrics,
                 token.clone(),
             );
-            worker::run_consumer_until_stopped(self.subscriber, pool, token)
+            workers::run_consumer_until_stopped(self.subscriber, pool, token)
         });
 
         token.cancelled().await;
