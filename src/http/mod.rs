@@ -25,6 +25,7 @@
 
 pub mod admission;
 mod authenticate;
+mod connection;
 mod error;
 mod events;
 mod extract;
