@@ -14,11 +14,14 @@ pub(crate) mod cache;
 pub mod config;
 /// Valid-by-construction users, events, pages and bus messages.
 pub(crate) mod domain;
+/// The guards in front of the API: connection server and TLS listener,
+/// admission, authentication, rate limit, idempotency keys, headers.
+pub(crate) mod edge;
 /// Readiness of this instance and the probes of its dependencies.
 pub(crate) mod health;
 /// `highload healthcheck`: the image's health check, by the binary itself.
 pub mod healthcheck;
-/// Routes, middleware and the error responses of the HTTP API.
+/// The API: routes, handlers, extractors, errors, the OpenAPI document.
 pub(crate) mod http;
 /// Prometheus metrics of the whole service.
 pub mod metrics;

@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::error::documented::{BadRequest, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, EventId};
-use super::idempotency::Idempotent;
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
+use crate::edge::idempotency::Idempotent;
 
 pub fn router() -> Router<AppState> {
     Router::new()

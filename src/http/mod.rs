@@ -1,5 +1,6 @@
-//! The HTTP edge: routes, middleware, and the mapping of errors to
-//! responses.
+//! The API: routes, handlers, extractors, the mapping of errors to
+//! responses, and [`app`], which puts the guards of [`crate::edge`] around
+//! them in order.
 //!
 //! Middleware, outermost first: trailing-slash normalization (wraps the
 //! whole router, so `/api/v1/users/` is routed like `/api/v1/users`), request
@@ -23,20 +24,11 @@
 //! healthy instance restarted or taken out of its load balancer in the
 //! middle of a load spike.
 
-pub mod admission;
-mod authenticate;
-mod connection;
-mod error;
+pub(crate) mod error;
 mod events;
 mod extract;
-pub mod guard;
-mod headers;
 pub mod health;
-mod idempotency;
 pub mod openapi;
-mod ratelimit;
-pub mod server;
-mod tls;
 mod users;
 
 use std::sync::Arc;
@@ -65,8 +57,9 @@ use tracing::Span;
 
 pub use error::ApiError;
 
-use self::admission::{Admission, AdmissionSettings};
 use crate::config::AdmissionConfig;
+use crate::edge::admission::{self, Admission, AdmissionSettings};
+use crate::edge::{Guards, authenticate, idempotency};
 
 use crate::domain::Page;
 use crate::health::Health;
@@ -103,7 +96,7 @@ pub struct AppParts {
     /// Samples the store's pools and outbox backlog for `/metrics`.
     pub store_metrics: Arc<StoreCollector>,
     /// Rate limits, idempotency keys, CORS.
-    pub guards: Arc<guard::Guards>,
+    pub guards: Arc<Guards>,
     /// Checks credentials (`AUTH_MODE`, `METRICS_TOKEN`).
     pub auth: Arc<crate::auth::Authenticator>,
 }
@@ -268,8 +261,8 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
         .layer(GlobalConcurrencyLimitLayer::new(OPERATIONS_MAX_IN_FLIGHT));
     // Client guards (see `guard`): the per-client rate limit on the API,
     // inside the log and metrics; security headers and CORS on every route.
-    let api = guard::limit_rate(api, &state);
-    let router = guard::secure_responses(operations.merge(api).layer(observe), &state);
+    let api = crate::edge::limit_rate(api, &state.guards);
+    let router = crate::edge::secure_responses(operations.merge(api).layer(observe), &state.guards);
     let router = router.with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(router)
 }
@@ -348,7 +341,7 @@ async fn gate_resources(State(state): State<AppState>, req: Request, next: Next)
     if !state.health.readiness().is_store_ready() {
         return ApiError::NotReady.into_response();
     }
-    idempotency::check_key(State(state), req, next).await
+    idempotency::check_key(&state.guards.idempotency, state.body_limit, req, next).await
 }
 
 /// Counts the request, its latency by route template, and requests in

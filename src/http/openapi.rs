@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use super::guard::GuardDocs;
 use super::{AppState, error, events, health, users};
 use crate::auth::openapi::SecurityAddon;
 use crate::domain::{Activity, Event, User};
+use crate::edge::GuardDocs;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -11,9 +11,9 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 use super::error::documented::{BadRequest, Conflict, NotFound, NotJson, TooLarge, Unavailable};
 use super::extract::{ApiJson, ApiQuery, UserId};
-use super::idempotency::Idempotent;
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Activity, Email, NewUser, PersonName, User, UserPatch, name_pattern};
+use crate::edge::idempotency::Idempotent;
 
 /// The name cursors of the user list are bound to.
 const USERS_LIST: &str = "users";

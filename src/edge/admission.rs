@@ -43,7 +43,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 use crate::metrics::{AdmissionLabels, Metrics, ShedLabels};
 
 /// The smallest limit of a class (unless `HTTP_MAX_IN_FLIGHT` is smaller):

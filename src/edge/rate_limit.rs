@@ -37,9 +37,9 @@ use governor::{Quota, RateLimiter};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
 
-use super::error::ApiError;
 use crate::auth::credential_digest;
 use crate::config::RateLimitConfig;
+use crate::http::error::ApiError;
 
 pub(super) const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 pub(super) const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");

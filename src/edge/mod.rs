@@ -1,12 +1,21 @@
-//! Client guards: what the edge enforces per client, and the layers that
-//! do it.
+//! The guards in front of the API: what stands between a client and the
+//! routes of [`crate::http`].
 //!
-//! - [`ratelimit`](super::ratelimit): a token bucket per client on the API
-//!   (off by default), answered 429 with `Retry-After` and `RateLimit-*`;
-//! - [`idempotency`](super::idempotency): `Idempotency-Key` on the POSTs
-//!   that create, replayed from the database;
-//! - [`headers`](super::headers): security headers on every response, and
-//!   CORS by origin list (off by default).
+//! - [`server`]: the listener and its connections ([`connection`]: how long
+//!   each may stay open), plain or over TLS ([`https`]);
+//! - [`admission`]: an adaptive concurrency limit per class of request,
+//!   beyond which requests wait briefly, then get 503;
+//! - [`authenticate`]: credentials and scopes, by `AUTH_MODE`;
+//! - [`rate_limit`]: a token bucket per client on the API (off by
+//!   default), answered 429 with `Retry-After` and `RateLimit-*`;
+//! - [`idempotency`]: `Idempotency-Key` on the POSTs that create, replayed
+//!   from the database;
+//! - [`headers`]: security headers on every response, and CORS by origin
+//!   list (off by default).
+//!
+//! [`crate::http::app`] puts them in their order around the routes. They
+//! answer refusals with the API's one error type (`http::error::ApiError`)
+//! and import nothing else of it.
 //!
 //! A client is its credential when it sends one (`X-API-Key`, or the token
 //! of `Authorization: Bearer`), known only by a hash: the edge checks no
@@ -18,19 +27,27 @@ use std::sync::Arc;
 use axum::Router;
 use axum::middleware;
 
-use super::idempotency::{self, Idempotency};
-use super::ratelimit::{self, RateLimit};
-use super::{AppState, headers};
+pub(crate) mod admission;
+pub(crate) mod authenticate;
+mod connection;
+pub(crate) mod headers;
+mod https;
+pub(crate) mod idempotency;
+pub(crate) mod rate_limit;
+pub mod server;
+
 use crate::config::GuardConfig;
 use crate::store::Store;
+use idempotency::Idempotency;
+use rate_limit::RateLimit;
 
 /// The guards' state, shared by every request.
 pub struct Guards {
     /// `None`: no rate limit.
-    pub(super) rate_limit: Option<Arc<RateLimit>>,
-    pub(super) idempotency: Idempotency,
+    rate_limit: Option<Arc<RateLimit>>,
+    pub(crate) idempotency: Idempotency,
     /// `None`: CORS is off.
-    pub(super) cors: Option<Arc<headers::Cors>>,
+    cors: Option<Arc<headers::Cors>>,
 }
 
 impl Guards {
@@ -57,11 +74,14 @@ impl Guards {
 /// admission layers, so that a client over its limit costs nothing more.
 /// (Each layer is a boxed service cloned for every request: a guard that
 /// is off is left out, not passed through.)
-pub(super) fn limit_rate(api: Router<AppState>, state: &AppState) -> Router<AppState> {
-    match &state.guards.rate_limit {
+pub(crate) fn limit_rate<S: Clone + Send + Sync + 'static>(
+    api: Router<S>,
+    guards: &Guards,
+) -> Router<S> {
+    match &guards.rate_limit {
         Some(limit) => api.layer(middleware::from_fn_with_state(
             Arc::clone(limit),
-            ratelimit::limit_rate,
+            rate_limit::limit_rate,
         )),
         None => api,
     }
@@ -69,8 +89,11 @@ pub(super) fn limit_rate(api: Router<AppState>, state: &AppState) -> Router<AppS
 
 /// `router` with CORS for the allowed origins (if any), and security
 /// headers on every response (preflights included).
-pub(super) fn secure_responses(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let router = match &state.guards.cors {
+pub(crate) fn secure_responses<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    guards: &Guards,
+) -> Router<S> {
+    let router = match &guards.cors {
         Some(cors) => router.layer(middleware::from_fn_with_state(
             Arc::clone(cors),
             headers::apply_cors,
@@ -109,7 +132,7 @@ impl utoipa::Modify for GuardDocs {
                 operations
                     .into_iter()
                     .flatten()
-                    .for_each(ratelimit::document);
+                    .for_each(rate_limit::document);
             }
         }
     }

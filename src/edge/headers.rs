@@ -25,7 +25,7 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
-use super::ratelimit::{LIMIT, REMAINING, RESET};
+use super::rate_limit::{LIMIT, REMAINING, RESET};
 
 /// Swagger UI: the page and its assets.
 const DOCS_PATH: &str = "/docs";

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -40,8 +40,8 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type,
 };
 
-use super::{ApiError, AppState};
 use crate::auth::credential_digest;
+use crate::http::error::ApiError;
 use crate::service::ServiceError;
 use crate::store::{IdempotencyKey, Store, StoredResponse};
 
@@ -58,7 +58,7 @@ const PURGE_BATCH: u32 = 1000;
 const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The idempotency keys' state.
-pub(super) struct Idempotency {
+pub(crate) struct Idempotency {
     store: Arc<dyn Store>,
     /// How long a key is kept.
     ttl: Duration,
@@ -157,7 +157,7 @@ impl Idempotency {
 
 /// The idempotency key of a request that [`check_key`] let through, for
 /// the handler to record with its effect; `None` without a key.
-pub(super) struct Idempotent(pub Option<IdempotencyKey>);
+pub(crate) struct Idempotent(pub Option<IdempotencyKey>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Idempotent {
     type Rejection = Infallible;
@@ -169,13 +169,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotent {
 
 /// Replays, refuses, or lets through (with [`Idempotent`]) a POST with an
 /// `Idempotency-Key`; any other request passes untouched.
-pub(super) async fn check_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    check(&state, req, next)
+/// `body_limit` is the API's (for the 413 of a body read here).
+pub(crate) async fn check_key(
+    idempotency: &Idempotency,
+    body_limit: usize,
+    req: Request,
+    next: Next,
+) -> Response {
+    check(idempotency, body_limit, req, next)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn check(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn check(
+    idempotency: &Idempotency,
+    body_limit: usize,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if req.method() != Method::POST {
         return Ok(next.run(req).await);
     }
@@ -186,10 +197,9 @@ async fn check(state: &AppState, req: Request, next: Next) -> Result<Response, A
         .map(|digest| hex(&digest))
         .unwrap_or_default();
     let (parts, body) = req.into_parts();
-    let body = read_body(Request::from_parts(parts.clone(), body), state).await?;
+    let body = read_body(Request::from_parts(parts.clone(), body), body_limit).await?;
     let request_hash = request_hash(&parts, &body);
 
-    let idempotency = &state.guards.idempotency;
     let _in_flight = idempotency
         .begin(&scope, &key)
         .ok_or(ApiError::IdempotencyKeyInFlight)?;
@@ -252,13 +262,11 @@ fn parse_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// The body, within the body limit (413 beyond, as the handlers answer).
-async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state)
+async fn read_body(req: Request, body_limit: usize) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, &())
         .await
         .map_err(|rejection| match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
-                limit: state.body_limit,
-            },
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: body_limit },
             _ => ApiError::InvalidBody {
                 field: None,
                 detail: rejection.body_text(),

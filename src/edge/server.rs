@@ -47,7 +47,7 @@ use super::connection::{Activity, InProgress, Timeouts, TrackedBody, Watched};
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
-use super::tls::Tls;
+use super::https::Tls;
 use crate::config::ListenerConfig;
 
 /// How long accepting pauses after an error such as running out of file
