@@ -40,9 +40,8 @@ pub mod startup;
 pub(crate) mod store;
 /// Runs the background tasks and stops the process when one fails.
 pub(crate) mod supervisor;
-/// Logging (`LOG_LEVEL`, `LOG_FORMAT`) and span export (`OTEL_*`).
+/// Logging (`LOG_LEVEL`, `LOG_FORMAT`), span export (`OTEL_*`), and the W3C
+/// trace context carried from a request through the outbox and the bus.
 pub mod telemetry;
 /// TLS to the backends: the crypto provider, certificate files checked.
 pub(crate) mod tls;
-/// W3C trace context carried from a request through the outbox and the bus.
-pub(crate) mod tracing_context;

@@ -23,7 +23,7 @@ use crate::domain::{
     UserPatch,
 };
 use crate::store::{IdempotencyKey, Store, StoreError, Write, Written};
-use crate::tracing_context;
+use crate::telemetry::trace_context;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -121,7 +121,7 @@ impl Service {
                 updated_at: now,
             };
             let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now)
-                .with_trace(tracing_context::current());
+                .with_trace(trace_context::current());
             let json = to_json(&user);
             let write = Write::CreateUser {
                 user: user.clone(),
@@ -157,7 +157,7 @@ impl Service {
                 id,
                 patch,
                 at: domain::now(),
-                trace: tracing_context::current(),
+                trace: trace_context::current(),
             };
             let Written::Updated(user) = this.store.write_one(update).await? else {
                 unreachable!("BUG: an update answers with the user");
@@ -174,8 +174,8 @@ impl Service {
     pub async fn delete_user(self: &Arc<Self>, id: Uuid) -> ServiceResult<()> {
         let this = Arc::clone(self);
         self.complete(async move {
-            let message = EventMessage::user_deleted(id, domain::now())
-                .with_trace(tracing_context::current());
+            let message =
+                EventMessage::user_deleted(id, domain::now()).with_trace(trace_context::current());
             let Written::Deleted { event_ids } = this
                 .store
                 .write_one(Write::DeleteUser { id, message })
@@ -214,7 +214,7 @@ impl Service {
             };
             let json = to_json(&event);
             let write = Write::CreateEvent {
-                message: EventMessage::for_event(&event).with_trace(tracing_context::current()),
+                message: EventMessage::for_event(&event).with_trace(trace_context::current()),
                 event: event.clone(),
             };
             this.store

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::tracing_context::TraceContext;
+use crate::telemetry::trace_context::TraceContext;
 
 /// One message to publish, borrowed from its owner (the outbox relay's
 /// claimed rows) for as long as the publish takes, so that it is copied

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Event, User};
-use crate::tracing_context::TraceContext;
+use crate::telemetry::trace_context::TraceContext;
 
 /// The JSON value of a bus message, field for field what the Go service
 /// sends: `{id, user_id, type, data, timestamp}`. `id` is the event id for

@@ -174,7 +174,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
                 request_id,
             );
             // The caller's trace (W3C `traceparent`) continues here.
-            crate::tracing_context::continue_from_headers(&span, req.headers());
+            crate::telemetry::trace_context::continue_from_headers(&span, req.headers());
             span
         })
         .on_request(())

@@ -29,7 +29,7 @@ use crate::domain::EventMessage;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::retry::Backoff;
 use crate::store::{Store, StoreError, StoreResult};
-use crate::tracing_context;
+use crate::telemetry::trace_context;
 
 /// The longest pause between two attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -77,7 +77,7 @@ impl EventProcessor {
                 origin = delivery.origin,
             );
             if let Some(trace) = &delivery.trace {
-                tracing_context::continue_trace(&span, trace);
+                trace_context::continue_trace(&span, trace);
             }
             match serde_json::from_slice::<EventMessage>(&delivery.payload) {
                 Ok(message) => {

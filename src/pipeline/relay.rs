@@ -36,7 +36,7 @@ use crate::bus::{Message, Publisher};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::store::{OutboxRow, Store};
-use crate::tracing_context::{self, TraceContext};
+use crate::telemetry::trace_context::{self, TraceContext};
 
 /// How long a claim reserves rows for this relay without a renewal: the
 /// longest that rows claimed by a process that died wait to be claimed
@@ -194,7 +194,7 @@ impl OutboxRelay {
             user_id = row.key,
         );
         if let Some(trace) = &row.trace {
-            tracing_context::continue_trace(&span, trace);
+            trace_context::continue_trace(&span, trace);
         }
         span
     }
@@ -226,7 +226,7 @@ impl OutboxRelay {
         let traces: Vec<Option<TraceContext>> = rows
             .iter()
             .zip(&spans)
-            .map(|(row, span)| tracing_context::of_span(span).or_else(|| row.trace.clone()))
+            .map(|(row, span)| trace_context::of_span(span).or_else(|| row.trace.clone()))
             .collect();
         let messages: Vec<_> = rows
             .iter()

@@ -39,7 +39,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
-use crate::tracing_context::TraceContext;
+use crate::telemetry::trace_context::TraceContext;
 
 /// What can go wrong in a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::OutboxRow;
 use crate::domain::{Event, User};
-use crate::tracing_context::TraceContext;
+use crate::telemetry::trace_context::TraceContext;
 
 /// The columns of a user row, for every statement that returns one.
 macro_rules! user_columns {

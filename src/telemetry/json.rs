@@ -12,7 +12,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::tracing_context::Continued;
+use crate::telemetry::trace_context::Continued;
 
 /// Wraps the JSON event format: the ids go first inside its object.
 pub(super) struct WithTraceIds<F>(pub(super) F);
@@ -82,7 +82,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-    use crate::tracing_context::{self, TraceContext};
+    use crate::telemetry::trace_context::{self, TraceContext};
 
     /// Collects what the layer writes.
     #[derive(Clone, Default)]
@@ -140,10 +140,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("outside");
             let span = tracing::info_span!("request", route = "/x");
-            tracing_context::continue_trace(
-                &span,
-                &TraceContext::parse(TRACEPARENT, None).unwrap(),
-            );
+            trace_context::continue_trace(&span, &TraceContext::parse(TRACEPARENT, None).unwrap());
             let _entered = span.enter();
             tracing::info!(status = 201, "inside");
         });
@@ -166,13 +163,10 @@ mod tests {
         let mut span_ids = Vec::new();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request");
-            tracing_context::continue_trace(
-                &span,
-                &TraceContext::parse(TRACEPARENT, None).unwrap(),
-            );
+            trace_context::continue_trace(&span, &TraceContext::parse(TRACEPARENT, None).unwrap());
             let _entered = span.enter();
             tracing::info!("inside");
-            let passed_on = tracing_context::current().expect("a context to pass on");
+            let passed_on = trace_context::current().expect("a context to pass on");
             span_ids.push(passed_on.traceparent()[36..52].to_owned());
         });
         let line = &lines.json()[0];

@@ -12,7 +12,7 @@
 //! log line written inside a traced span
 //! starts with its `trace_id` and `span_id`; with export off, a line inside
 //! a span that continues an incoming trace context (see
-//! [`crate::tracing_context`]) carries that context's `trace_id`.
+//! [`crate::telemetry::trace_context`]) carries that context's `trace_id`.
 //!
 //! The exporter sends batches from a thread of its own; [`Tracing::shutdown`]
 //! sends what is left, last in the application's drain.
@@ -20,6 +20,7 @@
 pub mod config;
 mod json;
 mod otlp;
+pub(crate) mod trace_context;
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -19,7 +19,7 @@ use super::KafkaSettings;
 use super::context::KafkaContext;
 use super::offsets::Offsets;
 use crate::bus::{Acknowledge, Delivery, Probe, Subscriber};
-use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
+use crate::telemetry::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 type KafkaConsumer = StreamConsumer<KafkaContext>;
 

@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaSettings;
 use super::context::KafkaContext;
 use crate::bus::{Delivery, Message, PublishError, Publisher};
-use crate::tracing_context::{TRACEPARENT, TRACESTATE, TraceContext};
+use crate::telemetry::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 type KafkaProducer = FutureProducer<KafkaContext>;
 
