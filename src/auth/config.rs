@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The shortest `JWT_SECRET` accepted, in bytes: HS256 wants a key at
 /// least as long as its hash (RFC 7518, section 3.2).

@@ -12,7 +12,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The default `service.name`.
 const SERVICE_NAME: &str = "highload";

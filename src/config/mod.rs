@@ -15,6 +15,9 @@
 //! `DATABASE_URL` and `REDIS_URL`) are held in types whose `Debug` leaves
 //! them out, so logging a configuration never leaks one.
 
+pub(crate) mod error;
+pub(crate) mod parse;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
@@ -28,6 +31,9 @@ use redis::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+pub use error::ConfigError;
+use parse::{parse_duration, parse_positive_duration, parse_size, secret};
 
 /// The shortest `KAFKA_DELIVERY_TIMEOUT` accepted.
 const MIN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -174,47 +180,6 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// TLS and SASL to the brokers.
     pub security: KafkaSecurity,
-}
-
-/// A value that parsed but cannot be used; each names its variable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A URL whose scheme selects no backend.
-    #[error("{variable} must start with {expected}")]
-    Scheme {
-        variable: &'static str,
-        expected: &'static str,
-    },
-    /// A value the backend's client refuses. The reason never quotes the
-    /// value, which may hold a password.
-    #[error("{variable} is invalid: {reason}")]
-    Invalid {
-        variable: &'static str,
-        reason: String,
-    },
-    #[error("{variable} must be at least {}", humantime::format_duration(*.minimum))]
-    TooShort {
-        variable: &'static str,
-        minimum: Duration,
-    },
-    /// A value that does not fit with another setting.
-    #[error("{variable}: {reason}")]
-    Conflict {
-        variable: &'static str,
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    /// The environment variable at fault.
-    pub fn variable(&self) -> &'static str {
-        match self {
-            Self::Scheme { variable, .. }
-            | Self::Invalid { variable, .. }
-            | Self::TooShort { variable, .. }
-            | Self::Conflict { variable, .. } => variable,
-        }
-    }
 }
 
 /// What the environment and the command line say, before the backends are
@@ -825,15 +790,6 @@ impl GuardArgs {
             cors_allowed_origins: self.cors_allowed_origins,
         })
     }
-}
-
-/// A duration above zero: a zero timeout would close every connection.
-fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
-    let duration = parse_duration(raw)?;
-    if duration.is_zero() {
-        return Err("must be above 0".into());
-    }
-    Ok(duration)
 }
 
 /// A `RATE_LIMIT_PER_SECOND`: 0 (off), or a rate at which one token takes
@@ -1714,43 +1670,6 @@ fn unset_empty_variables() {
     }
 }
 
-/// Holds a password (or a URL that may contain one) so that `Debug` shows
-/// `[REDACTED]`.
-fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(raw))
-}
-
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw.trim())
-        .map_err(|err| format!("{err} (expected a duration such as 500ms, 30s, 5m, 1h)"))
-}
-
-/// Bytes, or a number with KiB/MiB (×1024) or KB/MB (×1000).
-fn parse_size(raw: &str) -> Result<usize, String> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let value: usize = digits
-        .parse()
-        .map_err(|_| "expected a size such as 1048576, 512KiB or 1MiB".to_string())?;
-    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1024,
-        "kb" => 1000,
-        "m" | "mib" => 1024 * 1024,
-        "mb" => 1_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?}; use KiB, MiB, KB or MB"
-            ));
-        }
-    };
-    value
-        .checked_mul(multiplier)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| "size must be positive and fit in memory".to_string())
-}
-
 /// Accepts Go's level names (`warning`, `fatal`) besides tracing filters.
 fn parse_log_level(raw: &str) -> Result<String, String> {
     let filter = match raw.trim().to_ascii_lowercase().as_str() {
@@ -1763,23 +1682,73 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
         .map_err(|err| format!("{err} (expected error, warn, info, debug or trace)"))
 }
 
+/// What the settings' tests share: a command line parsed and resolved,
+/// and TLS files to name in it.
+#[cfg(test)]
+mod test_support {
+    use super::{Cli, Config, ConfigError};
+    use clap::Parser;
+
+    pub(super) fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
+    }
+
+    /// The error resolving `args` reports (parsing must succeed).
+    pub(super) fn resolve_error(args: &[&str]) -> ConfigError {
+        Cli::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .resolve()
+            .expect_err("resolving fails")
+    }
+
+    /// A CA and a certificate with its key (for `localhost`), as PEM files.
+    pub(super) struct TlsFiles {
+        pub(super) dir: tempfile::TempDir,
+        pub(super) ca: String,
+        pub(super) cert: String,
+        pub(super) key: String,
+    }
+
+    pub(super) fn tls_files() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &rcgen::Issuer::new(ca_params, &ca_key))
+            .unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        TlsFiles {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            dir,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use redis::ConnectionAddr;
     use sqlx::postgres::PgSslMode;
 
+    use super::test_support::{parse, resolve_error, tls_files};
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        Config::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
-    }
-
-    /// The error resolving `args` reports (parsing must succeed).
-    fn resolve_error(args: &[&str]) -> ConfigError {
-        Cli::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
-            .expect("arguments parse")
-            .resolve()
-            .expect_err("resolving fails")
+    #[test]
+    fn levels_parse_like_their_docs_say() {
+        assert_eq!(parse_log_level("warning").unwrap(), "warn");
+        assert_eq!(
+            parse_log_level("info,highload=debug").unwrap(),
+            "info,highload=debug"
+        );
     }
 
     fn postgres(config: &Config) -> PgConnectOptions {
@@ -2074,52 +2043,6 @@ mod tests {
         ] {
             let err = parse(&[arg]).unwrap_err().to_string();
             assert!(err.contains(variable), "{arg}: {err}");
-        }
-    }
-
-    #[test]
-    fn sizes_and_levels_parse_like_their_docs_say() {
-        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
-        assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1GiB").is_err());
-        assert_eq!(parse_log_level("warning").unwrap(), "warn");
-        assert_eq!(
-            parse_log_level("info,highload=debug").unwrap(),
-            "info,highload=debug"
-        );
-    }
-
-    /// A CA and a certificate with its key (for `localhost`), as PEM files.
-    struct TlsFiles {
-        dir: tempfile::TempDir,
-        ca: String,
-        cert: String,
-        key: String,
-    }
-
-    fn tls_files() -> TlsFiles {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &rcgen::Issuer::new(ca_params, &ca_key))
-            .unwrap();
-        let write = |name: &str, pem: String| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, pem).unwrap();
-            path.to_str().unwrap().to_owned()
-        };
-        TlsFiles {
-            ca: write("ca.pem", ca.pem()),
-            cert: write("cert.pem", cert.pem()),
-            key: write("key.pem", key.serialize_pem()),
-            dir,
         }
     }
 
