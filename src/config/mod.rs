@@ -15,10 +15,13 @@
 //! `DATABASE_URL` and `REDIS_URL`) are held in types whose `Debug` leaves
 //! them out, so logging a configuration never leaks one.
 
+pub(crate) mod bus;
 pub(crate) mod cache;
 pub(crate) mod database;
 pub(crate) mod error;
+pub(crate) mod kafka_security;
 pub(crate) mod parse;
+pub(crate) mod worker;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -26,17 +29,20 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, Parser, ValueEnum};
-use secrecy::SecretString;
 
+use bus::BusArgs;
+pub use bus::{BusConfig, KafkaConfig};
 use cache::{CacheArgs, RedisTlsArgs};
 pub use cache::{CacheConfig, LocalCacheConfig, RedisConfig};
 use database::{DatabaseArgs, PostgresTlsArgs};
 pub use database::{DatabaseBackend, DatabaseConfig, PostgresOptions};
 pub use error::ConfigError;
-use parse::{parse_duration, parse_positive_duration, parse_size, secret};
-
-/// The shortest `KAFKA_DELIVERY_TIMEOUT` accepted.
-const MIN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
+use kafka_security::KafkaSecurityArgs;
+pub use kafka_security::{
+    KafkaSasl, KafkaSaslMechanism, KafkaSecurity, KafkaSecurityProtocol, KafkaSslClient,
+};
+use parse::{parse_duration, parse_positive_duration, parse_size};
+pub use worker::WorkerConfig;
 
 /// The service's settings, resolved: every backend chosen and ready to
 /// connect to. Built by [`Config::load`] (or [`Config::try_parse_from`]).
@@ -53,44 +59,6 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Span export (`OTEL_*`).
     pub tracing: crate::telemetry::TracingConfig,
-}
-
-/// The bus: Kafka when `KAFKA_BROKERS` is set, else in-process; and the
-/// outbox relay that feeds it.
-#[derive(Debug, Clone)]
-pub struct BusConfig {
-    /// `None`: the in-process bus.
-    pub kafka: Option<KafkaConfig>,
-    pub outbox_relay_enabled: bool,
-    pub outbox_batch_size: u32,
-    pub outbox_poll_interval: Duration,
-}
-
-/// The Kafka settings (`KAFKA_*`).
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, comma-separated.
-    pub brokers: String,
-    pub topic: String,
-    pub group_id: String,
-    /// Static membership of the consumer group (`group.instance.id`).
-    pub group_instance_id: Option<String>,
-    /// Partitions of the topics created at start (existing ones are kept).
-    pub partitions: i32,
-    /// Replication factor of the topics created at start; `None`: as many
-    /// replicas as the cluster has brokers, at most 3.
-    pub replication_factor: Option<i32>,
-    pub linger: Duration,
-    pub compression: String,
-    /// How long librdkafka retries a message before reporting it failed.
-    pub delivery_timeout: Duration,
-    /// The longest a consumer's fetch waits at the broker for data.
-    pub fetch_wait: Duration,
-    /// How long the group waits for a silent member before it hands its
-    /// partitions to the others.
-    pub session_timeout: Duration,
-    /// TLS and SASL to the brokers.
-    pub security: KafkaSecurity,
 }
 
 /// What the environment and the command line say, before the backends are
@@ -235,110 +203,6 @@ fn parse_health_check_interval(raw: &str) -> Result<Duration, String> {
         ));
     }
     Ok(interval)
-}
-
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Bus (Kafka when KAFKA_BROKERS is set, else in-process)")]
-struct BusArgs {
-    /// Kafka bootstrap servers, comma-separated (host:9092,host2:9092)
-    #[arg(long, env = "KAFKA_BROKERS", value_name = "KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-
-    /// Topic of the event messages (the dead-letter topic is <topic>.dlq)
-    #[arg(
-        long,
-        env = "KAFKA_TOPIC",
-        value_name = "KAFKA_TOPIC",
-        default_value = "user-events"
-    )]
-    kafka_topic: String,
-
-    /// Consumer group of the workers
-    #[arg(
-        long,
-        env = "KAFKA_GROUP_ID",
-        value_name = "KAFKA_GROUP_ID",
-        default_value = "highload-service"
-    )]
-    kafka_group_id: String,
-
-    /// This replica's static member name in the consumer group, unique per replica and kept across its
-    /// restarts (the pod name): a restarted replica takes its partitions back at once instead of
-    /// waiting for the group to expire its previous self
-    #[arg(
-        long,
-        env = "KAFKA_GROUP_INSTANCE_ID",
-        value_name = "KAFKA_GROUP_INSTANCE_ID"
-    )]
-    kafka_group_instance_id: Option<String>,
-
-    /// Partitions of the topics created at start (existing topics keep theirs)
-    #[arg(long, env = "KAFKA_PARTITIONS", value_name = "KAFKA_PARTITIONS", default_value_t = 6,
-          value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    kafka_partitions: i32,
-
-    /// Replication factor of the topics created at start (existing topics keep theirs); they get min.insync.replicas of a majority of it [default: the brokers in the cluster, at most 3]
-    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", value_name = "KAFKA_REPLICATION_FACTOR",
-          value_parser = clap::value_parser!(i32).range(1..=100))]
-    kafka_replication_factor: Option<i32>,
-
-    /// How long the producer waits to batch messages
-    #[arg(long, env = "KAFKA_LINGER", value_name = "KAFKA_LINGER", default_value = "1ms", value_parser = parse_duration)]
-    kafka_linger: Duration,
-
-    /// Compression of produced batches
-    #[arg(long, env = "KAFKA_COMPRESSION", value_name = "KAFKA_COMPRESSION", default_value = "lz4",
-          value_parser = ["none", "gzip", "snappy", "lz4"])]
-    kafka_compression: String,
-
-    /// How long a message is retried before its publish counts as failed (the outbox keeps it)
-    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_name = "KAFKA_DELIVERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    kafka_delivery_timeout: Duration,
-
-    /// Longest a consumer's fetch waits at the broker while nothing new arrives; a broker answers as soon as a message does, so this sets how often an idle consumer asks
-    #[arg(long, env = "KAFKA_FETCH_WAIT", value_name = "KAFKA_FETCH_WAIT", default_value = "500ms", value_parser = parse_duration)]
-    kafka_fetch_wait: Duration,
-
-    /// How long the consumer group waits for an instance that stopped answering before its partitions go to the others (session.timeout.ms; the brokers allow 6s to 30m by default)
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT", value_name = "KAFKA_SESSION_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    kafka_session_timeout: Duration,
-
-    /// Run the outbox relay in this process (false: API-only replica; another one relays)
-    #[arg(long, env = "OUTBOX_RELAY_ENABLED", value_name = "OUTBOX_RELAY_ENABLED", default_value = "true",
-          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
-    outbox_relay_enabled: bool,
-
-    /// Outbox rows published per batch
-    #[arg(long, env = "OUTBOX_BATCH_SIZE", value_name = "OUTBOX_BATCH_SIZE", default_value_t = 100,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    outbox_batch_size: u32,
-
-    /// How often the relay looks for rows written by other replicas
-    #[arg(long, env = "OUTBOX_POLL_INTERVAL", value_name = "OUTBOX_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
-    outbox_poll_interval: Duration,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Workers")]
-pub struct WorkerConfig {
-    /// Workers processing consumed events in parallel
-    #[arg(long, env = "WORKER_COUNT", value_name = "WORKER_COUNT", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub worker_count: u32,
-
-    /// Events queued for the workers; when full, consumption pauses
-    #[arg(long, env = "WORKER_QUEUE_CAPACITY", value_name = "WORKER_QUEUE_CAPACITY", default_value_t = 1000,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub worker_queue_capacity: u32,
-
-    /// Attempts at processing an event before it goes to the dead-letter topic
-    #[arg(long, env = "PROCESSING_MAX_ATTEMPTS", value_name = "PROCESSING_MAX_ATTEMPTS", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub processing_max_attempts: u32,
-
-    /// Pause before the second attempt; it doubles with each further one
-    #[arg(long, env = "PROCESSING_RETRY_DELAY", value_name = "PROCESSING_RETRY_DELAY", default_value = "200ms", value_parser = parse_duration)]
-    pub processing_retry_delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -675,42 +539,6 @@ impl Cli {
     }
 }
 
-impl BusArgs {
-    fn resolve(self, security: KafkaSecurityArgs) -> Result<BusConfig, ConfigError> {
-        // Checked even without Kafka, so that a bad value is found before
-        // the day KAFKA_BROKERS is set.
-        if self.kafka_delivery_timeout < MIN_DELIVERY_TIMEOUT {
-            return Err(ConfigError::TooShort {
-                variable: "KAFKA_DELIVERY_TIMEOUT",
-                minimum: MIN_DELIVERY_TIMEOUT,
-            });
-        }
-        let security = match &self.kafka_brokers {
-            Some(_) => security.resolve()?,
-            None => KafkaSecurity::default(),
-        };
-        Ok(BusConfig {
-            kafka: self.kafka_brokers.map(|brokers| KafkaConfig {
-                brokers,
-                topic: self.kafka_topic,
-                group_id: self.kafka_group_id,
-                group_instance_id: self.kafka_group_instance_id,
-                partitions: self.kafka_partitions,
-                replication_factor: self.kafka_replication_factor,
-                linger: self.kafka_linger,
-                compression: self.kafka_compression,
-                delivery_timeout: self.kafka_delivery_timeout,
-                fetch_wait: self.kafka_fetch_wait,
-                session_timeout: self.kafka_session_timeout,
-                security,
-            }),
-            outbox_relay_enabled: self.outbox_relay_enabled,
-            outbox_batch_size: self.outbox_batch_size,
-            outbox_poll_interval: self.outbox_poll_interval,
-        })
-    }
-}
-
 // TLS to the backends, and Kafka's SASL. Each backend's settings are applied
 // to its connection while it is resolved above, and only when that backend
 // is configured: its files are read then, so a missing one stops start-up
@@ -725,257 +553,6 @@ struct BackendTlsArgs {
     redis: RedisTlsArgs,
     #[command(flatten)]
     kafka: KafkaSecurityArgs,
-}
-
-/// Kafka's `security.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum KafkaSecurityProtocol {
-    #[default]
-    #[value(name = "PLAINTEXT")]
-    Plaintext,
-    #[value(name = "SSL")]
-    Ssl,
-    #[value(name = "SASL_PLAINTEXT")]
-    SaslPlaintext,
-    #[value(name = "SASL_SSL")]
-    SaslSsl,
-}
-
-impl KafkaSecurityProtocol {
-    /// The name Kafka and librdkafka give it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plaintext => "PLAINTEXT",
-            Self::Ssl => "SSL",
-            Self::SaslPlaintext => "SASL_PLAINTEXT",
-            Self::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    pub fn uses_tls(self) -> bool {
-        matches!(self, Self::Ssl | Self::SaslSsl)
-    }
-
-    pub fn uses_sasl(self) -> bool {
-        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
-    }
-}
-
-/// Kafka's SASL mechanisms that need nothing but a user name and password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KafkaSaslMechanism {
-    #[value(name = "PLAIN")]
-    Plain,
-    #[value(name = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[value(name = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl KafkaSaslMechanism {
-    /// The name Kafka and librdkafka give it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-}
-
-/// TLS and SASL to the Kafka brokers, checked against each other: SASL
-/// settings only with a SASL protocol, TLS files only with a TLS one.
-#[derive(Debug, Clone, Default)]
-pub struct KafkaSecurity {
-    pub protocol: KafkaSecurityProtocol,
-    /// Set exactly when the protocol is SASL_PLAINTEXT or SASL_SSL.
-    pub sasl: Option<KafkaSasl>,
-    /// CA certificates (a PEM file or a directory); `None`: the system's.
-    pub ssl_ca_location: Option<PathBuf>,
-    /// A client certificate, for brokers that ask for one.
-    pub ssl_client: Option<KafkaSslClient>,
-}
-
-#[derive(Debug, Clone)]
-pub struct KafkaSasl {
-    pub mechanism: KafkaSaslMechanism,
-    pub username: String,
-    pub password: SecretString,
-}
-
-#[derive(Debug, Clone)]
-pub struct KafkaSslClient {
-    pub certificate_location: PathBuf,
-    pub key_location: PathBuf,
-    /// The key file's password, when it is encrypted.
-    pub key_password: Option<SecretString>,
-}
-
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Kafka TLS and SASL")]
-struct KafkaSecurityArgs {
-    /// How to talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_name = "KAFKA_SECURITY_PROTOCOL",
-          value_enum, ignore_case = true, default_value_t = KafkaSecurityProtocol::Plaintext)]
-    kafka_security_protocol: KafkaSecurityProtocol,
-
-    /// SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
-    #[arg(
-        long,
-        env = "KAFKA_SASL_MECHANISM",
-        value_name = "KAFKA_SASL_MECHANISM",
-        value_enum,
-        ignore_case = true
-    )]
-    kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
-
-    /// SASL user name (with SASL_*)
-    #[arg(long, env = "KAFKA_SASL_USERNAME", value_name = "KAFKA_SASL_USERNAME")]
-    kafka_sasl_username: Option<String>,
-
-    /// SASL password (with SASL_*)
-    #[arg(long, env = "KAFKA_SASL_PASSWORD", value_name = "KAFKA_SASL_PASSWORD",
-          hide_env_values = true, value_parser = secret)]
-    kafka_sasl_password: Option<SecretString>,
-
-    /// CA certificates (PEM file or directory) that sign the brokers' certificates (with SSL and SASL_SSL) [default: the system's]
-    #[arg(
-        long,
-        env = "KAFKA_SSL_CA_LOCATION",
-        value_name = "KAFKA_SSL_CA_LOCATION"
-    )]
-    kafka_ssl_ca_location: Option<PathBuf>,
-
-    /// Client certificate (PEM) for brokers that ask for one; needs KAFKA_SSL_KEY_LOCATION
-    #[arg(
-        long,
-        env = "KAFKA_SSL_CERTIFICATE_LOCATION",
-        value_name = "KAFKA_SSL_CERTIFICATE_LOCATION"
-    )]
-    kafka_ssl_certificate_location: Option<PathBuf>,
-
-    /// Private key (PEM) of KAFKA_SSL_CERTIFICATE_LOCATION
-    #[arg(
-        long,
-        env = "KAFKA_SSL_KEY_LOCATION",
-        value_name = "KAFKA_SSL_KEY_LOCATION"
-    )]
-    kafka_ssl_key_location: Option<PathBuf>,
-
-    /// Password of an encrypted KAFKA_SSL_KEY_LOCATION
-    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", value_name = "KAFKA_SSL_KEY_PASSWORD",
-          hide_env_values = true, value_parser = secret)]
-    kafka_ssl_key_password: Option<SecretString>,
-}
-
-impl KafkaSecurityArgs {
-    /// Checks the settings against each other and the files for
-    /// existence; librdkafka reads them when the clients are created.
-    fn resolve(self) -> Result<KafkaSecurity, ConfigError> {
-        let protocol = self.kafka_security_protocol;
-        let conflict = |variable, reason: &str| ConfigError::Conflict {
-            variable,
-            reason: reason.to_owned(),
-        };
-        let sasl = if protocol.uses_sasl() {
-            let needed = "must be set when KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL";
-            let mechanism = self.kafka_sasl_mechanism.ok_or_else(|| {
-                conflict(
-                    "KAFKA_SASL_MECHANISM",
-                    &format!("{needed} (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"),
-                )
-            })?;
-            Some(KafkaSasl {
-                mechanism,
-                username: self
-                    .kafka_sasl_username
-                    .ok_or_else(|| conflict("KAFKA_SASL_USERNAME", needed))?,
-                password: self
-                    .kafka_sasl_password
-                    .ok_or_else(|| conflict("KAFKA_SASL_PASSWORD", needed))?,
-            })
-        } else {
-            let set = [
-                ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism.is_some()),
-                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username.is_some()),
-                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password.is_some()),
-            ];
-            if let Some((variable, _)) = set.into_iter().find(|(_, set)| *set) {
-                return Err(conflict(
-                    variable,
-                    "is set, but KAFKA_SECURITY_PROTOCOL is not SASL_PLAINTEXT or SASL_SSL",
-                ));
-            }
-            None
-        };
-
-        let files = [
-            ("KAFKA_SSL_CA_LOCATION", &self.kafka_ssl_ca_location),
-            (
-                "KAFKA_SSL_CERTIFICATE_LOCATION",
-                &self.kafka_ssl_certificate_location,
-            ),
-            ("KAFKA_SSL_KEY_LOCATION", &self.kafka_ssl_key_location),
-        ];
-        if !protocol.uses_tls() {
-            let key_password = (
-                "KAFKA_SSL_KEY_PASSWORD",
-                self.kafka_ssl_key_password.is_some(),
-            );
-            let set = files
-                .iter()
-                .map(|(variable, path)| (*variable, path.is_some()));
-            if let Some((variable, _)) = set.chain([key_password]).find(|(_, set)| *set) {
-                return Err(conflict(
-                    variable,
-                    "is set, but KAFKA_SECURITY_PROTOCOL is not SSL or SASL_SSL",
-                ));
-            }
-        }
-        for (variable, path) in files {
-            if let Some(path) = path {
-                crate::tls::check_readable(path)
-                    .map_err(|reason| ConfigError::Invalid { variable, reason })?;
-            }
-        }
-        let ssl_client = match (
-            self.kafka_ssl_certificate_location,
-            self.kafka_ssl_key_location,
-        ) {
-            (Some(certificate_location), Some(key_location)) => Some(KafkaSslClient {
-                certificate_location,
-                key_location,
-                key_password: self.kafka_ssl_key_password,
-            }),
-            (None, None) => {
-                if self.kafka_ssl_key_password.is_some() {
-                    return Err(conflict(
-                        "KAFKA_SSL_KEY_PASSWORD",
-                        "is set, but KAFKA_SSL_KEY_LOCATION is not",
-                    ));
-                }
-                None
-            }
-            (Some(_), None) => {
-                return Err(conflict(
-                    "KAFKA_SSL_CERTIFICATE_LOCATION",
-                    "a client certificate needs its key (KAFKA_SSL_KEY_LOCATION)",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(conflict(
-                    "KAFKA_SSL_KEY_LOCATION",
-                    "a client key needs its certificate (KAFKA_SSL_CERTIFICATE_LOCATION)",
-                ));
-            }
-        };
-        Ok(KafkaSecurity {
-            protocol,
-            sasl,
-            ssl_ca_location: self.kafka_ssl_ca_location,
-            ssl_client,
-        })
-    }
 }
 
 /// Go's `getEnv` treats an empty variable as unset (`REDIS_PASSWORD=` in its
@@ -1057,9 +634,7 @@ mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
-    use super::test_support::{parse, resolve_error, tls_files};
+    use super::test_support::parse;
     use super::*;
 
     #[test]
@@ -1124,37 +699,6 @@ mod tests {
         assert!(
             debug.contains("db.example") && debug.contains("app"),
             "{debug}"
-        );
-    }
-
-    #[test]
-    fn kafka_brokers_select_kafka_with_its_settings() {
-        let config = parse(&["--kafka-brokers", "k1:9092,k2:9092"]).unwrap();
-        let kafka = config.bus.kafka.expect("Kafka");
-        assert_eq!(kafka.brokers, "k1:9092,k2:9092");
-        assert_eq!(kafka.topic, "user-events");
-        assert_eq!(kafka.group_id, "highload-service");
-        assert_eq!(kafka.partitions, 6);
-        assert_eq!(kafka.compression, "lz4");
-        assert_eq!(kafka.delivery_timeout, Duration::from_secs(30));
-        assert_eq!(kafka.fetch_wait, Duration::from_millis(500));
-        assert_eq!(kafka.session_timeout, Duration::from_secs(30));
-        assert_eq!(kafka.linger, Duration::from_millis(1));
-        assert_eq!(kafka.replication_factor, None, "as the cluster allows");
-        let config = parse(&[
-            "--kafka-brokers",
-            "k1:9092",
-            "--kafka-replication-factor",
-            "2",
-        ])
-        .unwrap();
-        assert_eq!(config.bus.kafka.unwrap().replication_factor, Some(2));
-
-        let err = resolve_error(&["--kafka-delivery-timeout", "500ms"]);
-        assert_eq!(err.variable(), "KAFKA_DELIVERY_TIMEOUT");
-        assert_eq!(
-            err.to_string(),
-            "KAFKA_DELIVERY_TIMEOUT must be at least 1s"
         );
     }
 
@@ -1232,171 +776,5 @@ mod tests {
             let err = parse(&[arg]).unwrap_err().to_string();
             assert!(err.contains(variable), "{arg}: {err}");
         }
-    }
-
-    fn kafka_security(args: &[&str]) -> KafkaSecurity {
-        let args = [&["--kafka-brokers", "k:9093"][..], args].concat();
-        parse(&args).unwrap().bus.kafka.expect("Kafka").security
-    }
-
-    #[test]
-    fn kafka_security_settings_resolve_together() {
-        let files = tls_files();
-        let security = kafka_security(&[]);
-        assert_eq!(security.protocol, KafkaSecurityProtocol::Plaintext);
-        assert!(security.sasl.is_none() && security.ssl_client.is_none());
-
-        let security = kafka_security(&[
-            "--kafka-security-protocol",
-            "sasl_ssl",
-            "--kafka-sasl-mechanism",
-            "scram-sha-512",
-            "--kafka-sasl-username",
-            "svc",
-            "--kafka-sasl-password",
-            "pw",
-            "--kafka-ssl-ca-location",
-            &files.ca,
-            "--kafka-ssl-certificate-location",
-            &files.cert,
-            "--kafka-ssl-key-location",
-            &files.key,
-            "--kafka-ssl-key-password",
-            "kp",
-        ]);
-        assert_eq!(security.protocol, KafkaSecurityProtocol::SaslSsl);
-        let sasl = security.sasl.expect("SASL");
-        assert_eq!(sasl.mechanism, KafkaSaslMechanism::ScramSha512);
-        assert_eq!(sasl.username, "svc");
-        assert_eq!(sasl.password.expose_secret(), "pw");
-        assert_eq!(security.ssl_ca_location, Some(PathBuf::from(&files.ca)));
-        let client = security.ssl_client.expect("client certificate");
-        assert_eq!(client.key_location, PathBuf::from(&files.key));
-        assert_eq!(client.key_password.unwrap().expose_secret(), "kp");
-
-        // A CA directory is librdkafka's too.
-        let ca_dir = files.dir.path().to_str().unwrap();
-        let security = kafka_security(&[
-            "--kafka-security-protocol",
-            "SSL",
-            "--kafka-ssl-ca-location",
-            ca_dir,
-        ]);
-        assert_eq!(security.ssl_ca_location, Some(PathBuf::from(ca_dir)));
-
-        // Without KAFKA_BROKERS nothing is checked.
-        assert!(parse(&["--kafka-security-protocol", "SASL_SSL"]).is_ok());
-    }
-
-    #[test]
-    fn kafka_security_settings_that_do_not_fit_are_named() {
-        let files = tls_files();
-        let sasl_ssl = [
-            "--kafka-brokers",
-            "k:9093",
-            "--kafka-security-protocol",
-            "SASL_SSL",
-        ];
-        let plaintext = ["--kafka-brokers", "k:9092"];
-        let credentials = [
-            "--kafka-sasl-mechanism",
-            "PLAIN",
-            "--kafka-sasl-username",
-            "u",
-            "--kafka-sasl-password",
-            "p",
-        ];
-        let cases: [(Vec<&str>, &str, &str); 8] = [
-            (sasl_ssl.to_vec(), "KAFKA_SASL_MECHANISM", "must be set"),
-            (
-                [&sasl_ssl[..], &["--kafka-sasl-mechanism", "PLAIN"]].concat(),
-                "KAFKA_SASL_USERNAME",
-                "must be set",
-            ),
-            (
-                [&sasl_ssl[..], &credentials[..4]].concat(),
-                "KAFKA_SASL_PASSWORD",
-                "must be set",
-            ),
-            (
-                [&plaintext[..], &credentials[..]].concat(),
-                "KAFKA_SASL_MECHANISM",
-                "is not SASL_PLAINTEXT or SASL_SSL",
-            ),
-            (
-                [&plaintext[..], &["--kafka-ssl-ca-location", &files.ca]].concat(),
-                "KAFKA_SSL_CA_LOCATION",
-                "is not SSL or SASL_SSL",
-            ),
-            (
-                [
-                    &sasl_ssl[..],
-                    &credentials[..],
-                    &["--kafka-ssl-ca-location", "/nonexistent/ca.pem"],
-                ]
-                .concat(),
-                "KAFKA_SSL_CA_LOCATION",
-                "cannot read /nonexistent/ca.pem",
-            ),
-            (
-                [
-                    &sasl_ssl[..],
-                    &credentials[..],
-                    &["--kafka-ssl-key-location", &files.key],
-                ]
-                .concat(),
-                "KAFKA_SSL_KEY_LOCATION",
-                "needs its certificate",
-            ),
-            (
-                [
-                    &sasl_ssl[..],
-                    &credentials[..],
-                    &["--kafka-ssl-key-password", "kp"],
-                ]
-                .concat(),
-                "KAFKA_SSL_KEY_PASSWORD",
-                "KAFKA_SSL_KEY_LOCATION is not",
-            ),
-        ];
-        for (args, variable, reason) in cases {
-            let err = resolve_error(&args);
-            assert_eq!(err.variable(), variable, "{args:?}: {err}");
-            assert!(err.to_string().contains(reason), "{args:?}: {err}");
-        }
-        let err = parse(&["--kafka-sasl-mechanism", "GSSAPI"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("KAFKA_SASL_MECHANISM"), "{err}");
-    }
-
-    #[test]
-    fn debug_of_the_config_never_shows_a_kafka_secret() {
-        let files = tls_files();
-        let config = parse(&[
-            "--kafka-brokers",
-            "k:9093",
-            "--kafka-security-protocol",
-            "SASL_SSL",
-            "--kafka-sasl-mechanism",
-            "PLAIN",
-            "--kafka-sasl-username",
-            "svc",
-            "--kafka-sasl-password",
-            "pw-sasl",
-            "--kafka-ssl-certificate-location",
-            &files.cert,
-            "--kafka-ssl-key-location",
-            &files.key,
-            "--kafka-ssl-key-password",
-            "pw-key",
-        ])
-        .unwrap();
-        let debug = format!("{config:?} {config:#?}");
-        assert!(
-            !debug.contains("pw-sasl") && !debug.contains("pw-key"),
-            "{debug}"
-        );
-        assert!(debug.contains("svc"), "the user is shown");
     }
 }
