@@ -19,15 +19,14 @@ pub(crate) mod bus;
 pub(crate) mod cache;
 pub(crate) mod database;
 pub(crate) mod error;
+pub(crate) mod guard;
 pub(crate) mod kafka_security;
 pub(crate) mod parse;
+pub(crate) mod server;
 pub(crate) mod worker;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, Parser, ValueEnum};
 
 use bus::BusArgs;
@@ -37,11 +36,14 @@ pub use cache::{CacheConfig, LocalCacheConfig, RedisConfig};
 use database::{DatabaseArgs, PostgresTlsArgs};
 pub use database::{DatabaseBackend, DatabaseConfig, PostgresOptions};
 pub use error::ConfigError;
+use guard::GuardArgs;
+pub use guard::{GuardConfig, RateLimitConfig};
 use kafka_security::KafkaSecurityArgs;
 pub use kafka_security::{
     KafkaSasl, KafkaSaslMechanism, KafkaSecurity, KafkaSecurityProtocol, KafkaSslClient,
 };
-use parse::{parse_duration, parse_positive_duration, parse_size};
+use server::ListenerArgs;
+pub use server::{AdmissionConfig, ListenerConfig, ListenerTlsConfig, ServerConfig};
 pub use worker::WorkerConfig;
 
 /// The service's settings, resolved: every backend chosen and ready to
@@ -104,107 +106,6 @@ struct Cli {
     tls: BackendTlsArgs,
 }
 
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Server")]
-pub struct ServerConfig {
-    /// Address to listen on
-    #[arg(
-        long,
-        env = "SERVER_HOST",
-        value_name = "SERVER_HOST",
-        default_value = "0.0.0.0"
-    )]
-    pub server_host: String,
-
-    /// Port to listen on (0 picks a free one)
-    #[arg(
-        long,
-        env = "SERVER_PORT",
-        value_name = "SERVER_PORT",
-        default_value_t = 8080
-    )]
-    pub server_port: u16,
-
-    /// Largest request body accepted; larger ones get 413 (bytes, or with KiB/MiB/KB/MB)
-    #[arg(long, env = "HTTP_BODY_LIMIT", value_name = "HTTP_BODY_LIMIT", default_value = "1MiB", value_parser = parse_size)]
-    pub http_body_limit: usize,
-
-    /// Time limit of one request; slower ones get 503
-    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_name = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub http_request_timeout: Duration,
-
-    /// Most API requests of a class (reads, writes) handled at once: the ceiling of the adaptive limit
-    /// (see ADMISSION_*); four times as many may wait for admission
-    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", value_name = "HTTP_MAX_IN_FLIGHT", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub http_max_in_flight: u32,
-
-    #[command(flatten)]
-    pub admission: AdmissionConfig,
-
-    /// Time allowed for a graceful shutdown (drain requests, outbox and workers)
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
-    /// How often the dependencies behind /health are checked, in the background; /health reports the
-    /// latest results, so callers never add checks (at least 100ms)
-    #[arg(long, env = "HEALTH_CHECK_INTERVAL", value_name = "HEALTH_CHECK_INTERVAL", default_value = "2s",
-          value_parser = parse_health_check_interval)]
-    pub health_check_interval: Duration,
-
-    /// Show in /health each failed check's whole error (which may hold addresses and operating-system
-    /// errors) instead of a generic reason; the whole error is logged either way
-    #[arg(long, env = "HEALTH_DETAIL", value_name = "HEALTH_DETAIL", default_value = "false",
-          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
-    pub health_detail: bool,
-}
-
-/// Admission control of the API: each class of requests (reads, writes)
-/// admits as many at once as its backends serve within a target latency.
-#[derive(Debug, Clone, Copy, Args)]
-#[command(next_help_heading = "Admission control")]
-pub struct AdmissionConfig {
-    /// API latency above which a class (reads, writes) admits fewer requests at once; below it, more
-    /// (raise it when the database is far enough that one write takes close to it)
-    #[arg(long, env = "ADMISSION_TARGET_LATENCY", value_name = "ADMISSION_TARGET_LATENCY", default_value = "100ms",
-          value_parser = parse_admission_target_latency)]
-    pub admission_target_latency: Duration,
-
-    /// Longest an API request waits for admission when its class is at its limit, before 503
-    /// (0s: shed at once); once the oldest has waited the target latency, the newest are admitted first
-    #[arg(long, env = "ADMISSION_QUEUE_TIMEOUT", value_name = "ADMISSION_QUEUE_TIMEOUT", default_value = "1s",
-          value_parser = parse_duration)]
-    pub admission_queue_timeout: Duration,
-}
-
-/// An `ADMISSION_TARGET_LATENCY`: zero would shrink every limit to its
-/// minimum.
-fn parse_admission_target_latency(raw: &str) -> Result<Duration, String> {
-    const MINIMUM: Duration = Duration::from_millis(1);
-    let target = parse_duration(raw)?;
-    if target < MINIMUM {
-        return Err(format!(
-            "must be at least {}",
-            humantime::format_duration(MINIMUM)
-        ));
-    }
-    Ok(target)
-}
-
-/// A `HEALTH_CHECK_INTERVAL`: a shorter one would probe the dependencies
-/// almost continuously.
-fn parse_health_check_interval(raw: &str) -> Result<Duration, String> {
-    const MINIMUM: Duration = Duration::from_millis(100);
-    let interval = parse_duration(raw)?;
-    if interval < MINIMUM {
-        return Err(format!(
-            "must be at least {}",
-            humantime::format_duration(MINIMUM)
-        ));
-    }
-    Ok(interval)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines
@@ -223,235 +124,6 @@ pub struct LogConfig {
     /// Log line format
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
-}
-
-/// The HTTP listener: how long a connection may keep a slot without a
-/// request in progress, how many connections it may hold, and HTTPS.
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    /// From accepting a connection, or from the first byte of a later
-    /// request, to the end of the request's head (TLS handshake included).
-    pub header_read_timeout: Duration,
-    /// Between requests on a keep-alive connection.
-    pub idle_timeout: Duration,
-    /// Connections held at once; `None`: derived from the open-file limit.
-    pub max_connections: Option<u32>,
-    /// `None`: plain HTTP.
-    pub tls: Option<ListenerTlsConfig>,
-}
-
-/// The listener's certificate: PEM files, read again when they change.
-#[derive(Debug, Clone)]
-pub struct ListenerTlsConfig {
-    /// The certificate chain, the server's own certificate first.
-    pub cert_file: PathBuf,
-    /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// How often the files are checked for a change.
-    pub reload_interval: Duration,
-}
-
-#[derive(Debug, Args)]
-#[command(next_help_heading = "HTTP listener")]
-struct ListenerArgs {
-    /// Time a client has to send a request's head, from connecting (TLS handshake included) or from
-    /// the first byte of a later request; slower connections are closed
-    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT", value_name = "HTTP_HEADER_READ_TIMEOUT", default_value = "10s",
-          value_parser = parse_positive_duration)]
-    http_header_read_timeout: Duration,
-
-    /// Time a keep-alive connection may wait for its next request before it is closed (keep it above
-    /// the idle timeout of a load balancer in front, often 60s)
-    #[arg(long, env = "HTTP_IDLE_TIMEOUT", value_name = "HTTP_IDLE_TIMEOUT", default_value = "75s",
-          value_parser = parse_positive_duration)]
-    http_idle_timeout: Duration,
-
-    /// Connections held at once; more wait in the listen backlog until one closes (default: three
-    /// quarters of the open-file limit, 768 of 1024, leaving the rest to pools and files)
-    #[arg(long, env = "HTTP_MAX_CONNECTIONS", value_name = "HTTP_MAX_CONNECTIONS",
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    http_max_connections: Option<u32>,
-
-    /// Certificate chain (PEM) to serve HTTPS with; needs SERVER_TLS_KEY_FILE (unset: plain HTTP)
-    #[arg(
-        long,
-        env = "SERVER_TLS_CERT_FILE",
-        value_name = "SERVER_TLS_CERT_FILE"
-    )]
-    server_tls_cert_file: Option<PathBuf>,
-
-    /// Private key (PEM) of SERVER_TLS_CERT_FILE
-    #[arg(long, env = "SERVER_TLS_KEY_FILE", value_name = "SERVER_TLS_KEY_FILE")]
-    server_tls_key_file: Option<PathBuf>,
-
-    /// How often the certificate and key files are checked for a change; a changed pair is loaded
-    /// for new connections, a bad one is logged and the previous one kept
-    #[arg(long, env = "SERVER_TLS_RELOAD_INTERVAL", value_name = "SERVER_TLS_RELOAD_INTERVAL", default_value = "10s",
-          value_parser = parse_positive_duration)]
-    server_tls_reload_interval: Duration,
-}
-
-impl ListenerArgs {
-    fn resolve(self) -> Result<ListenerConfig, ConfigError> {
-        let tls = match (self.server_tls_cert_file, self.server_tls_key_file) {
-            (Some(cert_file), Some(key_file)) => Some(ListenerTlsConfig {
-                cert_file,
-                key_file,
-                reload_interval: self.server_tls_reload_interval,
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Invalid {
-                    variable: "SERVER_TLS_KEY_FILE",
-                    reason: "must be set with SERVER_TLS_CERT_FILE".into(),
-                });
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    variable: "SERVER_TLS_CERT_FILE",
-                    reason: "must be set with SERVER_TLS_KEY_FILE".into(),
-                });
-            }
-        };
-        Ok(ListenerConfig {
-            header_read_timeout: self.http_header_read_timeout,
-            idle_timeout: self.http_idle_timeout,
-            max_connections: self.http_max_connections,
-            tls,
-        })
-    }
-}
-
-/// What the HTTP edge enforces per client: a rate limit, idempotency keys,
-/// and which browser origins may call the API.
-#[derive(Debug, Clone)]
-pub struct GuardConfig {
-    /// `None`: no rate limit (the default).
-    pub rate_limit: Option<RateLimitConfig>,
-    /// Proxies in front of the service that append to `X-Forwarded-For`;
-    /// the client address is the one the farthest of them saw.
-    pub trusted_proxy_hops: u32,
-    /// How long a stored response is replayed for its `Idempotency-Key`.
-    pub idempotency_key_ttl: Duration,
-    /// Origins allowed by CORS (`*`: any); empty: no CORS headers at all.
-    pub cors_allowed_origins: Vec<String>,
-}
-
-/// A token bucket per client.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimitConfig {
-    /// Tokens added per second (may be below one).
-    pub per_second: f64,
-    /// Size of the bucket: requests a client may send at once.
-    pub burst: u32,
-    /// Clients tracked at once; the least recently seen go first.
-    pub max_clients: u64,
-}
-
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Client guards (rate limit, idempotency keys, CORS)")]
-struct GuardArgs {
-    /// Requests per second each client may send, on average, to the API (not to /health* and
-    /// /metrics); fractions allowed (0.5: one every two seconds). 0: no rate limit
-    #[arg(long, env = "RATE_LIMIT_PER_SECOND", value_name = "RATE_LIMIT_PER_SECOND", default_value = "0",
-          value_parser = parse_rate)]
-    rate_limit_per_second: f64,
-
-    /// Requests a client may send at once before the rate applies (default: one second's worth,
-    /// at least 1)
-    #[arg(long, env = "RATE_LIMIT_BURST", value_name = "RATE_LIMIT_BURST",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    rate_limit_burst: Option<u32>,
-
-    /// Clients whose buckets are kept at once (memory bound); the least recently seen are
-    /// forgotten first
-    #[arg(long, env = "RATE_LIMIT_MAX_CLIENTS", value_name = "RATE_LIMIT_MAX_CLIENTS", default_value_t = 100_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    rate_limit_max_clients: u64,
-
-    /// Proxies in front of the service that append the address they saw to X-Forwarded-For;
-    /// 0: the header is ignored and the peer address identifies a client
-    #[arg(long, env = "TRUSTED_PROXY_HOPS", value_name = "TRUSTED_PROXY_HOPS", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=64))]
-    trusted_proxy_hops: u32,
-
-    /// How long the response to a POST with an Idempotency-Key is replayed for that key (1s to 365days)
-    #[arg(long, env = "IDEMPOTENCY_KEY_TTL", value_name = "IDEMPOTENCY_KEY_TTL", default_value = "24h",
-          value_parser = parse_idempotency_key_ttl)]
-    idempotency_key_ttl: Duration,
-
-    /// Browser origins allowed to call the API, comma-separated (https://app.example.com), or *;
-    /// empty: CORS is off
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_name = "CORS_ALLOWED_ORIGINS", value_delimiter = ',',
-          value_parser = parse_origin)]
-    cors_allowed_origins: Vec<String>,
-}
-
-impl GuardArgs {
-    fn resolve(self) -> Result<GuardConfig, ConfigError> {
-        if self.cors_allowed_origins.len() > 1 && self.cors_allowed_origins.iter().any(|o| o == "*")
-        {
-            return Err(ConfigError::Invalid {
-                variable: "CORS_ALLOWED_ORIGINS",
-                reason: "* allows any origin and cannot be listed with others".into(),
-            });
-        }
-        let rate_limit = (self.rate_limit_per_second > 0.0).then(|| RateLimitConfig {
-            per_second: self.rate_limit_per_second,
-            burst: self
-                .rate_limit_burst
-                .unwrap_or_else(|| self.rate_limit_per_second.ceil() as u32),
-            max_clients: self.rate_limit_max_clients,
-        });
-        Ok(GuardConfig {
-            rate_limit,
-            trusted_proxy_hops: self.trusted_proxy_hops,
-            idempotency_key_ttl: self.idempotency_key_ttl,
-            cors_allowed_origins: self.cors_allowed_origins,
-        })
-    }
-}
-
-/// A `RATE_LIMIT_PER_SECOND`: 0 (off), or a rate at which one token takes
-/// between a nanosecond and a day.
-fn parse_rate(raw: &str) -> Result<f64, String> {
-    let rate: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| "expected a number of requests per second, such as 10 or 0.5".to_string())?;
-    if rate == 0.0 || (rate.is_finite() && (1.0 / 86_400.0..=1e9).contains(&rate)) {
-        Ok(rate)
-    } else {
-        Err("must be 0 (off) or between one a day (0.0000116) and 1e9".into())
-    }
-}
-
-/// An `IDEMPOTENCY_KEY_TTL` from a second to a year.
-fn parse_idempotency_key_ttl(raw: &str) -> Result<Duration, String> {
-    let ttl = parse_duration(raw)?;
-    if !(Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(&ttl) {
-        return Err("must be between 1s and 365days".into());
-    }
-    Ok(ttl)
-}
-
-/// One of `CORS_ALLOWED_ORIGINS`: `*`, or `http(s)://host[:port]` as a
-/// browser sends it in `Origin` (no path, no trailing slash).
-fn parse_origin(raw: &str) -> Result<String, String> {
-    let origin = raw.trim();
-    if origin == "*" {
-        return Ok(origin.to_owned());
-    }
-    let host = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .ok_or_else(|| format!("{origin:?} must start with https:// or http://, or be *"))?;
-    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-        return Err(format!(
-            "{origin:?} must be scheme://host[:port], without a path or trailing slash"
-        ));
-    }
-    Ok(origin.to_owned())
 }
 
 impl Config {
@@ -634,6 +306,8 @@ mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::test_support::parse;
     use super::*;
 
@@ -718,63 +392,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
-    }
-
-    #[test]
-    fn client_guards_are_off_by_default_and_checked_when_set() {
-        let guard = parse(&[]).unwrap().guard;
-        assert_eq!(guard.rate_limit, None);
-        assert_eq!(guard.trusted_proxy_hops, 0);
-        assert_eq!(guard.idempotency_key_ttl, Duration::from_secs(24 * 3600));
-        assert!(guard.cors_allowed_origins.is_empty());
-
-        let guard = parse(&[
-            "--rate-limit-per-second",
-            "0.5",
-            "--trusted-proxy-hops",
-            "2",
-            "--cors-allowed-origins",
-            "https://app.example.com,http://localhost:3000",
-        ])
-        .unwrap()
-        .guard;
-        let limit = guard.rate_limit.expect("a rate limit");
-        assert_eq!(
-            (limit.per_second, limit.burst),
-            (0.5, 1),
-            "one second's worth, at least 1"
-        );
-        assert_eq!(limit.max_clients, 100_000);
-        assert_eq!(guard.trusted_proxy_hops, 2);
-        assert_eq!(
-            guard.cors_allowed_origins,
-            ["https://app.example.com", "http://localhost:3000"]
-        );
-        let limit = parse(&["--rate-limit-per-second", "20", "--rate-limit-burst", "5"])
-            .unwrap()
-            .guard
-            .rate_limit
-            .unwrap();
-        assert_eq!((limit.per_second, limit.burst), (20.0, 5));
-
-        for (arg, variable) in [
-            ("--rate-limit-per-second=-1", "RATE_LIMIT_PER_SECOND"),
-            ("--rate-limit-per-second=fast", "RATE_LIMIT_PER_SECOND"),
-            ("--rate-limit-burst=0", "RATE_LIMIT_BURST"),
-            ("--idempotency-key-ttl=10ms", "IDEMPOTENCY_KEY_TTL"),
-            ("--idempotency-key-ttl=400days", "IDEMPOTENCY_KEY_TTL"),
-            ("--cors-allowed-origins=example.com", "CORS_ALLOWED_ORIGINS"),
-            (
-                "--cors-allowed-origins=https://example.com/",
-                "CORS_ALLOWED_ORIGINS",
-            ),
-            (
-                "--cors-allowed-origins=*,https://a.example",
-                "CORS_ALLOWED_ORIGINS",
-            ),
-        ] {
-            let err = parse(&[arg]).unwrap_err().to_string();
-            assert!(err.contains(variable), "{arg}: {err}");
-        }
     }
 }
