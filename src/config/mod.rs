@@ -21,13 +21,14 @@ pub(crate) mod database;
 pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod kafka_security;
+pub(crate) mod log;
 pub(crate) mod parse;
 pub(crate) mod server;
 pub(crate) mod worker;
 
 use std::ffi::OsString;
 
-use clap::{Args, CommandFactory, Parser, ValueEnum};
+use clap::{Args, CommandFactory, Parser};
 
 use bus::BusArgs;
 pub use bus::{BusConfig, KafkaConfig};
@@ -42,6 +43,7 @@ use kafka_security::KafkaSecurityArgs;
 pub use kafka_security::{
     KafkaSasl, KafkaSaslMechanism, KafkaSecurity, KafkaSecurityProtocol, KafkaSslClient,
 };
+pub use log::{LogConfig, LogFormat};
 use server::ListenerArgs;
 pub use server::{AdmissionConfig, ListenerConfig, ListenerTlsConfig, ServerConfig};
 pub use worker::WorkerConfig;
@@ -104,26 +106,6 @@ struct Cli {
     tracing: crate::telemetry::config::TracingArgs,
     #[command(flatten)]
     tls: BackendTlsArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines
-    Pretty,
-    /// One JSON object per line
-    Json,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Logging")]
-pub struct LogConfig {
-    /// Level (error, warn, info, debug, trace) or a tracing filter such as "info,highload=debug"
-    #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
-    pub log_level: String,
-
-    /// Log line format
-    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -240,18 +222,6 @@ fn unset_empty_variables() {
     }
 }
 
-/// Accepts Go's level names (`warning`, `fatal`) besides tracing filters.
-fn parse_log_level(raw: &str) -> Result<String, String> {
-    let filter = match raw.trim().to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "fatal" | "panic" => "error".to_owned(),
-        _ => raw.trim().to_owned(),
-    };
-    tracing_subscriber::EnvFilter::try_new(&filter)
-        .map(|_| filter)
-        .map_err(|err| format!("{err} (expected error, warn, info, debug or trace)"))
-}
-
 /// What the settings' tests share: a command line parsed and resolved,
 /// and TLS files to name in it.
 #[cfg(test)]
@@ -310,15 +280,6 @@ mod tests {
 
     use super::test_support::parse;
     use super::*;
-
-    #[test]
-    fn levels_parse_like_their_docs_say() {
-        assert_eq!(parse_log_level("warning").unwrap(), "warn");
-        assert_eq!(
-            parse_log_level("info,highload=debug").unwrap(),
-            "info,highload=debug"
-        );
-    }
 
     #[test]
     fn defaults_select_the_embedded_stack_on_port_8080() {

@@ -32,7 +32,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::log::{LogConfig, LogFormat};
 pub use config::TracingConfig;
 
 /// The process's span pipeline; without export, nothing.
