@@ -19,7 +19,6 @@
 
 pub mod api_key;
 pub mod cli;
-pub mod config;
 mod jwt;
 pub mod openapi;
 
@@ -33,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-pub use config::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
+pub use crate::config::auth::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
 
 use crate::config::DatabaseConfig;
 use crate::http::ApiError;

@@ -15,6 +15,7 @@
 //! `DATABASE_URL` and `REDIS_URL`) are held in types whose `Debug` leaves
 //! them out, so logging a configuration never leaks one.
 
+pub(crate) mod auth;
 pub(crate) mod bus;
 pub(crate) mod cache;
 pub(crate) mod database;
@@ -22,6 +23,7 @@ pub(crate) mod error;
 pub(crate) mod guard;
 pub(crate) mod kafka_security;
 pub(crate) mod log;
+pub(crate) mod otel;
 pub(crate) mod parse;
 pub(crate) mod server;
 pub(crate) mod worker;
@@ -60,9 +62,9 @@ pub struct Config {
     pub log: LogConfig,
     pub listener: ListenerConfig,
     pub guard: GuardConfig,
-    pub auth: crate::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// Span export (`OTEL_*`).
-    pub tracing: crate::telemetry::TracingConfig,
+    pub tracing: otel::TracingConfig,
 }
 
 /// What the environment and the command line say, before the backends are
@@ -101,9 +103,9 @@ struct Cli {
     #[command(flatten)]
     guard: GuardArgs,
     #[command(flatten)]
-    auth: crate::auth::config::AuthArgs,
+    auth: auth::AuthArgs,
     #[command(flatten)]
-    tracing: crate::telemetry::config::TracingArgs,
+    tracing: otel::TracingArgs,
     #[command(flatten)]
     tls: BackendTlsArgs,
 }
