@@ -14,6 +14,22 @@
 //! URL again. Passwords (`DB_PASSWORD`, `REDIS_PASSWORD`, and those inside
 //! `DATABASE_URL` and `REDIS_URL`) are held in types whose `Debug` leaves
 //! them out, so logging a configuration never leaks one.
+//!
+//! This file only loads: it reads `.env`, parses [`Cli`] and resolves it.
+//! The settings themselves follow one rule: each component's live in a
+//! file of their own under `config/`, with its clap arguments (flags,
+//! variables, defaults and `--help`), the resolved type the component is
+//! built from, its TLS settings and their tests: `server.rs` (address,
+//! limits, admission control, listener), `guard.rs` (rate limit,
+//! idempotency keys, CORS), `database.rs`, `cache.rs`, `bus.rs` with
+//! `kafka_security.rs`, `worker.rs`, `log.rs`, `auth.rs` and `otel.rs`
+//! (span export). Those files import, by path, only the leaves `error.rs`
+//! (`ConfigError`) and `parse.rs` (the value parsers they share), `tls.rs`
+//! to check certificate files, and (`bus.rs`) `kafka_security.rs`; never
+//! this file, nor the components they configure, so no import circle
+//! passes through the configuration. A component takes its settings from
+//! their file (`crate::config::cache::CacheConfig`); the names re-exported
+//! here are the crate's public ones.
 
 pub(crate) mod auth;
 pub(crate) mod bus;
