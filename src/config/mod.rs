@@ -212,9 +212,9 @@ impl Cli {
 }
 
 // TLS to the backends, and Kafka's SASL. Each backend's settings are applied
-// to its connection while it is resolved above, and only when that backend
-// is configured: its files are read then, so a missing one stops start-up
-// with its variable named.
+// to its connection while that backend is resolved, in its own file, and
+// only when it is configured: its files are read then, so a missing one
+// stops start-up with its variable named.
 
 /// TLS to each backend (and Kafka's SASL), one help heading per backend.
 #[derive(Debug, Args)]
@@ -244,8 +244,9 @@ fn unset_empty_variables() {
 /// and TLS files to name in it.
 #[cfg(test)]
 mod test_support {
-    use super::{Cli, Config, ConfigError};
     use clap::Parser;
+
+    use super::{Cli, Config, ConfigError};
 
     pub(super) fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::try_parse_from(std::iter::once("highload").chain(args.iter().copied()))
