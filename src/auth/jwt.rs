@@ -23,8 +23,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::config::{JwtConfig, JwtKeys};
 use super::{AuthError, Principal, Scopes};
+use crate::config::auth::{JwtConfig, JwtKeys, key_from_pem};
 
 /// Time limit of one JWKS fetch.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,16 +34,6 @@ const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 struct Key {
     key: Arc<DecodingKey>,
     algorithm: Algorithm,
-}
-
-/// The key of a PEM public key: RS256 for RSA, ES256 for P-256.
-pub(crate) fn key_from_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
-    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((key, Algorithm::RS256));
-    }
-    DecodingKey::from_ec_pem(pem)
-        .map(|key| (key, Algorithm::ES256))
-        .map_err(|_| "not a PEM RSA or P-256 public key".to_owned())
 }
 
 pub(crate) struct JwtVerifier {

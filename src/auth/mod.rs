@@ -19,7 +19,6 @@
 
 pub mod api_key;
 pub mod cli;
-pub mod config;
 mod jwt;
 pub mod openapi;
 
@@ -29,7 +28,7 @@ use axum::http::{HeaderMap, Method, header};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-pub use config::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
+pub use crate::config::auth::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
 
 use crate::config::DatabaseConfig;
 use api_key::ApiKeys;

@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::CacheConfig;
+use crate::config::cache::CacheConfig;
 use crate::metrics::Metrics;
 pub use invalidation::InvalidationListener;
 pub use read_through::{CacheKind, ReadThrough};

@@ -1,7 +1,7 @@
 //! Logging and tracing: a `tracing` subscriber filtered by `LOG_LEVEL`,
 //! printing human-readable lines or one JSON object per line
 //! (`LOG_FORMAT`); and, when an OTLP endpoint is configured (`OTEL_*`, see
-//! [`config`]), the service's spans exported as OpenTelemetry traces.
+//! [`TracingConfig`]), the service's spans exported as OpenTelemetry traces.
 //!
 //! `LOG_LEVEL` chooses what is logged and what is exported alike: with the
 //! default (`info`) every span of the service is exported. One filter for
@@ -17,7 +17,6 @@
 //! The exporter sends batches from a thread of its own; [`Tracing::shutdown`]
 //! sends what is left, last in the application's drain.
 
-pub mod config;
 mod json;
 mod otlp;
 pub(crate) mod trace_context;
@@ -33,8 +32,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
 
-use crate::config::{LogConfig, LogFormat};
-pub use config::TracingConfig;
+use crate::config::log::{LogConfig, LogFormat};
+pub use crate::config::otel::TracingConfig;
 
 /// The process's span pipeline; without export, nothing.
 #[derive(Default)]

@@ -25,7 +25,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-use super::config::{OtlpExport, Protocol, RootSampler, Sampler};
+use crate::config::otel::{OtlpExport, Protocol, RootSampler, Sampler};
 
 /// Builds the provider; its exporter sends on the current Tokio runtime.
 pub(super) fn provider(export: &OtlpExport) -> anyhow::Result<SdkTracerProvider> {

@@ -16,7 +16,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use secrecy::ExposeSecret;
 
 use super::offsets::Offsets;
-use crate::config::KafkaSecurity;
+use crate::config::kafka_security::KafkaSecurity;
 use crate::metrics::{Metrics, PartitionLabels};
 
 /// Sets librdkafka's properties for `security`: the protocol, SASL's
@@ -178,7 +178,9 @@ mod tests {
     use rdkafka::producer::BaseProducer;
 
     use super::*;
-    use crate::config::{KafkaSasl, KafkaSaslMechanism, KafkaSecurityProtocol, KafkaSslClient};
+    use crate::config::kafka_security::{
+        KafkaSasl, KafkaSaslMechanism, KafkaSecurityProtocol, KafkaSslClient,
+    };
 
     fn configured(security: &KafkaSecurity) -> ClientConfig {
         let mut config = ClientConfig::new();

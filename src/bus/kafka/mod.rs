@@ -34,7 +34,7 @@ use rdkafka::config::ClientConfig;
 pub use consumer::KafkaSubscriber;
 pub use producer::KafkaPublisher;
 
-use crate::config::KafkaConfig;
+use crate::config::bus::KafkaConfig;
 use crate::metrics::Metrics;
 
 /// Everything the Kafka backend is configured with.

@@ -12,7 +12,8 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
+use crate::config::parse::secret;
 
 /// The default `service.name`.
 const SERVICE_NAME: &str = "highload";
@@ -20,7 +21,7 @@ const SERVICE_NAME: &str = "highload";
 /// What the environment says about tracing. Its doc comments are `--help`.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Tracing (OpenTelemetry)")]
-pub struct TracingArgs {
+pub(super) struct TracingArgs {
     /// Base URL of an OTLP/HTTP receiver; spans go to <URL>/v1/traces. Unset (with OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): no spans are exported
     #[arg(
         long,
@@ -178,7 +179,7 @@ pub enum RootSampler {
 }
 
 impl TracingArgs {
-    pub(crate) fn resolve(self) -> Result<TracingConfig, ConfigError> {
+    pub(super) fn resolve(self) -> Result<TracingConfig, ConfigError> {
         let endpoint = match (
             &self.otel_exporter_otlp_traces_endpoint,
             &self.otel_exporter_otlp_endpoint,
@@ -345,11 +346,6 @@ fn percent_decode(raw: &str) -> Option<String> {
         }
     }
     String::from_utf8(decoded).ok()
-}
-
-/// Holds a value that may carry a credential, so that `Debug` hides it.
-fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(raw))
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
+use crate::config::parse::{parse_duration, secret};
 
 /// The shortest `JWT_SECRET` accepted, in bytes: HS256 wants a key at
 /// least as long as its hash (RFC 7518, section 3.2).
@@ -29,7 +31,7 @@ pub enum AuthMode {
 /// The settings as clap reads them; [`AuthArgs::resolve`] checks them.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Authentication (off unless AUTH_MODE is set)")]
-pub(crate) struct AuthArgs {
+pub(super) struct AuthArgs {
     /// Credential the API requires: none, api-key (X-API-Key or Authorization: Bearer), or jwt
     /// (Authorization: Bearer). Health, /docs and /openapi.json stay open
     #[arg(long, env = "AUTH_MODE", value_name = "AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
@@ -129,7 +131,7 @@ pub enum JwtKeys {
 }
 
 impl AuthArgs {
-    pub(crate) fn resolve(self) -> Result<AuthConfig, ConfigError> {
+    pub(super) fn resolve(self) -> Result<AuthConfig, ConfigError> {
         let jwt = match self.auth_mode {
             AuthMode::Jwt => Some(JwtConfig {
                 keys: self.jwt_keys()?,
@@ -177,7 +179,7 @@ impl AuthArgs {
                         format!("cannot read {}: {err}", path.display()),
                     )
                 })?;
-                super::jwt::key_from_pem(&pem).map_err(|reason| {
+                key_from_pem(&pem).map_err(|reason| {
                     invalid(
                         "JWT_PUBLIC_KEY_FILE",
                         format!("{}: {reason}", path.display()),
@@ -217,13 +219,16 @@ fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(raw))
-}
-
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw.trim())
-        .map_err(|err| format!("{err} (expected a duration such as 500ms, 30s, 5m, 1h)"))
+/// The key of a PEM public key: RS256 for RSA, ES256 for P-256. The
+/// settings check `JWT_PUBLIC_KEY_FILE` with it at start; verification
+/// takes its key from it.
+pub(crate) fn key_from_pem(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    DecodingKey::from_ec_pem(pem)
+        .map(|key| (key, Algorithm::ES256))
+        .map_err(|_| "not a PEM RSA or P-256 public key".to_owned())
 }
 
 #[cfg(test)]
