@@ -311,7 +311,7 @@ async fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<
     Ok(Arc::new(GroupCommit::new(
         store,
         settings,
-        Arc::clone(metrics),
+        Arc::<Metrics>::clone(metrics),
     )))
 }
 

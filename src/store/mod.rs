@@ -26,7 +26,7 @@ mod rows;
 mod sql;
 pub mod sqlite;
 
-pub(crate) use group::{GroupCommit, GroupCommitSettings};
+pub(crate) use group::{CommitObserver, GroupCommit, GroupCommitSettings};
 pub use idempotency::{IdempotencyKey, StoredResponse};
 
 use std::future::Future;
