@@ -11,6 +11,7 @@
 //! - [`write`]: the write path, with the rules of a batch;
 //! - [`read`]: single rows, pages of the lists, activity;
 //! - [`outbox`]: the relay's claims, renewals, deletes and releases;
+//! - [`api_keys`]: the table of API keys;
 //! - this module: the store itself, its pools, transactions, and the
 //!   [`Store`] implementation, which hands each call to its concern.
 
@@ -48,6 +49,7 @@ macro_rules! with_driver_bounds {
             for<'q> Option<String>: Encode<'q, D::Db>,
             for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
             for<'q> DateTime<Utc>: Decode<'q, D::Db> + Type<D::Db>,
+            for<'q> bool: Decode<'q, D::Db> + Type<D::Db>,
             for<'r> &'r str: ColumnIndex<<D::Db as Database>::Row>,
             usize: ColumnIndex<<D::Db as Database>::Row>,
             <D::Db as Database>::Connection: Migrate,
@@ -58,6 +60,7 @@ macro_rules! with_driver_bounds {
     };
 }
 
+mod api_keys;
 mod dialect;
 mod outbox;
 mod read;
@@ -66,6 +69,7 @@ mod statements;
 mod tests;
 mod write;
 
+pub(crate) use api_keys::{ApiKeyRow, ApiKeyTable, NewApiKeyRow};
 pub(crate) use dialect::{Dialect, Sorted};
 pub(crate) use statements::{cached, placeholders_from};
 
