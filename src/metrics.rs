@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::store::Store;
+use crate::store::{CommitObserver, Store};
 
 /// `Content-Type` of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -402,6 +402,13 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Group commit's batches, as `db_write_batch_size`.
+impl CommitObserver for Metrics {
+    fn batch_committing(&self, writes: usize) {
+        self.db_write_batch_size.observe(writes as f64);
     }
 }
 

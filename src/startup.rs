@@ -27,10 +27,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::auth::api_key::KeyStore;
 use crate::bus::kafka::KafkaSettings;
 use crate::bus::{self, Publisher, Subscriber};
 use crate::cache::{self, InvalidationListener};
-use crate::config::{Config, DatabaseBackend};
+use crate::config::Config;
 use crate::edge::Guards;
 use crate::edge::server::{self, Listener};
 use crate::health::{Health, HealthSettings, Readiness};
@@ -38,9 +39,7 @@ use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::{EventProcessor, OutboxRelay, Pipeline};
 use crate::service::Service;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{GroupCommit, GroupCommitSettings, Store};
+use crate::store::{self, ApiKeyTable, GroupCommit, GroupCommitSettings, Store};
 use crate::supervisor::Supervisor;
 use crate::telemetry::Tracing;
 
@@ -74,7 +73,7 @@ impl Application {
         let mut metrics = Metrics::new();
         let caches = cache::build(&config.cache, &mut metrics)?;
         let metrics = Arc::new(metrics);
-        let store = build_store(&config, &metrics).await?;
+        let (store, api_keys) = build_store(&config, &metrics).await?;
         let cache = Arc::clone(&caches.shared);
         let (publisher, subscriber) = build_bus(&config, &metrics)?;
 
@@ -102,7 +101,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
             guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
-            auth: Arc::new(Authenticator::build(&config.auth, &config.database)?),
+            auth: Arc::new(Authenticator::build(&config.auth, KeyStore::new(api_keys))?),
         });
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -280,37 +279,21 @@ impl Application {
     }
 }
 
-/// The store, with group commit in front of it.
-async fn build_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Store>> {
+/// The store, with group commit in front of it, and its `api_keys` table
+/// (on the same pools).
+async fn build_store(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn ApiKeyTable>)> {
     let database = &config.database;
-    let (store, committers): (Arc<dyn Store>, _) = match &database.backend {
-        // One writer connection: a second batch would only wait for it.
-        DatabaseBackend::Sqlite(path) => (
-            Arc::new(
-                SqliteStore::open(path, database.max_connections, database.acquire_timeout).await?,
-            ),
-            1,
-        ),
-        // A quarter of the pool, so that reads keep connections of their own.
-        DatabaseBackend::Postgres(options) => (
-            Arc::new(PostgresStore::connect_lazy(
-                options.connect_options(),
-                database.max_connections,
-                database.acquire_timeout,
-            )),
-            (database.max_connections as usize / 4).max(1),
-        ),
-    };
+    let opened = store::open(database, database.max_connections).await?;
     let settings = GroupCommitSettings {
         max_batch: database.write_batch_max as usize,
         window: database.write_batch_window,
-        committers,
+        committers: opened.committers,
     };
-    Ok(Arc::new(GroupCommit::new(
-        store,
-        settings,
-        Arc::clone(metrics),
-    )))
+    let store = GroupCommit::new(opened.store, settings, Arc::<Metrics>::clone(metrics));
+    Ok((Arc::new(store), opened.api_keys))
 }
 
 fn build_bus(

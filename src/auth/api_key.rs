@@ -19,14 +19,12 @@ use anyhow::Context;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{PgPool, Row, SqlitePool};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{AuthError, Principal, Scopes, sha256};
-use crate::config::{DatabaseBackend, DatabaseConfig};
+use crate::config::DatabaseConfig;
+use crate::store::{self, ApiKeyRow, ApiKeyTable, NewApiKeyRow, Store};
 
 /// What every key starts with.
 pub const KEY_PREFIX: &str = "hlk_";
@@ -93,183 +91,96 @@ pub fn hash_of(key: &str) -> String {
     hex
 }
 
-/// The `api_keys` table, on the configured database.
-pub enum KeyStore {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
+/// The `api_keys` table, on the configured database: the store's SQL store
+/// holds it, so its statements are written once for both databases.
+pub struct KeyStore {
+    table: Arc<dyn ApiKeyTable>,
+    /// The store opened for this key store alone ([`KeyStore::connect`]),
+    /// closed with it.
+    own: Option<Arc<dyn Store>>,
 }
 
-/// Connections of the server's key store: look-ups are rare (see the cache).
-const SERVER_CONNECTIONS: u32 = 4;
-
 impl KeyStore {
-    /// A lazy pool for the server's look-ups: the store migrates the
-    /// database; until then a look-up fails and the request gets a 503.
-    pub fn for_server(database: &DatabaseConfig) -> Self {
-        match &database.backend {
-            DatabaseBackend::Sqlite(path) => Self::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(SERVER_CONNECTIONS)
-                    .acquire_timeout(database.acquire_timeout)
-                    .connect_lazy_with(sqlite_options(path).read_only(true)),
-            ),
-            DatabaseBackend::Postgres(options) => Self::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(SERVER_CONNECTIONS)
-                    .acquire_timeout(database.acquire_timeout)
-                    .connect_lazy_with(options.connect_options().application_name("highload")),
-            ),
-        }
+    /// The table of an open store (the server's: look-ups take its read
+    /// connections; the store migrates the database, and until then a
+    /// look-up fails and the request gets a 503).
+    pub(crate) fn new(table: Arc<dyn ApiKeyTable>) -> Self {
+        Self { table, own: None }
     }
 
-    /// A pool that writes, for the command line.
+    /// A store of its own on one connection, that writes, for the command
+    /// line.
     pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<Self> {
-        Ok(match &database.backend {
-            DatabaseBackend::Sqlite(path) => Self::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(sqlite_options(path))
-                    .await
-                    .with_context(|| format!("failed to open {}", path.display()))?,
-            ),
-            DatabaseBackend::Postgres(options) => Self::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(database.acquire_timeout)
-                    .connect_with(options.connect_options())
-                    .await
-                    .context("failed to connect to PostgreSQL")?,
-            ),
+        let opened = store::open(database, 1).await?;
+        Ok(Self {
+            table: opened.api_keys,
+            own: Some(opened.store),
         })
     }
 
     /// The scopes and revocation of the key with this hash.
     async fn find(&self, hash: &str) -> Result<Option<(Uuid, Scopes, bool)>, sqlx::Error> {
-        const SQL: &str = "SELECT id, scopes, revoked_at IS NOT NULL AS revoked \
-                           FROM api_keys WHERE key_hash = $1";
-        let row = match self {
-            Self::Sqlite(pool) => {
-                sqlx::query(SQL)
-                    .bind(hash)
-                    .fetch_optional(pool)
-                    .await?
-                    .map(|row| {
-                        Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
-                    })
-            }
-            Self::Postgres(pool) => sqlx::query(SQL)
-                .bind(hash)
-                .fetch_optional(pool)
-                .await?
-                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))),
-        };
-        row.transpose().map(|found| {
-            found.map(|(id, scopes, revoked): (Uuid, String, bool)| {
-                (id, Scopes::from_names(scopes.split(',')), revoked)
-            })
-        })
+        let found = self.table.find_api_key(hash).await?;
+        Ok(found.map(|key| {
+            (
+                key.id,
+                Scopes::from_names(key.scopes.split(',')),
+                key.revoked,
+            )
+        }))
     }
 
     pub async fn insert(&self, key: &NewKey) -> anyhow::Result<()> {
-        const SQL: &str = "INSERT INTO api_keys (id, name, key_hash, shown, scopes, created_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6)";
         let record = &key.record;
         let scopes = record.scopes.to_string();
-        match self {
-            Self::Sqlite(pool) => sqlx::query(SQL)
-                .bind(record.id)
-                .bind(&record.name)
-                .bind(&key.hash)
-                .bind(&record.shown)
-                .bind(&scopes)
-                .bind(sqlite_time(&record.created_at))
-                .execute(pool)
-                .await
-                .map(drop),
-            Self::Postgres(pool) => sqlx::query(SQL)
-                .bind(record.id)
-                .bind(&record.name)
-                .bind(&key.hash)
-                .bind(&record.shown)
-                .bind(&scopes)
-                .bind(record.created_at)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
-        .context("failed to store the key")
+        self.table
+            .insert_api_key(NewApiKeyRow {
+                id: record.id,
+                name: &record.name,
+                key_hash: &key.hash,
+                shown: &record.shown,
+                scopes: &scopes,
+                created_at: record.created_at,
+            })
+            .await
+            .context("failed to store the key")
     }
 
     /// Every key, oldest first.
     pub async fn list(&self) -> anyhow::Result<Vec<KeyRecord>> {
-        const SQL: &str = "SELECT id, name, shown, scopes, created_at, revoked_at \
-                           FROM api_keys ORDER BY created_at, id";
-        type KeyRow = (
-            Uuid,
-            String,
-            String,
-            String,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-        );
-        fn record((id, name, shown, scopes, created_at, revoked_at): KeyRow) -> KeyRecord {
-            KeyRecord {
-                id,
-                name,
-                shown,
-                scopes: Scopes::from_names(scopes.split(',')),
-                created_at,
-                revoked_at,
-            }
-        }
-        let rows: Vec<KeyRow> = match self {
-            Self::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-            Self::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-        }
-        .context("failed to list the keys")?;
-        Ok(rows.into_iter().map(record).collect())
+        let rows = self
+            .table
+            .list_api_keys()
+            .await
+            .context("failed to list the keys")?;
+        Ok(rows
+            .into_iter()
+            .map(|row: ApiKeyRow| KeyRecord {
+                id: row.id,
+                name: row.name,
+                shown: row.shown,
+                scopes: Scopes::from_names(row.scopes.split(',')),
+                created_at: row.created_at,
+                revoked_at: row.revoked_at,
+            })
+            .collect())
     }
 
     /// Revokes the key; `false` when no unrevoked key has this id.
     pub async fn revoke(&self, id: Uuid) -> anyhow::Result<bool> {
-        const SQL: &str =
-            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
-        let now = Utc::now();
-        let done = match self {
-            Self::Sqlite(pool) => sqlx::query(SQL)
-                .bind(sqlite_time(&now))
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()),
-            Self::Postgres(pool) => sqlx::query(SQL)
-                .bind(now)
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()),
-        }
-        .context("failed to revoke the key")?;
-        Ok(done == 1)
+        self.table
+            .revoke_api_key(id, Utc::now())
+            .await
+            .context("failed to revoke the key")
     }
 
+    /// Closes the store of [`KeyStore::connect`]; an open store's table
+    /// closes with that store.
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(pool) => pool.close().await,
-            Self::Postgres(pool) => pool.close().await,
+        if let Some(store) = &self.own {
+            store.close().await;
         }
     }
-}
-
-fn sqlite_options(path: &std::path::Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .busy_timeout(Duration::from_secs(5))
-}
-
-/// Timestamps in SQLite are text of one fixed width (as the store writes them).
-fn sqlite_time(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// What a look-up found, shared by the requests that waited for it.

@@ -3,6 +3,7 @@
 //! as the server), migrating it first as the server would.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -10,10 +11,8 @@ use uuid::Uuid;
 
 use super::api_key::{KeyStore, NewKey};
 use super::{Scope, Scopes};
-use crate::config::{DatabaseBackend, DatabaseConfig};
-use crate::store::Store;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
+use crate::config::DatabaseConfig;
+use crate::store;
 
 /// Manage the API keys of AUTH_MODE=api-key.
 #[derive(Debug, Subcommand)]
@@ -43,10 +42,18 @@ fn parse_scope(raw: &str) -> Result<Scope, String> {
 
 /// Runs the command, printing its result on standard output.
 pub async fn run(database: &DatabaseConfig, command: ApiKeyCommand) -> anyhow::Result<()> {
-    migrate(database).await?;
-    let keys = KeyStore::connect(database).await?;
-    let result = execute(&keys, command).await;
-    keys.close().await;
+    let opened = store::open(database, 1).await?;
+    let result = async {
+        // Brings the schema up to date, as the server does at start.
+        opened
+            .store
+            .migrate()
+            .await
+            .context("failed to migrate the database")?;
+        execute(&KeyStore::new(Arc::clone(&opened.api_keys)), command).await
+    }
+    .await;
+    opened.store.close().await;
     result
 }
 
@@ -97,24 +104,4 @@ async fn execute(keys: &KeyStore, command: ApiKeyCommand) -> anyhow::Result<()> 
         }
     }
     Ok(())
-}
-
-/// Brings the schema up to date, as the server does at start.
-async fn migrate(database: &DatabaseConfig) -> anyhow::Result<()> {
-    let store: Box<dyn Store> = match &database.backend {
-        DatabaseBackend::Sqlite(path) => {
-            Box::new(SqliteStore::open(path, 1, database.acquire_timeout).await?)
-        }
-        DatabaseBackend::Postgres(options) => Box::new(PostgresStore::connect_lazy(
-            options.connect_options(),
-            1,
-            database.acquire_timeout,
-        )),
-    };
-    let migrated = store
-        .migrate()
-        .await
-        .context("failed to migrate the database");
-    store.close().await;
-    migrated
 }

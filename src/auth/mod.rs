@@ -30,8 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::config::auth::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
 
-use crate::config::DatabaseConfig;
-use api_key::ApiKeys;
+use api_key::{ApiKeys, KeyStore};
 use jwt::JwtVerifier;
 
 /// The header an API key may come in (else `Authorization: Bearer`).
@@ -161,15 +160,13 @@ enum Verifier {
 }
 
 impl Authenticator {
-    /// Builds what the mode needs; connects to nothing yet (the key store's
-    /// pool is lazy, the JWKS is fetched at the first request).
-    pub fn build(config: &AuthConfig, database: &DatabaseConfig) -> anyhow::Result<Self> {
+    /// Builds what the mode needs; connects to nothing yet (`keys`, the
+    /// store's table, is read at the first request with a key, the JWKS is
+    /// fetched at the first request).
+    pub fn build(config: &AuthConfig, keys: KeyStore) -> anyhow::Result<Self> {
         let verifier = match config.mode {
             AuthMode::None => Verifier::None,
-            AuthMode::ApiKey => Verifier::ApiKey(ApiKeys::new(
-                api_key::KeyStore::for_server(database),
-                config.api_key_cache_ttl,
-            )),
+            AuthMode::ApiKey => Verifier::ApiKey(ApiKeys::new(keys, config.api_key_cache_ttl)),
             AuthMode::Jwt => {
                 Verifier::Jwt(JwtVerifier::new(config.jwt.as_ref().ok_or_else(|| {
                     anyhow::anyhow!("BUG: AUTH_MODE=jwt without its settings")

@@ -16,6 +16,7 @@
 //! (configured), behind [`GroupCommit`], which gathers concurrent writes
 //! into shared transactions.
 
+mod configured;
 mod counts;
 mod group;
 mod idempotency;
@@ -26,8 +27,10 @@ mod rows;
 mod sql;
 pub mod sqlite;
 
-pub(crate) use group::{GroupCommit, GroupCommitSettings};
+pub(crate) use configured::open;
+pub(crate) use group::{CommitObserver, GroupCommit, GroupCommitSettings};
 pub use idempotency::{IdempotencyKey, StoredResponse};
+pub(crate) use sql::{ApiKeyRow, ApiKeyTable, NewApiKeyRow};
 
 use std::future::Future;
 use std::sync::Arc;
