@@ -39,7 +39,7 @@ use crate::store::Store;
 /// Whether to send traffic here. Both flags only ever go one way: the store
 /// becomes ready once, shutdown begins once.
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Set once the store's migrations have run; until then the API
     /// answers 503 and readiness fails.
     store_ready: AtomicBool,
@@ -55,13 +55,13 @@ pub struct Readiness {
 
 impl Readiness {
     /// The store is migrated: requests can be served.
-    pub fn mark_store_ready(&self) {
+    pub(crate) fn mark_store_ready(&self) {
         self.store_ready.store(true, Ordering::SeqCst);
         self.steps.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The bus is prepared (its topics exist).
-    pub fn mark_bus_ready(&self) {
+    pub(crate) fn mark_bus_ready(&self) {
         self.steps.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -70,17 +70,17 @@ impl Readiness {
     }
 
     /// Shutdown has begun: stop sending traffic here.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
     /// Whether the store is migrated, so that the API can serve requests.
-    pub fn is_store_ready(&self) -> bool {
+    pub(crate) fn is_store_ready(&self) -> bool {
         self.store_ready.load(Ordering::SeqCst)
     }
 
     /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
 }
@@ -93,7 +93,7 @@ const NOT_MIGRATED: &str = "migrations have not run yet";
 
 /// What one probe of a dependency found.
 #[derive(Debug, Clone)]
-pub struct DependencyCheck {
+pub(crate) struct DependencyCheck {
     /// `sqlite`/`postgres`, `memory`/`redis`, `memory`/`kafka`.
     pub backend: &'static str,
     /// How long the probe took.
@@ -109,19 +109,19 @@ pub struct DependencyCheck {
 }
 
 impl DependencyCheck {
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.error.is_none()
     }
 
     /// How long ago the probe finished.
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.finished.elapsed()
     }
 }
 
 /// Every dependency, probed together.
 #[derive(Debug, Clone)]
-pub struct Dependencies {
+pub(crate) struct Dependencies {
     pub database: DependencyCheck,
     pub cache: DependencyCheck,
     pub producer: DependencyCheck,
@@ -139,7 +139,7 @@ impl Dependencies {
         ]
     }
 
-    pub fn are_healthy(&self) -> bool {
+    pub(crate) fn are_healthy(&self) -> bool {
         self.database.is_healthy()
             && self.cache.is_healthy()
             && self.producer.is_healthy()
@@ -159,7 +159,7 @@ struct Round {
 
 /// How the dependencies are probed.
 #[derive(Debug, Clone, Copy)]
-pub struct HealthSettings {
+pub(crate) struct HealthSettings {
     /// Each probe's time limit: a hung dependency reads as down.
     pub check_timeout: Duration,
     /// The time between rounds (`HEALTH_CHECK_INTERVAL`).
@@ -170,7 +170,7 @@ pub struct HealthSettings {
 
 /// Readiness and the dependencies' probes, as the health endpoints see
 /// them.
-pub struct Health {
+pub(crate) struct Health {
     readiness: Arc<Readiness>,
     store: Arc<dyn Store>,
     cache: Arc<dyn Cache>,
@@ -186,7 +186,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(
+    pub(crate) fn new(
         readiness: Arc<Readiness>,
         store: Arc<dyn Store>,
         cache: Arc<dyn Cache>,
@@ -208,14 +208,14 @@ impl Health {
         }
     }
 
-    pub fn readiness(&self) -> &Readiness {
+    pub(crate) fn readiness(&self) -> &Readiness {
         &self.readiness
     }
 
     /// The latest results, probing first only when they are older than the
     /// interval and no round is under way. The store reads as down until
     /// it is migrated, whatever its probe found.
-    pub async fn dependencies(&self) -> Dependencies {
+    pub(crate) async fn dependencies(&self) -> Dependencies {
         let round = match self.fresh() {
             Some(round) => round,
             None => match self.probing.try_lock() {
@@ -236,7 +236,7 @@ impl Health {
 
     /// Probes every dependency once per interval until `token` is
     /// cancelled.
-    pub async fn run_until_stopped(&self, token: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run_until_stopped(&self, token: CancellationToken) -> anyhow::Result<()> {
         loop {
             let due = self
                 .latest()

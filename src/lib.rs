@@ -1,45 +1,72 @@
 //! highload: a users-and-events REST service built for load.
 //!
-//! A guided tour, from the edge inwards. Public are only what the binary
-//! and the API tests use: configuration, logging, the signal handler, the
-//! application and its metrics.
+//! A guided tour, from the bottom layer up; each layer imports only those
+//! below it (docs/architecture.md draws the map, and `.ci/run` fails on an
+//! import cycle between files). `pub` means exported: only what the binary
+//! and the API tests use (configuration, logging, the signal handler, the
+//! application, its metrics, the key store of `highload api-key`); the
+//! `unreachable_pub` lint keeps everything else crate-internal.
+//!
+//! | layer | rooms |
+//! |---|---|
+//! | domain | `domain` |
+//! | ports and adapters | `store`, `cache`, `bus` |
+//! | use cases | `service`, `pipeline`, `health`, `auth` |
+//! | API and the guards in front of it | `http`, `edge` |
+//! | the process | `startup`, `supervisor`, `shutdown`, `healthcheck` |
+//! | shared by all | `config`, `metrics`, `telemetry`, `retry`, `tls` |
 
-/// Authentication of the API (`AUTH_MODE`): API keys, JWTs, scopes.
-pub mod auth;
-/// The Bus port: in-process or Kafka.
+// --- domain
+/// Valid-by-construction users, events, pages and bus messages.
+pub(crate) mod domain;
+
+// --- ports and their adapters
+/// The Bus port: in-process or Kafka; imports no store.
 pub(crate) mod bus;
 /// The Cache port: in-process or Redis, read-through with single-flight.
 pub(crate) mod cache;
-/// Typed configuration from environment variables, `.env` and flags.
-pub mod config;
-/// Valid-by-construction users, events, pages and bus messages.
-pub(crate) mod domain;
-/// The guards in front of the API: connection server and TLS listener,
-/// admission, authentication, rate limit, idempotency keys, headers.
-pub(crate) mod edge;
+/// The Store port: SQLite or PostgreSQL over one `SqlStore<Dialect>`, with
+/// the transactional outbox, group commit and the API key table.
+pub(crate) mod store;
+
+// --- use cases
+/// Authentication (`AUTH_MODE`): API keys, JWTs, scopes; answers in its
+/// own terms, which the edge turns into HTTP.
+pub mod auth;
 /// Readiness of this instance and the probes of its dependencies.
 pub(crate) mod health;
-/// `highload healthcheck`: the image's health check, by the binary itself.
-pub mod healthcheck;
-/// The API: routes, handlers, extractors, errors, the OpenAPI document.
-pub(crate) mod http;
-/// Prometheus metrics of the whole service.
-pub mod metrics;
 /// The asynchronous wing: the outbox relay, the worker pool and the event
 /// processor, started once store and bus are ready and stopped in order.
 pub(crate) mod pipeline;
-/// Exponential backoff with jitter that stops waiting at shutdown.
-pub(crate) mod retry;
 /// The API's operations over the ports below.
 pub(crate) mod service;
+
+// --- the API and its guards
+/// The guards in front of the API: connection server and TLS listener,
+/// admission, authentication, rate limit, idempotency keys, headers.
+pub(crate) mod edge;
+/// The API: routes, handlers, extractors, errors, the OpenAPI document,
+/// and `app`, which puts the guards around the routes in order.
+pub(crate) mod http;
+
+// --- the process
+/// `highload healthcheck`: the image's health check, by the binary itself.
+pub mod healthcheck;
 /// SIGTERM / Ctrl-C → cancellation token.
 pub mod shutdown;
 /// Builds the backends, serves HTTP, runs the background tasks, drains.
 pub mod startup;
-/// The Store port: SQLite or PostgreSQL, with the transactional outbox.
-pub(crate) mod store;
 /// Runs the background tasks and stops the process when one fails.
 pub(crate) mod supervisor;
+
+// --- shared by every layer
+/// Typed configuration from environment variables, `.env` and flags: the
+/// loader, and each component's settings in a file of its own.
+pub mod config;
+/// Prometheus metrics of the whole service.
+pub mod metrics;
+/// Exponential backoff with jitter that stops waiting at shutdown.
+pub(crate) mod retry;
 /// Logging (`LOG_LEVEL`, `LOG_FORMAT`), span export (`OTEL_*`), and the W3C
 /// trace context carried from a request through the outbox and the bus.
 pub mod telemetry;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// Exponential backoff for one retry loop: the step doubles after each
 /// failure, up to a ceiling; [`Backoff::reset`] after a success.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     /// The step of the next pause, before jitter.
@@ -27,7 +27,7 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff whose [`Backoff::wait`] returns early once `token` is
     /// cancelled.
-    pub fn new(initial: Duration, max: Duration, token: CancellationToken) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration, token: CancellationToken) -> Self {
         Self {
             initial,
             max,
@@ -38,7 +38,7 @@ impl Backoff {
 
     /// The pause before the next attempt, jittered; pass it to
     /// [`Backoff::wait`] (it is returned first so that it can be logged).
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = self.step.saturating_mul(2).min(self.max);
         let half = step / 2;
@@ -46,13 +46,13 @@ impl Backoff {
     }
 
     /// Starts again from the initial step.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.step = self.initial.min(self.max);
     }
 
     /// Waits `delay`; returns `false` at once when the token is (or gets)
     /// cancelled, meaning: stop retrying.
-    pub async fn wait(&self, delay: Duration) -> bool {
+    pub(crate) async fn wait(&self, delay: Duration) -> bool {
         tokio::select! {
             biased;
             () = self.token.cancelled() => false,

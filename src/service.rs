@@ -26,7 +26,7 @@ use crate::store::{IdempotencyKey, Store, StoreError, Write, Written};
 use crate::telemetry::trace_context;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     #[error("user not found")]
     UserNotFound,
     #[error("event not found")]
@@ -55,9 +55,9 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-pub type ServiceResult<T> = Result<T, ServiceError>;
+pub(crate) type ServiceResult<T> = Result<T, ServiceError>;
 
-pub struct Service {
+pub(crate) struct Service {
     store: Arc<dyn Store>,
     cache: ReadThrough,
     /// Wakes the outbox relay after each committed write.
@@ -75,7 +75,11 @@ fn to_json<T: Serialize>(value: &T) -> Bytes {
 const CREATED: u16 = 201;
 
 impl Service {
-    pub fn new(store: Arc<dyn Store>, cache: ReadThrough, relay_wakeup: Arc<Notify>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        cache: ReadThrough,
+        relay_wakeup: Arc<Notify>,
+    ) -> Self {
         Self {
             store,
             cache,
@@ -97,14 +101,14 @@ impl Service {
     }
 
     /// Waits for writes in progress (after the HTTP server has stopped).
-    pub async fn finish_writes(&self) {
+    pub(crate) async fn finish_writes(&self) {
         self.writes.close();
         self.writes.wait().await;
     }
 
     /// Creates the user; with `idempotency`, records the key and the
     /// response in the same transaction.
-    pub async fn create_user(
+    pub(crate) async fn create_user(
         self: &Arc<Self>,
         new: NewUser,
         idempotency: Option<IdempotencyKey>,
@@ -138,7 +142,7 @@ impl Service {
         .await
     }
 
-    pub async fn get_user(&self, id: Uuid) -> ServiceResult<Bytes> {
+    pub(crate) async fn get_user(&self, id: Uuid) -> ServiceResult<Bytes> {
         self.cache
             .get_or_load(CacheKind::User, id, || async {
                 Ok(self.store.get_user(id).await?.as_ref().map(to_json))
@@ -147,7 +151,11 @@ impl Service {
             .ok_or(ServiceError::UserNotFound)
     }
 
-    pub async fn update_user(self: &Arc<Self>, id: Uuid, patch: UserPatch) -> ServiceResult<Bytes> {
+    pub(crate) async fn update_user(
+        self: &Arc<Self>,
+        id: Uuid,
+        patch: UserPatch,
+    ) -> ServiceResult<Bytes> {
         if patch.is_empty() {
             return self.get_user(id).await;
         }
@@ -171,7 +179,7 @@ impl Service {
         .await
     }
 
-    pub async fn delete_user(self: &Arc<Self>, id: Uuid) -> ServiceResult<()> {
+    pub(crate) async fn delete_user(self: &Arc<Self>, id: Uuid) -> ServiceResult<()> {
         let this = Arc::clone(self);
         self.complete(async move {
             let message =
@@ -192,13 +200,13 @@ impl Service {
         .await
     }
 
-    pub async fn list_users(&self, page: Page) -> ServiceResult<PageOf<User>> {
+    pub(crate) async fn list_users(&self, page: Page) -> ServiceResult<PageOf<User>> {
         Ok(self.store.list_users(page).await?)
     }
 
     /// Creates the event; with `idempotency`, records the key and the
     /// response in the same transaction.
-    pub async fn create_event(
+    pub(crate) async fn create_event(
         self: &Arc<Self>,
         new: NewEvent,
         idempotency: Option<IdempotencyKey>,
@@ -230,7 +238,7 @@ impl Service {
         .await
     }
 
-    pub async fn get_event(&self, id: Uuid) -> ServiceResult<Bytes> {
+    pub(crate) async fn get_event(&self, id: Uuid) -> ServiceResult<Bytes> {
         self.cache
             .get_or_load(CacheKind::Event, id, || async {
                 Ok(self.store.get_event(id).await?.as_ref().map(to_json))
@@ -239,7 +247,7 @@ impl Service {
             .ok_or(ServiceError::EventNotFound)
     }
 
-    pub async fn list_events(
+    pub(crate) async fn list_events(
         &self,
         filter: &EventFilter,
         page: Page,
@@ -248,7 +256,7 @@ impl Service {
     }
 
     /// The user's derived activity; 404 when the user does not exist.
-    pub async fn activity(&self, user_id: Uuid) -> ServiceResult<Activity> {
+    pub(crate) async fn activity(&self, user_id: Uuid) -> ServiceResult<Activity> {
         self.get_user(user_id).await?;
         Ok(self.store.get_activity(user_id).await?)
     }

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 /// Runs background tasks and notices when one ends on its own. Clones
 /// share the same tasks.
 #[derive(Clone, Default)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     /// Every task, so that shutdown can wait until none is left.
     tracker: TaskTracker,
     /// Parent of every task's token: cancelled only to give up on an
@@ -34,7 +34,7 @@ pub struct Supervisor {
 
 /// A running task.
 #[must_use = "a task is stopped through its handle"]
-pub struct Task {
+pub(crate) struct Task {
     name: &'static str,
     /// Cancelled to ask the task to stop.
     token: CancellationToken,
@@ -42,13 +42,13 @@ pub struct Task {
 }
 
 impl Supervisor {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Spawns `run(token)`; the task should return once `token` is
     /// cancelled, and not before.
-    pub fn spawn<F, Fut>(&self, name: &'static str, run: F) -> Task
+    pub(crate) fn spawn<F, Fut>(&self, name: &'static str, run: F) -> Task
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -81,30 +81,30 @@ impl Supervisor {
     }
 
     /// Resolves once a task has ended before it was asked to stop.
-    pub async fn failed(&self) {
+    pub(crate) async fn failed(&self) {
         self.failed.cancelled().await;
     }
 
     /// Whether a task has ended before it was asked to stop.
-    pub fn has_failed(&self) -> bool {
+    pub(crate) fn has_failed(&self) -> bool {
         self.failed.is_cancelled()
     }
 
     /// Waits until every task has ended; call it once they were stopped.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.tracker.close();
         self.tracker.wait().await;
     }
 
     /// Asks every task still running to stop, all at once.
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         self.root.cancel();
     }
 }
 
 impl Task {
     /// Asks the task to stop and waits for it; returns how it ended.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.token.cancel();
         self.handle
             .await

@@ -21,14 +21,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Called once at start-up ([`Application::build`](crate::startup::Application::build));
 /// calling it again, or after the embedding program installed a provider
 /// of its own, changes nothing.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     // An error only says that a provider is installed already: it stays.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The PEM text of a certificate file, checked to hold at least one
 /// certificate. The error says why, with the path (never the contents).
-pub fn read_certificates(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<u8>, String> {
     let pem = read(path)?;
     let mut count = 0;
     for certificate in CertificateDer::pem_slice_iter(&pem) {
@@ -47,7 +47,7 @@ pub fn read_certificates(path: &Path) -> Result<Vec<u8>, String> {
 
 /// The PEM text of a private key file (PKCS#8, PKCS#1 or SEC1, not
 /// encrypted), checked to hold a key.
-pub fn read_private_key(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_private_key(path: &Path) -> Result<Vec<u8>, String> {
     let pem = read(path)?;
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(_) => Ok(pem),
@@ -64,7 +64,7 @@ pub fn read_private_key(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Checks that a file or directory that another library reads later
 /// exists and can be read.
-pub fn check_readable(path: &Path) -> Result<(), String> {
+pub(crate) fn check_readable(path: &Path) -> Result<(), String> {
     if path.is_dir() {
         return std::fs::read_dir(path)
             .map(drop)

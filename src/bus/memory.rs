@@ -17,7 +17,7 @@ use super::{Acknowledge, Delivery, Message, Probe, PublishError, Publisher, Subs
 
 /// Creates a connected publisher and subscriber whose queue holds up to
 /// `capacity` messages (publishers wait when it is full).
-pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
+pub(crate) fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
         MemoryPublisher {
@@ -31,7 +31,7 @@ pub fn channel(capacity: usize) -> (MemoryPublisher, MemorySubscriber) {
     )
 }
 
-pub struct MemoryPublisher {
+pub(crate) struct MemoryPublisher {
     tx: mpsc::Sender<Delivery>,
     /// Messages published so far: numbers each delivery's origin, as an
     /// offset does on Kafka, so that its logs can be told apart.
@@ -108,7 +108,7 @@ impl Publisher for MemoryPublisher {
     async fn flush(&self, _timeout: Duration) {}
 }
 
-pub struct MemorySubscriber {
+pub(crate) struct MemorySubscriber {
     /// For the health probe; weak, so that it does not keep the queue open.
     tx: mpsc::WeakSender<Delivery>,
     rx: mpsc::Receiver<Delivery>,

@@ -10,8 +10,8 @@
 //! Implementations: [`memory`] (embedded default) and [`kafka`]
 //! (configured).
 
-pub mod kafka;
-pub mod memory;
+pub(crate) mod kafka;
+pub(crate) mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use crate::telemetry::trace_context::TraceContext;
 /// only where the bytes must go: into librdkafka's queue, or into the
 /// in-process delivery.
 #[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
+pub(crate) struct Message<'a> {
     /// Routes the message (the user id): one key's messages stay in order.
     pub key: &'a [u8],
     /// The message body (JSON), published exactly as given.
@@ -40,10 +40,10 @@ pub struct Message<'a> {
 /// Why a publish failed; the outbox row stays and is retried.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct PublishError(pub String);
+pub(crate) struct PublishError(pub String);
 
 #[async_trait]
-pub trait Publisher: Send + Sync + 'static {
+pub(crate) trait Publisher: Send + Sync + 'static {
     /// Short name for logs and health checks (`memory`, `kafka`).
     fn backend(&self) -> &'static str;
 
@@ -75,7 +75,7 @@ pub trait Publisher: Send + Sync + 'static {
 }
 
 #[async_trait]
-pub trait Subscriber: Send + 'static {
+pub(crate) trait Subscriber: Send + 'static {
     /// The next message; `Ok(None)` once the bus is closed for good.
     async fn next(&mut self) -> anyhow::Result<Option<Delivery>>;
 
@@ -89,17 +89,17 @@ pub trait Subscriber: Send + 'static {
 
 /// A health check of one connection.
 #[async_trait]
-pub trait Probe: Send + Sync + 'static {
+pub(crate) trait Probe: Send + Sync + 'static {
     async fn check(&self) -> anyhow::Result<()>;
 }
 
 /// Marks a delivery as done, so that the bus will not deliver it again.
-pub trait Acknowledge: Send + Sync {
+pub(crate) trait Acknowledge: Send + Sync {
     fn ack(self: Box<Self>);
 }
 
 /// One consumed message, to be acknowledged once it is processed.
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The message key (the user id), which routes it to a worker so that
     /// one user's messages are processed in order.
     pub key: Option<Bytes>,
@@ -115,7 +115,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(
+    pub(crate) fn new(
         key: Option<Bytes>,
         payload: Bytes,
         origin: String,
@@ -132,19 +132,19 @@ impl Delivery {
     }
 
     /// The same delivery, in the trace `trace`.
-    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+    pub(crate) fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
         self.trace = trace;
         self
     }
 
     /// The same delivery, taken by the bus at `at`.
-    pub fn published_at(mut self, at: Option<DateTime<Utc>>) -> Self {
+    pub(crate) fn published_at(mut self, at: Option<DateTime<Utc>>) -> Self {
         self.published_at = at;
         self
     }
 
     /// The message is processed (or parked on the dead-letter topic).
-    pub fn ack(self) {
+    pub(crate) fn ack(self) {
         self.ack.ack();
     }
 }

@@ -32,7 +32,7 @@ use crate::retry::Backoff;
 
 /// The message that empties every replica's local tier (no key is `*`:
 /// every key ends in `<kind>:<uuid>`).
-pub const CLEAR_ALL: &str = "*";
+pub(super) const CLEAR_ALL: &str = "*";
 
 /// How often the subscription's connection is checked with a `PING`: a
 /// connection that died silently is noticed within this plus
@@ -45,19 +45,19 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The channel of a deployment's invalidations.
-pub fn channel(prefix: &str) -> String {
+pub(super) fn channel(prefix: &str) -> String {
     format!("{prefix}cache-invalidations")
 }
 
 /// Keeps the local tier subscribed to the invalidations channel.
-pub struct InvalidationListener {
+pub(crate) struct InvalidationListener {
     client: redis::Client,
     channel: String,
     local: Arc<LocalTier>,
 }
 
 impl InvalidationListener {
-    pub fn new(
+    pub(crate) fn new(
         connection: redis::ConnectionInfo,
         prefix: &str,
         local: Arc<LocalTier>,
@@ -73,7 +73,7 @@ impl InvalidationListener {
 
     /// Subscribes, applies invalidations, resubscribes after failures;
     /// returns once `token` is cancelled.
-    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX, token.clone());
         let mut failures = 0_u64;
         loop {

@@ -39,13 +39,13 @@ const STRIPES: usize = 256;
 
 /// Proof that no eviction of a key happened since the ticket was taken.
 #[derive(Debug, Clone, Copy)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     stripe: usize,
     /// The stripe's eviction count when the ticket was taken.
     generation: u64,
 }
 
-pub struct LocalTier {
+pub(crate) struct LocalTier {
     entries: Arc<MemoryCache>,
     /// Longest life of an entry: the staleness bound (`CACHE_LOCAL_TTL`).
     ttl: Duration,
@@ -63,7 +63,7 @@ pub struct LocalTier {
 
 impl LocalTier {
     /// An empty tier, off until [`LocalTier::enable`].
-    pub fn new(entries: Arc<MemoryCache>, ttl: Duration) -> Self {
+    pub(crate) fn new(entries: Arc<MemoryCache>, ttl: Duration) -> Self {
         Self {
             entries,
             ttl,
@@ -85,12 +85,12 @@ impl LocalTier {
             .expect("BUG: local cache stripe poisoned")
     }
 
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Acquire)
     }
 
     /// The value of `key`, if this tier is on and holds it.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
+    pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         if !self.is_enabled() {
             return None;
         }
@@ -101,7 +101,7 @@ impl LocalTier {
 
     /// Taken before reading `key` from Redis or the store; `None` while the
     /// tier is off (the read will not fill it).
-    pub fn ticket(&self, key: &str) -> Option<Ticket> {
+    pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
         if !self.is_enabled() {
             return None;
         }
@@ -113,7 +113,7 @@ impl LocalTier {
     /// Copies a value read since `ticket` was taken, unless the key was
     /// evicted (or the tier cleared or turned off) in between. Lives the
     /// smaller of `ttl` and this tier's TTL.
-    pub fn fill(&self, key: &str, value: Bytes, ttl: Duration, ticket: Ticket) {
+    pub(crate) fn fill(&self, key: &str, value: Bytes, ttl: Duration, ticket: Ticket) {
         let generation = self.lock(ticket.stripe);
         if *generation == ticket.generation && self.is_enabled() {
             self.entries.insert(key, value, ttl.min(self.ttl));
@@ -121,20 +121,20 @@ impl LocalTier {
     }
 
     /// Drops `key`, and any value of it being read now.
-    pub fn evict(&self, key: &str) {
+    pub(crate) fn evict(&self, key: &str) {
         let mut generation = self.lock(self.stripe(key));
         *generation += 1;
         self.entries.remove(key);
     }
 
     /// [`LocalTier::evict`] for a key named by another replica.
-    pub fn evict_invalidated(&self, key: &str) {
+    pub(crate) fn evict_invalidated(&self, key: &str) {
         self.invalidations.fetch_add(1, Ordering::Relaxed);
         self.evict(key);
     }
 
     /// Drops every entry, and every value being read now.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for stripe in 0..STRIPES {
             *self.lock(stripe) += 1;
         }
@@ -145,13 +145,13 @@ impl LocalTier {
 
     /// Turns the tier on, empty: the subscription is confirmed, so every
     /// later write anywhere will reach it.
-    pub fn enable(&self) {
+    pub(crate) fn enable(&self) {
         self.clear();
         self.enabled.store(true, Ordering::Release);
     }
 
     /// Turns the tier off and empties it: invalidations may be missed.
-    pub fn disable(&self) {
+    pub(crate) fn disable(&self) {
         self.enabled.store(false, Ordering::Release);
         self.clear();
     }

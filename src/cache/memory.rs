@@ -56,7 +56,7 @@ fn weigh(key: &str, entry: &Entry) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
-pub struct MemoryCache {
+pub(crate) struct MemoryCache {
     entries: MokaCache<String, Entry>,
     /// The bound, in weighed bytes (`CACHE_MEMORY_BYTES`).
     max_bytes: u64,
@@ -65,7 +65,7 @@ pub struct MemoryCache {
 impl MemoryCache {
     /// A cache holding at most about `max_bytes` of keys and values (least
     /// recently used go first).
-    pub fn new(max_bytes: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64) -> Self {
         Self {
             entries: MokaCache::builder()
                 .max_capacity(max_bytes)

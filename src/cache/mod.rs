@@ -22,9 +22,9 @@
 
 mod invalidation;
 mod local;
-pub mod memory;
+pub(crate) mod memory;
 mod read_through;
-pub mod redis;
+pub(crate) mod redis;
 mod stats;
 
 use std::sync::Arc;
@@ -35,11 +35,11 @@ use bytes::Bytes;
 
 use crate::config::cache::CacheConfig;
 use crate::metrics::Metrics;
-pub use invalidation::InvalidationListener;
-pub use read_through::{CacheKind, ReadThrough};
+pub(crate) use invalidation::InvalidationListener;
+pub(crate) use read_through::{CacheKind, ReadThrough};
 
 /// The caches of one instance, built from the configuration.
-pub struct Caches {
+pub(crate) struct Caches {
     /// Redis, or the in-process cache on the embedded stack: what health
     /// checks ping.
     pub shared: Arc<dyn Cache>,
@@ -52,7 +52,7 @@ pub struct Caches {
 
 /// Builds the tiers that `config` asks for, registering their figures in
 /// `metrics`. Nothing connects yet: Redis is reached lazily.
-pub fn build(config: &CacheConfig, metrics: &mut Metrics) -> anyhow::Result<Caches> {
+pub(crate) fn build(config: &CacheConfig, metrics: &mut Metrics) -> anyhow::Result<Caches> {
     let memory = Arc::new(memory::MemoryCache::new(config.cache_memory_bytes));
     let (shared, local, listener): (Arc<dyn Cache>, _, _) = match &config.redis {
         None => (Arc::clone(&memory) as Arc<dyn Cache>, None, None),
@@ -96,7 +96,7 @@ pub fn build(config: &CacheConfig, metrics: &mut Metrics) -> anyhow::Result<Cach
 impl Caches {
     /// Reads through the shared cache, and through the in-process tier in
     /// front of it if any.
-    pub fn read_through(&self, config: &CacheConfig, metrics: Arc<Metrics>) -> ReadThrough {
+    pub(crate) fn read_through(&self, config: &CacheConfig, metrics: Arc<Metrics>) -> ReadThrough {
         let read_through = ReadThrough::new(
             Arc::clone(&self.shared),
             config.cache_prefix.clone(),
@@ -112,7 +112,7 @@ impl Caches {
 }
 
 #[async_trait]
-pub trait Cache: Send + Sync + 'static {
+pub(crate) trait Cache: Send + Sync + 'static {
     /// Short name for logs and health checks (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 

@@ -28,13 +28,13 @@ const TOMBSTONE: Bytes = Bytes::from_static(b"");
 
 /// What a key caches; each kind has its own TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheKind {
+pub(crate) enum CacheKind {
     User,
     Event,
 }
 
 impl CacheKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
             Self::Event => "event",
@@ -45,7 +45,7 @@ impl CacheKind {
 /// A load in progress, shared by every reader of the key that missed.
 type Flight = Arc<OnceCell<Option<Bytes>>>;
 
-pub struct ReadThrough {
+pub(crate) struct ReadThrough {
     cache: Arc<dyn Cache>,
     /// The in-process tier in front of `cache`, when `cache` is shared.
     local: Option<Arc<LocalTier>>,
@@ -61,7 +61,7 @@ pub struct ReadThrough {
 }
 
 impl ReadThrough {
-    pub fn new(
+    pub(crate) fn new(
         cache: Arc<dyn Cache>,
         prefix: String,
         user_ttl: Duration,
@@ -80,7 +80,7 @@ impl ReadThrough {
     }
 
     /// Puts `local` in front of the shared cache.
-    pub fn with_local_tier(mut self, local: Arc<LocalTier>) -> Self {
+    pub(crate) fn with_local_tier(mut self, local: Arc<LocalTier>) -> Self {
         self.local = Some(local);
         self
     }
@@ -99,7 +99,7 @@ impl ReadThrough {
 
     /// The cached JSON of `kind`/`id`, or what `load` returns (then cached).
     /// `None`: the entity does not exist.
-    pub async fn get_or_load<F, Fut>(
+    pub(crate) async fn get_or_load<F, Fut>(
         &self,
         kind: CacheKind,
         id: Uuid,
@@ -159,7 +159,7 @@ impl ReadThrough {
     }
 
     /// Caches the new JSON of an entity that was just written.
-    pub async fn put(&self, kind: CacheKind, id: Uuid, value: Bytes) {
+    pub(crate) async fn put(&self, kind: CacheKind, id: Uuid, value: Bytes) {
         let key = self.key(kind, id);
         self.end_flight(&key);
         if let Err(err) = self.cache.put(&key, value, self.ttl(kind)).await {
@@ -172,7 +172,7 @@ impl ReadThrough {
     }
 
     /// Marks entities that were just deleted.
-    pub async fn forget(&self, kind: CacheKind, ids: &[Uuid]) {
+    pub(crate) async fn forget(&self, kind: CacheKind, ids: &[Uuid]) {
         for id in ids {
             self.put(kind, *id, TOMBSTONE).await;
         }

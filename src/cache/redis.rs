@@ -44,7 +44,7 @@ struct Health {
     overflowed: bool,
 }
 
-pub struct RedisCache {
+pub(crate) struct RedisCache {
     connection: ConnectionManager,
     /// Prefix of this deployment's keys, for the overflow repair.
     prefix: String,
@@ -58,7 +58,7 @@ impl RedisCache {
     /// Creates the client; the connection is made on first use (and
     /// re-made after failures), so a Redis that is down at start-up only
     /// degrades the service.
-    pub fn connect_lazy(
+    pub(crate) fn connect_lazy(
         connection: redis::ConnectionInfo,
         prefix: String,
         timeout: Duration,
@@ -81,7 +81,7 @@ impl RedisCache {
     }
 
     /// Publishes every key this cache changes on `channel`.
-    pub fn publishing_invalidations(mut self, channel: String) -> Self {
+    pub(crate) fn publishing_invalidations(mut self, channel: String) -> Self {
         self.invalidations = Some(channel);
         self
     }

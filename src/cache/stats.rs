@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use super::local::LocalTier;
 use super::memory::MemoryCache;
 
-pub struct InProcessCacheCollector {
+pub(super) struct InProcessCacheCollector {
     pub memory: Arc<MemoryCache>,
     /// The tier in front of Redis whose store is `memory` (real stack).
     pub local: Option<Arc<LocalTier>>,

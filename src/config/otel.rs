@@ -116,7 +116,7 @@ pub enum Protocol {
 
 /// The samplers of the specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SamplerName {
+pub(crate) enum SamplerName {
     #[value(name = "always_on")]
     AlwaysOn,
     #[value(name = "always_off")]
@@ -132,7 +132,7 @@ pub enum SamplerName {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExporterName {
+pub(crate) enum ExporterName {
     Otlp,
     None,
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 /// processor applied for this user, each counted once however often it was
 /// delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Activity {
+pub(crate) struct Activity {
     pub user_id: Uuid,
     /// Messages processed, lifecycle ones (`user_created`, …) included.
     pub total_events: u64,

@@ -9,11 +9,11 @@ use super::ValidationError;
 /// Longest event type.
 const TYPE_MAX_CHARS: usize = 100;
 /// Largest `data` payload in bytes (UTF-8).
-pub const DATA_MAX_BYTES: usize = 64 * 1024;
+pub(super) const DATA_MAX_BYTES: usize = 64 * 1024;
 
 /// A stored event, as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Event {
+pub(crate) struct Event {
     pub id: Uuid,
     pub user_id: Uuid,
     #[serde(rename = "type")]
@@ -27,10 +27,10 @@ pub struct Event {
 /// An event type: 1 to 100 characters of `[A-Za-z0-9_.:-]`, so that it is
 /// safe as a metric label, a log field and a map key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventType(String);
+pub(crate) struct EventType(String);
 
 impl EventType {
-    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
         if raw.is_empty() {
             return Err(ValidationError::new(field, "must not be empty"));
         }
@@ -52,7 +52,7 @@ impl EventType {
         Ok(Self(raw.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -61,10 +61,10 @@ impl EventType {
 /// but NUL (U+0000), which PostgreSQL cannot store in text and which the
 /// embedded stack refuses too, so that both answer the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventData(String);
+pub(crate) struct EventData(String);
 
 impl EventData {
-    pub fn parse(field: &'static str, raw: String) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(field: &'static str, raw: String) -> Result<Self, ValidationError> {
         if raw.len() > DATA_MAX_BYTES {
             return Err(ValidationError::new(
                 field,
@@ -80,14 +80,14 @@ impl EventData {
         Ok(Self(raw))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// What `POST /api/v1/events` creates.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
+pub(crate) struct NewEvent {
     pub user_id: Uuid,
     pub event_type: EventType,
     pub data: EventData,
@@ -95,7 +95,7 @@ pub struct NewEvent {
 
 /// Narrows `GET /api/v1/events`.
 #[derive(Debug, Clone, Default)]
-pub struct EventFilter {
+pub(crate) struct EventFilter {
     pub user_id: Option<Uuid>,
     pub event_type: Option<EventType>,
 }

@@ -13,7 +13,7 @@ use crate::telemetry::trace_context::TraceContext;
 /// on it. Beside the value travels the trace of the change it announces
 /// (stored with the outbox row, sent as headers), never in the JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventMessage {
+pub(crate) struct EventMessage {
     pub id: Uuid,
     pub user_id: Uuid,
     #[serde(rename = "type")]
@@ -35,12 +35,12 @@ struct UserSnapshot<'a> {
 }
 
 impl EventMessage {
-    pub const USER_CREATED: &'static str = "user_created";
-    pub const USER_UPDATED: &'static str = "user_updated";
-    pub const USER_DELETED: &'static str = "user_deleted";
+    pub(crate) const USER_CREATED: &'static str = "user_created";
+    pub(crate) const USER_UPDATED: &'static str = "user_updated";
+    pub(crate) const USER_DELETED: &'static str = "user_deleted";
 
     /// The message announcing a posted event; it carries the event's id.
-    pub fn for_event(event: &Event) -> Self {
+    pub(crate) fn for_event(event: &Event) -> Self {
         Self {
             id: event.id,
             user_id: event.user_id,
@@ -52,7 +52,7 @@ impl EventMessage {
     }
 
     /// `user_created` or `user_updated` for this state of the user.
-    pub fn for_user(kind: &'static str, user: &User, at: DateTime<Utc>) -> Self {
+    pub(crate) fn for_user(kind: &'static str, user: &User, at: DateTime<Utc>) -> Self {
         let snapshot = UserSnapshot {
             email: &user.email,
             first_name: &user.first_name,
@@ -69,7 +69,7 @@ impl EventMessage {
     }
 
     /// `user_deleted` for this user.
-    pub fn user_deleted(user_id: Uuid, at: DateTime<Utc>) -> Self {
+    pub(crate) fn user_deleted(user_id: Uuid, at: DateTime<Utc>) -> Self {
         Self {
             id: Uuid::now_v7(),
             user_id,
@@ -81,17 +81,17 @@ impl EventMessage {
     }
 
     /// The same message, in the trace `trace`.
-    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+    pub(crate) fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
         self.trace = trace;
         self
     }
 
     /// The bus key: the user id, so that one user's messages stay in order.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         self.user_id.to_string()
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).expect("BUG: an EventMessage serializes")
     }
 }

@@ -11,19 +11,19 @@ mod page;
 mod text;
 mod user;
 
-pub use activity::Activity;
-pub use event::{Event, EventData, EventFilter, EventType, NewEvent};
-pub use message::EventMessage;
-pub use page::{Key, Page, PageOf};
+pub(crate) use activity::Activity;
+pub(crate) use event::{Event, EventData, EventFilter, EventType, NewEvent};
+pub(crate) use message::EventMessage;
+pub(crate) use page::{Key, Page, PageOf};
 pub(crate) use text::name_pattern;
-pub use user::{Email, NewUser, PersonName, User, UserPatch};
+pub(crate) use user::{Email, NewUser, PersonName, User, UserPatch};
 
 use chrono::{DateTime, SubsecRound, Utc};
 
 /// Why a value was rejected, naming the field so that a client can fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
-pub struct ValidationError {
+pub(crate) struct ValidationError {
     /// The JSON field or query parameter that holds the bad value.
     pub field: &'static str,
     /// What is wrong with it, phrased for the client.
@@ -31,7 +31,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),
@@ -41,6 +41,6 @@ impl ValidationError {
 
 /// The current time at the precision every store keeps (microseconds), so
 /// that a value returned at creation equals the value read back later.
-pub fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }

@@ -20,11 +20,11 @@ use uuid::Uuid;
 use super::ValidationError;
 
 /// Largest page size a client may ask for.
-pub const MAX_LIMIT: u32 = 100;
+pub(super) const MAX_LIMIT: u32 = 100;
 /// Largest page number: the OpenAPI document declares `page` an int32, so
 /// the server accepts exactly that range (and clients in languages whose
 /// default integer is 32 bits can echo it back).
-pub const MAX_PAGE: u32 = i32::MAX as u32;
+pub(super) const MAX_PAGE: u32 = i32::MAX as u32;
 const DEFAULT_LIMIT: u32 = 10;
 
 /// The format of the cursors this version writes (its first byte).
@@ -35,14 +35,14 @@ const CURSOR_BYTES: usize = 1 + 8 + 16 + 8;
 /// A requested page: `limit` 1–100 (default 10) rows, from where `start`
 /// says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
+pub(crate) struct Page {
     pub start: Start,
     pub limit: u32,
 }
 
 /// Where a page starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// Page number 1–2³¹−1: `(number − 1) × limit` rows are skipped.
     Number(u32),
     /// Just after the row with this key (from a cursor).
@@ -52,7 +52,7 @@ pub enum Start {
 /// Where a row sorts in a list: lists run newest first, by `created_at`
 /// and then `id`, both descending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
+pub(crate) struct Key {
     pub created_at: DateTime<Utc>,
     pub id: Uuid,
 }
@@ -69,7 +69,7 @@ impl Default for Page {
 impl Page {
     /// Parses the `page`, `limit` and `cursor` query parameters (absent
     /// means default) of the list named `list` (see [`Key::to_cursor`]).
-    pub fn parse(
+    pub(crate) fn parse(
         page: Option<&str>,
         limit: Option<&str>,
         cursor: Option<&str>,
@@ -111,7 +111,7 @@ impl Page {
     }
 
     /// The page number; 1 for a page that starts at a cursor.
-    pub fn number(&self) -> u32 {
+    pub(crate) fn number(&self) -> u32 {
         match self.start {
             Start::Number(n) => n,
             Start::After(_) => 1,
@@ -119,7 +119,7 @@ impl Page {
     }
 
     /// Rows to skip; cannot overflow (2³¹ × 100 fits in i64).
-    pub fn offset(&self) -> i64 {
+    pub(crate) fn offset(&self) -> i64 {
         match self.start {
             Start::Number(n) => i64::from(n - 1) * i64::from(self.limit),
             Start::After(_) => 0,
@@ -127,7 +127,7 @@ impl Page {
     }
 
     /// The key the page starts after, if it starts at a cursor.
-    pub fn after(&self) -> Option<Key> {
+    pub(crate) fn after(&self) -> Option<Key> {
         match self.start {
             Start::Number(_) => None,
             Start::After(key) => Some(key),
@@ -139,7 +139,7 @@ impl Key {
     /// The cursor of the page after this key in the list named `list`
     /// (`users`, or `events` with its filters: whatever names the list
     /// uniquely; the same name must be given to [`Key::from_cursor`]).
-    pub fn to_cursor(self, list: &str) -> String {
+    pub(crate) fn to_cursor(self, list: &str) -> String {
         let mut bytes = [0u8; CURSOR_BYTES];
         bytes[0] = CURSOR_VERSION;
         bytes[1..9].copy_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
@@ -151,7 +151,7 @@ impl Key {
 
     /// Reads a cursor of the list named `list`; refuses one that is
     /// malformed, changed, or from another list.
-    pub fn from_cursor(raw: &str, list: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn from_cursor(raw: &str, list: &str) -> Result<Self, ValidationError> {
         let invalid = || {
             ValidationError::new(
                 "cursor",
@@ -193,7 +193,7 @@ fn checksum(list: &str, bytes: &[u8]) -> u64 {
 /// One page of results, how many there are in all, and where the next
 /// page starts.
 #[derive(Debug, Clone)]
-pub struct PageOf<T> {
+pub(crate) struct PageOf<T> {
     pub items: Vec<T>,
     pub total: u64,
     /// The key of the page's last row when more rows follow it; `None` on

@@ -16,7 +16,7 @@ const NAME_MAX_CHARS: usize = 100;
 
 /// A stored user, as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct User {
+pub(crate) struct User {
     pub id: Uuid,
     /// In canonical form: lowercased, the domain as punycode.
     #[schema(example = "ada@example.com")]
@@ -48,10 +48,10 @@ pub struct User {
 /// by email, so for existing clients only the echoed spelling changes, as
 /// it already did for the domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email(String);
+pub(crate) struct Email(String);
 
 impl Email {
-    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
         let value = raw.trim();
         let invalid = |why: &str| ValidationError::new(field, why.to_owned());
         let malformed = || invalid("must be an email address like name@example.com");
@@ -109,7 +109,7 @@ impl Email {
         Ok(Self(canonical))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -120,10 +120,10 @@ impl Email {
 /// non-joiner between two letters, as Persian spelling needs; a variation
 /// selector after an emoji).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PersonName(String);
+pub(crate) struct PersonName(String);
 
 impl PersonName {
-    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
         let value = raw.trim();
         if value.is_empty() {
             return Err(ValidationError::new(field, "must not be empty"));
@@ -158,14 +158,14 @@ impl PersonName {
         Ok(Self(value.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// What `POST /api/v1/users` creates.
 #[derive(Debug, Clone)]
-pub struct NewUser {
+pub(crate) struct NewUser {
     pub email: Email,
     pub first_name: PersonName,
     pub last_name: PersonName,
@@ -173,14 +173,14 @@ pub struct NewUser {
 
 /// What `PUT /api/v1/users/{id}` changes: absent fields stay as they are.
 #[derive(Debug, Clone, Default)]
-pub struct UserPatch {
+pub(crate) struct UserPatch {
     pub email: Option<Email>,
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
 }
 
 impl UserPatch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.email.is_none() && self.first_name.is_none() && self.last_name.is_none()
     }
 }

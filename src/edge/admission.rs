@@ -51,7 +51,7 @@ use crate::metrics::{AdmissionLabels, Metrics, ShedLabels};
 /// grows when the process itself is short of CPU (thousands of connections
 /// parsing requests), which no limit on one class cures; a floor keeps the
 /// limit from collapsing then.
-pub const MIN_LIMIT: usize = 32;
+pub(crate) const MIN_LIMIT: usize = 32;
 
 /// The limit a class starts with; it grows by one per fast completion, so
 /// it reaches thousands within a second when the backends keep up.
@@ -63,14 +63,14 @@ const BACKOFF: f64 = 0.75;
 /// Waiters per class, as a multiple of `HTTP_MAX_IN_FLIGHT`: enough to
 /// park every connection a burst brings, so that few are refused at once
 /// (a client refused at once retries at once).
-pub const QUEUE_FACTOR: usize = 4;
+pub(crate) const QUEUE_FACTOR: usize = 4;
 
 /// How often, at most, shed requests are logged (as one line with counts).
-pub const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The settings of admission control.
 #[derive(Debug, Clone, Copy)]
-pub struct AdmissionSettings {
+pub(crate) struct AdmissionSettings {
     /// Latency above which a class's limit shrinks.
     pub target_latency: Duration,
     /// Longest a request waits for admission; zero sheds at once.
@@ -94,20 +94,20 @@ impl AdmissionSettings {
 
 /// A class of API requests, each with its own budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     Read,
     Write,
 }
 
 impl Class {
-    pub fn of(method: &Method) -> Self {
+    pub(crate) fn of(method: &Method) -> Self {
         match *method {
             Method::GET | Method::HEAD | Method::OPTIONS => Self::Read,
             _ => Self::Write,
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Write => "write",
@@ -117,7 +117,7 @@ impl Class {
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shed {
+pub(crate) enum Shed {
     /// The class was at its limit with its queue full (or no queue).
     QueueFull,
     /// The request waited `ADMISSION_QUEUE_TIMEOUT` without a slot.
@@ -134,7 +134,7 @@ impl Shed {
 }
 
 /// Admission of the API's requests: one limiter per class.
-pub struct Admission {
+pub(crate) struct Admission {
     read: Arc<Limiter>,
     write: Arc<Limiter>,
     metrics: Arc<Metrics>,
@@ -142,7 +142,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(settings: AdmissionSettings, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(settings: AdmissionSettings, metrics: Arc<Metrics>) -> Self {
         let limiter = |class| Arc::new(Limiter::new(class, settings, Some(Arc::clone(&metrics))));
         Self {
             read: limiter(Class::Read),
@@ -179,7 +179,11 @@ impl Admission {
 
 /// Middleware of the API routes: admits the request in its class, or
 /// answers 503 `overloaded` with `Retry-After`.
-pub async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
+pub(crate) async fn admit(
+    State(admission): State<Arc<Admission>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let class = Class::of(req.method());
     match admission.admit(class).await {
         Ok(permit) => {
@@ -254,7 +258,7 @@ impl ShedSummary {
 }
 
 /// The adaptive concurrency limit of one class, with its queue.
-pub struct Limiter {
+pub(crate) struct Limiter {
     settings: AdmissionSettings,
     min: f64,
     max: f64,
@@ -327,7 +331,11 @@ impl LimiterState {
 }
 
 impl Limiter {
-    pub fn new(class: Class, settings: AdmissionSettings, metrics: Option<Arc<Metrics>>) -> Self {
+    pub(crate) fn new(
+        class: Class,
+        settings: AdmissionSettings,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let max = settings.max_in_flight.max(1);
         let min = MIN_LIMIT.min(max);
         let limiter = Self {
@@ -354,18 +362,18 @@ impl Limiter {
 
     /// The current limit (rounded down).
     #[cfg(test)]
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.lock().capacity()
     }
 
     /// Requests admitted and not yet complete.
     #[cfg(test)]
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.lock().in_flight
     }
 
     /// Takes a slot, waiting for one up to the queue timeout.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, Shed> {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Permit, Shed> {
         let waiting = {
             let mut state = self.lock();
             if state.in_flight < state.capacity() {
@@ -474,7 +482,7 @@ struct Sample {
 
 /// A slot of a class; dropping it frees the slot (a request cancelled by
 /// its client adapts nothing), [`Permit::complete`] also adapts the limit.
-pub struct Permit {
+pub(crate) struct Permit {
     /// `None` once released (or never armed).
     limiter: Option<Arc<Limiter>>,
     /// When the request was admitted: its latency excludes the queue.
@@ -491,7 +499,7 @@ impl Permit {
 
     /// Frees the slot, counting the request's latency since admission;
     /// `overloaded` when it answered 503.
-    pub fn complete(mut self, overloaded: bool) {
+    pub(crate) fn complete(mut self, overloaded: bool) {
         if let Some(limiter) = self.limiter.take() {
             limiter.release(Some(Sample {
                 latency: self.admitted.elapsed(),

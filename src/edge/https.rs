@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ListenerTlsConfig;
 
 /// The listener's TLS: the acceptor, and the certificate it serves.
-pub struct Tls {
+pub(super) struct Tls {
     acceptor: TlsAcceptor,
     certificate: Arc<Certificate>,
 }
@@ -38,7 +38,7 @@ pub struct Tls {
 impl Tls {
     /// Loads the certificate and key; an error names the file and the
     /// variable that points at it.
-    pub fn load(config: &ListenerTlsConfig) -> anyhow::Result<Self> {
+    pub(super) fn load(config: &ListenerTlsConfig) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let version = Version::read(config).context("failed to read the certificate files")?;
         let pair = load_pair(config, &provider)?;
@@ -60,12 +60,12 @@ impl Tls {
         })
     }
 
-    pub fn acceptor(&self) -> &TlsAcceptor {
+    pub(super) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
 
     /// Checks the files every reload interval until `token` is cancelled.
-    pub async fn run_reload_until_stopped(self: Arc<Self>, token: CancellationToken) {
+    pub(super) async fn run_reload_until_stopped(self: Arc<Self>, token: CancellationToken) {
         let mut ticks = tokio::time::interval(self.certificate.config.reload_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate; the files were read at start.

@@ -34,7 +34,7 @@ pub(crate) mod headers;
 mod https;
 pub(crate) mod idempotency;
 pub(crate) mod rate_limit;
-pub mod server;
+pub(crate) mod server;
 
 use crate::config::GuardConfig;
 use crate::store::Store;
@@ -42,7 +42,7 @@ use idempotency::Idempotency;
 use rate_limit::RateLimit;
 
 /// The guards' state, shared by every request.
-pub struct Guards {
+pub(crate) struct Guards {
     /// `None`: no rate limit.
     rate_limit: Option<Arc<RateLimit>>,
     pub(crate) idempotency: Idempotency,
@@ -51,7 +51,7 @@ pub struct Guards {
 }
 
 impl Guards {
-    pub fn new(config: &GuardConfig, store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(config: &GuardConfig, store: Arc<dyn Store>) -> Self {
         Self {
             rate_limit: config
                 .rate_limit
@@ -62,7 +62,7 @@ impl Guards {
     }
 
     /// Deletes expired idempotency keys until `token` is cancelled.
-    pub async fn run_purge_until_stopped(
+    pub(crate) async fn run_purge_until_stopped(
         self: Arc<Self>,
         token: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
@@ -112,7 +112,7 @@ const UNLIMITED: [&str; 4] = ["/health", "/health/live", "/health/ready", "/metr
 /// Adds what the guards answer to the OpenAPI document: 429 on every
 /// rate-limited operation, the `Idempotency-Key` header and its answers on
 /// the POSTs that create.
-pub struct GuardDocs;
+pub(crate) struct GuardDocs;
 
 impl utoipa::Modify for GuardDocs {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

@@ -62,7 +62,7 @@ const CONNECTIONS_SHARE_OF_FILE_LIMIT: (u64, u64) = (3, 4);
 const MAX_DEFAULT_CONNECTIONS: u64 = 65_536;
 
 /// A bound listener and how it serves its connections.
-pub struct Listener {
+pub(crate) struct Listener {
     listener: TcpListener,
     timeouts: Timeouts,
     max_connections: usize,
@@ -73,7 +73,7 @@ pub struct Listener {
 impl Listener {
     /// Wraps a bound listener; reads the certificate when HTTPS is
     /// configured, so that a bad one stops start-up.
-    pub fn new(listener: TcpListener, config: &ListenerConfig) -> anyhow::Result<Self> {
+    pub(crate) fn new(listener: TcpListener, config: &ListenerConfig) -> anyhow::Result<Self> {
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         Ok(Self {
             listener,
@@ -88,24 +88,28 @@ impl Listener {
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Connections held at once.
-    pub fn max_connections(&self) -> usize {
+    pub(crate) fn max_connections(&self) -> usize {
         self.max_connections
     }
 
     /// Whether connections speak HTTPS.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 
     /// Serves `app` on every connection until `token` is cancelled, then
     /// stops accepting and returns once every connection has closed (see the
     /// module's header for which close at once).
-    pub async fn run_until_stopped<S>(self, app: S, token: CancellationToken) -> anyhow::Result<()>
+    pub(crate) async fn run_until_stopped<S>(
+        self,
+        app: S,
+        token: CancellationToken,
+    ) -> anyhow::Result<()>
     where
         S: Service<Request, Response = Response, Error = Infallible>
             + Clone
@@ -173,7 +177,7 @@ const LISTEN_BACKLOG: u32 = 65_535;
 
 /// Binds the service's listening socket (address reuse on, as with
 /// `TcpListener::bind`), with [`LISTEN_BACKLOG`].
-pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+pub(crate) async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     let mut last_error = None;
     for address in tokio::net::lookup_host((host, port)).await? {
         let socket = if address.is_ipv4() {

@@ -15,7 +15,7 @@ use crate::domain::ValidationError;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("invalid request body: {detail}")]
     InvalidBody {
         field: Option<String>,
@@ -106,7 +106,7 @@ impl From<ServiceError> for ApiError {
 /// An error: RFC 9457 problem details, plus the `error` message the Go
 /// service sent.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Problem<'a> {
+pub(crate) struct Problem<'a> {
     /// Short message, as the Go service sent it (equals `title`).
     #[schema(example = "Invalid request body")]
     error: &'a str,
@@ -356,30 +356,30 @@ pub(super) mod documented {
     /// Malformed JSON, or an invalid field or parameter (named in `field`)
     #[derive(utoipa::IntoResponses)]
     #[response(status = 400, content_type = "application/problem+json")]
-    pub struct BadRequest(Problem<'static>);
+    pub(crate) struct BadRequest(Problem<'static>);
 
     /// No such user, event or route
     #[derive(utoipa::IntoResponses)]
     #[response(status = 404, content_type = "application/problem+json")]
-    pub struct NotFound(Problem<'static>);
+    pub(crate) struct NotFound(Problem<'static>);
 
     /// Another user has this email
     #[derive(utoipa::IntoResponses)]
     #[response(status = 409, content_type = "application/problem+json")]
-    pub struct Conflict(Problem<'static>);
+    pub(crate) struct Conflict(Problem<'static>);
 
     /// The body is larger than HTTP_BODY_LIMIT
     #[derive(utoipa::IntoResponses)]
     #[response(status = 413, content_type = "application/problem+json")]
-    pub struct TooLarge(Problem<'static>);
+    pub(crate) struct TooLarge(Problem<'static>);
 
     /// The body is not sent as application/json
     #[derive(utoipa::IntoResponses)]
     #[response(status = 415, content_type = "application/problem+json")]
-    pub struct NotJson(Problem<'static>);
+    pub(crate) struct NotJson(Problem<'static>);
 
     /// Overloaded, timed out, or the database unavailable (see Retry-After)
     #[derive(utoipa::IntoResponses)]
     #[response(status = 503, content_type = "application/problem+json")]
-    pub struct Unavailable(Problem<'static>);
+    pub(crate) struct Unavailable(Problem<'static>);
 }

@@ -15,7 +15,7 @@ use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
 use crate::edge::idempotency::Idempotent;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/events", get(list).post(create))
         .route("/api/v1/events/{id}", get(read))
@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 
 /// A new event about a user.
 #[derive(Deserialize, ToSchema)]
-pub struct CreateEvent {
+pub(super) struct CreateEvent {
     /// An existing user's id.
     #[schema(format = Uuid)]
     user_id: String,
@@ -52,7 +52,7 @@ pub(super) struct ListEvents {
 
 /// One page of events, newest first.
 #[derive(Serialize, ToSchema)]
-pub struct EventList<'a> {
+pub(super) struct EventList<'a> {
     events: &'a [Event],
     /// Events in all pages (with the same filters).
     total: u64,

@@ -12,7 +12,7 @@ use crate::domain::ValidationError;
 
 /// A JSON request body: `Content-Type: application/json` (or `+json`), at
 /// most the configured size, a JSON object of the expected shape.
-pub struct ApiJson<T>(pub T);
+pub(super) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
@@ -50,7 +50,7 @@ fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
 
 /// Parses a JSON object, naming the field at fault when it is not one of
 /// the expected shape.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let invalid = |field: Option<String>, detail: String| ApiError::InvalidBody { field, detail };
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
@@ -90,7 +90,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Query parameters; malformed encoding is a 400 naming the query.
-pub struct ApiQuery<T>(pub T);
+pub(super) struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -105,10 +105,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// The `{id}` of a user path; not a UUID (or not even UTF-8) is a 400.
-pub struct UserId(pub Uuid);
+pub(super) struct UserId(pub Uuid);
 
 /// The `{id}` of an event path.
-pub struct EventId(pub Uuid);
+pub(super) struct EventId(pub Uuid);
 
 async fn path_id<S: Send + Sync>(
     parts: &mut Parts,

@@ -28,7 +28,7 @@ use crate::health::DependencyCheck;
 
 /// The state of one dependency.
 #[derive(Serialize, ToSchema)]
-pub struct Check {
+pub(crate) struct Check {
     status: Status,
     /// `sqlite`/`postgres`, `memory`/`redis`, `memory`/`kafka`.
     #[schema(example = "postgres")]
@@ -49,14 +49,14 @@ pub struct Check {
 
 #[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Healthy,
     Unhealthy,
 }
 
 /// `GET /health`: every dependency by name.
 #[derive(Serialize, ToSchema)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     status: Status,
     /// Unix time of this report, in seconds.
     timestamp: i64,
@@ -64,7 +64,7 @@ pub struct HealthReport {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Checks {
+pub(crate) struct Checks {
     database: Check,
     cache: Check,
     producer: Check,
@@ -73,27 +73,27 @@ pub struct Checks {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Liveness {
+pub(crate) enum Liveness {
     Alive,
 }
 
 /// `GET /health/live`.
 #[derive(Serialize, ToSchema)]
-pub struct LiveReport {
+pub(crate) struct LiveReport {
     status: Liveness,
     timestamp: i64,
 }
 
 #[derive(Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Readiness {
+pub(crate) enum Readiness {
     Ready,
     NotReady,
 }
 
 /// `GET /health/ready`.
 #[derive(Serialize, ToSchema)]
-pub struct ReadyReport {
+pub(crate) struct ReadyReport {
     status: Readiness,
     timestamp: i64,
     /// Why not ready, when it is not the database.
@@ -105,7 +105,7 @@ pub struct ReadyReport {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ReadyChecks {
+pub(crate) struct ReadyChecks {
     database: Check,
 }
 
@@ -144,7 +144,7 @@ impl From<DependencyCheck> for Check {
     }
 }
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/health/live", get(live))

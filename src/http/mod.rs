@@ -27,8 +27,8 @@
 pub(crate) mod error;
 mod events;
 mod extract;
-pub mod health;
-pub mod openapi;
+pub(crate) mod health;
+pub(crate) mod openapi;
 mod users;
 
 use std::sync::Arc;
@@ -55,7 +55,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 use crate::config::AdmissionConfig;
 use crate::edge::admission::{self, Admission, AdmissionSettings};
@@ -72,7 +72,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Operations requests (health, metrics) handled at once; more wait. Their
 /// own budget: the API's load never sheds them, and a flood of scrapes
 /// cannot take the whole process.
-pub const OPERATIONS_MAX_IN_FLIGHT: usize = 64;
+pub(crate) const OPERATIONS_MAX_IN_FLIGHT: usize = 64;
 
 /// The longest `X-Request-ID` accepted from a client, in bytes.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -84,10 +84,10 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// themselves would cost one per field, each a contended atomic on a busy
 /// server.
 #[derive(Clone)]
-pub struct AppState(Arc<AppParts>);
+pub(crate) struct AppState(Arc<AppParts>);
 
 /// What the handlers share.
-pub struct AppParts {
+pub(crate) struct AppParts {
     pub service: Arc<Service>,
     pub health: Arc<Health>,
     /// Largest accepted request body, in bytes (for the 413 message).
@@ -102,7 +102,7 @@ pub struct AppParts {
 }
 
 impl AppState {
-    pub fn new(parts: AppParts) -> Self {
+    pub(crate) fn new(parts: AppParts) -> Self {
         Self(Arc::new(parts))
     }
 }
@@ -117,7 +117,7 @@ impl std::ops::Deref for AppState {
 
 /// Limits of the HTTP edge.
 #[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
+pub(crate) struct HttpLimits {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
@@ -154,7 +154,7 @@ pub(crate) fn json_body(status: StatusCode, json: Bytes) -> Response {
 }
 
 /// The whole application, ready for `axum::serve`.
-pub fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
+pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let route = req

@@ -44,9 +44,9 @@ use crate::edge::GuardDocs;
         (name = "operations", description = "Metrics and this documentation"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))

@@ -18,7 +18,7 @@ use crate::edge::idempotency::Idempotent;
 /// The name cursors of the user list are bound to.
 const USERS_LIST: &str = "users";
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users", get(list).post(create))
         .route("/api/v1/users/{id}", get(read).put(update).delete(remove))
@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 
 /// A new user.
 #[derive(Deserialize, ToSchema)]
-pub struct CreateUser {
+pub(super) struct CreateUser {
     /// A valid address, at most 255 characters, without invisible
     /// characters; unique. Stored in one canonical form: trimmed,
     /// lowercased, the domain as punycode (`Ada@Bücher.de` is
@@ -44,7 +44,7 @@ pub struct CreateUser {
 /// The fields to change; absent or `null` fields stay as they are, others
 /// follow the rules of a new user.
 #[derive(Deserialize, ToSchema)]
-pub struct UpdateUser {
+pub(super) struct UpdateUser {
     #[schema(example = "augusta@example.com", format = Email, max_length = 255)]
     email: Option<String>,
     #[schema(schema_with = optional_name_schema)]
@@ -84,7 +84,7 @@ fn optional_name_schema() -> Object {
 
 /// One page of users, newest first.
 #[derive(Serialize, ToSchema)]
-pub struct UserList<'a> {
+pub(super) struct UserList<'a> {
     users: &'a [User],
     /// Users in all pages.
     total: u64,

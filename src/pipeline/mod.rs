@@ -32,7 +32,7 @@ pub(crate) use processor::EventProcessor;
 pub(crate) use relay::OutboxRelay;
 use workers::WorkerPool;
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub store: Arc<dyn Store>,
     pub publisher: Arc<dyn Publisher>,
     pub subscriber: Box<dyn Subscriber>,
@@ -50,7 +50,7 @@ impl Pipeline {
     /// Prepares the store and the bus, then runs the relay and the consumer
     /// as tasks of `supervisor` until `token` is cancelled, and stops them
     /// in order.
-    pub async fn run_until_stopped(
+    pub(crate) async fn run_until_stopped(
         self,
         supervisor: Supervisor,
         token: CancellationToken,

@@ -34,7 +34,7 @@ use crate::telemetry::trace_context;
 /// The longest pause between two attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
-pub struct EventProcessor {
+pub(crate) struct EventProcessor {
     pub store: Arc<dyn Store>,
     /// Where messages that fail `max_attempts` times go.
     pub dead_letters: Arc<dyn Publisher>,
@@ -61,7 +61,7 @@ impl EventProcessor {
     /// (a few statements for all their messages, see [`Store::write`]); a
     /// message whose part of it failed is then retried on its own, after
     /// the others.
-    pub async fn handle_batch(
+    pub(crate) async fn handle_batch(
         &self,
         deliveries: impl IntoIterator<Item = Delivery>,
         token: &CancellationToken,

@@ -48,7 +48,7 @@ const LEASE: Duration = Duration::from_secs(5);
 /// it run out.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 
-pub struct OutboxRelay {
+pub(crate) struct OutboxRelay {
     pub store: Arc<dyn Store>,
     pub publisher: Arc<dyn Publisher>,
     /// Rows per claim and publish.
@@ -72,7 +72,7 @@ impl OutboxRelay {
     /// [`Publisher::max_in_flight`] are out at once: the next batch is
     /// claimed and handed to the bus while the brokers acknowledge the one
     /// before, so that a backlog drains at more than a batch per round trip.
-    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
         let relay = Arc::new(self);
         let depth = relay.publisher.max_in_flight().max(1);
         let mut in_flight = InFlight::with_capacity(depth);

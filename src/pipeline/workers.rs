@@ -28,7 +28,7 @@ use crate::retry::Backoff;
 /// queued, so one delivery at a time waits for nothing.
 const BATCH: usize = 128;
 
-pub struct WorkerPool {
+pub(super) struct WorkerPool {
     /// One queue per worker.
     queues: Vec<mpsc::Sender<Delivery>>,
     /// Spreads deliveries without a key over the workers.
@@ -42,7 +42,7 @@ impl WorkerPool {
     /// `token` is cancelled, the processor stops retrying (see
     /// [`EventProcessor::handle_batch`]); the workers still take every queued
     /// delivery until [`WorkerPool::finish`].
-    pub fn start(
+    pub(super) fn start(
         workers: usize,
         capacity: usize,
         processor: Arc<EventProcessor>,
@@ -84,7 +84,7 @@ impl WorkerPool {
     }
 
     /// Queues a delivery, waiting while its worker's queue is full.
-    pub async fn dispatch(&self, delivery: Delivery) {
+    pub(super) async fn dispatch(&self, delivery: Delivery) {
         let index = match &delivery.key {
             Some(key) => {
                 let mut hasher = DefaultHasher::new();
@@ -104,7 +104,7 @@ impl WorkerPool {
     }
 
     /// Lets the workers finish every queued delivery, then returns.
-    pub async fn finish(self) {
+    pub(super) async fn finish(self) {
         drop(self.queues);
         self.workers.wait().await;
     }
@@ -112,7 +112,7 @@ impl WorkerPool {
 
 /// Feeds the pool from the subscriber until `token` is cancelled, then lets
 /// the pool finish its queue and closes the subscriber (final commit).
-pub async fn run_consumer_until_stopped(
+pub(super) async fn run_consumer_until_stopped(
     mut subscriber: Box<dyn Subscriber>,
     pool: WorkerPool,
     token: CancellationToken,

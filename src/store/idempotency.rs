@@ -17,7 +17,7 @@ use super::Write;
 
 /// An idempotency key as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey {
+pub(crate) struct IdempotencyKey {
     /// Whose key it is: a hash of the client's credential, or empty for
     /// clients without one. Keys of different clients never meet.
     pub scope: String,
@@ -32,7 +32,7 @@ pub struct IdempotencyKey {
 
 /// The response recorded for a key, to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
+pub(crate) struct StoredResponse {
     /// [`IdempotencyKey::request_hash`] of the request that made it.
     pub request_hash: String,
     /// The HTTP status.

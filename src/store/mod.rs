@@ -21,15 +21,15 @@ mod counts;
 mod group;
 mod idempotency;
 mod migrate;
-pub mod postgres;
+pub(crate) mod postgres;
 mod purge;
 mod rows;
 mod sql;
-pub mod sqlite;
+pub(crate) mod sqlite;
 
 pub(crate) use configured::open;
 pub(crate) use group::{CommitObserver, GroupCommit, GroupCommitSettings};
-pub use idempotency::{IdempotencyKey, StoredResponse};
+pub(crate) use idempotency::{IdempotencyKey, StoredResponse};
 pub(crate) use sql::{ApiKeyRow, ApiKeyTable, NewApiKeyRow};
 
 use std::future::Future;
@@ -46,7 +46,7 @@ use crate::telemetry::trace_context::TraceContext;
 
 /// What can go wrong in a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// The email belongs to another user (unique constraint `users_email_key`).
     #[error("email is already taken")]
     EmailTaken,
@@ -95,11 +95,11 @@ impl StoreError {
     }
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// An outbox row claimed by the relay: one message to publish.
 #[derive(Debug, Clone)]
-pub struct OutboxRow {
+pub(crate) struct OutboxRow {
     /// Position in the outbox; rows are claimed in this order.
     pub id: i64,
     /// The bus key (user id).
@@ -112,14 +112,14 @@ pub struct OutboxRow {
 
 /// How far the relay is behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct OutboxBacklog {
+pub(crate) struct OutboxBacklog {
     pub rows: u64,
     pub oldest: Option<DateTime<Utc>>,
 }
 
 /// A connection pool's figures, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
+pub(crate) struct PoolStats {
     /// `main` (PostgreSQL), `writer` or `reader` (SQLite).
     pub pool: &'static str,
     /// Open connections.
@@ -134,7 +134,7 @@ pub struct PoolStats {
 /// One change a client asked for. Every write except
 /// [`Write::ApplyMessage`] commits its outbox message with it.
 #[derive(Debug, Clone)]
-pub enum Write {
+pub(crate) enum Write {
     /// Inserts the user; [`StoreError::EmailTaken`] if the address is taken.
     CreateUser { user: User, message: EventMessage },
     /// Applies a non-empty patch and sets `updated_at = at`; the
@@ -168,7 +168,7 @@ pub enum Write {
 
 /// What one [`Write`] did.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Written {
+pub(crate) enum Written {
     /// The user or event was inserted.
     Created,
     /// The user as it is now.
@@ -182,7 +182,7 @@ pub enum Written {
 /// The outcome of one write of a batch: its own rejection
 /// ([`StoreError::EmailTaken`], [`StoreError::UserNotFound`], …) leaves the
 /// other writes of the batch alone.
-pub type Outcome = StoreResult<Written>;
+pub(crate) type Outcome = StoreResult<Written>;
 
 /// Counts the tasks waiting for a connection of one pool (sqlx does not).
 #[derive(Debug, Default)]
@@ -208,7 +208,7 @@ impl Waiting {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Send + Sync + 'static {
     /// Short name for logs and health checks (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
@@ -297,14 +297,14 @@ pub trait Store: Send + Sync + 'static {
 impl dyn Store {
     /// Applies one bus message ([`Write::ApplyMessage`]); whether it was
     /// applied now (`false`: it was applied before).
-    pub async fn apply_message(&self, message: &EventMessage) -> StoreResult<bool> {
+    pub(crate) async fn apply_message(&self, message: &EventMessage) -> StoreResult<bool> {
         applied(self.write_one(Write::ApplyMessage(message.clone())).await)
     }
 
     /// [`Self::apply_message`] for each of `messages`, in one call, so that
     /// they share transactions; each message's own outcome (a batch that
     /// failed as a whole fails each of them).
-    pub async fn apply_messages(&self, messages: &[EventMessage]) -> Vec<StoreResult<bool>> {
+    pub(crate) async fn apply_messages(&self, messages: &[EventMessage]) -> Vec<StoreResult<bool>> {
         let writes: Vec<Write> = messages.iter().cloned().map(Write::ApplyMessage).collect();
         match self.write(&writes).await {
             Ok(outcomes) => outcomes.into_iter().map(applied).collect(),

@@ -28,7 +28,7 @@ pub(crate) type PostgresStore = SqlStore<Pg>;
 
 impl PostgresStore {
     /// Creates the pool without connecting.
-    pub fn connect_lazy(
+    pub(crate) fn connect_lazy(
         options: PgConnectOptions,
         max_connections: u32,
         acquire_timeout: Duration,

@@ -61,7 +61,7 @@ pub(crate) type SqliteStore = SqlStore<Lite>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its directory.
-    pub async fn open(
+    pub(crate) async fn open(
         path: &Path,
         readers: u32,
         acquire_timeout: Duration,

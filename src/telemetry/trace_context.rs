@@ -24,9 +24,9 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The header (HTTP and Kafka) that names the parent span.
-pub const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: &str = "traceparent";
 /// The header with vendor-specific trace data, passed on as received.
-pub const TRACESTATE: &str = "tracestate";
+pub(crate) const TRACESTATE: &str = "tracestate";
 
 /// The longest `tracestate` passed on, in bytes; a longer one is dropped
 /// (W3C lets a vendor truncate past 512).
@@ -35,7 +35,7 @@ const MAX_TRACESTATE_LEN: usize = 512;
 /// A valid W3C trace context, in its header form: what a span passes to
 /// the work it causes elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
+pub(crate) struct TraceContext {
     /// `00-<trace id>-<parent span id>-<flags>`, lowercase hex.
     traceparent: String,
     tracestate: Option<String>,
@@ -44,7 +44,7 @@ pub struct TraceContext {
 impl TraceContext {
     /// Parses header values; `None` unless `traceparent` is a valid W3C
     /// `traceparent` (a `tracestate` that is not valid is dropped).
-    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+    pub(crate) fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
         // W3C's shape, checked here: the propagator pads a short id.
         if !well_formed(traceparent) {
             return None;
@@ -58,7 +58,7 @@ impl TraceContext {
     }
 
     /// The context naming `span` as the parent; `None` when it is invalid.
-    pub fn of(span: &SpanContext) -> Option<Self> {
+    pub(crate) fn of(span: &SpanContext) -> Option<Self> {
         if !span.is_valid() {
             return None;
         }
@@ -72,26 +72,26 @@ impl TraceContext {
     }
 
     /// The context of an HTTP request's `traceparent` and `tracestate`.
-    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let traceparent = headers.get(TRACEPARENT)?.to_str().ok()?;
         let tracestate = headers.get(TRACESTATE).and_then(|v| v.to_str().ok());
         Self::parse(traceparent, tracestate)
     }
 
-    pub fn traceparent(&self) -> &str {
+    pub(crate) fn traceparent(&self) -> &str {
         &self.traceparent
     }
 
-    pub fn tracestate(&self) -> Option<&str> {
+    pub(crate) fn tracestate(&self) -> Option<&str> {
         self.tracestate.as_deref()
     }
 
-    pub fn trace_id(&self) -> TraceId {
+    pub(crate) fn trace_id(&self) -> TraceId {
         self.span_context().trace_id()
     }
 
     /// The remote span this context names.
-    pub fn span_context(&self) -> SpanContext {
+    pub(crate) fn span_context(&self) -> SpanContext {
         let headers = Headers {
             traceparent: Some(&self.traceparent),
             tracestate: self.tracestate.as_deref(),
@@ -115,7 +115,7 @@ pub(crate) struct Continued(pub(crate) TraceContext);
 /// Makes `span` continue `context`: with export on, `context` becomes its
 /// parent (call this before the span is first entered); with export off,
 /// the span carries it along for its logs and the work it causes.
-pub fn continue_trace(span: &Span, context: &TraceContext) {
+pub(crate) fn continue_trace(span: &Span, context: &TraceContext) {
     let parent = opentelemetry::Context::new().with_remote_span_context(context.span_context());
     match span.set_parent(parent) {
         Err(SetParentError::LayerNotFound) => {}
@@ -131,7 +131,7 @@ pub fn continue_trace(span: &Span, context: &TraceContext) {
 /// Makes `span` continue the trace of an HTTP request's `traceparent` (and
 /// `tracestate`); without a valid one, the span starts a new trace (when
 /// spans are exported).
-pub fn continue_from_headers(span: &Span, headers: &HeaderMap) {
+pub(crate) fn continue_from_headers(span: &Span, headers: &HeaderMap) {
     if let Some(context) = TraceContext::from_headers(headers) {
         continue_trace(span, &context);
     }
@@ -139,12 +139,12 @@ pub fn continue_from_headers(span: &Span, headers: &HeaderMap) {
 
 /// The context to pass on from the current span: the span itself when
 /// spans are exported, else the context it continues (if any).
-pub fn current() -> Option<TraceContext> {
+pub(crate) fn current() -> Option<TraceContext> {
     of_span(&Span::current())
 }
 
 /// The context to pass on from `span` (see [`current`]).
-pub fn of_span(span: &Span) -> Option<TraceContext> {
+pub(crate) fn of_span(span: &Span) -> Option<TraceContext> {
     let exported = span.context();
     if let Some(context) = TraceContext::of(exported.span().span_context()) {
         return Some(context);

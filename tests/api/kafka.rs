@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// A consumed message, owned.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     pub key: Option<String>,
     pub payload: String,
     pub partition: i32,
@@ -26,7 +26,7 @@ fn config(brokers: &str) -> ClientConfig {
 }
 
 /// Fetches metadata (of `topic`, or of the cluster).
-pub async fn metadata(brokers: &str, topic: Option<&str>) -> Result<(), String> {
+pub(crate) async fn metadata(brokers: &str, topic: Option<&str>) -> Result<(), String> {
     let consumer: BaseConsumer = config(brokers).create().map_err(|e| e.to_string())?;
     let topic = topic.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
@@ -40,7 +40,7 @@ pub async fn metadata(brokers: &str, topic: Option<&str>) -> Result<(), String> 
 }
 
 /// Produces `(key, payload)` records to `topic` and waits for each.
-pub async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) {
+pub(crate) async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) {
     let producer: FutureProducer = config(brokers)
         .set("partitioner", "murmur2_random")
         .create()
@@ -60,7 +60,7 @@ pub async fn produce(brokers: &str, topic: &str, records: &[(String, String)]) {
 
 /// Reads `topic` from the beginning (a fresh consumer group) until `count`
 /// messages arrived, failing after 30 s.
-pub async fn consume(brokers: &str, topic: &str, count: usize) -> Vec<Record> {
+pub(crate) async fn consume(brokers: &str, topic: &str, count: usize) -> Vec<Record> {
     let consumer: StreamConsumer = config(brokers)
         .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
         .set("auto.offset.reset", "earliest")

@@ -12,7 +12,7 @@ crate::stack_tests!(
 );
 
 /// Every sample of a scrape: `name{labels}` → value.
-pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub(crate) async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
@@ -33,7 +33,7 @@ pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .collect()
 }
 
-pub fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or_default()
 }
 

@@ -30,7 +30,7 @@ const BROKER_START: Duration = Duration::from_secs(60);
 
 /// An Apache Kafka node of its own (`scripts/kafka.sh node`: broker and
 /// controller in one process), whose storage survives `stop`.
-pub struct PrivateBroker {
+pub(crate) struct PrivateBroker {
     pub port: u16,
     controller_port: u16,
     dir: tempfile::TempDir,
@@ -38,7 +38,7 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = free_port();
         let controller_port = std::iter::repeat_with(free_port)
             .find(|other| *other != port)
@@ -53,13 +53,13 @@ impl PrivateBroker {
         broker
     }
 
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Starts the broker again on the same ports and storage. The script
     /// execs the JVM, so the child is the broker itself.
-    pub async fn resume(&mut self) {
+    pub(crate) async fn resume(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
         let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
         let child = Command::new(script)
@@ -93,7 +93,7 @@ impl PrivateBroker {
     }
 
     /// Kills the broker (as a crash would).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -108,13 +108,13 @@ impl Drop for PrivateBroker {
 }
 
 /// A Redis server that keeps nothing on disk.
-pub struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     pub port: u16,
     child: Child,
 }
 
 impl PrivateRedis {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -126,21 +126,21 @@ impl PrivateRedis {
         Self { port, child }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     /// Freezes the server: connections stay open, nothing answers.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         signal(&self.child, "STOP");
     }
 
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         signal(&self.child, "CONT");
     }
 
     /// Reads a key directly.
-    pub async fn get(&self, key: &str) -> Option<String> {
+    pub(crate) async fn get(&self, key: &str) -> Option<String> {
         let client = redis::Client::open(self.url()).unwrap();
         let mut connection = tokio::time::timeout(
             Duration::from_secs(5),

@@ -24,7 +24,7 @@ use crate::telemetry::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 type KafkaConsumer = StreamConsumer<KafkaContext>;
 
 /// Consumes the topic for the worker pool.
-pub struct KafkaSubscriber {
+pub(crate) struct KafkaSubscriber {
     /// The only strong reference (acks and the health probe hold weak
     /// ones), so that dropping the subscriber closes the consumer; see Drop.
     consumer: Option<Arc<KafkaConsumer>>,

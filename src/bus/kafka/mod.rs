@@ -31,15 +31,15 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
-pub use consumer::KafkaSubscriber;
-pub use producer::KafkaPublisher;
+pub(crate) use consumer::KafkaSubscriber;
+pub(crate) use producer::KafkaPublisher;
 
 use crate::config::bus::KafkaConfig;
 use crate::metrics::Metrics;
 
 /// Everything the Kafka backend is configured with.
 #[derive(Debug, Clone)]
-pub struct KafkaSettings {
+pub(crate) struct KafkaSettings {
     /// What the operator configured (`KAFKA_*`).
     pub kafka: KafkaConfig,
     /// Limit of a metadata request made by a health check.
@@ -49,7 +49,7 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
-    pub fn dead_letter_topic(&self) -> String {
+    pub(crate) fn dead_letter_topic(&self) -> String {
         format!("{}.dlq", self.kafka.topic)
     }
 
@@ -66,7 +66,9 @@ impl KafkaSettings {
 }
 
 /// Creates the producer and the consumer; neither connects until used.
-pub fn connect(settings: KafkaSettings) -> anyhow::Result<(KafkaPublisher, KafkaSubscriber)> {
+pub(crate) fn connect(
+    settings: KafkaSettings,
+) -> anyhow::Result<(KafkaPublisher, KafkaSubscriber)> {
     let publisher = KafkaPublisher::new(settings.clone())?;
     let subscriber = KafkaSubscriber::new(&settings)?;
     Ok((publisher, subscriber))

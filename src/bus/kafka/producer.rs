@@ -75,7 +75,7 @@ fn trace_headers(headers: OwnedHeaders, trace: &TraceContext) -> OwnedHeaders {
 }
 
 /// Publishes to the topic and parks dead letters on its `.dlq` twin.
-pub struct KafkaPublisher {
+pub(crate) struct KafkaPublisher {
     /// Replaced if it fails fatally, see [`KafkaPublisher::renew_if_fatal`].
     producer: RwLock<KafkaProducer>,
     admin: AdminClient<KafkaContext>,

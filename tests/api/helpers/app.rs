@@ -14,7 +14,7 @@ use super::data::TestData;
 use super::stack::Stack;
 use super::wait::eventually;
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
@@ -42,7 +42,7 @@ fn init_logging() {
 
 /// The configuration of a test app: port 0, the test's own data (see
 /// [`TestData`]), defaults otherwise (whatever the environment says).
-pub fn test_config(data: &TestData) -> Config {
+pub(crate) fn test_config(data: &TestData) -> Config {
     // The real stack's servers go through the same resolution as in
     // production; the test's own database is set below.
     let mut args = vec!["highload".to_owned()];
@@ -85,14 +85,14 @@ pub fn test_config(data: &TestData) -> Config {
     config
 }
 
-pub async fn spawn_app(stack: Stack) -> TestApp {
+pub(crate) async fn spawn_app(stack: Stack) -> TestApp {
     let data = TestData::new(stack).await;
     spawn_app_with(test_config(&data), data).await
 }
 
 /// Starts the app with `config`, keeping `data` alive as long as it runs,
 /// and waits until it is ready.
-pub async fn spawn_app_with(config: Config, data: Arc<TestData>) -> TestApp {
+pub(crate) async fn spawn_app_with(config: Config, data: Arc<TestData>) -> TestApp {
     init_logging();
     let app = Application::build(config.clone())
         .await
@@ -117,7 +117,7 @@ pub async fn spawn_app_with(config: Config, data: Arc<TestData>) -> TestApp {
 
 impl TestApp {
     /// The SQLite file of an app on the embedded stack.
-    pub fn sqlite_path(&self) -> PathBuf {
+    pub(crate) fn sqlite_path(&self) -> PathBuf {
         match &self.config.database.backend {
             DatabaseBackend::Sqlite(path) => path.clone(),
             DatabaseBackend::Postgres(_) => panic!("not a SQLite app"),
@@ -128,23 +128,23 @@ impl TestApp {
         self.config.bus.kafka.as_ref().expect("a Kafka app")
     }
 
-    pub fn brokers(&self) -> &str {
+    pub(crate) fn brokers(&self) -> &str {
         &self.kafka().brokers
     }
 
-    pub fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &str {
         &self.kafka().topic
     }
 
     /// Shuts the app down gracefully and returns how it ended.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.handle.await.expect("the app task does not panic")
     }
 
     /// Restarts on the same data: stops this app, starts another with
     /// `change` applied to the same configuration.
-    pub async fn restart(self, change: impl FnOnce(&mut Config)) -> TestApp {
+    pub(crate) async fn restart(self, change: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = self.config.clone();
         let data = Arc::clone(&self.data);
         config.server.server_port = 0;

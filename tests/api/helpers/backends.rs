@@ -10,7 +10,7 @@ use crate::kafka;
 /// Delivers `messages` (bus message JSON) through the app's bus again, as
 /// a relay that crashed between publishing and deleting its rows would:
 /// as outbox rows on the embedded stack, straight to the topic on Kafka.
-pub async fn replay_messages(app: &TestApp, messages: &[Value]) {
+pub(crate) async fn replay_messages(app: &TestApp, messages: &[Value]) {
     match app.data.stack {
         Stack::Embedded => {
             let pool = open_sqlite(app).await;
@@ -48,13 +48,13 @@ async fn open_sqlite(app: &TestApp) -> sqlx::SqlitePool {
 /// Holds a write lock from outside the app, so that the app's writes to
 /// `table` wait (in flight) until it is released: the whole database on
 /// SQLite, the table on PostgreSQL.
-pub enum WriteLock {
+pub(crate) enum WriteLock {
     Sqlite(sqlx::SqliteConnection),
     Postgres(sqlx::PgConnection),
 }
 
 impl WriteLock {
-    pub async fn acquire(app: &TestApp, table: &str) -> Self {
+    pub(crate) async fn acquire(app: &TestApp, table: &str) -> Self {
         use sqlx::Connection;
         match app.data.database() {
             None => {
@@ -83,7 +83,7 @@ impl WriteLock {
         }
     }
 
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         match self {
             Self::Sqlite(mut connection) => {
                 sqlx::query("COMMIT")

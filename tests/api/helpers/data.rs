@@ -11,7 +11,7 @@ use super::stack::{RealStack, Stack};
 /// What one test's apps keep their data in. The database is dropped with
 /// the last app using it. Topics are left in place: the app may still be
 /// producing when this is dropped.
-pub struct TestData {
+pub(crate) struct TestData {
     pub dir: tempfile::TempDir,
     pub stack: Stack,
     /// Real stack: where, and this test's database / prefix / topic name.
@@ -19,7 +19,7 @@ pub struct TestData {
 }
 
 impl TestData {
-    pub async fn new(stack: Stack) -> Arc<Self> {
+    pub(crate) async fn new(stack: Stack) -> Arc<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let real = match stack {
             Stack::Embedded => None,
@@ -41,7 +41,7 @@ impl TestData {
     }
 
     /// The test's own database on the real stack.
-    pub fn database(&self) -> Option<PgConnectOptions> {
+    pub(crate) fn database(&self) -> Option<PgConnectOptions> {
         let (real, name) = self.real.as_ref()?;
         Some(real.database.clone().database(name))
     }

@@ -9,11 +9,16 @@ use super::app::TestApp;
 use super::wait::eventually;
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
 
-    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
         let mut request = self.client.request(method, self.url(path));
         if let Some(body) = body {
             request = request.json(body);
@@ -21,24 +26,24 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
-    pub async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.request(Method::GET, path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Response {
         self.request(Method::POST, path, Some(body)).await
     }
 
-    pub async fn put(&self, path: &str, body: &Value) -> Response {
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> Response {
         self.request(Method::PUT, path, Some(body)).await
     }
 
-    pub async fn delete(&self, path: &str) -> Response {
+    pub(crate) async fn delete(&self, path: &str) -> Response {
         self.request(Method::DELETE, path, None).await
     }
 
     /// Creates a user with a unique email and returns its JSON.
-    pub async fn create_user(&self) -> Value {
+    pub(crate) async fn create_user(&self) -> Value {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let email = format!("user{n}-{}@example.com", uuid::Uuid::new_v4().simple());
@@ -53,7 +58,7 @@ impl TestApp {
     }
 
     /// Posts an event and returns its JSON.
-    pub async fn create_event(&self, user_id: &str, event_type: &str) -> Value {
+    pub(crate) async fn create_event(&self, user_id: &str, event_type: &str) -> Value {
         let response = self
             .post(
                 "/api/v1/events",
@@ -65,7 +70,11 @@ impl TestApp {
     }
 
     /// Polls the user's activity until `done` holds (or fails after 30 s).
-    pub async fn wait_for_activity(&self, user_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for_activity(
+        &self,
+        user_id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let path = format!("/api/v1/users/{user_id}/activity");
         eventually(|| async {
             let response = self.get(&path).await;
@@ -79,7 +88,7 @@ impl TestApp {
 
 /// Asserts an error response: status, problem content type, the `error`
 /// message, `status` member, and (if given) the `field` named.
-pub async fn assert_problem(response: Response, status: u16, field: Option<&str>) -> Value {
+pub(crate) async fn assert_problem(response: Response, status: u16, field: Option<&str>) -> Value {
     assert_eq!(response.status(), status);
     let content_type = response.headers()["content-type"]
         .to_str()

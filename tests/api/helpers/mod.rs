@@ -15,9 +15,9 @@ mod http;
 mod stack;
 mod wait;
 
-pub use app::{TestApp, spawn_app, spawn_app_with, test_config};
-pub use backends::{WriteLock, replay_messages};
-pub use data::TestData;
-pub use http::assert_problem;
-pub use stack::{RealStack, Stack};
-pub use wait::{eventually, free_port};
+pub(crate) use app::{TestApp, spawn_app, spawn_app_with, test_config};
+pub(crate) use backends::{WriteLock, replay_messages};
+pub(crate) use data::TestData;
+pub(crate) use http::assert_problem;
+pub(crate) use stack::{RealStack, Stack};
+pub(crate) use wait::{eventually, free_port};

@@ -15,7 +15,7 @@ use crate::kafka;
 
 /// Which backends the app under test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stack {
+pub(crate) enum Stack {
     /// SQLite file, in-process cache and bus.
     Embedded,
     /// PostgreSQL, Redis and Kafka (see [`RealStack`]).
@@ -64,7 +64,7 @@ macro_rules! real_stack_tests {
 /// `TEST_KAFKA_BROKERS`; the defaults are what `scripts/dev-services.sh`
 /// starts.
 #[derive(Debug, Clone)]
-pub struct RealStack {
+pub(crate) struct RealStack {
     /// The database the tests create theirs from (and drop them from).
     pub database: PgConnectOptions,
     pub redis_url: String,
@@ -92,7 +92,7 @@ impl RealStack {
 
     /// The real stack, checked once per run. Fails the test, naming every
     /// service that does not answer, when the stack is not all there.
-    pub async fn get() -> &'static RealStack {
+    pub(crate) async fn get() -> &'static RealStack {
         static STACK: tokio::sync::OnceCell<Result<RealStack, String>> =
             tokio::sync::OnceCell::const_new();
         let checked = STACK

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls `probe` until it returns `Some`, failing the test after 30 s.
-pub async fn eventually<T, F, Fut>(mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -24,7 +24,7 @@ where
 }
 
 /// A port nothing listens on now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
