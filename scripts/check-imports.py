@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fails on an import cycle between the crate's source files.
+"""Fails on an import cycle between the crate's source files, or on an
+import that points up the layers.
 
 Each file under src/ is a node; `a.rs` depends on `b.rs` when a path in
 `a.rs` (a `use` or an inline path such as `crate::store::Store`) names an
@@ -11,8 +12,15 @@ reach anywhere. `super::` and `self::` are read relative to the file's own
 module, also inside inline modules (`mod documented { use super::X; }`
 names the file's own items).
 
-Prints each cycle (its files, and one import that closes it) and exits 1
-if there is any; prints the number of files and imports otherwise.
+The layers, bottom up, are those of docs/architecture.md (LAYERS below):
+a room (a top-level module of src/) may import rooms of its own layer or
+below, and the shared rooms; a shared room may import only shared rooms
+and the domain. ALLOWED_UP lists the one exception the architecture
+document names.
+
+Prints each cycle (its files, and one import that closes it) and each
+import up the layers, and exits 1 if there is any; prints the number of
+files and imports otherwise.
 
     scripts/check-imports.py [SRC_DIR]
 """
@@ -24,6 +32,26 @@ PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
 GROUP = re.compile(r"\buse\s+(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^;]*)\};", re.S)
 TEST_MOD = re.compile(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{")
 INLINE_MOD = re.compile(r"\bmod\s+\w+\s*\{")
+
+
+LAYERS = {
+    "domain": 0,
+    "store": 1, "cache": 1, "bus": 1,
+    "service": 2, "pipeline": 2, "health": 2, "auth": 2,
+    "http": 3, "edge": 3,
+    "startup": 4, "shutdown": 4, "healthcheck": 4, "": 4,
+}
+SHARED = {"config", "metrics", "telemetry", "retry", "supervisor", "tls"}
+# (from, to): the registry samples the store's figures at scrape time.
+ALLOWED_UP = {("metrics", "store")}
+
+
+def points_up(room: str, target: str) -> bool:
+    if room == target or target in SHARED:
+        return False
+    if room in SHARED:
+        return LAYERS.get(target, 0) > 0
+    return LAYERS.get(target, 0) > LAYERS.get(room, 4)
 
 
 def module_of(src: Path, file: Path) -> tuple:
@@ -111,15 +139,29 @@ def main() -> int:
             if target and target != f:
                 edges[f].setdefault(target, "::".join([kind] + segments))
 
+    room = {f: (module_of(src, f) or ("",))[0] for f in files}
+    unknown = sorted({r for r in room.values() if r not in LAYERS and r not in SHARED})
+    for r in unknown:
+        print(f"src/{r}: a room in no layer: add it to LAYERS or SHARED in {sys.argv[0]}")
+    up = sorted(
+        (str(f.relative_to(src)), path, str(to.relative_to(src)))
+        for f in files
+        for to, path in edges[f].items()
+        if points_up(room[f], room[to]) and (room[f], room[to]) not in ALLOWED_UP
+    )
+    for f, path, to in up:
+        print(f"import up the layers: {f} uses {path} ({to})")
+
     cycles = strongly_connected(edges)
     for cycle in cycles:
         names = sorted(str(f.relative_to(src)) for f in cycle)
         first = sorted(cycle)[0]
         closing = next((f"{first.relative_to(src)} uses {path}" for to, path in edges[first].items() if to in cycle), "")
         print(f"import cycle of {len(cycle)} files: {' '.join(names)} ({closing})")
-    if cycles:
+    if cycles or up or unknown:
         return 1
-    print(f"no import cycle among {len(files)} files ({sum(len(e) for e in edges.values())} imports)")
+    print(f"no import cycle, and none up the layers but {len(ALLOWED_UP)} allowed, "
+          f"among {len(files)} files ({sum(len(e) for e in edges.values())} imports)")
     return 0
 
 

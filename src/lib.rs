@@ -1,11 +1,13 @@
 //! highload: a users-and-events REST service built for load.
 //!
 //! A guided tour, from the bottom layer up; each layer imports only those
-//! below it (docs/architecture.md draws the map, and `.ci/run` fails on an
-//! import cycle between files). `pub` means exported: only what the binary
-//! and the API tests use (configuration, logging, the signal handler, the
-//! application, its metrics, the key store of `highload api-key`); the
-//! `unreachable_pub` lint keeps everything else crate-internal.
+//! below it and the shared rooms (docs/architecture.md draws the map and
+//! names the one import that points up; `scripts/check-imports.py` fails
+//! on a cycle between files or another import up the layers). `pub` means
+//! exported: only what the binary and the API tests use (configuration,
+//! logging, the signal handler, the application, its metrics, the key
+//! store of `highload api-key`); the `unreachable_pub` lint keeps
+//! everything else crate-internal.
 //!
 //! | layer | rooms |
 //! |---|---|
@@ -13,8 +15,8 @@
 //! | ports and adapters | `store`, `cache`, `bus` |
 //! | use cases | `service`, `pipeline`, `health`, `auth` |
 //! | API and the guards in front of it | `http`, `edge` |
-//! | the process | `startup`, `supervisor`, `shutdown`, `healthcheck` |
-//! | shared by all | `config`, `metrics`, `telemetry`, `retry`, `tls` |
+//! | the process | `startup`, `shutdown`, `healthcheck` |
+//! | shared by all | `config`, `metrics`, `telemetry`, `retry`, `supervisor`, `tls` |
 
 // --- domain
 /// Valid-by-construction users, events, pages and bus messages.
@@ -56,8 +58,6 @@ pub mod healthcheck;
 pub mod shutdown;
 /// Builds the backends, serves HTTP, runs the background tasks, drains.
 pub mod startup;
-/// Runs the background tasks and stops the process when one fails.
-pub(crate) mod supervisor;
 
 // --- shared by every layer
 /// Typed configuration from environment variables, `.env` and flags: the
@@ -67,6 +67,8 @@ pub mod config;
 pub mod metrics;
 /// Exponential backoff with jitter that stops waiting at shutdown.
 pub(crate) mod retry;
+/// Runs the background tasks and stops the process when one fails.
+pub(crate) mod supervisor;
 /// Logging (`LOG_LEVEL`, `LOG_FORMAT`), span export (`OTEL_*`), and the W3C
 /// trace context carried from a request through the outbox and the bus.
 pub mod telemetry;
