@@ -20,4 +20,4 @@ pub(crate) use backends::{WriteLock, replay_messages};
 pub(crate) use data::TestData;
 pub(crate) use http::assert_problem;
 pub(crate) use stack::{RealStack, Stack};
-pub(crate) use wait::{eventually, free_port};
+pub(crate) use wait::{eventually, eventually_within, free_port};

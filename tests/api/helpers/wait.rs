@@ -8,17 +8,29 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls `probe` until it returns `Some`, failing the test after 30 s.
-pub(crate) async fn eventually<T, F, Fut>(mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
+    eventually_within(DEADLINE, probe).await
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after `limit`.
+pub(crate) async fn eventually_within<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "condition not met within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
