@@ -6,7 +6,7 @@
 //! the tests, count separately. Labels are bounded: route templates, never
 //! ids; standard methods, others folded into `OTHER`; event kinds;
 //! partitions. Most values are updated where things
-//! happen; pool sizes, the outbox backlog ([`StoreCollector`]) and the
+//! happen; pool sizes, the outbox backlog (`StoreCollector`) and the
 //! process's own figures are sampled at scrape time.
 
 use std::sync::Arc;

@@ -14,10 +14,10 @@
 //! 5. the span exporter sends the spans still buffered (when spans are
 //!    exported).
 //!
-//! Every background task runs under one [`Supervisor`]. One that stops on
-//! its own before shutdown is a failure: the rest is drained the same way
-//! and the process exits non-zero. When the time runs out, whatever is
-//! still running is cancelled at once.
+//! Every background task runs under one supervisor (`supervisor.rs`). One
+//! that stops on its own before shutdown is a failure: the rest is drained
+//! the same way and the process exits non-zero. When the time runs out,
+//! whatever is still running is cancelled at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,14 +8,14 @@
 //! string counts as unset. A bad value stops start-up with a message naming
 //! the variable.
 //!
-//! The command line is parsed into [`Cli`] and resolved once, at load, into
-//! [`Config`]: which store, whether Redis, whether Kafka, each with the
+//! The command line is parsed into `Cli` and resolved once, at load, into
+//! [`Config`](crate::config::Config): which store, whether Redis, whether Kafka, each with the
 //! options its client needs. Nothing later chooses a backend or parses a
 //! URL again. Passwords (`DB_PASSWORD`, `REDIS_PASSWORD`, and those inside
 //! `DATABASE_URL` and `REDIS_URL`) are held in types whose `Debug` leaves
 //! them out, so logging a configuration never leaks one.
 //!
-//! This file only loads: it reads `.env`, parses [`Cli`] and resolves it.
+//! This file only loads: it reads `.env`, parses `Cli` and resolves it.
 //! The settings themselves follow one rule: each component's live in a
 //! file of their own under `config/`, with its clap arguments (flags,
 //! variables, defaults and `--help`), the resolved type the component is

@@ -1,7 +1,7 @@
 //! Logging and tracing: a `tracing` subscriber filtered by `LOG_LEVEL`,
 //! printing human-readable lines or one JSON object per line
 //! (`LOG_FORMAT`); and, when an OTLP endpoint is configured (`OTEL_*`, see
-//! [`TracingConfig`]), the service's spans exported as OpenTelemetry traces.
+//! `TracingConfig`), the service's spans exported as OpenTelemetry traces.
 //!
 //! `LOG_LEVEL` chooses what is logged and what is exported alike: with the
 //! default (`info`) every span of the service is exported. One filter for
@@ -12,9 +12,9 @@
 //! log line written inside a traced span
 //! starts with its `trace_id` and `span_id`; with export off, a line inside
 //! a span that continues an incoming trace context (see
-//! [`crate::telemetry::trace_context`]) carries that context's `trace_id`.
+//! `trace_context`) carries that context's `trace_id`.
 //!
-//! The exporter sends batches from a thread of its own; [`Tracing::shutdown`]
+//! The exporter sends batches from a thread of its own; `Tracing::shutdown`
 //! sends what is left, last in the application's drain.
 
 mod json;
