@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -103,20 +103,17 @@ impl KafkaPublisher {
     async fn wait_for_leaders(&self, topic: &str) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + LEADERS_TIMEOUT;
         loop {
-            let producer = self.producer();
-            let (name, timeout) = (topic.to_owned(), self.settings.check_timeout);
-            let led = tokio::task::spawn_blocking(move || {
-                let metadata = producer.client().fetch_metadata(Some(&name), timeout)?;
-                Ok::<_, KafkaError>(metadata.topics().first().is_some_and(|t| {
-                    t.error().is_none()
-                        && !t.partitions().is_empty()
-                        && t.partitions()
-                            .iter()
-                            .all(|p| p.error().is_none() && p.leader() >= 0)
-                }))
-            })
-            .await?
-            .context("kafka did not answer a metadata request")?;
+            let led = self
+                .metadata(Some(topic), |metadata| {
+                    metadata.topics().first().is_some_and(|t| {
+                        t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.error().is_none() && p.leader() >= 0)
+                    })
+                })
+                .await?;
             if led {
                 return Ok(());
             }
@@ -129,14 +126,27 @@ impl KafkaPublisher {
 
     /// How many brokers the cluster has (a metadata request).
     async fn brokers(&self) -> anyhow::Result<usize> {
+        self.metadata(None, |metadata| metadata.brokers().len())
+            .await
+    }
+
+    /// Asks the cluster for its metadata (of `topic` only, if given) and
+    /// reads what `read` needs of it. The call blocks: it runs off the
+    /// async threads, within the health checks' timeout.
+    async fn metadata<T: Send + 'static>(
+        &self,
+        topic: Option<&str>,
+        read: impl FnOnce(&Metadata) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let producer = self.producer();
+        let topic = topic.map(str::to_owned);
         let timeout = self.settings.check_timeout;
         tokio::task::spawn_blocking(move || {
             let metadata = producer
                 .client()
-                .fetch_metadata(None, timeout)
+                .fetch_metadata(topic.as_deref(), timeout)
                 .context("kafka did not answer a metadata request")?;
-            Ok(metadata.brokers().len())
+            Ok(read(&metadata))
         })
         .await?
     }
@@ -305,17 +315,8 @@ impl Publisher for KafkaPublisher {
     }
 
     async fn check(&self) -> anyhow::Result<()> {
-        let producer = self.producer();
-        let topic = self.settings.kafka.topic.clone();
-        let timeout = self.settings.check_timeout;
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), timeout)
-                .map(|_| ())
-                .context("kafka did not answer a metadata request")
-        })
-        .await?
+        self.metadata(Some(&self.settings.kafka.topic), |_| ())
+            .await
     }
 
     async fn flush(&self, timeout: Duration) {
