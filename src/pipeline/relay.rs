@@ -521,21 +521,8 @@ mod tests {
     async fn write_users(store: &SqliteStore, n: usize) -> Vec<String> {
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            let now = crate::domain::now();
-            let user = crate::domain::User {
-                id: Uuid::now_v7(),
-                email: format!("relay{i}@example.com"),
-                first_name: "Ada".into(),
-                last_name: "Lovelace".into(),
-                created_at: now,
-                updated_at: now,
-            };
+            let (user, message) = crate::store::new_user(&format!("relay{i}@example.com"));
             ids.push(user.id.to_string());
-            let message = crate::domain::EventMessage::for_user(
-                crate::domain::EventMessage::USER_CREATED,
-                &user,
-                now,
-            );
             store
                 .write_one(crate::store::Write::CreateUser { user, message })
                 .await

@@ -71,24 +71,13 @@ mod tests {
 
     use std::sync::Arc;
 
-    use uuid::Uuid;
-
     use super::*;
-    use crate::domain::{self, EventMessage, Page, User};
+    use crate::domain::Page;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{Store, StoreError, Written};
 
     fn create_user(email: &str) -> Write {
-        let now = domain::now();
-        let user = User {
-            id: Uuid::now_v7(),
-            email: email.to_owned(),
-            first_name: "Ada".into(),
-            last_name: "Lovelace".into(),
-            created_at: now,
-            updated_at: now,
-        };
-        let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
+        let (user, message) = crate::store::new_user(email);
         Write::CreateUser { user, message }
     }
 

@@ -44,6 +44,23 @@ use uuid::Uuid;
 use crate::domain::{Activity, Event, EventFilter, EventMessage, Page, PageOf, User, UserPatch};
 use crate::telemetry::trace_context::TraceContext;
 
+/// A new user with `email` (Ada Lovelace, created now) and the message that
+/// announces it: the fixture of the tests that write users.
+#[cfg(test)]
+pub(crate) fn new_user(email: &str) -> (User, EventMessage) {
+    let now = crate::domain::now();
+    let user = User {
+        id: Uuid::now_v7(),
+        email: email.to_owned(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
+    (user, message)
+}
+
 /// What can go wrong in a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {

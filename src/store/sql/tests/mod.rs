@@ -207,17 +207,7 @@ fn batches_take_new_emails_then_users_then_events_each_in_key_order() {
 }
 
 fn user(email: &str) -> (User, EventMessage) {
-    let now = domain::now();
-    let user = User {
-        id: Uuid::now_v7(),
-        email: email.to_owned(),
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        created_at: now,
-        updated_at: now,
-    };
-    let message = EventMessage::for_user(EventMessage::USER_CREATED, &user, now);
-    (user, message)
+    crate::store::new_user(email)
 }
 
 fn event(user_id: Uuid) -> Write {
