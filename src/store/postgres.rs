@@ -56,6 +56,7 @@ impl Dialect for Pg {
     const MIGRATIONS: Embedded = migrate::POSTGRES;
     const LATER_OF: &'static str = "GREATEST";
     const LOCK_ROW: &'static str = " FOR UPDATE";
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
     /// Row locks: deleting many events holds up no other writer.
     const DEFERRED_EVENT_DELETES: bool = false;
     const PARAM: &'static str = "$";

@@ -139,6 +139,7 @@ impl Dialect for Lite {
     const MIGRATIONS: Embedded = migrate::SQLITE;
     const LATER_OF: &'static str = "MAX";
     const LOCK_ROW: &'static str = "";
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN";
     /// One write lock for the whole database: see [`super::purge`].
     const DEFERRED_EVENT_DELETES: bool = true;
     const PARAM: &'static str = "?";

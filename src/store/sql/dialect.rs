@@ -32,6 +32,11 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// row, so that no event is added between deleting the user's events
     /// and the user (SQLite needs none: it has a single writer).
     const LOCK_ROW: &'static str;
+    /// Begins a read of several statements that must see one snapshot (a
+    /// list page and its total). PostgreSQL's default, READ COMMITTED,
+    /// gives each statement its own; SQLite's read transaction already
+    /// holds one.
+    const BEGIN_SNAPSHOT: &'static str;
     /// Whether a deleted user's events are removed after the user, in
     /// short transactions, rather than with it (see [`crate::store::purge`]):
     /// meanwhile the user is listed in `deleted_users`, and reads hide its

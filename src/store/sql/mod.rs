@@ -146,11 +146,20 @@ with_driver_bounds! {
     /// server logs "there is already a transaction in progress". As a task,
     /// the begin completes whether or not its caller still waits, and a
     /// transaction nobody takes is dropped, which rolls it back.
-    async fn begin(pool: &NamedPool<D::Db>) -> StoreResult<Transaction<'static, D::Db>> {
+    /// `statement` replaces the driver's plain `BEGIN` when given.
+    async fn begin(
+        pool: &NamedPool<D::Db>,
+        statement: Option<&'static str>,
+    ) -> StoreResult<Transaction<'static, D::Db>> {
         let connections = pool.pool.clone();
         let begun = pool
             .waiting
-            .on(tokio::spawn(async move { connections.begin().await }))
+            .on(tokio::spawn(async move {
+                match statement {
+                    Some(statement) => connections.begin_with(statement).await,
+                    None => connections.begin().await,
+                }
+            }))
             .await
             .map_err(|e| StoreError::Other(anyhow::Error::new(e).context("beginning a transaction failed")))?;
         begun.map_err(|e| D::classify(e, "failed to begin a transaction"))

@@ -65,7 +65,7 @@ with_driver_bounds! {
         map: fn(&<D::Db as Database>::Row) -> Result<T, sqlx::Error>,
         key: fn(&T) -> Key,
     ) -> StoreResult<PageOf<T>> {
-        let mut tx = Self::begin(self.reader()).await?;
+        let mut tx = Self::begin(self.reader(), Some(D::BEGIN_SNAPSHOT)).await?;
         let (scope, user_id, kind) = total;
         let total: Option<(i64,)> = sqlx::query_as(
             "SELECT n FROM row_counts WHERE scope = $1 AND user_id = $2 AND type = $3",
@@ -154,24 +154,29 @@ with_driver_bounds! {
         .await
     }
 
+    /// One statement, so that the summary and the per-type counts come from
+    /// one snapshot: under PostgreSQL's READ COMMITTED each statement of a
+    /// transaction sees its own, and two of them could pair a total from
+    /// before a message with a type count from after it.
     pub(super) async fn find_activity(&self, user_id: Uuid) -> StoreResult<Activity> {
-        let mut tx = Self::begin(self.reader()).await?;
-        let summary: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT total_events, last_event_at FROM user_activity WHERE user_id = $1",
+        /// The summary, and one type's count (none for a user whose
+        /// activity has no types yet).
+        type Row = (i64, DateTime<Utc>, Option<String>, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT a.total_events, a.last_event_at, t.type, t.count \
+             FROM user_activity a \
+             LEFT JOIN user_activity_types t ON t.user_id = a.user_id \
+             WHERE a.user_id = $1",
         )
         .bind(user_id)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *Self::acquire(self.reader()).await?)
         .await
         .map_err(|e| D::classify(e, "failed to read the activity"))?;
-        let by_type: Vec<(String, i64)> =
-            sqlx::query_as("SELECT type, count FROM user_activity_types WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| D::classify(e, "failed to read the activity"))?;
-        tx.commit()
-            .await
-            .map_err(|e| D::classify(e, "failed to end a read"))?;
+        let summary = rows.first().map(|(total, at, _, _)| (*total, *at));
+        let by_type = rows
+            .into_iter()
+            .filter_map(|(_, _, kind, count)| Some((kind?, count?)))
+            .collect();
         Ok(crate::store::activity_from(user_id, summary, by_type))
     }
 

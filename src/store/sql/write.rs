@@ -537,7 +537,7 @@ with_driver_bounds! {
         if let [write] = writes {
             return Ok(vec![self.write_alone(write).await?]);
         }
-        let mut tx = Self::begin(&self.writer).await?;
+        let mut tx = Self::begin(&self.writer, None).await?;
         let mut counts = Counts::default();
         let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
         let order = lock_order(writes);
@@ -607,7 +607,7 @@ with_driver_bounds! {
     /// One write in a transaction of its own: a statement's failure is this
     /// write's outcome, unless the database is unavailable.
     async fn write_alone(&self, write: &Write) -> StoreResult<Outcome> {
-        let mut tx = Self::begin(&self.writer).await?;
+        let mut tx = Self::begin(&self.writer, None).await?;
         let mut counts = Counts::default();
         match Self::apply(&mut tx, write, &mut counts).await {
             Ok(Ok(written)) => match Self::commit(tx, counts).await {

@@ -59,6 +59,8 @@ conformance!(
     batches_give_each_write_its_own_outcome,
     outbox_leases_belong_to_their_holder,
     lists_read_an_index_in_order,
+    an_activity_is_read_from_one_snapshot,
+    a_page_and_its_total_are_read_from_one_snapshot,
 );
 
 /// What the suite needs of a backend beyond its [`Dialect`].
@@ -159,6 +161,83 @@ async fn outbox_leases_belong_to_their_holder<D: Backend>() {
 async fn lists_read_an_index_in_order<D: Backend>() {
     let db = D::fresh().await;
     D::assert_lists_read_an_index_in_order(&db, lists::<D>()).await;
+    db.finish().await;
+}
+
+/// While messages are applied, every activity read adds up: its total is
+/// the sum of its per-type counts, never a total from before a message
+/// with a count from after it.
+async fn an_activity_is_read_from_one_snapshot<D: Backend>() {
+    let db = D::fresh().await;
+    let store = db.store();
+    let user_id = Uuid::now_v7();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 0..200 {
+                let message = EventMessage {
+                    id: Uuid::now_v7(),
+                    user_id,
+                    event_type: format!("kind_{}", n % 7),
+                    data: "{}".to_owned(),
+                    timestamp: DateTime::from_timestamp(1_800_000_000 + n, 0).unwrap(),
+                    trace: None,
+                };
+                store.write_one(Write::ApplyMessage(message)).await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let activity = store.get_activity(user_id).await.unwrap();
+        let by_type: u64 = activity.events_by_type.values().sum();
+        assert_eq!(activity.total_events, by_type, "read {reads}: {activity:?}");
+        reads += 1;
+    }
+    writer.await.unwrap();
+    let activity = store.get_activity(user_id).await.unwrap();
+    assert_eq!(activity.total_events, 200);
+    assert_eq!(activity.events_by_type.len(), 7);
+    db.finish().await;
+}
+
+/// While events are added, a list's total always counts the rows its
+/// page holds (all of them fit in one page here).
+async fn a_page_and_its_total_are_read_from_one_snapshot<D: Backend>() {
+    let db = D::fresh().await;
+    let store = db.store();
+    let (ada, created) = user("ada@example.com");
+    store
+        .write_one(Write::CreateUser {
+            user: ada.clone(),
+            message: created,
+        })
+        .await
+        .unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..90 {
+                store.write_one(event(ada.id)).await.unwrap();
+            }
+        })
+    };
+    let filter = EventFilter {
+        user_id: Some(ada.id),
+        event_type: None,
+    };
+    let page = Page {
+        limit: 100,
+        ..Page::default()
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let listed = store.list_events(&filter, page).await.unwrap();
+        assert_eq!(listed.total, listed.items.len() as u64, "read {reads}");
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert_eq!(store.list_events(&filter, page).await.unwrap().total, 90);
     db.finish().await;
 }
 

@@ -68,7 +68,7 @@ async fn a_begin_cancelled_midway_leaves_no_transaction_open() {
     let named = NamedPool::new("main", pool.clone());
     for round in 0..3 {
         {
-            let mut begin = Box::pin(PostgresStore::begin(&named));
+            let mut begin = Box::pin(PostgresStore::begin(&named, None));
             // Polled once, then dropped: BEGIN is on its way, its
             // answer not read.
             let waiting =
