@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
@@ -37,6 +39,19 @@ pub(crate) async fn metadata(brokers: &str, topic: Option<&str>) -> Result<(), S
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Deletes `topics` where they exist, best effort: a test's leftovers.
+pub(crate) async fn delete_topics(brokers: &str, topics: &[&str]) {
+    let Ok(admin) = config(brokers).create::<AdminClient<DefaultClientContext>>() else {
+        return;
+    };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        admin.delete_topics(topics, &options),
+    )
+    .await;
 }
 
 /// Produces `(key, payload)` records to `topic` and waits for each.

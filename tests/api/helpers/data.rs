@@ -8,9 +8,9 @@ use sqlx::postgres::PgConnectOptions;
 
 use super::stack::{RealStack, Stack};
 
-/// What one test's apps keep their data in. The database is dropped with
-/// the last app using it. Topics are left in place: the app may still be
-/// producing when this is dropped.
+/// What one test's apps keep their data in. The database and the topic
+/// (with its dead-letter twin) are dropped with the last app using them:
+/// a broker that keeps every test's topics grows slower with each run.
 pub(crate) struct TestData {
     pub dir: tempfile::TempDir,
     pub stack: Stack,
@@ -64,6 +64,8 @@ impl Drop for TestData {
                     let _ = sqlx::query(&drop).execute(&pool).await;
                     pool.close().await;
                 }
+                crate::kafka::delete_topics(&real.kafka_brokers, &[&name, &format!("{name}.dlq")])
+                    .await;
             });
         })
         .join();
