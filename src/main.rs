@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use highload::auth::cli::ApiKeyCommand;
+use highload::auth::cli::{AccountCommand, ApiKeyCommand};
 use highload::config::Config;
 use highload::startup::Application;
 use highload::{healthcheck, shutdown, telemetry};
@@ -38,6 +38,9 @@ enum Command {
     /// Create, list or revoke API keys (AUTH_MODE=api-key) in the configured database
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Create accounts (AUTH_MODE=accounts) in the configured database
+    #[command(subcommand)]
+    Account(AccountCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,8 +53,14 @@ fn main() -> ExitCode {
     limit_c_heap_arenas();
     // Before any thread starts: loading reads `.env` into the environment.
     let (config, command) = Config::load_with::<Command>();
-    if let Some(Command::ApiKey(command)) = command {
-        return run_api_key_command(&config, command);
+    match command {
+        Some(Command::ApiKey(command)) => {
+            return run_command(highload::auth::cli::run(&config.database, command));
+        }
+        Some(Command::Account(command)) => {
+            return run_command(highload::auth::cli::run_account(&config.database, command));
+        }
+        None => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -87,11 +96,12 @@ async fn run(config: Config, spans: telemetry::Tracing) -> anyhow::Result<()> {
     app.run_until_stopped().await
 }
 
-/// `highload api-key …`: prints its result, or the error on standard error.
-fn run_api_key_command(config: &Config, command: ApiKeyCommand) -> ExitCode {
+/// `highload api-key …` or `highload account …`: prints its result, or the
+/// error on standard error.
+fn run_command(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(highload::auth::cli::run(&config.database, command)));
+        .and_then(|runtime| runtime.block_on(command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

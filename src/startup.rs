@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::auth::accounts::Accounts;
 use crate::auth::api_key::KeyStore;
 use crate::bus::kafka::KafkaSettings;
 use crate::bus::{self, Publisher, Subscriber};
@@ -39,7 +40,7 @@ use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
 use crate::pipeline::{EventProcessor, OutboxRelay, Pipeline};
 use crate::service::Service;
-use crate::store::{self, ApiKeyTable, GroupCommit, GroupCommitSettings, Store};
+use crate::store::{self, AccountTable, ApiKeyTable, GroupCommit, GroupCommitSettings, Store};
 use crate::supervisor::Supervisor;
 use crate::telemetry::Tracing;
 
@@ -73,7 +74,7 @@ impl Application {
         let mut metrics = Metrics::new();
         let caches = cache::build(&config.cache, &mut metrics)?;
         let metrics = Arc::new(metrics);
-        let (store, api_keys) = build_store(&config, &metrics).await?;
+        let (store, api_keys, account_table) = build_store(&config, &metrics).await?;
         let cache = Arc::clone(&caches.shared);
         let (publisher, subscriber) = build_bus(&config, &metrics)?;
 
@@ -101,7 +102,15 @@ impl Application {
             metrics: Arc::clone(&metrics),
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
             guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
-            auth: Arc::new(Authenticator::build(&config.auth, KeyStore::new(api_keys))?),
+            auth: Arc::new(Authenticator::build(
+                &config.auth,
+                KeyStore::new(Arc::clone(&api_keys)),
+            )?),
+            accounts: match &config.auth.accounts {
+                Some(settings) => Some(Arc::new(Accounts::new(account_table, settings.clone())?)),
+                None => None,
+            },
+            keys: KeyStore::new(api_keys),
         });
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -279,12 +288,12 @@ impl Application {
     }
 }
 
-/// The store, with group commit in front of it, and its `api_keys` table
-/// (on the same pools).
+/// The store, with group commit in front of it, and its `api_keys` and
+/// account tables (on the same pools).
 async fn build_store(
     config: &Config,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn ApiKeyTable>)> {
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn ApiKeyTable>, Arc<dyn AccountTable>)> {
     let database = &config.database;
     let opened = store::open(database, database.max_connections).await?;
     let settings = GroupCommitSettings {
@@ -293,7 +302,7 @@ async fn build_store(
         committers: opened.committers,
     };
     let store = GroupCommit::new(opened.store, settings, Arc::<Metrics>::clone(metrics));
-    Ok((Arc::new(store), opened.api_keys))
+    Ok((Arc::new(store), opened.api_keys, opened.accounts))
 }
 
 fn build_bus(

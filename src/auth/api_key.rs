@@ -55,6 +55,8 @@ pub struct KeyRecord {
     pub scopes: Scopes,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When the key stops working, if it was created with an end.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl NewKey {
@@ -75,6 +77,7 @@ impl NewKey {
                 scopes,
                 created_at: Utc::now(),
                 revoked_at: None,
+                expires_at: None,
             },
             secret,
         })
@@ -120,7 +123,7 @@ impl KeyStore {
 
     /// The scopes and revocation of the key with this hash.
     async fn find(&self, hash: &str) -> Result<Option<(Uuid, Scopes, bool)>, sqlx::Error> {
-        let found = self.table.find_api_key(hash).await?;
+        let found = self.table.find_api_key(hash, Utc::now()).await?;
         Ok(found.map(|key| {
             (
                 key.id,
@@ -141,6 +144,7 @@ impl KeyStore {
                 shown: &record.shown,
                 scopes: &scopes,
                 created_at: record.created_at,
+                expires_at: record.expires_at,
             })
             .await
             .context("failed to store the key")
@@ -162,6 +166,7 @@ impl KeyStore {
                 scopes: Scopes::from_names(row.scopes.split(',')),
                 created_at: row.created_at,
                 revoked_at: row.revoked_at,
+                expires_at: None,
             })
             .collect())
     }
@@ -227,6 +232,8 @@ impl ApiKeys {
             Some((id, scopes, false)) => Some(Principal {
                 subject: id.to_string(),
                 scopes,
+                role: None,
+                email: None,
             }),
             Some((_, _, true)) | None => None,
         })

@@ -1,6 +1,7 @@
-//! `highload api-key …`: creates, lists and revokes API keys in the
-//! configured database (the same `DATABASE_URL`, `DB_*` or `SQLITE_PATH`
-//! as the server), migrating it first as the server would.
+//! `highload api-key …` creates, lists and revokes API keys, and
+//! `highload account create` creates accounts, in the configured database
+//! (the same `DATABASE_URL`, `DB_*` or `SQLITE_PATH` as the server),
+//! migrating it first as the server would.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -10,7 +11,10 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use super::api_key::{KeyStore, NewKey};
-use super::{Scope, Scopes};
+use secrecy::SecretString;
+
+use super::accounts;
+use super::{Role, Scope, Scopes};
 use crate::config::DatabaseConfig;
 use crate::store;
 
@@ -33,6 +37,77 @@ pub enum ApiKeyCommand {
         /// The key's id, as `create` and `list` print it
         id: Uuid,
     },
+}
+
+/// Manage the accounts of AUTH_MODE=accounts.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an active account (the first admin, say). The password comes from ACCOUNT_PASSWORD,
+    /// else from the first line of standard input; 8 to 128 characters
+    Create {
+        /// The login email
+        #[arg(long)]
+        email: String,
+        /// admin (every scope), user (read and write) or readonly (read)
+        #[arg(long, default_value = "user", value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::parse(raw.trim())
+        .ok_or_else(|| format!("unknown role {raw:?}; use admin, user or readonly"))
+}
+
+/// Runs the command, printing the account on standard output.
+pub async fn run_account(database: &DatabaseConfig, command: AccountCommand) -> anyhow::Result<()> {
+    let AccountCommand::Create {
+        email,
+        role,
+        first_name,
+        last_name,
+    } = command;
+    let password = match std::env::var("ACCOUNT_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("failed to read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let password = SecretString::from(password);
+    let opened = store::open(database, 1).await?;
+    let result = async {
+        opened
+            .store
+            .migrate()
+            .await
+            .context("failed to migrate the database")?;
+        accounts::create_account(
+            opened.accounts.as_ref(),
+            &email,
+            &first_name,
+            &last_name,
+            role,
+            &password,
+        )
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}"))
+    }
+    .await;
+    opened.store.close().await;
+    let account = result?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "id:    {}", account.id)?;
+    writeln!(out, "email: {}", account.email)?;
+    writeln!(out, "role:  {}", account.role)?;
+    Ok(())
 }
 
 fn parse_scope(raw: &str) -> Result<Scope, String> {

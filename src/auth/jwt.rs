@@ -2,7 +2,9 @@
 //! with `JWT_PUBLIC_KEY_FILE` or the keys of `JWT_JWKS_URL`), `exp` (always
 //! required), `nbf`, `iss` and `aud` (when configured), all with
 //! `JWT_LEEWAY` of clock skew. Scopes come from `scope` (space-separated)
-//! or `scp` (a string or a list).
+//! or `scp` (a string or a list); a token with neither and a `role` (the
+//! Go service's tokens, and those of `AUTH_MODE=accounts`) has the role's
+//! scopes (see [`Role`]).
 //!
 //! The algorithm is the key's, never the token's: a token whose header
 //! names another one is refused (no HS256 signed with a public key).
@@ -23,7 +25,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::{AuthError, Principal, Scopes};
+use super::{AuthError, Principal, Role, Scopes};
 use crate::config::auth::{JwtConfig, JwtKeys, key_from_pem};
 
 /// Time limit of one JWKS fetch.
@@ -58,6 +60,13 @@ struct Claims {
     scope: Option<String>,
     #[serde(default)]
     scp: Option<Scp>,
+    /// The Go service's claims.
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,14 +139,24 @@ impl JwtVerifier {
         })?;
         let claims = data.claims;
         let scopes = match (&claims.scope, &claims.scp) {
-            (Some(scope), _) => Scopes::from_names(scope.split_whitespace()),
-            (None, Some(Scp::Text(scp))) => Scopes::from_names(scp.split_whitespace()),
-            (None, Some(Scp::List(scp))) => Scopes::from_names(scp.iter().map(String::as_str)),
-            (None, None) => Scopes::default(),
+            (Some(scope), _) => Some(Scopes::from_names(scope.split_whitespace())),
+            (None, Some(Scp::Text(scp))) => Some(Scopes::from_names(scp.split_whitespace())),
+            (None, Some(Scp::List(scp))) => {
+                Some(Scopes::from_names(scp.iter().map(String::as_str)))
+            }
+            (None, None) => None,
+        };
+        // A role counts only where no scopes are named; an unknown role
+        // grants nothing.
+        let role = match scopes {
+            Some(_) => None,
+            None => claims.role.as_deref().and_then(Role::parse),
         };
         Ok(Principal {
-            subject: claims.sub.unwrap_or_default(),
-            scopes,
+            subject: claims.sub.or(claims.user_id).unwrap_or_default(),
+            scopes: scopes.unwrap_or_else(|| role.map(Role::scopes).unwrap_or_default()),
+            role,
+            email: claims.email,
         })
     }
 }

@@ -17,6 +17,7 @@
 //! working at most that long), JWTs are checked in memory against keys
 //! loaded at start-up or fetched from a JWKS now and then.
 
+pub(crate) mod accounts;
 pub mod api_key;
 pub mod cli;
 mod jwt;
@@ -28,7 +29,7 @@ use axum::http::{HeaderMap, Method, header};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-pub use crate::config::auth::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
+pub use crate::config::auth::{AccountsConfig, AuthConfig, AuthMode, JwtConfig, JwtKeys};
 
 use api_key::{ApiKeys, KeyStore};
 use jwt::JwtVerifier;
@@ -68,12 +69,65 @@ impl Scope {
         }
     }
 
+    /// The scope a request needs: by method, but creating API keys needs
+    /// `admin`, and so does creating a user for a credential that holds a
+    /// role (the Go service's rule for its accounts).
+    pub(crate) fn for_request(method: &Method, path: &str, has_role: bool) -> Self {
+        match (method, path) {
+            (&Method::POST, "/api/v1/api-keys") => Self::Admin,
+            (&Method::POST, "/api/v1/users") if has_role => Self::Admin,
+            _ => Self::for_method(method),
+        }
+    }
+
     fn bit(self) -> u8 {
         1 << self as u8
     }
 }
 
 impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The role of an account, and of the Go service's tokens (`role`): a
+/// role is a set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every scope.
+    Admin,
+    /// Reads and writes.
+    User,
+    /// Reads.
+    ReadOnly,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::User, Role::ReadOnly];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::User => "user",
+            Self::ReadOnly => "readonly",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.as_str() == raw)
+    }
+
+    pub fn scopes(self) -> Scopes {
+        match self {
+            Self::Admin => Scope::ALL.into_iter().collect(),
+            Self::User => [Scope::Read, Scope::Write].into_iter().collect(),
+            Self::ReadOnly => [Scope::Read].into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -126,9 +180,13 @@ impl fmt::Display for Scopes {
 /// Who made a request, as verified; added to the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The API key's id, or the token's `sub`.
+    /// The API key's id, or the token's `sub` (else its `user_id`).
     pub subject: String,
     pub scopes: Scopes,
+    /// The token's `role`, when its scopes come from one.
+    pub role: Option<Role>,
+    /// The token's `email`, if it has one.
+    pub email: Option<String>,
 }
 
 /// Why a request was refused.
@@ -157,6 +215,8 @@ enum Verifier {
     None,
     ApiKey(ApiKeys),
     Jwt(JwtVerifier),
+    /// The accounts' access tokens, or an API key.
+    Accounts(JwtVerifier, ApiKeys),
 }
 
 impl Authenticator {
@@ -167,11 +227,11 @@ impl Authenticator {
         let verifier = match config.mode {
             AuthMode::None => Verifier::None,
             AuthMode::ApiKey => Verifier::ApiKey(ApiKeys::new(keys, config.api_key_cache_ttl)),
-            AuthMode::Jwt => {
-                Verifier::Jwt(JwtVerifier::new(config.jwt.as_ref().ok_or_else(|| {
-                    anyhow::anyhow!("BUG: AUTH_MODE=jwt without its settings")
-                })?)?)
-            }
+            AuthMode::Jwt => Verifier::Jwt(JwtVerifier::new(jwt_of(config)?)?),
+            AuthMode::Accounts => Verifier::Accounts(
+                JwtVerifier::new(jwt_of(config)?)?,
+                ApiKeys::new(keys, config.api_key_cache_ttl),
+            ),
         };
         Ok(Self {
             verifier,
@@ -187,6 +247,7 @@ impl Authenticator {
             Verifier::None => AuthMode::None,
             Verifier::ApiKey(_) => AuthMode::ApiKey,
             Verifier::Jwt(_) => AuthMode::Jwt,
+            Verifier::Accounts(..) => AuthMode::Accounts,
         }
     }
 
@@ -203,13 +264,12 @@ impl Authenticator {
         }
     }
 
-    /// The request's principal, if it holds the scope its method needs.
-    pub(crate) async fn authorize(
+    /// The request's verified principal; `None` when `AUTH_MODE=none`.
+    pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
-        method: &Method,
     ) -> Result<Option<Principal>, AuthError> {
-        let principal = match &self.verifier {
+        Ok(Some(match &self.verifier {
             Verifier::None => return Ok(None),
             Verifier::ApiKey(keys) => {
                 let key = api_key_of(headers)?.ok_or(AuthError::Missing)?;
@@ -219,14 +279,42 @@ impl Authenticator {
                 let token = bearer_of(headers)?.ok_or(AuthError::Missing)?;
                 verifier.verify(token).await?
             }
+            Verifier::Accounts(tokens, keys) => {
+                let credential = api_key_of(headers)?.ok_or(AuthError::Missing)?;
+                if credential.starts_with(api_key::KEY_PREFIX) {
+                    keys.verify(credential).await?
+                } else {
+                    tokens.verify(credential).await?
+                }
+            }
+        }))
+    }
+
+    /// The request's principal, if it holds the scope the request needs
+    /// (see [`Scope::for_request`]).
+    pub(crate) async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        path: &str,
+    ) -> Result<Option<Principal>, AuthError> {
+        let Some(principal) = self.authenticate(headers).await? else {
+            return Ok(None);
         };
-        let needed = Scope::for_method(method);
+        let needed = Scope::for_request(method, path, principal.role.is_some());
         if principal.scopes.allow(needed) {
             Ok(Some(principal))
         } else {
             Err(AuthError::Forbidden(needed))
         }
     }
+}
+
+fn jwt_of(config: &AuthConfig) -> anyhow::Result<&JwtConfig> {
+    config
+        .jwt
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("BUG: AUTH_MODE={:?} without its JWT settings", config.mode))
 }
 
 /// A hash of the client's credential (`X-API-Key`, else the token of

@@ -26,6 +26,9 @@ pub enum AuthMode {
     ApiKey,
     /// A JWT bearer token
     Jwt,
+    /// Built-in accounts: login, refresh and logout under /api/v1/auth; their access tokens
+    /// (HS256 with JWT_SECRET, as the Go service signs them) or an API key
+    Accounts,
 }
 
 /// The settings as clap reads them; [`AuthArgs::resolve`] checks them.
@@ -78,6 +81,37 @@ pub(super) struct AuthArgs {
           value_parser = parse_duration)]
     jwt_leeway: Duration,
 
+    /// Lifetime of an access token issued at login or refresh (AUTH_MODE=accounts) [default: 15m;
+    /// else JWT_EXPIRATION_HOURS, the Go service's]
+    #[arg(long, env = "ACCESS_TOKEN_TTL", value_name = "ACCESS_TOKEN_TTL", value_parser = parse_duration)]
+    access_token_ttl: Option<Duration>,
+
+    /// The Go service's access token lifetime, in hours (ACCESS_TOKEN_TTL wins)
+    #[arg(long, env = "JWT_EXPIRATION_HOURS", value_name = "JWT_EXPIRATION_HOURS",
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
+    jwt_expiration_hours: Option<u64>,
+
+    /// Lifetime of a refresh token; each use replaces it with a new one [default: 7d; else
+    /// REFRESH_EXPIRATION_DAYS, the Go service's]
+    #[arg(long, env = "REFRESH_TOKEN_TTL", value_name = "REFRESH_TOKEN_TTL", value_parser = parse_duration)]
+    refresh_token_ttl: Option<Duration>,
+
+    /// The Go service's refresh token lifetime, in days (REFRESH_TOKEN_TTL wins)
+    #[arg(long, env = "REFRESH_EXPIRATION_DAYS", value_name = "REFRESH_EXPIRATION_DAYS",
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    refresh_expiration_days: Option<u64>,
+
+    /// Failed logins allowed per account, and per client address, within LOGIN_LOCKOUT; more
+    /// are answered 429 until it ends
+    #[arg(long, env = "LOGIN_MAX_FAILURES", value_name = "LOGIN_MAX_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    login_max_failures: u32,
+
+    /// The window of LOGIN_MAX_FAILURES
+    #[arg(long, env = "LOGIN_LOCKOUT", value_name = "LOGIN_LOCKOUT", default_value = "15m",
+          value_parser = parse_duration)]
+    login_lockout: Duration,
+
     /// Bearer token that GET /metrics requires, whatever AUTH_MODE says (unset: /metrics is open)
     #[arg(long, env = "METRICS_TOKEN", value_name = "METRICS_TOKEN", hide_env_values = true, value_parser = secret)]
     metrics_token: Option<SecretString>,
@@ -93,6 +127,21 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     /// The bearer token of `/metrics`.
     pub metrics_token: Option<SecretString>,
+    /// Set when `mode` is [`AuthMode::Accounts`].
+    pub accounts: Option<AccountsConfig>,
+}
+
+/// How built-in accounts behave (`AUTH_MODE=accounts`).
+#[derive(Debug, Clone)]
+pub struct AccountsConfig {
+    /// Signs the access tokens (HS256), and verifies them with
+    /// [`AuthConfig::jwt`].
+    pub jwt_secret: SecretString,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// Failed logins allowed per account, and per client, within `lockout`.
+    pub max_failures: u32,
+    pub lockout: Duration,
 }
 
 impl Default for AuthConfig {
@@ -102,6 +151,7 @@ impl Default for AuthConfig {
             api_key_cache_ttl: Duration::from_secs(30),
             jwt: None,
             metrics_token: None,
+            accounts: None,
         }
     }
 }
@@ -139,8 +189,39 @@ impl AuthArgs {
                 audience: self.jwt_audience,
                 leeway: self.jwt_leeway,
             }),
+            AuthMode::Accounts => {
+                if self.jwt_secret.is_none() {
+                    return Err(invalid("AUTH_MODE", "accounts needs JWT_SECRET"));
+                }
+                if self.jwt_public_key_file.is_some() || self.jwt_jwks_url.is_some() {
+                    return Err(invalid(
+                        "AUTH_MODE",
+                        "accounts signs with JWT_SECRET; unset JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL",
+                    ));
+                }
+                Some(JwtConfig {
+                    keys: self.jwt_keys()?,
+                    issuer: self.jwt_issuer.clone(),
+                    audience: self.jwt_audience.clone(),
+                    leeway: self.jwt_leeway,
+                })
+            }
             AuthMode::None | AuthMode::ApiKey => None,
         };
+        let accounts = (self.auth_mode == AuthMode::Accounts).then(|| AccountsConfig {
+            jwt_secret: self.jwt_secret.clone().expect("checked above"),
+            access_ttl: self.access_token_ttl.unwrap_or_else(|| {
+                self.jwt_expiration_hours
+                    .map_or(Duration::from_secs(15 * 60), |h| {
+                        Duration::from_secs(h * 3600)
+                    })
+            }),
+            refresh_ttl: self.refresh_token_ttl.unwrap_or_else(|| {
+                Duration::from_secs(self.refresh_expiration_days.unwrap_or(7) * 86_400)
+            }),
+            max_failures: self.login_max_failures,
+            lockout: self.login_lockout,
+        });
         if self
             .metrics_token
             .as_ref()
@@ -153,6 +234,7 @@ impl AuthArgs {
             api_key_cache_ttl: self.api_key_cache_ttl,
             jwt,
             metrics_token: self.metrics_token,
+            accounts,
         })
     }
 

@@ -17,13 +17,31 @@ pub(crate) async fn require_scope(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match auth.authorize(req.headers(), req.method()).await {
+    let path = req.uri().path().to_owned();
+    match auth.authorize(req.headers(), req.method(), &path).await {
         Ok(principal) => {
             if let Some(principal) = principal {
                 req.extensions_mut().insert(principal);
             }
             next.run(req).await
         }
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+/// Middleware of the routes of one's own account (profile, logout): any
+/// verified credential, whatever its scopes.
+pub(crate) async fn require_principal(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match auth.authenticate(req.headers()).await {
+        Ok(Some(principal)) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Ok(None) => ApiError::from(crate::auth::AuthError::Missing).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
 }

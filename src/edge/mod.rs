@@ -48,6 +48,8 @@ pub(crate) struct Guards {
     pub(crate) idempotency: Idempotency,
     /// `None`: CORS is off.
     cors: Option<Arc<headers::Cors>>,
+    /// Proxies in front whose `X-Forwarded-For` entries are believed.
+    trusted_proxy_hops: u32,
 }
 
 impl Guards {
@@ -58,7 +60,18 @@ impl Guards {
                 .map(|limit| Arc::new(RateLimit::new(limit, config.trusted_proxy_hops))),
             idempotency: Idempotency::new(store, config.idempotency_key_ttl),
             cors: headers::cors(&config.cors_allowed_origins).map(Arc::new),
+            trusted_proxy_hops: config.trusted_proxy_hops,
         }
+    }
+
+    /// The client's address: the peer's, or the one the farthest trusted
+    /// proxy saw (`TRUSTED_PROXY_HOPS`), as the rate limit counts clients.
+    pub(crate) fn client_address(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<std::net::IpAddr> {
+        rate_limit::forwarded_for(headers, self.trusted_proxy_hops).or(peer)
     }
 
     /// Deletes expired idempotency keys until `token` is cancelled.

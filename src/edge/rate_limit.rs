@@ -147,7 +147,7 @@ impl RateLimit {
 /// The address the farthest of `hops` trusted proxies saw, from
 /// `X-Forwarded-For`; `None` (use the peer) without hops, without the
 /// header, or when that entry is no address.
-fn forwarded_for(headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+pub(super) fn forwarded_for(headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
     if hops == 0 {
         return None;
     }

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::accounts::AccountError;
 use crate::auth::{AuthError, Scope};
 use crate::domain::ValidationError;
 use crate::service::ServiceError;
@@ -62,6 +63,12 @@ pub(crate) enum ApiError {
     CredentialInvalid(&'static str),
     #[error("credential lacks the {0} scope")]
     Forbidden(Scope),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("too many failed logins")]
+    LoginThrottled(std::time::Duration),
     #[error("dependency unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -86,6 +93,19 @@ impl From<AuthError> for ApiError {
             AuthError::Invalid(reason) => Self::CredentialInvalid(reason),
             AuthError::Forbidden(scope) => Self::Forbidden(scope),
             AuthError::Unavailable(e) => Self::Unavailable(e),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::InvalidCredentials => Self::InvalidCredentials,
+            AccountError::InvalidRefreshToken => Self::InvalidRefreshToken,
+            AccountError::Throttled(wait) => Self::LoginThrottled(wait),
+            AccountError::EmailTaken => Self::EmailTaken,
+            AccountError::Invalid(err) => err.into(),
+            AccountError::Unavailable(e) => Self::Unavailable(e),
         }
     }
 }
@@ -230,6 +250,21 @@ impl ApiError {
                 "Unauthorized",
             ),
             Self::Forbidden(_) => (S::FORBIDDEN, "urn:highload:problem:forbidden", "Forbidden"),
+            Self::InvalidCredentials => (
+                S::UNAUTHORIZED,
+                "urn:highload:problem:invalid-credentials",
+                "Invalid credentials",
+            ),
+            Self::InvalidRefreshToken => (
+                S::UNAUTHORIZED,
+                "urn:highload:problem:invalid-refresh-token",
+                "Invalid refresh token",
+            ),
+            Self::LoginThrottled(_) => (
+                S::TOO_MANY_REQUESTS,
+                "urn:highload:problem:login-throttled",
+                "Too many failed logins",
+            ),
             Self::Unavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "urn:highload:problem:unavailable",
@@ -277,6 +312,16 @@ impl ApiError {
             }
             Self::CredentialInvalid(reason) => (*reason).into(),
             Self::Forbidden(scope) => format!("this credential lacks the {scope} scope"),
+            Self::InvalidCredentials => "the email or the password is wrong, or the account \
+                is inactive"
+                .into(),
+            Self::InvalidRefreshToken => "the refresh token is unknown, expired, revoked or \
+                used already; log in again"
+                .into(),
+            Self::LoginThrottled(wait) => format!(
+                "too many failed logins for this account or from this client; retry in {} s",
+                wait.as_secs()
+            ),
             Self::Unavailable(_) => "a backing service is unavailable; retry shortly".into(),
             Self::Internal(_) => "the server failed to handle this request".into(),
         }
@@ -321,6 +366,12 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::LoginThrottled(wait) = &self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
         }
         if let Some(challenge) = self.challenge() {
             headers.insert(header::WWW_AUTHENTICATE, challenge);

@@ -24,6 +24,7 @@
 //! healthy instance restarted or taken out of its load balancer in the
 //! middle of a load spike.
 
+mod accounts;
 pub(crate) mod error;
 mod events;
 mod extract;
@@ -41,6 +42,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 use tower::Layer;
@@ -99,6 +101,10 @@ pub(crate) struct AppParts {
     pub guards: Arc<Guards>,
     /// Checks credentials (`AUTH_MODE`, `METRICS_TOKEN`).
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Logins and their tokens (`AUTH_MODE=accounts`).
+    pub accounts: Option<Arc<crate::auth::accounts::Accounts>>,
+    /// Where `POST /api/v1/api-keys` stores keys.
+    pub keys: crate::auth::api_key::KeyStore,
 }
 
 impl AppState {
@@ -238,10 +244,29 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
     let resources = if state.auth.mode() == crate::auth::AuthMode::None {
         resources
     } else {
-        resources.route_layer(middleware::from_fn_with_state(
+        resources
+            .route("/api/v1/api-keys", post(accounts::create_api_key))
+            .route_layer(middleware::from_fn_with_state(
+                Arc::clone(&state.auth),
+                authenticate::require_scope,
+            ))
+    };
+    // Logging in needs no credential; one's own profile and logout need
+    // one, whatever its scopes.
+    let own = Router::new()
+        .route("/api/v1/auth/logout", post(accounts::logout))
+        .route("/api/v1/auth/profile", get(accounts::profile))
+        .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.auth),
-            authenticate::require_scope,
-        ))
+            authenticate::require_principal,
+        ));
+    let sessions = Router::new()
+        .route("/api/v1/auth/login", post(accounts::login))
+        .route("/api/v1/auth/refresh", post(accounts::refresh));
+    let resources = if state.accounts.is_some() {
+        resources.merge(sessions).merge(own)
+    } else {
+        resources
     };
     let metrics = Router::new()
         .route("/metrics", axum::routing::get(render_metrics))

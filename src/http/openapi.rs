@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use super::{AppState, error, events, health, users};
+use super::{AppState, accounts, error, events, health, users};
 use crate::auth::openapi::SecurityAddon;
 use crate::domain::{Activity, Event, User};
 use crate::edge::GuardDocs;
@@ -32,6 +32,8 @@ use crate::edge::GuardDocs;
     paths(
         users::create, users::list, users::read, users::update, users::remove, users::activity,
         events::create, events::list, events::read,
+        accounts::login, accounts::refresh, accounts::logout, accounts::profile,
+        accounts::create_api_key,
         health::health, health::live, health::ready,
         super::render_metrics, openapi_json, docs,
     ),
@@ -40,6 +42,7 @@ use crate::edge::GuardDocs;
     tags(
         (name = "users", description = "Users, and what the workers derived from their events"),
         (name = "events", description = "Events about users"),
+        (name = "auth", description = "Accounts and their tokens (AUTH_MODE=accounts), and API keys"),
         (name = "health", description = "Liveness, readiness and dependencies"),
         (name = "operations", description = "Metrics and this documentation"),
     )

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Store;
 use super::postgres::PostgresStore;
-use super::sql::ApiKeyTable;
+use super::sql::{AccountTable, ApiKeyTable};
 use super::sqlite::SqliteStore;
 use crate::config::{DatabaseBackend, DatabaseConfig};
 
@@ -15,6 +15,7 @@ use crate::config::{DatabaseBackend, DatabaseConfig};
 pub(crate) struct Opened {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) api_keys: Arc<dyn ApiKeyTable>,
+    pub(crate) accounts: Arc<dyn AccountTable>,
     /// How many batches may commit at once: SQLite has one writer; on
     /// PostgreSQL a quarter of the pool, so that reads keep connections of
     /// their own.
@@ -31,7 +32,8 @@ pub(crate) async fn open(database: &DatabaseConfig, connections: u32) -> anyhow:
                 Arc::new(SqliteStore::open(path, connections, database.acquire_timeout).await?);
             Opened {
                 store: Arc::clone(&store) as Arc<dyn Store>,
-                api_keys: store,
+                api_keys: Arc::clone(&store) as Arc<dyn ApiKeyTable>,
+                accounts: store,
                 committers: 1,
             }
         }
@@ -43,7 +45,8 @@ pub(crate) async fn open(database: &DatabaseConfig, connections: u32) -> anyhow:
             ));
             Opened {
                 store: Arc::clone(&store) as Arc<dyn Store>,
-                api_keys: store,
+                api_keys: Arc::clone(&store) as Arc<dyn ApiKeyTable>,
+                accounts: store,
                 committers: (connections as usize / 4).max(1),
             }
         }

@@ -30,7 +30,9 @@ pub(crate) mod sqlite;
 pub(crate) use configured::open;
 pub(crate) use group::{CommitObserver, GroupCommit, GroupCommitSettings};
 pub(crate) use idempotency::{IdempotencyKey, StoredResponse};
-pub(crate) use sql::{ApiKeyRow, ApiKeyTable, NewApiKeyRow};
+pub(crate) use sql::{
+    AccountRow, AccountTable, ApiKeyRow, ApiKeyTable, NewApiKeyRow, NewRefreshToken,
+};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -2,56 +2,22 @@
 //! built binary against the test's database, and the server honouring what
 //! it did.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use highload::auth::{AuthConfig, AuthMode};
 use reqwest::Method;
 
-use crate::helpers::{Stack, TestData, spawn_app_with, test_config};
+use crate::helpers::{Stack, TestData, field, run_cli, spawn_app_with, stdout_of, test_config};
 
 crate::stack_tests!(api_keys_are_created_listed_and_revoked_from_the_command_line);
 
-const BINARY: &str = env!("CARGO_BIN_EXE_highload");
-
 /// Runs `highload api-key <args>` on the test's database.
 fn api_key(data: &TestData, args: &[&str]) -> Output {
-    let mut command = Command::new(BINARY);
-    command
-        .env_clear()
-        .current_dir(data.dir.path())
-        .arg("api-key")
-        .args(args);
-    match &data.real {
-        None => {
-            command.env("SQLITE_PATH", data.dir.path().join("highload.db"));
-        }
-        Some((_, name)) => {
-            let base = std::env::var("TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
-            let (server, _) = base.rsplit_once('/').expect("a database URL");
-            command.env("DATABASE_URL", format!("{server}/{name}"));
-        }
-    }
-    command.output().expect("the binary runs")
-}
-
-fn stdout_of(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-/// The value of `label:` in the output of `create`.
-fn field<'a>(output: &'a str, label: &str) -> &'a str {
-    output
-        .lines()
-        .find_map(|line| line.strip_prefix(label))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("no {label} in {output}"))
+    let args: Vec<&str> = std::iter::once("api-key")
+        .chain(args.iter().copied())
+        .collect();
+    run_cli(data, &args, &[])
 }
 
 async fn api_keys_are_created_listed_and_revoked_from_the_command_line(stack: Stack) {

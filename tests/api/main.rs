@@ -3,6 +3,7 @@
 mod helpers;
 mod kafka;
 
+mod accounts;
 mod api_keys_cli;
 mod auth;
 mod cache_tiers;

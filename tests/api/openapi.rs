@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::accounts::{PASSWORD, accounts_auth, create_account, spawn_with};
 use crate::helpers::{Stack, TestApp, spawn_app};
 
 crate::stack_tests!(every_endpoint_answers_as_the_openapi_document_says);
@@ -311,6 +312,90 @@ async fn every_endpoint_answers_as_the_openapi_document_says(stack: Stack) {
     ] {
         c.call(&app, get.clone(), path, path, None).await;
     }
+
+    // Without AUTH_MODE=accounts the accounts' paths are not there, nor
+    // is key creation without any AUTH_MODE.
+    let login = "/api/v1/auth/login";
+    let refresh = "/api/v1/auth/refresh";
+    let logout = "/api/v1/auth/logout";
+    let profile = "/api/v1/auth/profile";
+    let api_keys = "/api/v1/api-keys";
+    let credentials = json!({ "email": "admin@example.com", "password": PASSWORD });
+    c.call(&app, post.clone(), login, login, Some(credentials.clone()))
+        .await; // 404
+    c.call(
+        &app,
+        post.clone(),
+        refresh,
+        refresh,
+        Some(json!({ "refresh_token": "x" })),
+    )
+    .await; // 404
+    c.call(&app, get.clone(), profile, profile, None).await; // 404
+    c.call(&app, post.clone(), api_keys, api_keys, Some(json!({})))
+        .await; // 404
+
+    // With it: each answer of each.
+    let (app, data) = spawn_with(stack, accounts_auth()).await;
+    create_account(&data, "admin@example.com", "admin");
+    let wrong = json!({ "email": "admin@example.com", "password": "wrong password" });
+    c.call(&app, post.clone(), login, login, Some(wrong)).await; // 401
+    c.call(
+        &app,
+        post.clone(),
+        login,
+        login,
+        Some(json!({ "email": 1 })),
+    )
+    .await; // 400
+    let session = c
+        .call(&app, post.clone(), login, login, Some(credentials))
+        .await; // 200
+    let access = session["access_token"].as_str().unwrap().to_owned();
+    let renewed = c
+        .call(
+            &app,
+            post.clone(),
+            refresh,
+            refresh,
+            Some(json!({ "refresh_token": session["refresh_token"] })),
+        )
+        .await; // 200
+    c.call(
+        &app,
+        post.clone(),
+        refresh,
+        refresh,
+        Some(json!({ "refresh_token": session["refresh_token"] })),
+    )
+    .await; // 401
+    let authorized = |method: Method, path: &str| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(&access)
+    };
+    let read = authorized(get.clone(), profile).send().await.unwrap();
+    c.check(get.clone(), profile, read).await; // 200
+    let key = authorized(post.clone(), api_keys)
+        .json(&json!({ "name": "contract", "permissions": ["read"] }))
+        .send()
+        .await
+        .unwrap();
+    c.check(post.clone(), api_keys, key).await; // 201
+    let bad_key = authorized(post.clone(), api_keys)
+        .json(&json!({ "name": "contract", "permissions": ["root"] }))
+        .send()
+        .await
+        .unwrap();
+    c.check(post.clone(), api_keys, bad_key).await; // 400
+    let out = authorized(post.clone(), logout)
+        .json(&json!({ "refresh_token": renewed["refresh_token"] }))
+        .send()
+        .await
+        .unwrap();
+    c.check(post.clone(), logout, out).await; // 200
+    let anonymous = app.client.post(app.url(logout)).send().await.unwrap();
+    c.check(post.clone(), logout, anonymous).await; // 401
 
     let exercised = c.exercised.lock().unwrap().clone();
     let missing: Vec<_> = c

@@ -35,6 +35,8 @@ pub(crate) struct NewApiKeyRow<'a> {
     /// Scope names, comma-separated.
     pub(crate) scopes: &'a str,
     pub(crate) created_at: DateTime<Utc>,
+    /// When the key stops working (keys created over HTTP may say).
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 /// What a look-up by hash finds of a key.
@@ -42,6 +44,7 @@ pub(crate) struct FoundApiKey {
     pub(crate) id: Uuid,
     /// Scope names, comma-separated.
     pub(crate) scopes: String,
+    /// Revoked, or expired at the time of the look-up.
     pub(crate) revoked: bool,
 }
 
@@ -49,8 +52,12 @@ pub(crate) struct FoundApiKey {
 /// failed.
 #[async_trait]
 pub(crate) trait ApiKeyTable: Send + Sync + 'static {
-    /// The key with this hash.
-    async fn find_api_key(&self, key_hash: &str) -> Result<Option<FoundApiKey>, sqlx::Error>;
+    /// The key with this hash, as it stands at `now`.
+    async fn find_api_key(
+        &self,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FoundApiKey>, sqlx::Error>;
 
     async fn insert_api_key(&self, key: NewApiKeyRow<'_>) -> Result<(), sqlx::Error>;
 
@@ -75,14 +82,20 @@ type KeyRow = (
 with_driver_bounds! {
 [#[async_trait]
 impl<D: Dialect> ApiKeyTable for SqlStore<D>] {
-    async fn find_api_key(&self, key_hash: &str) -> Result<Option<FoundApiKey>, sqlx::Error> {
+    async fn find_api_key(
+        &self,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FoundApiKey>, sqlx::Error> {
         let pool = self.reader();
         let mut conn = pool.waiting.on(pool.pool.acquire()).await?;
         let found: Option<(Uuid, String, bool)> = sqlx::query_as(
-            "SELECT id, scopes, revoked_at IS NOT NULL AS revoked \
+            "SELECT id, scopes, \
+             (revoked_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= $2)) AS revoked \
              FROM api_keys WHERE key_hash = $1",
         )
         .bind(key_hash.to_owned())
+        .bind(D::time(&now))
         .fetch_optional(&mut *conn)
         .await?;
         Ok(found.map(|(id, scopes, revoked)| FoundApiKey { id, scopes, revoked }))
@@ -91,8 +104,8 @@ impl<D: Dialect> ApiKeyTable for SqlStore<D>] {
     async fn insert_api_key(&self, key: NewApiKeyRow<'_>) -> Result<(), sqlx::Error> {
         let mut conn = self.writer.waiting.on(self.writer.pool.acquire()).await?;
         sqlx::query(
-            "INSERT INTO api_keys (id, name, key_hash, shown, scopes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, key_hash, shown, scopes, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(key.id)
         .bind(key.name.to_owned())
@@ -100,6 +113,7 @@ impl<D: Dialect> ApiKeyTable for SqlStore<D>] {
         .bind(key.shown.to_owned())
         .bind(key.scopes.to_owned())
         .bind(D::time(&key.created_at))
+        .bind(key.expires_at.as_ref().map(D::time))
         .execute(&mut *conn)
         .await?;
         Ok(())

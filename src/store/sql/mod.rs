@@ -47,6 +47,7 @@ macro_rules! with_driver_bounds {
             for<'q> Uuid: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
             for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
             for<'q> Option<String>: Encode<'q, D::Db>,
+            for<'q> Option<D::Time>: Encode<'q, D::Db>,
             for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
             for<'q> DateTime<Utc>: Decode<'q, D::Db> + Type<D::Db>,
             for<'q> bool: Decode<'q, D::Db> + Type<D::Db>,
@@ -60,6 +61,7 @@ macro_rules! with_driver_bounds {
     };
 }
 
+mod accounts;
 mod api_keys;
 mod dialect;
 mod outbox;
@@ -69,6 +71,7 @@ mod statements;
 mod tests;
 mod write;
 
+pub(crate) use accounts::{AccountRow, AccountTable, NewRefreshToken};
 pub(crate) use api_keys::{ApiKeyRow, ApiKeyTable, NewApiKeyRow};
 pub(crate) use dialect::{Dialect, Sorted};
 pub(crate) use statements::{cached, placeholders_from};

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::app::TestApp;
+use super::data::TestData;
 use super::stack::Stack;
 use crate::kafka;
 
@@ -97,6 +98,34 @@ impl WriteLock {
                     .await
                     .unwrap();
             }
+        }
+    }
+}
+
+/// The first column of the first row `sql` returns, as text, on the test's
+/// database (`$1`, `$2`… are `params`, bound as text).
+pub(crate) async fn fetch_text(data: &TestData, sql: &str, params: &[&str]) -> String {
+    use sqlx::Connection;
+    match data.database() {
+        None => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(data.dir.path().join("highload.db"));
+            let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("test opens the app's database");
+            let query = params
+                .iter()
+                .fold(sqlx::query_scalar(sql), |query, param| query.bind(*param));
+            query.fetch_one(&mut connection).await.expect(sql)
+        }
+        Some(options) => {
+            let mut connection = sqlx::PgConnection::connect_with(&options)
+                .await
+                .expect("test opens the app's database");
+            let query = params
+                .iter()
+                .fold(sqlx::query_scalar(sql), |query, param| query.bind(*param));
+            query.fetch_one(&mut connection).await.expect(sql)
         }
     }
 }

@@ -10,13 +10,15 @@
 
 mod app;
 mod backends;
+mod cli;
 mod data;
 mod http;
 mod stack;
 mod wait;
 
 pub(crate) use app::{TestApp, spawn_app, spawn_app_with, test_config};
-pub(crate) use backends::{WriteLock, replay_messages};
+pub(crate) use backends::{WriteLock, fetch_text, replay_messages};
+pub(crate) use cli::{field, run_cli, stdout_of};
 pub(crate) use data::TestData;
 pub(crate) use http::assert_problem;
 pub(crate) use stack::{RealStack, Stack};
