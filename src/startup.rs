@@ -70,6 +70,17 @@ impl Application {
     /// endpoints. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let started = Instant::now();
+        if !config.ignored.is_empty() {
+            let named: Vec<String> = config
+                .ignored
+                .iter()
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect();
+            tracing::warn!(
+                settings = %named.join("; "),
+                "settings of the Go service with no counterpart here are ignored"
+            );
+        }
         crate::tls::install_crypto_provider();
         let mut metrics = Metrics::new();
         let caches = cache::build(&config.cache, &mut metrics)?;

@@ -22,6 +22,53 @@ pub struct GuardConfig {
     pub idempotency_key_ttl: Duration,
     /// Origins allowed by CORS (`*`: any); empty: no CORS headers at all.
     pub cors_allowed_origins: Vec<String>,
+    /// The rest of CORS.
+    pub cors: CorsSettings,
+    /// `None`: no limit of its own on `/api/v1/auth/*`.
+    pub auth_rate_limit: Option<RateLimitConfig>,
+    /// Security headers the Go service's settings change.
+    pub security_headers: SecurityHeaders,
+}
+
+/// CORS beyond the origins: what a preflight allows.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSettings {
+    /// Methods allowed; empty: GET, POST, PUT, DELETE.
+    pub methods: Vec<String>,
+    /// Request headers allowed besides the API's own.
+    pub headers: Vec<String>,
+    /// Response headers exposed besides the API's own.
+    pub exposed_headers: Vec<String>,
+    /// Whether credentials (cookies, Authorization) may be sent.
+    pub allow_credentials: bool,
+    /// How long a preflight is cached; `None`: 10 minutes.
+    pub max_age: Option<Duration>,
+}
+
+/// The security headers of every response, as the Go service's
+/// `SECURITY_*` settings change them.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    /// `Content-Security-Policy` of the API's answers (not of `/docs`).
+    pub api_policy: Option<String>,
+    pub referrer_policy: String,
+    /// `X-Frame-Options: DENY`.
+    pub frame_deny: bool,
+    /// `X-Content-Type-Options: nosniff`.
+    pub nosniff: bool,
+    pub permissions_policy: Option<String>,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self {
+            api_policy: None,
+            referrer_policy: "no-referrer".into(),
+            frame_deny: true,
+            nosniff: true,
+            permissions_policy: None,
+        }
+    }
 }
 
 /// A token bucket per client.
@@ -40,9 +87,9 @@ pub struct RateLimitConfig {
 pub(super) struct GuardArgs {
     /// Requests per second each client may send, on average, to the API (not to /health* and
     /// /metrics); fractions allowed (0.5: one every two seconds). 0: no rate limit
-    #[arg(long, env = "RATE_LIMIT_PER_SECOND", value_name = "RATE_LIMIT_PER_SECOND", default_value = "0",
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", value_name = "RATE_LIMIT_PER_SECOND",
           value_parser = parse_rate)]
-    rate_limit_per_second: f64,
+    rate_limit_per_second: Option<f64>,
 
     /// Requests a client may send at once before the rate applies (default: one second's worth,
     /// at least 1)
@@ -72,6 +119,84 @@ pub(super) struct GuardArgs {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_name = "CORS_ALLOWED_ORIGINS", value_delimiter = ',',
           value_parser = parse_origin)]
     cors_allowed_origins: Vec<String>,
+
+    /// Methods a browser may use, comma-separated [default: GET,POST,PUT,DELETE]
+    #[arg(long, env = "CORS_ALLOWED_METHODS", value_name = "CORS_ALLOWED_METHODS", value_delimiter = ',',
+          value_parser = parse_method)]
+    cors_allowed_methods: Vec<String>,
+
+    /// Request headers a browser may send, besides Content-Type, Authorization, X-API-Key,
+    /// Idempotency-Key and X-Request-ID; comma-separated
+    #[arg(long, env = "CORS_ALLOWED_HEADERS", value_name = "CORS_ALLOWED_HEADERS", value_delimiter = ',',
+          value_parser = parse_header_name)]
+    cors_allowed_headers: Vec<String>,
+
+    /// Response headers a browser may read, besides the API's own; comma-separated
+    #[arg(long, env = "CORS_EXPOSED_HEADERS", value_name = "CORS_EXPOSED_HEADERS", value_delimiter = ',',
+          value_parser = parse_header_name)]
+    cors_exposed_headers: Vec<String>,
+
+    /// Whether a browser may send cookies and Authorization to the allowed origins (not with *)
+    #[arg(long, env = "CORS_ALLOW_CREDENTIALS", value_name = "CORS_ALLOW_CREDENTIALS",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    cors_allow_credentials: Option<bool>,
+
+    /// Seconds a browser may cache a preflight's answer [default: 600]
+    #[arg(long, env = "CORS_MAX_AGE", value_name = "CORS_MAX_AGE",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    cors_max_age: Option<u64>,
+
+    /// The Go service's rate limit switch: true turns on RATE_LIMIT_REQUESTS_PER_MINUTE (and the
+    /// limit of /api/v1/auth/*) unless RATE_LIMIT_PER_SECOND is set
+    #[arg(long, env = "RATE_LIMIT_ENABLED", value_name = "RATE_LIMIT_ENABLED",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    rate_limit_enabled: Option<bool>,
+
+    /// The Go service's rate, per client and minute [default with RATE_LIMIT_ENABLED: 60]
+    #[arg(long, env = "RATE_LIMIT_REQUESTS_PER_MINUTE", value_name = "RATE_LIMIT_REQUESTS_PER_MINUTE",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_requests_per_minute: Option<u32>,
+
+    /// The Go service's burst [default with RATE_LIMIT_ENABLED: 10]
+    #[arg(long, env = "RATE_LIMIT_BURST_SIZE", value_name = "RATE_LIMIT_BURST_SIZE",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_burst_size: Option<u32>,
+
+    /// Requests per client and minute to /api/v1/auth/* (login, refresh) [default with
+    /// RATE_LIMIT_ENABLED: 5]
+    #[arg(long, env = "RATE_LIMIT_AUTH_REQUESTS_PER_MINUTE", value_name = "RATE_LIMIT_AUTH_REQUESTS_PER_MINUTE",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_auth_requests_per_minute: Option<u32>,
+
+    /// The burst of RATE_LIMIT_AUTH_REQUESTS_PER_MINUTE [default with RATE_LIMIT_ENABLED: 2]
+    #[arg(long, env = "RATE_LIMIT_AUTH_BURST_SIZE", value_name = "RATE_LIMIT_AUTH_BURST_SIZE",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit_auth_burst_size: Option<u32>,
+
+    /// Content-Security-Policy of the API's answers [default: default-src 'none'; frame-ancestors
+    /// 'none'] (/docs keeps its own)
+    #[arg(long, env = "SECURITY_CSP", value_name = "SECURITY_CSP", value_parser = parse_header_value)]
+    security_csp: Option<String>,
+
+    /// Referrer-Policy of every answer [default: no-referrer]
+    #[arg(long, env = "SECURITY_REFERRER_POLICY", value_name = "SECURITY_REFERRER_POLICY",
+          value_parser = parse_header_value)]
+    security_referrer_policy: Option<String>,
+
+    /// Whether every answer carries X-Frame-Options: DENY [default: true]
+    #[arg(long, env = "SECURITY_FRAME_DENY", value_name = "SECURITY_FRAME_DENY",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    security_frame_deny: Option<bool>,
+
+    /// Whether every answer carries X-Content-Type-Options: nosniff [default: true]
+    #[arg(long, env = "SECURITY_CONTENT_TYPE_NOSNIFF", value_name = "SECURITY_CONTENT_TYPE_NOSNIFF",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    security_content_type_nosniff: Option<bool>,
+
+    /// Permissions-Policy of every answer (unset: none)
+    #[arg(long, env = "SECURITY_PERMISSIONS_POLICY", value_name = "SECURITY_PERMISSIONS_POLICY",
+          value_parser = parse_header_value)]
+    security_permissions_policy: Option<String>,
 }
 
 impl GuardArgs {
@@ -83,20 +208,100 @@ impl GuardArgs {
                 reason: "* allows any origin and cannot be listed with others".into(),
             });
         }
-        let rate_limit = (self.rate_limit_per_second > 0.0).then(|| RateLimitConfig {
-            per_second: self.rate_limit_per_second,
-            burst: self
-                .rate_limit_burst
-                .unwrap_or_else(|| self.rate_limit_per_second.ceil() as u32),
+        let allow_credentials = self.cors_allow_credentials.unwrap_or(false);
+        if allow_credentials && self.cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::Invalid {
+                variable: "CORS_ALLOW_CREDENTIALS",
+                reason: "browsers refuse credentials for any origin (*): list the origins in \
+                         CORS_ALLOWED_ORIGINS"
+                    .into(),
+            });
+        }
+        // The Go service's rate limit counts when ours is unset; it is on
+        // when it says so, or when its rate is given.
+        let go_enabled = self
+            .rate_limit_enabled
+            .unwrap_or(self.rate_limit_requests_per_minute.is_some());
+        let per_minute = |rate: u32, burst: u32| RateLimitConfig {
+            per_second: f64::from(rate) / 60.0,
+            burst,
             max_clients: self.rate_limit_max_clients,
+        };
+        let rate_limit = match self.rate_limit_per_second {
+            Some(rate) => (rate > 0.0).then(|| RateLimitConfig {
+                per_second: rate,
+                burst: self.rate_limit_burst.unwrap_or_else(|| rate.ceil() as u32),
+                max_clients: self.rate_limit_max_clients,
+            }),
+            None => go_enabled.then(|| {
+                per_minute(
+                    self.rate_limit_requests_per_minute.unwrap_or(60),
+                    self.rate_limit_burst
+                        .or(self.rate_limit_burst_size)
+                        .unwrap_or(10),
+                )
+            }),
+        };
+        let auth_enabled = self
+            .rate_limit_enabled
+            .unwrap_or(self.rate_limit_auth_requests_per_minute.is_some());
+        let auth_rate_limit = auth_enabled.then(|| {
+            per_minute(
+                self.rate_limit_auth_requests_per_minute.unwrap_or(5),
+                self.rate_limit_auth_burst_size.unwrap_or(2),
+            )
         });
+        let defaults = SecurityHeaders::default();
         Ok(GuardConfig {
             rate_limit,
             trusted_proxy_hops: self.trusted_proxy_hops,
             idempotency_key_ttl: self.idempotency_key_ttl,
             cors_allowed_origins: self.cors_allowed_origins,
+            cors: CorsSettings {
+                methods: self.cors_allowed_methods,
+                headers: self.cors_allowed_headers,
+                exposed_headers: self.cors_exposed_headers,
+                allow_credentials,
+                max_age: self.cors_max_age.map(Duration::from_secs),
+            },
+            auth_rate_limit,
+            security_headers: SecurityHeaders {
+                api_policy: self.security_csp,
+                referrer_policy: self
+                    .security_referrer_policy
+                    .unwrap_or(defaults.referrer_policy),
+                frame_deny: self.security_frame_deny.unwrap_or(defaults.frame_deny),
+                nosniff: self
+                    .security_content_type_nosniff
+                    .unwrap_or(defaults.nosniff),
+                permissions_policy: self.security_permissions_policy,
+            },
         })
     }
+}
+
+/// An HTTP method name, uppercased.
+fn parse_method(raw: &str) -> Result<String, String> {
+    let method = raw.trim().to_ascii_uppercase();
+    axum::http::Method::from_bytes(method.as_bytes())
+        .map(|_| method.clone())
+        .map_err(|_| format!("{raw:?} is not an HTTP method"))
+}
+
+/// A header name, lowercased.
+fn parse_header_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim().to_ascii_lowercase();
+    axum::http::HeaderName::from_bytes(name.as_bytes())
+        .map(|_| name.clone())
+        .map_err(|_| format!("{raw:?} is not a header name"))
+}
+
+/// A value a header may carry.
+fn parse_header_value(raw: &str) -> Result<String, String> {
+    let value = raw.trim().to_owned();
+    axum::http::HeaderValue::from_str(&value)
+        .map(|_| value.clone())
+        .map_err(|_| "not a valid header value (visible ASCII only)".to_string())
 }
 
 /// A `RATE_LIMIT_PER_SECOND`: 0 (off), or a rate at which one token takes
@@ -146,6 +351,55 @@ mod tests {
     use crate::config::test_support::parse;
 
     use super::*;
+
+    #[test]
+    fn the_go_services_rate_limit_counts_where_ours_is_unset() {
+        let go = |args: &[&str]| parse(args).unwrap().guard;
+        let on = go(&["--rate-limit-enabled", "true"]);
+        let limit = on.rate_limit.expect("the Go service's default rate");
+        assert_eq!((limit.per_second, limit.burst), (1.0, 10));
+        let auth = on.auth_rate_limit.expect("its auth limit");
+        assert_eq!((auth.per_second * 60.0, auth.burst), (5.0, 2));
+        let rated = go(&[
+            "--rate-limit-requests-per-minute",
+            "120",
+            "--rate-limit-burst-size",
+            "7",
+        ]);
+        let limit = rated
+            .rate_limit
+            .expect("a rate without the switch turns it on");
+        assert_eq!((limit.per_second, limit.burst), (2.0, 7));
+        // Off when it says so; ours wins where both are set.
+        let off = go(&[
+            "--rate-limit-enabled",
+            "false",
+            "--rate-limit-requests-per-minute",
+            "120",
+        ]);
+        assert_eq!((off.rate_limit, off.auth_rate_limit), (None, None));
+        let ours = go(&[
+            "--rate-limit-enabled",
+            "true",
+            "--rate-limit-per-second",
+            "0",
+        ]);
+        assert_eq!(ours.rate_limit, None);
+        assert!(ours.auth_rate_limit.is_some());
+    }
+
+    #[test]
+    fn cors_credentials_need_listed_origins() {
+        let err = crate::config::test_support::resolve_error(&[
+            "--cors-allowed-origins",
+            "*",
+            "--cors-allow-credentials",
+            "true",
+        ]);
+        assert!(err.to_string().contains("CORS_ALLOW_CREDENTIALS"), "{err}");
+        let bad = parse(&["--cors-allowed-methods", "GET,NOT A METHOD"]);
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn client_guards_are_off_by_default_and_checked_when_set() {

@@ -56,7 +56,7 @@ use database::{DatabaseArgs, PostgresTlsArgs};
 pub use database::{DatabaseBackend, DatabaseConfig, PostgresOptions};
 pub use error::ConfigError;
 use guard::GuardArgs;
-pub use guard::{GuardConfig, RateLimitConfig};
+pub use guard::{CorsSettings, GuardConfig, RateLimitConfig, SecurityHeaders};
 use kafka_security::KafkaSecurityArgs;
 pub use kafka_security::{
     KafkaSasl, KafkaSaslMechanism, KafkaSecurity, KafkaSecurityProtocol, KafkaSslClient,
@@ -81,6 +81,34 @@ pub struct Config {
     pub auth: auth::AuthConfig,
     /// Span export (`OTEL_*`).
     pub tracing: otel::TracingConfig,
+    /// Settings of the Go service's latest version that are set and have
+    /// no counterpart here, each with why: logged once at start.
+    pub ignored: Vec<(&'static str, &'static str)>,
+}
+
+/// The Go service's settings with no counterpart here, and why.
+const GO_SETTINGS_IGNORED: [(&str, &str); 4] = [
+    (
+        "ENCRYPTION_KEY",
+        "secrets are read as given (enc: values are not decrypted); keep them in a secret store",
+    ),
+    (
+        "DDOS_PROTECTION_ENABLED",
+        "admission control and RATE_LIMIT_* protect the service here",
+    ),
+    (
+        "SECURITY_XSS_PROTECTION",
+        "browsers removed the filter X-XSS-Protection switched on; Content-Security-Policy does its work",
+    ),
+    ("API_KEY_LENGTH", "API keys are always 256 random bits here"),
+];
+
+/// The Go service's settings that are set (non-empty) and ignored.
+fn ignored_go_settings() -> Vec<(&'static str, &'static str)> {
+    GO_SETTINGS_IGNORED
+        .into_iter()
+        .filter(|(name, _)| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+        .collect()
 }
 
 /// What the environment and the command line say, before the backends are
@@ -196,6 +224,17 @@ impl Cli {
     /// Chooses the backends and builds what connects to them; the single
     /// place where settings are checked against each other.
     fn resolve(self) -> Result<Config, ConfigError> {
+        let auth = self.auth.resolve()?;
+        let mut ignored = ignored_go_settings();
+        if auth.mode == auth::AuthMode::None
+            && std::env::var_os("JWT_SECRET").is_some_and(|v| !v.is_empty())
+        {
+            ignored.push((
+                "JWT_SECRET",
+                "AUTH_MODE is none, so no route is authenticated; set AUTH_MODE=accounts for the \
+                 Go service's accounts, or jwt",
+            ));
+        }
         Ok(Config {
             server: self.server,
             database: self.database.resolve(&self.tls.postgres)?,
@@ -205,8 +244,9 @@ impl Cli {
             log: self.log,
             listener: self.listener.resolve()?,
             guard: self.guard.resolve()?,
-            auth: self.auth.resolve()?,
+            auth,
             tracing: self.tracing.resolve()?,
+            ignored,
         })
     }
 }

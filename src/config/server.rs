@@ -176,11 +176,38 @@ pub(super) struct ListenerArgs {
     #[arg(long, env = "SERVER_TLS_RELOAD_INTERVAL", value_name = "SERVER_TLS_RELOAD_INTERVAL", default_value = "10s",
           value_parser = parse_positive_duration)]
     server_tls_reload_interval: Duration,
+
+    /// The Go service's switch for HTTPS with TLS_CERT and TLS_KEY (SERVER_TLS_* win)
+    #[arg(long, env = "USE_TLS", value_name = "USE_TLS",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    use_tls: Option<bool>,
+
+    /// The Go service's certificate file, used when USE_TLS is true
+    #[arg(long, env = "TLS_CERT", value_name = "TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// The Go service's key file, used when USE_TLS is true
+    #[arg(long, env = "TLS_KEY", value_name = "TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ListenerArgs {
     pub(super) fn resolve(self) -> Result<ListenerConfig, ConfigError> {
-        let tls = match (self.server_tls_cert_file, self.server_tls_key_file) {
+        let (cert, key) = match (self.server_tls_cert_file, self.server_tls_key_file) {
+            (None, None) if self.use_tls == Some(true) => match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => (Some(cert), Some(key)),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        variable: "USE_TLS",
+                        reason: "true needs TLS_CERT and TLS_KEY (or SERVER_TLS_CERT_FILE and \
+                                 SERVER_TLS_KEY_FILE)"
+                            .into(),
+                    });
+                }
+            },
+            ours => ours,
+        };
+        let tls = match (cert, key) {
             (Some(cert_file), Some(key_file)) => Some(ListenerTlsConfig {
                 cert_file,
                 key_file,
@@ -206,5 +233,49 @@ impl ListenerArgs {
             max_connections: self.http_max_connections,
             tls,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{parse, resolve_error};
+
+    #[test]
+    fn use_tls_takes_the_go_services_files_and_ours_win() {
+        let tls = parse(&[
+            "--use-tls",
+            "true",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap()
+        .listener
+        .tls
+        .expect("HTTPS");
+        assert_eq!(tls.cert_file.to_str(), Some("c.pem"));
+        let ours = parse(&[
+            "--use-tls",
+            "true",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--server-tls-cert-file",
+            "ours.pem",
+            "--server-tls-key-file",
+            "ours.key",
+        ])
+        .unwrap()
+        .listener
+        .tls
+        .expect("HTTPS");
+        assert_eq!(ours.cert_file.to_str(), Some("ours.pem"));
+        // Without the switch the Go service serves plain HTTP, and so do we.
+        let off = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(off.listener.tls.is_none());
+        let err = resolve_error(&["--use-tls", "1", "--tls-cert", "c.pem"]);
+        assert!(err.to_string().contains("USE_TLS"), "{err}");
     }
 }

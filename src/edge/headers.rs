@@ -26,6 +26,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use super::rate_limit::{LIMIT, REMAINING, RESET};
+use crate::config::{CorsSettings, SecurityHeaders};
 
 /// Swagger UI: the page and its assets.
 const DOCS_PATH: &str = "/docs";
@@ -37,24 +38,32 @@ const API_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Adds the security headers to the response.
-pub(super) async fn add_security_headers(req: Request, next: Next) -> Response {
+pub(super) async fn add_security_headers(
+    State(values): State<Arc<SecurityHeaderValues>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     let policy = if path == DOCS_PATH || path.starts_with("/docs/") {
         HeaderValue::from_static(DOCS_POLICY)
     } else {
-        HeaderValue::from_static(API_POLICY)
+        values.api_policy.clone()
     };
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    if values.nosniff {
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    if values.frame_deny {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    headers.insert(header::REFERRER_POLICY, values.referrer_policy.clone());
+    if let Some(permissions) = &values.permissions_policy {
+        headers.insert(PERMISSIONS_POLICY, permissions.clone());
+    }
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -62,6 +71,35 @@ pub(super) async fn add_security_headers(req: Request, next: Next) -> Response {
         .entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(policy);
     response
+}
+
+const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
+
+/// The security headers, as settings made them, ready to insert.
+pub(crate) struct SecurityHeaderValues {
+    api_policy: HeaderValue,
+    referrer_policy: HeaderValue,
+    frame_deny: bool,
+    nosniff: bool,
+    permissions_policy: Option<HeaderValue>,
+}
+
+impl SecurityHeaderValues {
+    pub(crate) fn new(settings: &SecurityHeaders) -> Self {
+        let value = |raw: &str| {
+            HeaderValue::from_str(raw).expect("BUG: header values are checked at start")
+        };
+        Self {
+            api_policy: settings
+                .api_policy
+                .as_deref()
+                .map_or(HeaderValue::from_static(API_POLICY), value),
+            referrer_policy: value(&settings.referrer_policy),
+            frame_deny: settings.frame_deny,
+            nosniff: settings.nosniff,
+            permissions_policy: settings.permissions_policy.as_deref().map(value),
+        }
+    }
 }
 
 /// The Content-Security-Policy of `/docs` (Swagger UI, whose page has no
@@ -111,7 +149,7 @@ pub(super) async fn apply_cors(
 }
 
 /// CORS for `origins` (`*`: any); `None` when the list is empty.
-pub(super) fn cors(origins: &[String]) -> Option<Cors> {
+pub(super) fn cors(origins: &[String], settings: &CorsSettings) -> Option<Cors> {
     if origins.is_empty() {
         return None;
     }
@@ -129,25 +167,42 @@ pub(super) fn cors(origins: &[String]) -> Option<Cors> {
     };
     let api_key = HeaderName::from_static("x-api-key");
     let request_id = HeaderName::from_static("x-request-id");
+    let methods: Vec<Method> = if settings.methods.is_empty() {
+        vec![Method::GET, Method::POST, Method::PUT, Method::DELETE]
+    } else {
+        settings
+            .methods
+            .iter()
+            .map(|m| Method::from_bytes(m.as_bytes()).expect("BUG: methods are checked at start"))
+            .collect()
+    };
+    let name = |raw: &String| {
+        HeaderName::from_bytes(raw.as_bytes()).expect("BUG: header names are checked at start")
+    };
+    let mut allowed = vec![
+        header::CONTENT_TYPE,
+        header::AUTHORIZATION,
+        api_key,
+        IDEMPOTENCY_KEY,
+        request_id.clone(),
+    ];
+    allowed.extend(settings.headers.iter().map(name));
+    let mut exposed = vec![
+        request_id,
+        header::RETRY_AFTER,
+        LIMIT,
+        REMAINING,
+        RESET,
+        IDEMPOTENT_REPLAYED,
+    ];
+    exposed.extend(settings.exposed_headers.iter().map(name));
     let layer = CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            api_key,
-            IDEMPOTENCY_KEY,
-            request_id.clone(),
-        ])
-        .expose_headers([
-            request_id,
-            header::RETRY_AFTER,
-            LIMIT,
-            REMAINING,
-            RESET,
-            IDEMPOTENT_REPLAYED,
-        ])
-        .max_age(PREFLIGHT_MAX_AGE);
+        .allow_methods(methods)
+        .allow_headers(allowed)
+        .expose_headers(exposed)
+        .allow_credentials(settings.allow_credentials)
+        .max_age(settings.max_age.unwrap_or(PREFLIGHT_MAX_AGE));
     Some(Cors { origins, layer })
 }
 

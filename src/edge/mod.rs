@@ -50,6 +50,9 @@ pub(crate) struct Guards {
     cors: Option<Arc<headers::Cors>>,
     /// Proxies in front whose `X-Forwarded-For` entries are believed.
     trusted_proxy_hops: u32,
+    /// `None`: no limit of its own on `/api/v1/auth/*`.
+    auth_rate_limit: Option<Arc<RateLimit>>,
+    security_headers: Arc<headers::SecurityHeaderValues>,
 }
 
 impl Guards {
@@ -59,8 +62,14 @@ impl Guards {
                 .rate_limit
                 .map(|limit| Arc::new(RateLimit::new(limit, config.trusted_proxy_hops))),
             idempotency: Idempotency::new(store, config.idempotency_key_ttl),
-            cors: headers::cors(&config.cors_allowed_origins).map(Arc::new),
+            cors: headers::cors(&config.cors_allowed_origins, &config.cors).map(Arc::new),
             trusted_proxy_hops: config.trusted_proxy_hops,
+            auth_rate_limit: config
+                .auth_rate_limit
+                .map(|limit| Arc::new(RateLimit::new(limit, config.trusted_proxy_hops))),
+            security_headers: Arc::new(headers::SecurityHeaderValues::new(
+                &config.security_headers,
+            )),
         }
     }
 
@@ -100,6 +109,21 @@ pub(crate) fn limit_rate<S: Clone + Send + Sync + 'static>(
     }
 }
 
+/// `sessions` (login, refresh) with a rate limit of their own, if one is
+/// set (the Go service's `RATE_LIMIT_AUTH_*`), inside the API's.
+pub(crate) fn limit_auth_rate<S: Clone + Send + Sync + 'static>(
+    sessions: Router<S>,
+    guards: &Guards,
+) -> Router<S> {
+    match &guards.auth_rate_limit {
+        Some(limit) => sessions.layer(middleware::from_fn_with_state(
+            Arc::clone(limit),
+            rate_limit::limit_rate,
+        )),
+        None => sessions,
+    }
+}
+
 /// `router` with CORS for the allowed origins (if any), and security
 /// headers on every response (preflights included).
 pub(crate) fn secure_responses<S: Clone + Send + Sync + 'static>(
@@ -113,7 +137,10 @@ pub(crate) fn secure_responses<S: Clone + Send + Sync + 'static>(
         )),
         None => router,
     };
-    router.layer(middleware::from_fn(headers::add_security_headers))
+    router.layer(middleware::from_fn_with_state(
+        Arc::clone(&guards.security_headers),
+        headers::add_security_headers,
+    ))
 }
 
 /// The paths whose POST takes an `Idempotency-Key`.

@@ -260,9 +260,12 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
             Arc::clone(&state.auth),
             authenticate::require_principal,
         ));
-    let sessions = Router::new()
-        .route("/api/v1/auth/login", post(accounts::login))
-        .route("/api/v1/auth/refresh", post(accounts::refresh));
+    let sessions = crate::edge::limit_auth_rate(
+        Router::new()
+            .route("/api/v1/auth/login", post(accounts::login))
+            .route("/api/v1/auth/refresh", post(accounts::refresh)),
+        &state.guards,
+    );
     let resources = if state.accounts.is_some() {
         resources.merge(sessions).merge(own)
     } else {

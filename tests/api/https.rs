@@ -19,26 +19,26 @@ use crate::helpers::{Stack, TestData, eventually, test_config};
 use crate::stack_tests;
 
 /// The name the test certificates are issued for.
-const HOST: &str = "highload.test";
+pub(crate) const HOST: &str = "highload.test";
 
 const RELOAD_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A certificate authority made for the test.
-struct Authority {
+pub(crate) struct Authority {
     certificate: Certificate,
     params: CertificateParams,
     key: KeyPair,
 }
 
 /// A server certificate and its key, in PEM, and the certificate in DER.
-struct Issued {
-    cert_pem: String,
-    key_pem: String,
+pub(crate) struct Issued {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
     der: Vec<u8>,
 }
 
 impl Authority {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -54,12 +54,12 @@ impl Authority {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.certificate.pem()
     }
 
     /// A new certificate for [`HOST`], with a new key.
-    fn issue(&self) -> Issued {
+    pub(crate) fn issue(&self) -> Issued {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(vec![HOST.to_owned()]).unwrap();
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);

@@ -12,6 +12,7 @@ mod cursor;
 mod docs_browser;
 mod edge;
 mod events;
+mod go_settings;
 mod group_commit;
 mod headers;
 mod health;
