@@ -69,12 +69,14 @@ impl Scope {
         }
     }
 
-    /// The scope a request needs: by method, but creating API keys needs
-    /// `admin`, and so does creating a user for a credential that holds a
-    /// role (the Go service's rule for its accounts).
+    /// The scope a request needs: by method, but creating API keys and the
+    /// admin views need `admin`, and so does creating a user for a
+    /// credential that holds a role (the Go service's rule for its
+    /// accounts).
     pub(crate) fn for_request(method: &Method, path: &str, has_role: bool) -> Self {
         match (method, path) {
             (&Method::POST, "/api/v1/api-keys") => Self::Admin,
+            (_, admin) if admin.starts_with("/admin/") => Self::Admin,
             (&Method::POST, "/api/v1/users") if has_role => Self::Admin,
             _ => Self::for_method(method),
         }

@@ -34,6 +34,7 @@ pub(crate) mod headers;
 mod https;
 pub(crate) mod idempotency;
 pub(crate) mod rate_limit;
+pub(crate) mod refusals;
 pub(crate) mod server;
 
 use crate::config::GuardConfig;
@@ -53,6 +54,8 @@ pub(crate) struct Guards {
     /// `None`: no limit of its own on `/api/v1/auth/*`.
     auth_rate_limit: Option<Arc<RateLimit>>,
     security_headers: Arc<headers::SecurityHeaderValues>,
+    /// What the guards refused lately (the admin views).
+    pub(crate) refusals: refusals::Refusals,
 }
 
 impl Guards {
@@ -70,6 +73,7 @@ impl Guards {
             security_headers: Arc::new(headers::SecurityHeaderValues::new(
                 &config.security_headers,
             )),
+            refusals: refusals::Refusals::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::auth::accounts::AccountError;
 use crate::auth::{AuthError, Scope};
 use crate::domain::ValidationError;
+use crate::edge::refusals::Reason;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -339,6 +340,30 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Which refusal of the guards this is, for the admin views; `None`
+    /// for answers that refuse nothing of the client's (404, 409, 5xx).
+    fn refusal(&self) -> Option<Reason> {
+        Some(match self {
+            Self::Overloaded | Self::Timeout => Reason::Shed,
+            Self::RateLimited | Self::LoginThrottled(_) => Reason::RateLimited,
+            Self::CredentialMissing
+            | Self::CredentialInvalid(_)
+            | Self::InvalidCredentials
+            | Self::InvalidRefreshToken => Reason::Unauthenticated,
+            Self::Forbidden(_) => Reason::Forbidden,
+            Self::InvalidBody { .. }
+            | Self::InvalidQuery(_)
+            | Self::InvalidId(_)
+            | Self::InvalidHeader { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::UnsupportedMediaType
+            | Self::IdempotencyKeyReused => Reason::BadInput,
+            _ => return None,
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, problem_type, title) = self.parts();
@@ -375,6 +400,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(challenge) = self.challenge() {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(reason) = self.refusal() {
+            response.extensions_mut().insert(reason);
         }
         response
     }

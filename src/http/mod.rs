@@ -25,6 +25,7 @@
 //! middle of a load spike.
 
 mod accounts;
+mod admin;
 pub(crate) mod error;
 mod events;
 mod extract;
@@ -32,13 +33,14 @@ pub(crate) mod health;
 pub(crate) mod openapi;
 mod users;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +63,7 @@ pub(crate) use error::ApiError;
 
 use crate::config::AdmissionConfig;
 use crate::edge::admission::{self, Admission, AdmissionSettings};
+use crate::edge::refusals::{Reason, Refusal};
 use crate::edge::{Guards, authenticate, idempotency};
 
 use crate::domain::Page;
@@ -246,6 +249,9 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
     } else {
         resources
             .route("/api/v1/api-keys", post(accounts::create_api_key))
+            .route("/admin/ddos-stats", get(admin::ddos_stats))
+            .route("/admin/security/stats", get(admin::security_stats))
+            .route("/admin/security/events", get(admin::security_events))
             .route_layer(middleware::from_fn_with_state(
                 Arc::clone(&state.auth),
                 authenticate::require_scope,
@@ -393,7 +399,22 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let client = state.guards.client_address(req.headers(), peer);
     let response = next.run(req).await;
+    if let Some(reason) = response.extensions().get::<Reason>() {
+        state.guards.refusals.record(Refusal {
+            at: chrono::Utc::now(),
+            reason: *reason,
+            status: response.status().as_u16(),
+            client,
+            method: method.to_owned(),
+            route: route.clone(),
+        });
+    }
     metrics
         .http_duration
         .get_or_create(&RouteLabels {

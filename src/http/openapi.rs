@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use super::{AppState, accounts, error, events, health, users};
+use super::{AppState, accounts, admin, error, events, health, users};
 use crate::auth::openapi::SecurityAddon;
 use crate::domain::{Activity, Event, User};
 use crate::edge::GuardDocs;
@@ -34,6 +34,7 @@ use crate::edge::GuardDocs;
         events::create, events::list, events::read,
         accounts::login, accounts::refresh, accounts::logout, accounts::profile,
         accounts::create_api_key,
+        admin::ddos_stats, admin::security_stats, admin::security_events,
         health::health, health::live, health::ready,
         super::render_metrics, openapi_json, docs,
     ),
@@ -43,6 +44,7 @@ use crate::edge::GuardDocs;
         (name = "users", description = "Users, and what the workers derived from their events"),
         (name = "events", description = "Events about users"),
         (name = "auth", description = "Accounts and their tokens (AUTH_MODE=accounts), and API keys"),
+        (name = "admin", description = "What the guards refused lately (admin scope, with an AUTH_MODE)"),
         (name = "health", description = "Liveness, readiness and dependencies"),
         (name = "operations", description = "Metrics and this documentation"),
     )

@@ -24,6 +24,7 @@ crate::stack_tests!(
     tokens_signed_as_the_go_service_signs_them_are_accepted,
     a_bcrypt_hash_logs_in_and_is_replaced_by_argon2id,
     failed_logins_are_limited_per_account,
+    admins_see_what_the_guards_refused,
 );
 
 const SECRET: &str = "the-go-service-jwt-secret-32-bytes-long!";
@@ -470,4 +471,88 @@ async fn failed_logins_are_limited_per_account(stack: Stack) {
         body["type"], "urn:highload:problem:login-throttled",
         "{body}"
     );
+}
+
+async fn admins_see_what_the_guards_refused(stack: Stack) {
+    let (app, data) = spawn_with(stack, accounts_auth()).await;
+    create_account(&data, "admin@example.com", "admin");
+    create_account(&data, "user@example.com", "user");
+    let admin = session(&app, "admin@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user = session(&app, "user@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Refusals of each kind: no credential, a bad body, a missing scope.
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/users").await.status(), 401);
+    }
+    let bad = send(
+        app.call(Method::POST, "/api/v1/events", &user)
+            .json(&json!({ "user_id": "nope" })),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    for path in [
+        "/admin/ddos-stats",
+        "/admin/security/stats",
+        "/admin/security/events",
+    ] {
+        let refused = send(app.call(Method::GET, path, &user)).await;
+        assert_eq!(refused.status(), 403, "{path}");
+    }
+
+    let stats: Value = send(app.call(Method::GET, "/admin/security/stats", &admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["window_seconds"], 900);
+    assert_eq!(stats["by_reason"]["unauthenticated"], 3, "{stats}");
+    assert_eq!(stats["by_reason"]["bad_input"], 1, "{stats}");
+    assert_eq!(stats["by_reason"]["forbidden"], 3, "{stats}");
+    assert_eq!(stats["by_reason"]["shed"], 0, "{stats}");
+    let client = &stats["by_client"][0];
+    assert_eq!(client["client"], "127.0.0.1", "{stats}");
+    assert_eq!(client["refused"], 7, "{stats}");
+
+    let ddos: Value = send(app.call(Method::GET, "/admin/ddos-stats", &admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ddos["ddos_protection"]["by_reason"], stats["by_reason"]);
+    assert!(ddos["timestamp"].as_i64().unwrap() > 1_700_000_000);
+
+    let events: Value = send(app.call(Method::GET, "/admin/security/events", &admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 7);
+    // Newest first: the three 403s on the admin views.
+    assert_eq!(events[0]["reason"], "forbidden");
+    assert_eq!(events[0]["route"], "/admin/security/events");
+    assert_eq!(events[3]["reason"], "bad_input");
+    assert_eq!(events[3]["method"], "POST");
+    assert_eq!(events[3]["status"], 400);
+
+    // What has no meaning here is not there.
+    for path in [
+        "/admin/security/alerts",
+        "/admin/security/threats",
+        "/admin/security/health",
+    ] {
+        assert_eq!(
+            send(app.call(Method::GET, path, &admin)).await.status(),
+            404,
+            "{path}"
+        );
+    }
+    // Without an AUTH_MODE, nobody is admin: the views are not there.
+    let open = crate::helpers::spawn_app(stack).await;
+    assert_eq!(open.get("/admin/security/stats").await.status(), 404);
 }

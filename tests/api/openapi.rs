@@ -334,6 +334,14 @@ async fn every_endpoint_answers_as_the_openapi_document_says(stack: Stack) {
     c.call(&app, get.clone(), profile, profile, None).await; // 404
     c.call(&app, post.clone(), api_keys, api_keys, Some(json!({})))
         .await; // 404
+    let admin_views = [
+        "/admin/ddos-stats",
+        "/admin/security/stats",
+        "/admin/security/events",
+    ];
+    for view in admin_views {
+        c.call(&app, get.clone(), view, view, None).await; // 404
+    }
 
     // With it: each answer of each.
     let (app, data) = spawn_with(stack, accounts_auth()).await;
@@ -396,6 +404,10 @@ async fn every_endpoint_answers_as_the_openapi_document_says(stack: Stack) {
     c.check(post.clone(), logout, out).await; // 200
     let anonymous = app.client.post(app.url(logout)).send().await.unwrap();
     c.check(post.clone(), logout, anonymous).await; // 401
+    for view in admin_views {
+        let seen = authorized(get.clone(), view).send().await.unwrap();
+        c.check(get.clone(), view, seen).await; // 200
+    }
 
     let exercised = c.exercised.lock().unwrap().clone();
     let missing: Vec<_> = c
