@@ -8,6 +8,9 @@
 #
 #   scripts/schemathesis.sh http://127.0.0.1:8080 [MAX_EXAMPLES]
 #
+# AUTH_HEADER (say "Authorization: Bearer <token>") is sent with every
+# request, for a service with an AUTH_MODE.
+#
 # schemathesis is installed into ${HIGHLOAD_TOOLS_DIR:-~/.cache/highload-tools}
 # the first time. One worker: hypothesis describes strategies by parsing
 # source with Python's ast module, which is not safe across threads on 3.11.
@@ -30,7 +33,9 @@ fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
-"$dir/bin/st" run "$BASE/openapi.json" \
+headers=()
+[ -z "${AUTH_HEADER:-}" ] || headers=(--header "$AUTH_HEADER")
+"$dir/bin/st" run "$BASE/openapi.json" "${headers[@]}" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "$MAX_EXAMPLES" --seed 1 --workers 1 \

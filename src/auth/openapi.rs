@@ -10,6 +10,8 @@ use utoipa::openapi::security::{
 };
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
+use axum::http::Method;
+
 use super::Scope;
 
 /// Adds the security schemes and each API operation's requirements.
@@ -24,8 +26,10 @@ impl Modify for SecurityAddon {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "AUTH_MODE=jwt: a JWT whose `scope` (or `scp`) claim holds the scope; \
-                         AUTH_MODE=api-key: an API key. Not required with AUTH_MODE=none (the default).",
+                        "AUTH_MODE=jwt: a JWT whose `scope` (or `scp`) claim holds the scope, or \
+                         whose `role` (admin, user, readonly) grants it; AUTH_MODE=accounts: an \
+                         access token from /api/v1/auth/login, or an API key; AUTH_MODE=api-key: an \
+                         API key. Not required with AUTH_MODE=none (the default).",
                     ))
                     .build(),
             ),
@@ -71,15 +75,16 @@ impl Modify for SecurityAddon {
                 }
                 continue;
             }
-            if !path.starts_with("/api/") {
+            if !path.starts_with("/api/") && !path.starts_with("/admin/") {
                 continue;
             }
+            let needs = |method: Method| Scope::for_request(&method, path, false);
             let operations = [
-                (Scope::Read, item.get.as_mut()),
-                (Scope::Write, item.post.as_mut()),
-                (Scope::Write, item.put.as_mut()),
-                (Scope::Write, item.patch.as_mut()),
-                (Scope::Admin, item.delete.as_mut()),
+                (needs(Method::GET), item.get.as_mut()),
+                (needs(Method::POST), item.post.as_mut()),
+                (needs(Method::PUT), item.put.as_mut()),
+                (needs(Method::PATCH), item.patch.as_mut()),
+                (needs(Method::DELETE), item.delete.as_mut()),
             ];
             for (scope, operation) in operations {
                 let Some(operation) = operation else { continue };
