@@ -57,6 +57,32 @@ impl Dialect for Pg {
     const LATER_OF: &'static str = "GREATEST";
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    /// The Go service's latest version has an `api_keys` table of its own
+    /// (`permissions`, `is_active`, no `shown`): it is kept, renamed
+    /// `go_api_keys`, so that migration 0005 can create ours. Its keys are
+    /// not taken over (they are recreated with `POST /api/v1/api-keys`).
+    const BEFORE_MIGRATIONS: &'static str = "DO $$ DECLARE item record; BEGIN \
+        IF to_regclass('api_keys') IS NOT NULL \
+           AND to_regclass('go_api_keys') IS NULL \
+           AND EXISTS (SELECT 1 FROM information_schema.columns \
+                       WHERE table_schema = current_schema() AND table_name = 'api_keys' \
+                       AND column_name = 'permissions') \
+           AND NOT EXISTS (SELECT 1 FROM information_schema.columns \
+                           WHERE table_schema = current_schema() AND table_name = 'api_keys' \
+                           AND column_name = 'shown') \
+        THEN \
+          ALTER TABLE api_keys RENAME TO go_api_keys; \
+          FOR item IN SELECT conname FROM pg_constraint \
+                      WHERE conrelid = 'go_api_keys'::regclass AND conname LIKE 'api_keys%' LOOP \
+            EXECUTE format('ALTER TABLE go_api_keys RENAME CONSTRAINT %I TO %I', \
+                           item.conname, 'go_' || item.conname); \
+          END LOOP; \
+          FOR item IN SELECT indexname FROM pg_indexes \
+                      WHERE schemaname = current_schema() AND tablename = 'go_api_keys' \
+                      AND indexname LIKE 'api_keys%' LOOP \
+            EXECUTE format('ALTER INDEX %I RENAME TO %I', item.indexname, 'go_' || item.indexname); \
+          END LOOP; \
+        END IF; END $$";
     /// Row locks: deleting many events holds up no other writer.
     const DEFERRED_EVENT_DELETES: bool = false;
     const PARAM: &'static str = "$";

@@ -140,6 +140,8 @@ impl Dialect for Lite {
     const LATER_OF: &'static str = "MAX";
     const LOCK_ROW: &'static str = "";
     const BEGIN_SNAPSHOT: &'static str = "BEGIN";
+    /// The Go service ran on PostgreSQL only.
+    const BEFORE_MIGRATIONS: &'static str = "";
     /// One write lock for the whole database: see [`super::purge`].
     const DEFERRED_EVENT_DELETES: bool = true;
     const PARAM: &'static str = "?";

@@ -37,6 +37,9 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// gives each statement its own; SQLite's read transaction already
     /// holds one.
     const BEGIN_SNAPSHOT: &'static str;
+    /// Runs before the migrations: makes room for them in a database the
+    /// Go service created (empty where there is nothing to do).
+    const BEFORE_MIGRATIONS: &'static str;
     /// Whether a deleted user's events are removed after the user, in
     /// short transactions, rather than with it (see [`crate::store::purge`]):
     /// meanwhile the user is listed in `deleted_users`, and reads hide its

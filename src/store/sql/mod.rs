@@ -195,6 +195,13 @@ impl<D: Dialect> Store for SqlStore<D>] {
         let migrator = migrate::migrator(D::MIGRATIONS)
             .await
             .with_context(|| format!("failed to load the {} migrations", D::NAME))?;
+        if !D::BEFORE_MIGRATIONS.is_empty() {
+            sqlx::query(D::BEFORE_MIGRATIONS)
+                .persistent(false)
+                .execute(&mut *Self::acquire(&self.writer).await?)
+                .await
+                .map_err(|e| D::classify(e, "failed to prepare the migrations"))?;
+        }
         migrator.run(&self.writer.pool).await.map_err(|err| match err {
             sqlx::migrate::MigrateError::Execute(e) => D::classify(e, "failed to migrate"),
             other => StoreError::Other(

@@ -750,7 +750,7 @@ impl Backend for Pg {
 
 /// A database of its own on the PostgreSQL of `TEST_DATABASE_URL`,
 /// and how to reach it; the caller drops it.
-async fn postgres_database() -> (sqlx::PgPool, String, PgConnectOptions) {
+pub(super) async fn postgres_database() -> (sqlx::PgPool, String, PgConnectOptions) {
     let admin_url = std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
     let admin = sqlx::PgPool::connect(&admin_url)

@@ -10,7 +10,7 @@ use super::{Backend, event, user};
 use crate::domain::{EventFilter, Page};
 use crate::store::postgres::{Pg, PostgresStore};
 use crate::store::sql::NamedPool;
-use crate::store::{StoreError, Write, Written};
+use crate::store::{Store, StoreError, Write, Written};
 
 /// Forwards connections to `target`, holding back each chunk the
 /// server sends for `delay`: a database whose answers take that long.
@@ -128,4 +128,60 @@ async fn a_failed_statement_fails_its_own_write_alone() {
     let listed = store.list_events(&filter, Page::default()).await.unwrap();
     assert_eq!(listed.total, 1);
     db.finish().await;
+}
+
+/// A database the Go service's latest version created: its `api_keys`
+/// table (another shape than ours) is kept as `go_api_keys`, its accounts
+/// stay in `auth_users`, and the migrations run to the end.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (TEST_DATABASE_URL); run with --include-ignored"]
+async fn a_database_of_the_go_services_latest_version_is_taken_over() {
+    let (admin, name, options) = super::postgres_database().await;
+    let go = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
+    for statement in [
+        "CREATE TABLE api_keys (id UUID PRIMARY KEY, name VARCHAR(50) NOT NULL, \
+         key_hash VARCHAR(64) NOT NULL UNIQUE, permissions TEXT[] NOT NULL, \
+         is_active BOOLEAN NOT NULL DEFAULT true, created_at TIMESTAMPTZ NOT NULL, \
+         expires_at TIMESTAMPTZ)",
+        "INSERT INTO api_keys (id, name, key_hash, permissions, created_at) \
+         VALUES (gen_random_uuid(), 'go', 'abc', '{read}', now())",
+        "CREATE TABLE auth_users (id UUID PRIMARY KEY, email VARCHAR(255) UNIQUE NOT NULL, \
+         first_name VARCHAR(100) NOT NULL, last_name VARCHAR(100) NOT NULL, \
+         role VARCHAR(20) NOT NULL DEFAULT 'user', is_active BOOLEAN NOT NULL DEFAULT true, \
+         password_hash VARCHAR(255) NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now(), \
+         updated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        "INSERT INTO auth_users (id, email, first_name, last_name, role, password_hash) \
+         VALUES (gen_random_uuid(), 'admin@example.com', 'A', 'D', 'admin', '$2a$10$x')",
+        "CREATE TABLE refresh_tokens (id SERIAL PRIMARY KEY, user_id UUID NOT NULL, \
+         token_hash VARCHAR(64) NOT NULL, expires_at TIMESTAMPTZ NOT NULL, \
+         created_at TIMESTAMPTZ NOT NULL)",
+    ] {
+        sqlx::query(statement).execute(&go).await.unwrap();
+    }
+    let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5));
+    store
+        .migrate()
+        .await
+        .expect("the migrations run on the Go service's tables");
+    // Again, as a restarted replica does.
+    store.migrate().await.unwrap();
+    let kept: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM go_api_keys), (SELECT COUNT(*) FROM auth_users), \
+         (SELECT COUNT(*) FROM information_schema.columns \
+          WHERE table_name = 'api_keys' AND column_name = 'shown')",
+    )
+    .fetch_one(&go)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        (1, 1, 1),
+        "Go's keys kept aside, its accounts kept, ours created"
+    );
+    store.close().await;
+    go.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
