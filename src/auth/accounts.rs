@@ -38,7 +38,7 @@ use super::Role;
 use super::api_key::hash_of;
 use crate::config::auth::AccountsConfig;
 use crate::domain::{Email, PersonName, ValidationError};
-use crate::store::{AccountRow, AccountTable, NewRefreshToken};
+use crate::store::{AccountRow, AccountTable, NewRefreshToken, Revoke};
 
 /// The `iss` of the access tokens: the Go service's, so that whatever
 /// checks its tokens accepts ours.
@@ -234,7 +234,7 @@ impl Accounts {
                     "a used refresh token came again: its family is revoked"
                 );
                 self.table
-                    .revoke_refresh_family(found.family, now)
+                    .revoke_refresh_tokens(Revoke::Family(found.family), now)
                     .await
                     .map_err(unavailable("failed to revoke the token family"))?;
             }
@@ -268,7 +268,7 @@ impl Accounts {
                 match found {
                     Some(found) if found.user_id == account => self
                         .table
-                        .revoke_refresh_family(found.family, now)
+                        .revoke_refresh_tokens(Revoke::Family(found.family), now)
                         .await
                         .map_err(unavailable("failed to revoke the token family"))?,
                     _ => return Err(AccountError::InvalidRefreshToken),
@@ -276,7 +276,7 @@ impl Accounts {
             }
             None => self
                 .table
-                .revoke_refresh_tokens_of(account, now)
+                .revoke_refresh_tokens(Revoke::Account(account), now)
                 .await
                 .map_err(unavailable("failed to revoke the refresh tokens"))?,
         }

@@ -31,7 +31,7 @@ pub(crate) use configured::open;
 pub(crate) use group::{CommitObserver, GroupCommit, GroupCommitSettings};
 pub(crate) use idempotency::{IdempotencyKey, StoredResponse};
 pub(crate) use sql::{
-    AccountRow, AccountTable, ApiKeyRow, ApiKeyTable, NewApiKeyRow, NewRefreshToken,
+    AccountRow, AccountTable, ApiKeyRow, ApiKeyTable, NewApiKeyRow, NewRefreshToken, Revoke,
 };
 
 use std::future::Future;

@@ -49,6 +49,15 @@ pub(crate) struct NewRefreshToken<'a> {
     pub(crate) expires_at: DateTime<Utc>,
 }
 
+/// Which refresh tokens to revoke.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Revoke {
+    /// Every token of a family (one login and its refreshes).
+    Family(Uuid),
+    /// Every token of an account.
+    Account(Uuid),
+}
+
 /// The account tables. Errors are the driver's: each caller says what
 /// failed.
 #[async_trait]
@@ -83,17 +92,10 @@ pub(crate) trait AccountTable: Send + Sync + 'static {
     /// The token with this hash, whatever its state.
     async fn find_refresh_token(&self, hash: &str) -> Result<Option<RefreshTokenRow>, sqlx::Error>;
 
-    /// Revokes every token of `family`.
-    async fn revoke_refresh_family(
+    /// Revokes the tokens `which` names.
+    async fn revoke_refresh_tokens(
         &self,
-        family: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error>;
-
-    /// Revokes every token of the account.
-    async fn revoke_refresh_tokens_of(
-        &self,
-        user_id: Uuid,
+        which: Revoke,
         at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error>;
 }
@@ -261,37 +263,25 @@ impl<D: Dialect> AccountTable for SqlStore<D>] {
         Ok(found.map(token))
     }
 
-    async fn revoke_refresh_family(
+    async fn revoke_refresh_tokens(
         &self,
-        family: Uuid,
+        which: Revoke,
         at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
+        let (column, id) = match which {
+            Revoke::Family(family) => ("family", family),
+            Revoke::Account(user_id) => ("user_id", user_id),
+        };
         let mut conn = self.writer.waiting.on(self.writer.pool.acquire()).await?;
-        sqlx::query(
+        let sql = format!(
             "UPDATE auth_refresh_tokens SET revoked_at = $1 \
-             WHERE family = $2 AND revoked_at IS NULL",
-        )
-        .bind(D::time(&at))
-        .bind(family)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn revoke_refresh_tokens_of(
-        &self,
-        user_id: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
-        let mut conn = self.writer.waiting.on(self.writer.pool.acquire()).await?;
-        sqlx::query(
-            "UPDATE auth_refresh_tokens SET revoked_at = $1 \
-             WHERE user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(D::time(&at))
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+             WHERE {column} = $2 AND revoked_at IS NULL"
+        );
+        sqlx::query(&sql)
+            .bind(D::time(&at))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }
