@@ -52,11 +52,11 @@ pub(super) struct TracingArgs {
     otel_exporter_otlp_traces_protocol: Option<Protocol>,
 
     /// Headers of each export request, as key=value pairs separated by commas, values URL-encoded (such as an API key)
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_name = "OTEL_EXPORTER_OTLP_HEADERS", value_parser = secret)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_name = "OTEL_EXPORTER_OTLP_HEADERS", hide_env_values = true, value_parser = secret)]
     otel_exporter_otlp_headers: Option<SecretString>,
 
     /// Headers of each export request (added to OTEL_EXPORTER_OTLP_HEADERS, replacing those of the same name)
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", value_parser = secret)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", hide_env_values = true, value_parser = secret)]
     otel_exporter_otlp_traces_headers: Option<SecretString>,
 
     /// Time limit of one export request, in milliseconds

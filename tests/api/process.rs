@@ -212,3 +212,31 @@ async fn sigterm_exits_promptly_while_kafka_is_unreachable() {
         "the outbox keeps what was not published"
     );
 }
+
+#[test]
+fn help_never_prints_a_secret_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=otlp-secret-1"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "authorization=otlp-secret-2",
+        ),
+        ("DATABASE_URL", "postgres://u:db-secret-3@h/d"),
+        ("REDIS_URL", "redis://:redis-secret-4@h:6379/0"),
+        ("JWT_SECRET", "jwt-secret-5-of-at-least-32-bytes-long"),
+        ("METRICS_TOKEN", "metrics-secret-6"),
+    ];
+    let output = highload(&dir).envs(secrets).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (variable, value) in secrets {
+        assert!(help.contains(variable), "--help lacks {variable}");
+        let secret = value
+            .rsplit(['=', ':', '@'])
+            .find(|part| part.contains("secret"))
+            .unwrap();
+        assert!(!help.contains(secret), "--help shows {variable}'s value");
+    }
+    assert!(!help.to_lowercase().contains("authorization="), "{help}");
+}
