@@ -41,6 +41,9 @@ enum Command {
     /// Create accounts (AUTH_MODE=accounts) in the configured database
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Print the OpenAPI document the server serves at /openapi.json (committed as
+    /// api/openapi.json)
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,10 @@ fn main() -> ExitCode {
         }
         Some(Command::Account(command)) => {
             return run_command(highload::auth::cli::run_account(&config.database, command));
+        }
+        Some(Command::Openapi) => {
+            println!("{}", highload::startup::openapi_document());
+            return ExitCode::SUCCESS;
         }
         None => {}
     }

@@ -332,3 +332,9 @@ fn build_bus(
     })?;
     Ok((Arc::new(publisher), Box::new(subscriber)))
 }
+
+/// The OpenAPI document the server serves at `/openapi.json`
+/// (`highload openapi` prints it; `api/openapi.json` is its committed copy).
+pub fn openapi_document() -> &'static str {
+    crate::http::openapi::document()
+}

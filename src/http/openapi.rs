@@ -27,7 +27,7 @@ use crate::edge::GuardDocs;
                        Lists run newest first and page by number (`page`, `limit`) or by keyset \
                        cursor (`cursor`: the previous page's `next_cursor`, with `limit`); a \
                        cursor's page costs the same however deep it is.",
-        license(name = "MIT OR Apache-2.0"),
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(
         users::create, users::list, users::read, users::update, users::remove, users::activity,
@@ -59,7 +59,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// The document, serialized once.
-fn document() -> &'static str {
+pub(crate) fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
         ApiDoc::openapi()

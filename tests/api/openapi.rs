@@ -12,6 +12,20 @@ use crate::helpers::{Stack, TestApp, spawn_app};
 
 crate::stack_tests!(every_endpoint_answers_as_the_openapi_document_says);
 
+/// The copy in the repository, for client teams and API reviews.
+const COMMITTED: &str = include_str!("../../api/openapi.json");
+
+#[tokio::test]
+async fn the_committed_document_is_the_one_served() {
+    let app = spawn_app(Stack::Embedded).await;
+    let served = app.get("/openapi.json").await.text().await.unwrap();
+    assert!(
+        served.trim_end() == COMMITTED.trim_end(),
+        "api/openapi.json differs from what the service serves: regenerate it with \
+         `cargo run -- openapi > api/openapi.json` and review the diff"
+    );
+}
+
 /// The document, and which operations the test exercised.
 struct Contract {
     doc: Value,
