@@ -122,6 +122,7 @@ impl Application {
                 None => None,
             },
             keys: KeyStore::new(api_keys),
+            profiling: config.server.profiling,
         });
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),

@@ -76,7 +76,9 @@ impl Scope {
     pub(crate) fn for_request(method: &Method, path: &str, has_role: bool) -> Self {
         match (method, path) {
             (&Method::POST, "/api/v1/api-keys") => Self::Admin,
-            (_, admin) if admin.starts_with("/admin/") => Self::Admin,
+            (_, admin) if admin.starts_with("/admin/") || admin.starts_with("/debug/") => {
+                Self::Admin
+            }
             (&Method::POST, "/api/v1/users") if has_role => Self::Admin,
             _ => Self::for_method(method),
         }

@@ -225,6 +225,12 @@ impl Cli {
     /// place where settings are checked against each other.
     fn resolve(self) -> Result<Config, ConfigError> {
         let auth = self.auth.resolve()?;
+        if self.server.profiling && auth.mode == auth::AuthMode::None {
+            return Err(ConfigError::Invalid {
+                variable: "PROFILING",
+                reason: "profiles are served to the admin scope only: set an AUTH_MODE".into(),
+            });
+        }
         let mut ignored = ignored_go_settings();
         if auth.mode == auth::AuthMode::None
             && std::env::var_os("JWT_SECRET").is_some_and(|v| !v.is_empty())

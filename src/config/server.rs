@@ -32,6 +32,12 @@ pub struct ServerConfig {
     )]
     pub server_port: u16,
 
+    /// Serve CPU profiles (pprof format) and allocator statistics under /debug/ to the admin scope;
+    /// needs an AUTH_MODE
+    #[arg(long, env = "PROFILING", value_name = "PROFILING", default_value = "false",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub profiling: bool,
+
     /// Largest request body accepted; larger ones get 413 (bytes, or with KiB/MiB/KB/MB)
     #[arg(long, env = "HTTP_BODY_LIMIT", value_name = "HTTP_BODY_LIMIT", default_value = "1MiB", value_parser = parse_size)]
     pub http_body_limit: usize,
@@ -277,5 +283,14 @@ mod tests {
         assert!(off.listener.tls.is_none());
         let err = resolve_error(&["--use-tls", "1", "--tls-cert", "c.pem"]);
         assert!(err.to_string().contains("USE_TLS"), "{err}");
+    }
+
+    #[test]
+    fn profiles_are_off_by_default_and_need_an_auth_mode() {
+        assert!(!parse(&[]).unwrap().server.profiling);
+        let err = resolve_error(&["--profiling", "true"]);
+        assert!(err.to_string().contains("PROFILING"), "{err}");
+        let on = parse(&["--profiling", "true", "--auth-mode", "api-key"]).unwrap();
+        assert!(on.server.profiling);
     }
 }

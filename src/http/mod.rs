@@ -26,6 +26,7 @@
 
 mod accounts;
 mod admin;
+mod debug;
 pub(crate) mod error;
 mod events;
 mod extract;
@@ -108,6 +109,8 @@ pub(crate) struct AppParts {
     pub accounts: Option<Arc<crate::auth::accounts::Accounts>>,
     /// Where `POST /api/v1/api-keys` stores keys.
     pub keys: crate::auth::api_key::KeyStore,
+    /// Whether `/debug/*` serves profiles (`PROFILING`).
+    pub profiling: bool,
 }
 
 impl AppState {
@@ -289,8 +292,23 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(shed);
+    // Profiles: off unless PROFILING, for the admin scope (PROFILING needs
+    // an AUTH_MODE); outside the API's time limit, which a profile's
+    // seconds may pass.
+    let debug = if state.profiling {
+        Router::new()
+            .route("/debug/pprof/profile", get(debug::cpu_profile))
+            .route("/debug/allocator", get(debug::allocator))
+            .route_layer(middleware::from_fn_with_state(
+                Arc::clone(&state.auth),
+                authenticate::require_scope,
+            ))
+    } else {
+        Router::new()
+    };
     let operations = health::router()
         .merge(metrics)
+        .merge(debug)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(GlobalConcurrencyLimitLayer::new(OPERATIONS_MAX_IN_FLIGHT));
     // Client guards (see `guard`): the per-client rate limit on the API,

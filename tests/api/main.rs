@@ -25,6 +25,7 @@ mod outbox_lease;
 mod overload;
 mod pipeline;
 mod process;
+mod profiling;
 mod rate_limit;
 mod real_stack;
 mod services;
