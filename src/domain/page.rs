@@ -14,7 +14,7 @@
 //! against mistakes, not attacks: a forged cursor can only name a position
 //! in a list the client may read anyway.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use uuid::Uuid;
 
 use super::ValidationError;
@@ -172,7 +172,12 @@ impl Key {
             return Err(invalid());
         }
         let micros = i64::from_be_bytes(bytes[1..9].try_into().expect("BUG: 8 bytes"));
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+        // The checksum is no secret: a cursor can be forged. Its time must
+        // be one a row can have (years 1 to 9999, which both stores hold),
+        // or PostgreSQL refuses the query with a 500.
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .filter(|at| (1..=9999).contains(&at.year()))
+            .ok_or_else(invalid)?;
         let id = Uuid::from_slice(&bytes[9..25]).map_err(|_| invalid())?;
         Ok(Self { created_at, id })
     }
@@ -276,6 +281,25 @@ mod tests {
         for bad in bad {
             let err = Page::parse(None, None, Some(bad), "users").unwrap_err();
             assert_eq!(err.field, "cursor", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_forged_cursor_of_a_time_no_row_can_have_is_refused() {
+        for micros in [
+            i64::MIN,
+            -210_000_000_000_000_000,
+            300_000_000_000_000_000,
+            i64::MAX,
+        ] {
+            let mut bytes = [0u8; CURSOR_BYTES];
+            bytes[0] = CURSOR_VERSION;
+            bytes[1..9].copy_from_slice(&micros.to_be_bytes());
+            let sum = checksum("users", &bytes[..25]);
+            bytes[25..].copy_from_slice(&sum.to_be_bytes());
+            let forged: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let err = Key::from_cursor(&forged, "users").unwrap_err();
+            assert_eq!(err.field, "cursor", "{micros}");
         }
     }
 

@@ -12,7 +12,47 @@ crate::stack_tests!(
     walking_events_by_cursor_returns_every_event_once_under_each_filter,
     a_cursor_walk_neither_repeats_nor_skips_older_rows_when_rows_are_inserted,
     a_malformed_changed_or_misplaced_cursor_is_a_400_naming_it,
+    a_forged_cursor_of_an_impossible_time_is_a_400_not_a_500,
 );
+
+/// A cursor as anybody can forge one (its checksum is FNV-1a, no secret):
+/// version 1, `micros` since the epoch, a nil id, for the list `list`.
+fn forged_cursor(list: &str, micros: i64) -> String {
+    let mut bytes = vec![1u8];
+    bytes.extend(micros.to_be_bytes());
+    bytes.extend([0u8; 16]);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in list.as_bytes().iter().chain(&[0]).chain(&bytes) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    bytes.extend(hash.to_be_bytes());
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Found by a hostile client: a cursor dated before 4713 BC passed the
+/// checksum and PostgreSQL refused the query ("timestamp out of range"),
+/// a 500 and an ERROR line per request.
+async fn a_forged_cursor_of_an_impossible_time_is_a_400_not_a_500(stack: Stack) {
+    let app = &spawn_app(stack).await;
+    app.create_user().await;
+    // 5000 BC, and the far future.
+    for micros in [-219_900_000_000_000_000, 9_000_000_000_000_000_000] {
+        for (path, list) in [
+            ("/api/v1/users", "users"),
+            ("/api/v1/events", "events user_id= type="),
+        ] {
+            let url = format!("{path}?cursor={}", forged_cursor(list, micros));
+            assert_problem(app.get(&url).await, 400, Some("cursor")).await;
+        }
+    }
+    // The forging is right: a time a row can have passes the checksum.
+    let fine = format!(
+        "/api/v1/users?cursor={}",
+        forged_cursor("users", 1_700_000_000_000_000)
+    );
+    assert_eq!(app.get(&fine).await.status(), 200);
+}
 
 /// `path` with `query` appended.
 fn with_query(path: &str, query: &str) -> String {
