@@ -138,6 +138,10 @@ async fn execute(keys: &KeyStore, command: ApiKeyCommand) -> anyhow::Result<()> 
         ApiKeyCommand::Create { name, scope } => {
             let name = name.trim();
             anyhow::ensure!(!name.is_empty(), "--name must not be blank");
+            anyhow::ensure!(
+                !name.chars().any(char::is_control),
+                "--name must not hold control characters (escapes, newlines)"
+            );
             let key = NewKey::generate(name, scope.into_iter().collect::<Scopes>())?;
             keys.insert(&key).await?;
             writeln!(out, "id:     {}", key.record.id)?;
@@ -166,7 +170,10 @@ async fn execute(keys: &KeyStore, command: ApiKeyCommand) -> anyhow::Result<()> 
                     key.scopes.to_string(),
                     time(key.created_at),
                     key.revoked_at.map_or_else(|| "-".to_owned(), time),
-                    key.name
+                    // A name written to the table by other means shows its
+                    // control characters escaped: an escape sequence or a
+                    // newline cannot fake a row or recolour the terminal.
+                    key.name.escape_debug()
                 )?;
             }
         }

@@ -93,4 +93,28 @@ async fn api_keys_are_created_listed_and_revoked_from_the_command_line(stack: St
         "the revocation time is listed: {line}"
     );
     app.stop().await.unwrap();
+
+    // Found by a hostile client: names printed raw, so an escape sequence
+    // or a newline in one faked rows. `create` refuses them; `list` shows
+    // one stored by other means escaped.
+    let sneaky = "ok\u{1b}[2J\nfake-row";
+    let refused = api_key(&data, &["create", "--name", sneaky, "--scope", "read"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("control characters"),
+        "{refused:?}"
+    );
+    crate::helpers::fetch_text(
+        &data,
+        "UPDATE api_keys SET name = $1 WHERE name = 'reporting' RETURNING name",
+        &[sneaky],
+    )
+    .await;
+    let listed = stdout_of(&api_key(&data, &["list"]));
+    assert!(!listed.contains('\u{1b}'), "{listed:?}");
+    assert!(
+        !listed.lines().any(|line| line.starts_with("fake-row")),
+        "{listed:?}"
+    );
+    assert!(listed.contains("ok\\u{1b}[2J\\nfake-row"), "{listed:?}");
 }
