@@ -38,7 +38,7 @@ use super::Role;
 use super::api_key::hash_of;
 use crate::config::auth::AccountsConfig;
 use crate::domain::{Email, PersonName, ValidationError};
-use crate::store::{AccountRow, AccountTable, NewRefreshToken, Revoke};
+use crate::store::{AccountBy, AccountRow, AccountTable, NewRefreshToken, Revoke};
 
 /// The `iss` of the access tokens: the Go service's, so that whatever
 /// checks its tokens accepts ours.
@@ -177,7 +177,7 @@ impl Accounts {
         }
         let found = self
             .table
-            .find_account_by_email(&email)
+            .find_account(AccountBy::Email(&email))
             .await
             .map_err(unavailable("failed to look up the account"))?;
         let stored = found
@@ -242,7 +242,7 @@ impl Accounts {
         };
         let account = self
             .table
-            .find_account(used.user_id)
+            .find_account(AccountBy::Id(used.user_id))
             .await
             .map_err(unavailable("failed to look up the account"))?
             .filter(|account| account.is_active)

@@ -82,25 +82,17 @@ pub async fn run_account(database: &DatabaseConfig, command: AccountCommand) -> 
         }
     };
     let password = SecretString::from(password);
-    let opened = store::open(database, 1).await?;
-    let result = async {
-        opened
-            .store
-            .migrate()
-            .await
-            .context("failed to migrate the database")?;
-        accounts::create_account(
-            opened.accounts.as_ref(),
-            &email,
-            &first_name,
-            &last_name,
-            role,
-            &password,
-        )
-        .await
-        .map_err(|err| anyhow::anyhow!("{err}"))
-    }
-    .await;
+    let opened = open_migrated(database).await?;
+    let result = accounts::create_account(
+        opened.accounts.as_ref(),
+        &email,
+        &first_name,
+        &last_name,
+        role,
+        &password,
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("{err}"));
     opened.store.close().await;
     let account = result?;
     let mut out = std::io::stdout().lock();
@@ -110,6 +102,17 @@ pub async fn run_account(database: &DatabaseConfig, command: AccountCommand) -> 
     Ok(())
 }
 
+/// The configured database on one connection, its schema brought up to
+/// date as the server does at start (closed again if that fails).
+async fn open_migrated(database: &DatabaseConfig) -> anyhow::Result<store::Opened> {
+    let opened = store::open(database, 1).await?;
+    if let Err(err) = opened.store.migrate().await {
+        opened.store.close().await;
+        return Err(anyhow::Error::new(err).context("failed to migrate the database"));
+    }
+    Ok(opened)
+}
+
 fn parse_scope(raw: &str) -> Result<Scope, String> {
     Scope::parse(raw.trim())
         .ok_or_else(|| format!("unknown scope {raw:?}; use read, write or admin"))
@@ -117,17 +120,8 @@ fn parse_scope(raw: &str) -> Result<Scope, String> {
 
 /// Runs the command, printing its result on standard output.
 pub async fn run(database: &DatabaseConfig, command: ApiKeyCommand) -> anyhow::Result<()> {
-    let opened = store::open(database, 1).await?;
-    let result = async {
-        // Brings the schema up to date, as the server does at start.
-        opened
-            .store
-            .migrate()
-            .await
-            .context("failed to migrate the database")?;
-        execute(&KeyStore::new(Arc::clone(&opened.api_keys)), command).await
-    }
-    .await;
+    let opened = open_migrated(database).await?;
+    let result = execute(&KeyStore::new(Arc::clone(&opened.api_keys)), command).await;
     opened.store.close().await;
     result
 }

@@ -27,11 +27,12 @@ mod rows;
 mod sql;
 pub(crate) mod sqlite;
 
-pub(crate) use configured::open;
+pub(crate) use configured::{Opened, open};
 pub(crate) use group::{CommitObserver, GroupCommit, GroupCommitSettings};
 pub(crate) use idempotency::{IdempotencyKey, StoredResponse};
 pub(crate) use sql::{
-    AccountRow, AccountTable, ApiKeyRow, ApiKeyTable, NewApiKeyRow, NewRefreshToken, Revoke,
+    AccountBy, AccountRow, AccountTable, ApiKeyRow, ApiKeyTable, NewApiKeyRow, NewRefreshToken,
+    Revoke,
 };
 
 use std::future::Future;

@@ -49,6 +49,14 @@ pub(crate) struct NewRefreshToken<'a> {
     pub(crate) expires_at: DateTime<Utc>,
 }
 
+/// How an account is looked up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AccountBy<'a> {
+    Id(Uuid),
+    /// In its canonical form.
+    Email(&'a str),
+}
+
 /// Which refresh tokens to revoke.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Revoke {
@@ -62,10 +70,8 @@ pub(crate) enum Revoke {
 /// failed.
 #[async_trait]
 pub(crate) trait AccountTable: Send + Sync + 'static {
-    /// The account with this (canonical) email.
-    async fn find_account_by_email(&self, email: &str) -> Result<Option<AccountRow>, sqlx::Error>;
-
-    async fn find_account(&self, id: Uuid) -> Result<Option<AccountRow>, sqlx::Error>;
+    /// The account with this id, or this (canonical) email.
+    async fn find_account(&self, by: AccountBy<'_>) -> Result<Option<AccountRow>, sqlx::Error>;
 
     /// Stores a new, active account; `false` when the email is taken.
     async fn insert_account(&self, account: &AccountRow) -> Result<bool, sqlx::Error>;
@@ -150,23 +156,19 @@ fn token((family, user_id, used, revoked): TokenRow) -> RefreshTokenRow {
 with_driver_bounds! {
 [#[async_trait]
 impl<D: Dialect> AccountTable for SqlStore<D>] {
-    async fn find_account_by_email(&self, email: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+    async fn find_account(&self, by: AccountBy<'_>) -> Result<Option<AccountRow>, sqlx::Error> {
         let mut conn = self.writer.waiting.on(self.writer.pool.acquire()).await?;
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM auth_users WHERE email = $1");
-        let found: Option<Row> = sqlx::query_as(&sql)
-            .bind(email.to_owned())
-            .fetch_optional(&mut *conn)
-            .await?;
-        Ok(found.map(account))
-    }
-
-    async fn find_account(&self, id: Uuid) -> Result<Option<AccountRow>, sqlx::Error> {
-        let mut conn = self.writer.waiting.on(self.writer.pool.acquire()).await?;
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM auth_users WHERE id = $1");
-        let found: Option<Row> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let column = match by {
+            AccountBy::Id(_) => "id",
+            AccountBy::Email(_) => "email",
+        };
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM auth_users WHERE {column} = $1");
+        let query = sqlx::query_as(&sql);
+        let query = match by {
+            AccountBy::Id(id) => query.bind(id),
+            AccountBy::Email(email) => query.bind(email.to_owned()),
+        };
+        let found: Option<Row> = query.fetch_optional(&mut *conn).await?;
         Ok(found.map(account))
     }
 

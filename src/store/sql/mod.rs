@@ -71,7 +71,7 @@ mod statements;
 mod tests;
 mod write;
 
-pub(crate) use accounts::{AccountRow, AccountTable, NewRefreshToken, Revoke};
+pub(crate) use accounts::{AccountBy, AccountRow, AccountTable, NewRefreshToken, Revoke};
 pub(crate) use api_keys::{ApiKeyRow, ApiKeyTable, NewApiKeyRow};
 pub(crate) use dialect::{Dialect, Sorted};
 pub(crate) use statements::{cached, placeholders_from};
