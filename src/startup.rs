@@ -106,17 +106,22 @@ impl Application {
             },
             Arc::clone(&metrics),
         );
+        let auth = Arc::new(Authenticator::build(
+            &config.auth,
+            KeyStore::new(Arc::clone(&api_keys)),
+        )?);
         let state = AppState::new(AppParts {
             service: Arc::new(service),
             health: Arc::new(health),
             body_limit: config.server.http_body_limit,
             metrics: Arc::clone(&metrics),
             store_metrics: Arc::new(StoreCollector::new(Arc::clone(&store))),
-            guards: Arc::new(Guards::new(&config.guard, Arc::clone(&store))),
-            auth: Arc::new(Authenticator::build(
-                &config.auth,
-                KeyStore::new(Arc::clone(&api_keys)),
-            )?),
+            guards: Arc::new(Guards::new(
+                &config.guard,
+                Arc::clone(&store),
+                &auth.verified(),
+            )),
+            auth,
             accounts: match &config.auth.accounts {
                 Some(settings) => Some(Arc::new(Accounts::new(account_table, settings.clone())?)),
                 None => None,

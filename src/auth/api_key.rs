@@ -22,7 +22,7 @@ use moka::sync::Cache;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::{AuthError, Principal, Scopes, sha256};
+use super::{AuthError, CredentialKind, Principal, Scopes, sha256};
 use crate::config::DatabaseConfig;
 use crate::store::{self, ApiKeyRow, ApiKeyTable, NewApiKeyRow, Store};
 
@@ -230,6 +230,7 @@ impl ApiKeys {
         })?;
         Ok(match found {
             Some((id, scopes, false)) => Some(Principal {
+                kind: CredentialKind::ApiKey,
                 subject: id.to_string(),
                 scopes,
                 role: None,

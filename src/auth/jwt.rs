@@ -25,7 +25,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::{AuthError, Principal, Role, Scopes};
+use super::{AuthError, CredentialKind, Principal, Role, Scopes};
 use crate::config::auth::{JwtConfig, JwtKeys, key_from_pem};
 
 /// Time limit of one JWKS fetch.
@@ -153,6 +153,7 @@ impl JwtVerifier {
             None => claims.role.as_deref().and_then(Role::parse),
         };
         Ok(Principal {
+            kind: CredentialKind::Token,
             subject: claims.sub.or(claims.user_id).unwrap_or_default(),
             scopes: scopes.unwrap_or_else(|| role.map(Role::scopes).unwrap_or_default()),
             role,

@@ -24,6 +24,7 @@ mod jwt;
 pub mod openapi;
 
 use std::fmt;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, header};
 use secrecy::ExposeSecret;
@@ -184,13 +185,32 @@ impl fmt::Display for Scopes {
 /// Who made a request, as verified; added to the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The API key's id, or the token's `sub` (else its `user_id`).
+    /// What verified: an API key or a token.
+    pub kind: CredentialKind,
+    /// The API key's id, or the token's `sub` (else its `user_id`): the
+    /// same for every token of one subject.
     pub subject: String,
     pub scopes: Scopes,
     /// The token's `role`, when its scopes come from one.
     pub role: Option<Role>,
     /// The token's `email`, if it has one.
     pub email: Option<String>,
+}
+
+/// The kinds of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    ApiKey,
+    Token,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api-key",
+            Self::Token => "token",
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -210,6 +230,8 @@ pub(crate) enum AuthError {
 /// Checks the credentials of requests, as `AUTH_MODE` says.
 pub struct Authenticator {
     verifier: Verifier,
+    /// The credentials that verified lately.
+    verified: VerifiedCredentials,
     /// SHA-256 of `METRICS_TOKEN`: compared digest to digest, so the
     /// comparison takes as long whatever the token sent.
     metrics_token: Option<[u8; 32]>,
@@ -239,6 +261,7 @@ impl Authenticator {
         };
         Ok(Self {
             verifier,
+            verified: VerifiedCredentials::default(),
             metrics_token: config
                 .metrics_token
                 .as_ref()
@@ -268,11 +291,26 @@ impl Authenticator {
         }
     }
 
+    /// The credentials that verified lately, as the rate limit asks.
+    pub(crate) fn verified(&self) -> VerifiedCredentials {
+        self.verified.clone()
+    }
+
     /// The request's verified principal; `None` when `AUTH_MODE=none`.
     pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<Principal>, AuthError> {
+        let principal = self.verify(headers).await?;
+        if principal.is_some()
+            && let Some(digest) = credential_digest(headers)
+        {
+            self.verified.remember(digest);
+        }
+        Ok(principal)
+    }
+
+    async fn verify(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
         Ok(Some(match &self.verifier {
             Verifier::None => return Ok(None),
             Verifier::ApiKey(keys) => {
@@ -321,9 +359,47 @@ fn jwt_of(config: &AuthConfig) -> anyhow::Result<&JwtConfig> {
         .ok_or_else(|| anyhow::anyhow!("BUG: AUTH_MODE={:?} without its JWT settings", config.mode))
 }
 
+/// How long a credential that verified counts as its own client for the
+/// rate limit after its last verification.
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+
+/// The most credentials remembered as verified (the least recently
+/// verified go first).
+const VERIFIED_ENTRIES: u64 = 100_000;
+
+/// The hashes of the credentials that verified within [`VERIFIED_FOR`]:
+/// the rate limit counts a request against its credential only when that
+/// credential is one of them, so that made-up credentials count against
+/// their sender's address. Empty when `AUTH_MODE=none`.
+#[derive(Clone)]
+pub(crate) struct VerifiedCredentials(moka::sync::Cache<[u8; 32], ()>);
+
+impl Default for VerifiedCredentials {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_ENTRIES)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
+        )
+    }
+}
+
+impl VerifiedCredentials {
+    /// Remembers a credential's hash as verified now.
+    pub(crate) fn remember(&self, digest: [u8; 32]) {
+        self.0.insert(digest, ());
+    }
+
+    /// The request's credential's hash, if it verified lately.
+    pub(crate) fn of(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        credential_digest(headers).filter(|digest| self.0.contains_key(digest))
+    }
+}
+
 /// A hash of the client's credential (`X-API-Key`, else the token of
 /// `Authorization: Bearer`), if it sends one.
-pub(crate) fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
+fn credential_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
     let credential = headers
         .get(API_KEY_HEADER)
         .map(|v| v.as_bytes())

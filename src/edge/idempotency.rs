@@ -13,20 +13,22 @@
 //!   unknown user, …) may be retried with its key and runs again.
 //! - Keys last `IDEMPOTENCY_KEY_TTL` (24 h by default); then the key may
 //!   name a new request, and a background task deletes it.
-//! - Keys are per client: a client that sends a credential (`X-API-Key`,
-//!   `Authorization: Bearer`) has keys of its own, known by the
-//!   credential's hash; clients without one share theirs.
+//! - Keys are per caller: with authentication on, the verified caller (the
+//!   API key's id, the token's subject, so that a refreshed token keeps its
+//!   keys); without, the client's address (as the rate limit sees it).
+//!   Two callers never see each other's keys.
 //!
 //! The key is recorded in the database, in the transaction of the effect
 //! (see `store::idempotency`), so it holds across replicas and restarts.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -40,7 +42,7 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, Required, ResponseBuilder, Type,
 };
 
-use crate::auth::credential_digest;
+use crate::auth::Principal;
 use crate::http::error::ApiError;
 use crate::service::ServiceError;
 use crate::store::{IdempotencyKey, Store, StoredResponse};
@@ -171,18 +173,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotent {
 /// `Idempotency-Key`; any other request passes untouched.
 /// `body_limit` is the API's (for the 413 of a body read here).
 pub(crate) async fn check_key(
-    idempotency: &Idempotency,
+    guards: &super::Guards,
     body_limit: usize,
     req: Request,
     next: Next,
 ) -> Response {
-    check(idempotency, body_limit, req, next)
+    check(guards, body_limit, req, next)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn check(
-    idempotency: &Idempotency,
+    guards: &super::Guards,
     body_limit: usize,
     req: Request,
     next: Next,
@@ -193,9 +195,8 @@ async fn check(
     let Some(key) = parse_key(req.headers())? else {
         return Ok(next.run(req).await);
     };
-    let scope = credential_digest(req.headers())
-        .map(|digest| hex(&digest))
-        .unwrap_or_default();
+    let idempotency = &guards.idempotency;
+    let scope = caller_of(guards, &req);
     let (parts, body) = req.into_parts();
     let body = read_body(Request::from_parts(parts.clone(), body), body_limit).await?;
     let request_hash = request_hash(&parts, &body);
@@ -226,6 +227,25 @@ async fn check(
         expires_at,
     });
     Ok(next.run(req).await)
+}
+
+/// Whose keys the request's is, hashed (64 hex digits, whatever the
+/// subject): its verified principal, else its client address.
+fn caller_of(guards: &super::Guards, req: &Request) -> String {
+    let caller = match req.extensions().get::<Principal>() {
+        Some(principal) => format!("{}:{}", principal.kind.as_str(), principal.subject),
+        None => {
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip());
+            match guards.client_address(req.headers(), peer) {
+                Some(address) => format!("address:{address}"),
+                None => "anonymous".to_owned(),
+            }
+        }
+    };
+    hex(&Sha256::digest(caller.as_bytes()))
 }
 
 /// The `Idempotency-Key`, if the request has one: 1–255 visible ASCII

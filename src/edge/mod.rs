@@ -17,10 +17,9 @@
 //! answer refusals with the API's one error type (`http::error::ApiError`)
 //! and import nothing else of it.
 //!
-//! A client is its credential when it sends one (`X-API-Key`, or the token
-//! of `Authorization: Bearer`), known only by a hash: the edge checks no
-//! credential, it only tells clients apart. Without one, a client is its
-//! address.
+//! A client is its credential once that verified (`X-API-Key`, or the
+//! token of `Authorization: Bearer`), known only by a hash; before, and
+//! without one, a client is its address.
 
 use std::sync::Arc;
 
@@ -37,7 +36,8 @@ pub(crate) mod rate_limit;
 pub(crate) mod refusals;
 pub(crate) mod server;
 
-use crate::config::GuardConfig;
+use crate::auth::VerifiedCredentials;
+use crate::config::{GuardConfig, RateLimitConfig};
 use crate::store::Store;
 use idempotency::Idempotency;
 use rate_limit::RateLimit;
@@ -59,17 +59,26 @@ pub(crate) struct Guards {
 }
 
 impl Guards {
-    pub(crate) fn new(config: &GuardConfig, store: Arc<dyn Store>) -> Self {
+    /// `verified`: the credentials that verified lately (the rate limits
+    /// count by them).
+    pub(crate) fn new(
+        config: &GuardConfig,
+        store: Arc<dyn Store>,
+        verified: &VerifiedCredentials,
+    ) -> Self {
+        let limit = |limit: RateLimitConfig| {
+            Arc::new(RateLimit::new(
+                limit,
+                config.trusted_proxy_hops,
+                verified.clone(),
+            ))
+        };
         Self {
-            rate_limit: config
-                .rate_limit
-                .map(|limit| Arc::new(RateLimit::new(limit, config.trusted_proxy_hops))),
+            rate_limit: config.rate_limit.map(limit),
             idempotency: Idempotency::new(store, config.idempotency_key_ttl),
             cors: headers::cors(&config.cors_allowed_origins, &config.cors).map(Arc::new),
             trusted_proxy_hops: config.trusted_proxy_hops,
-            auth_rate_limit: config
-                .auth_rate_limit
-                .map(|limit| Arc::new(RateLimit::new(limit, config.trusted_proxy_hops))),
+            auth_rate_limit: config.auth_rate_limit.map(limit),
             security_headers: Arc::new(headers::SecurityHeaderValues::new(
                 &config.security_headers,
             )),

@@ -8,7 +8,10 @@
 //! over the limit is answered 429 with `Retry-After`, the seconds until
 //! the next one is allowed.
 //!
-//! A client is its credential's hash, else its address: the peer's, or
+//! A client is its credential's hash once that credential has verified
+//! (a request that brings a credential not verified yet, made up or
+//! refused, counts against its address, so that made-up credentials are
+//! no way around the limit), else its address: the peer's, or
 //! with `TRUSTED_PROXY_HOPS` = n, the address the farthest of the n
 //! proxies saw (the n-th `X-Forwarded-For` entry from the right; entries
 //! further left are the client's to make up). IPv6 addresses count by
@@ -37,7 +40,7 @@ use governor::{Quota, RateLimiter};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
 
-use crate::auth::credential_digest;
+use crate::auth::VerifiedCredentials;
 use crate::config::RateLimitConfig;
 use crate::http::error::ApiError;
 
@@ -49,7 +52,7 @@ const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Client {
-    /// The SHA-256 of the credential the client sent.
+    /// The SHA-256 of the credential the client sent, which verified.
     Credential([u8; 32]),
     /// An IPv4 address, or the /64 of an IPv6 one.
     Address(IpAddr),
@@ -81,6 +84,7 @@ pub(super) struct RateLimit {
     /// The time one token takes to come back.
     per_token: Duration,
     trusted_proxy_hops: u32,
+    verified: VerifiedCredentials,
 }
 
 /// What a client may do now.
@@ -93,7 +97,11 @@ pub(super) enum Decision {
 }
 
 impl RateLimit {
-    pub(super) fn new(config: RateLimitConfig, trusted_proxy_hops: u32) -> Self {
+    pub(super) fn new(
+        config: RateLimitConfig,
+        trusted_proxy_hops: u32,
+        verified: VerifiedCredentials,
+    ) -> Self {
         let per_token = Duration::from_secs_f64(1.0 / config.per_second);
         let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(per_token)
@@ -110,6 +118,7 @@ impl RateLimit {
             burst: burst.get(),
             per_token,
             trusted_proxy_hops,
+            verified,
         }
     }
 
@@ -132,7 +141,7 @@ impl RateLimit {
 
     /// Who sent `req` (see the module's documentation).
     pub(super) fn client(&self, req: &Request) -> Client {
-        if let Some(digest) = credential_digest(req.headers()) {
+        if let Some(digest) = self.verified.of(req.headers()) {
             return Client::Credential(digest);
         }
         let peer = req
@@ -272,7 +281,12 @@ mod tests {
 
     use super::*;
 
+    /// A limit under which the credentials `k1` and `t1` have verified.
     fn limit(per_second: f64, burst: u32, hops: u32) -> RateLimit {
+        let verified = VerifiedCredentials::default();
+        for credential in ["k1", "t1"] {
+            verified.remember(Sha256::digest(credential).into());
+        }
         RateLimit::new(
             RateLimitConfig {
                 per_second,
@@ -280,6 +294,7 @@ mod tests {
                 max_clients: 1000,
             },
             hops,
+            verified,
         )
     }
 
@@ -341,6 +356,11 @@ mod tests {
         );
         assert_eq!(
             direct.client(&request(&[("authorization", "Basic dTpw")], peer)),
+            Client::Address("192.0.2.7".parse().unwrap())
+        );
+        // A credential that has not verified is no client of its own.
+        assert_eq!(
+            direct.client(&request(&[("x-api-key", "made-up")], peer)),
             Client::Address("192.0.2.7".parse().unwrap())
         );
         // Without trusted proxies the header is anyone's to write.

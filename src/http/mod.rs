@@ -393,7 +393,7 @@ async fn gate_resources(State(state): State<AppState>, req: Request, next: Next)
     if !state.health.readiness().is_store_ready() {
         return ApiError::NotReady.into_response();
     }
-    idempotency::check_key(&state.guards.idempotency, state.body_limit, req, next).await
+    idempotency::check_key(&state.guards, state.body_limit, req, next).await
 }
 
 /// Counts the request, its latency by route template, and requests in

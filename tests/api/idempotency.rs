@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use highload::auth::{AuthConfig, AuthMode, JwtConfig, JwtKeys};
 use reqwest::Response;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -16,7 +18,8 @@ crate::stack_tests!(
     a_key_sent_with_another_request_is_422,
     a_key_in_use_by_a_request_in_progress_is_409,
     a_rejected_request_leaves_its_key_free,
-    keys_are_kept_per_client_credential,
+    keys_belong_to_the_caller_not_to_its_token,
+    anonymous_callers_are_told_apart_by_their_address,
     a_key_holds_across_replicas,
     an_expired_key_names_a_new_request_and_is_purged,
     a_malformed_key_is_400_naming_the_header,
@@ -201,48 +204,114 @@ async fn a_rejected_request_leaves_its_key_free(stack: Stack) {
     assert_eq!(posted.status(), 201);
 }
 
-async fn keys_are_kept_per_client_credential(stack: Stack) {
-    let app = spawn_app(stack).await;
-    let path = "/api/v1/users";
-    let ada = post_as(
-        &app,
-        path,
-        "shared",
-        &new_user("ada@example.com"),
-        Some("ada"),
+const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!";
+
+/// A token for `sub`, with read and write, valid for 5 minutes; `nonce`
+/// makes tokens of one subject differ, as a refreshed one does.
+fn token(sub: &str, nonce: u64) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({ "sub": sub, "exp": now + 300, "iat": now - nonce, "scope": "read write" });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
-    .await;
-    assert_eq!(ada.status(), 201);
-    let grace = post_as(
-        &app,
-        path,
-        "shared",
-        &new_user("grace@example.com"),
-        Some("grace"),
-    )
-    .await;
-    assert_eq!(grace.status(), 201, "another client's key is another key");
-    assert!(!replayed(&grace));
-    let anonymous = post_with_key(&app, path, "shared", &new_user("anon@example.com")).await;
-    assert_eq!(anonymous.status(), 201);
-    let ada_again = post_as(
-        &app,
-        path,
-        "shared",
-        &new_user("ada@example.com"),
-        Some("ada"),
-    )
-    .await;
-    assert!(replayed(&ada_again));
-    let mixed = post_as(
-        &app,
-        path,
-        "shared",
-        &new_user("ada@example.com"),
-        Some("grace"),
-    )
-    .await;
+    .unwrap()
+}
+
+async fn post_with_token(app: &TestApp, key: &str, body: &Value, token: &str) -> Response {
+    app.client
+        .post(app.url("/api/v1/users"))
+        .header("idempotency-key", key)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+async fn keys_belong_to_the_caller_not_to_its_token(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.auth = AuthConfig {
+        mode: AuthMode::Jwt,
+        jwt: Some(JwtConfig {
+            keys: JwtKeys::Secret(SecretString::from(SECRET)),
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+        }),
+        ..AuthConfig::default()
+    };
+    let app = spawn_app_with(config, data).await;
+    let ada = new_user("ada@example.com");
+    let first = post_with_token(&app, "shared", &ada, &token("ada", 0)).await;
+    assert_eq!(first.status(), 201);
+    let created: Value = first.json().await.unwrap();
+
+    // The same caller with a refreshed token: the same key, replayed.
+    let refreshed = post_with_token(&app, "shared", &ada, &token("ada", 60)).await;
+    assert_eq!(refreshed.status(), 201);
+    assert!(
+        replayed(&refreshed),
+        "a refreshed token keeps its caller's keys"
+    );
+    let again: Value = refreshed.json().await.unwrap();
+    assert_eq!(again["id"], created["id"]);
+    let listed: Value = app
+        .client
+        .get(app.url("/api/v1/users"))
+        .bearer_auth(token("ada", 0))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 1, "{listed}");
+
+    // Another caller's key of the same name is another key.
+    let grace = new_user("grace@example.com");
+    let other = post_with_token(&app, "shared", &grace, &token("grace", 0)).await;
+    assert_eq!(other.status(), 201);
+    assert!(!replayed(&other));
+    let mixed = post_with_token(&app, "shared", &grace, &token("ada", 0)).await;
     assert_problem(mixed, 422, Some("Idempotency-Key")).await;
+}
+
+async fn anonymous_callers_are_told_apart_by_their_address(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.guard.trusted_proxy_hops = 1;
+    let app = spawn_app_with(config, data).await;
+    let post_from = |address: &'static str, body: Value| {
+        app.client
+            .post(app.url("/api/v1/users"))
+            .header("idempotency-key", "shared")
+            .header("x-forwarded-for", address)
+            .json(&body)
+            .send()
+    };
+    let ada = post_from("203.0.113.1", new_user("ada@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(ada.status(), 201);
+    // Another address: its own key, neither the first one's user replayed
+    // nor a 422 for another body.
+    let grace = post_from("203.0.113.2", new_user("grace@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(grace.status(), 201);
+    assert!(!replayed(&grace));
+    let mine = post_from("203.0.113.2", new_user("ada@example.com"))
+        .await
+        .unwrap();
+    assert_problem(mine, 422, Some("Idempotency-Key")).await;
+    let again = post_from("203.0.113.1", new_user("ada@example.com"))
+        .await
+        .unwrap();
+    assert!(replayed(&again));
+    assert_eq!(total(&app, "/api/v1/users").await, 2);
 }
 
 async fn a_key_holds_across_replicas(stack: Stack) {

@@ -2,6 +2,8 @@
 //! client (credential, else address) on the API, never on the operations
 //! routes.
 
+use highload::auth::api_key::{KeyStore, NewKey};
+use highload::auth::{AuthConfig, AuthMode, Scope};
 use highload::config::RateLimitConfig;
 use reqwest::Response;
 
@@ -13,6 +15,7 @@ crate::stack_tests!(
     a_client_over_its_burst_gets_429_with_retry_after_and_others_do_not,
     clients_behind_trusted_proxies_are_told_apart_by_x_forwarded_for,
     rate_limiting_is_off_by_default,
+    made_up_credentials_count_against_their_senders_address,
 );
 
 /// An app whose clients get `burst` requests, then one per 100 s: no token
@@ -77,18 +80,96 @@ async fn a_client_over_its_burst_gets_429_with_retry_after_and_others_do_not(sta
         assert_ne!(response.status(), 429, "{path}");
         assert_eq!(header(&response, "ratelimit-limit"), None, "{path}");
     }
-    // A client with a credential has a bucket of its own, whichever header
-    // carries it.
+    // Without AUTH_MODE no credential verifies, so none is a client of its
+    // own: made-up ones count against the address, whichever header
+    // carries them.
     for credential in [
         ("x-api-key", "key-one"),
         ("authorization", "Bearer key-two"),
     ] {
         let response = get_as(&app, "/api/v1/users", &[credential]).await;
-        assert_eq!(response.status(), 200, "{credential:?}");
-        assert_eq!(header(&response, "ratelimit-remaining"), Some(2));
+        assert_eq!(response.status(), 429, "{credential:?}");
     }
-    let again = get_as(&app, "/api/v1/users", &[("x-api-key", "key-one")]).await;
-    assert_eq!(header(&again, "ratelimit-remaining"), Some(1));
+}
+
+/// 20 requests, each with a credential of its own that nobody issued:
+/// how many were not 429.
+async fn passed_with_made_up_credentials(app: &TestApp, header: &str, post: bool) -> usize {
+    let mut passed = 0;
+    for _ in 0..20 {
+        let made_up = format!("hlk_{}", uuid::Uuid::new_v4().simple());
+        let value = if header == "authorization" {
+            format!("Bearer {made_up}")
+        } else {
+            made_up
+        };
+        let request = if post {
+            app.client
+                .post(app.url("/api/v1/events"))
+                .json(&serde_json::json!({ "user_id": uuid::Uuid::new_v4(), "type": "t" }))
+        } else {
+            app.client.get(app.url("/api/v1/users"))
+        };
+        let response = request.header(header, value).send().await.unwrap();
+        if response.status() != 429 {
+            passed += 1;
+        }
+    }
+    passed
+}
+
+async fn made_up_credentials_count_against_their_senders_address(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.guard.rate_limit = Some(RateLimitConfig {
+        per_second: 0.01,
+        burst: 3,
+        max_clients: 1000,
+    });
+    config.auth = AuthConfig {
+        mode: AuthMode::ApiKey,
+        ..AuthConfig::default()
+    };
+    let app = spawn_app_with(config, data).await;
+    // An address's burst, then 429: the refused keys are limited too.
+    assert_eq!(
+        passed_with_made_up_credentials(&app, "x-api-key", false).await,
+        3
+    );
+    assert_eq!(
+        passed_with_made_up_credentials(&app, "authorization", true).await,
+        0
+    );
+
+    // A key that verified is a client of its own from then on: its first
+    // request counts against the address (limited now), the next ones
+    // against the key.
+    let keys = KeyStore::connect(&app.config.database).await.unwrap();
+    let key = NewKey::generate("reader", [Scope::Read].into_iter().collect()).unwrap();
+    keys.insert(&key).await.unwrap();
+    keys.close().await;
+    let fresh = spawn_app_with(app.config.clone(), std::sync::Arc::clone(&app.data)).await;
+    let with_key = [("x-api-key", key.secret.as_str())];
+    let first = get_as(&fresh, "/api/v1/users", &with_key).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        header(&first, "ratelimit-remaining"),
+        Some(2),
+        "the address's bucket"
+    );
+    assert_eq!(
+        passed_with_made_up_credentials(&fresh, "x-api-key", false).await,
+        2
+    );
+    for remaining in [2, 1, 0] {
+        let response = get_as(&fresh, "/api/v1/users", &with_key).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit-remaining"), Some(remaining));
+    }
+    assert_eq!(
+        get_as(&fresh, "/api/v1/users", &with_key).await.status(),
+        429
+    );
 }
 
 async fn clients_behind_trusted_proxies_are_told_apart_by_x_forwarded_for(stack: Stack) {
