@@ -42,6 +42,12 @@ pub struct ServerConfig {
     #[arg(long, env = "HTTP_BODY_LIMIT", value_name = "HTTP_BODY_LIMIT", default_value = "1MiB", value_parser = parse_size)]
     pub http_body_limit: usize,
 
+    /// Time a request's body has to arrive in full, from the end of its head; slower ones get 408 and
+    /// their connection is closed (a body is received before the request takes an admission slot)
+    #[arg(long, env = "HTTP_BODY_READ_TIMEOUT", value_name = "HTTP_BODY_READ_TIMEOUT", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    pub http_body_read_timeout: Duration,
+
     /// Time limit of one request; slower ones get 503
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_name = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub http_request_timeout: Duration,
@@ -127,6 +133,9 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// Between requests on a keep-alive connection.
     pub idle_timeout: Duration,
+    /// From a response handed to the connection to the end of its body
+    /// taken by the client.
+    pub write_timeout: Duration,
     /// Connections held at once; `None`: derived from the open-file limit.
     pub max_connections: Option<u32>,
     /// `None`: plain HTTP.
@@ -158,6 +167,12 @@ pub(super) struct ListenerArgs {
     #[arg(long, env = "HTTP_IDLE_TIMEOUT", value_name = "HTTP_IDLE_TIMEOUT", default_value = "75s",
           value_parser = parse_positive_duration)]
     http_idle_timeout: Duration,
+
+    /// Time a client has to take a response, from the end of its handling to its last byte; a client
+    /// that reads slower is closed and the response's memory freed
+    #[arg(long, env = "HTTP_WRITE_TIMEOUT", value_name = "HTTP_WRITE_TIMEOUT", default_value = "30s",
+          value_parser = parse_positive_duration)]
+    http_write_timeout: Duration,
 
     /// Connections held at once; more wait in the listen backlog until one closes (default: three
     /// quarters of the open-file limit, 768 of 1024, leaving the rest to pools and files)
@@ -236,6 +251,7 @@ impl ListenerArgs {
         Ok(ListenerConfig {
             header_read_timeout: self.http_header_read_timeout,
             idle_timeout: self.http_idle_timeout,
+            write_timeout: self.http_write_timeout,
             max_connections: self.http_max_connections,
             tls,
         })

@@ -1,8 +1,9 @@
 //! What a connection of the listener is doing, and so how long it may stay
-//! open: the clock behind `HTTP_HEADER_READ_TIMEOUT` and
-//! `HTTP_IDLE_TIMEOUT` (see [`super::server`]). A connection's reads
-//! ([`Watched`]) and its requests ([`InProgress`], [`TrackedBody`]) move
-//! its [`Phase`]; the task serving it reads the deadline.
+//! open: the clock behind `HTTP_HEADER_READ_TIMEOUT`, `HTTP_IDLE_TIMEOUT`
+//! and `HTTP_WRITE_TIMEOUT` (see [`super::server`]). A connection's reads
+//! ([`Watched`]), its requests ([`InProgress`]), their bodies
+//! ([`ReceivedBody`]) and their responses ([`TrackedBody`]) move its
+//! [`Phase`]; the task serving it reads the deadline.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +22,15 @@ use tokio::time::Instant;
 pub(super) struct Timeouts {
     pub(super) header_read: Duration,
     pub(super) idle: Duration,
+    /// From a response's head handed to the connection to the end of its
+    /// body taken by the client.
+    pub(super) write: Duration,
+}
+
+impl Timeouts {
+    fn shortest(self) -> Duration {
+        self.header_read.min(self.idle).min(self.write)
+    }
 }
 
 /// What a connection is doing, which decides how long it may stay open.
@@ -32,7 +42,8 @@ pub(super) enum Phase {
     Idle { since: Instant },
     /// Serving requests: from the call of the application to the end of
     /// the response's body (the next head may arrive while one is written).
-    Busy { requests: usize },
+    /// `receiving`: request bodies not yet received in full.
+    Busy { requests: usize, receiving: usize },
 }
 
 /// A connection's [`Phase`], updated by its reads ([`Watched`]) and its
@@ -40,12 +51,23 @@ pub(super) enum Phase {
 #[derive(Debug)]
 pub(super) struct Activity {
     phase: Mutex<Phase>,
+    writing: Mutex<Writing>,
+}
+
+/// The responses of a connection on their way to the client.
+#[derive(Debug, Default)]
+struct Writing {
+    /// Response bodies handed to the connection and not all taken by it.
+    responses: usize,
+    /// Since when a response has not been written out to the socket.
+    unsent: Option<Instant>,
 }
 
 impl Activity {
     pub(super) fn new(accepted: Instant) -> Self {
         Self {
             phase: Mutex::new(Phase::Head { since: accepted }),
+            writing: Mutex::default(),
         }
     }
 
@@ -66,18 +88,29 @@ impl Activity {
     pub(super) fn begin_request(&self) {
         let mut phase = self.phase();
         *phase = match *phase {
-            Phase::Busy { requests } => Phase::Busy {
+            Phase::Busy {
+                requests,
+                receiving,
+            } => Phase::Busy {
                 requests: requests + 1,
+                receiving,
             },
-            Phase::Head { .. } | Phase::Idle { .. } => Phase::Busy { requests: 1 },
+            Phase::Head { .. } | Phase::Idle { .. } => Phase::Busy {
+                requests: 1,
+                receiving: 0,
+            },
         };
     }
 
     pub(super) fn end_request(&self) {
         let mut phase = self.phase();
         *phase = match *phase {
-            Phase::Busy { requests } if requests > 1 => Phase::Busy {
+            Phase::Busy {
+                requests,
+                receiving,
+            } if requests > 1 => Phase::Busy {
                 requests: requests - 1,
+                receiving,
             },
             _ => Phase::Idle {
                 since: Instant::now(),
@@ -85,13 +118,62 @@ impl Activity {
         };
     }
 
-    /// When the connection is to be closed, unless it changes phase; `None`
-    /// while it serves a request.
+    /// A request's body starts (`true`) or stops (`false`) being received.
+    fn receiving(&self, starts: bool) {
+        if let Phase::Busy { receiving, .. } = &mut *self.phase() {
+            *receiving = if starts {
+                *receiving + 1
+            } else {
+                receiving.saturating_sub(1)
+            };
+        }
+    }
+
+    /// A response is handed to the connection to be written.
+    fn sending(&self) {
+        let mut writing = self.writing();
+        writing.responses += 1;
+        writing.unsent.get_or_insert_with(Instant::now);
+    }
+
+    /// A response's body is all handed to the connection (not yet all
+    /// written: it may wait in the connection's buffer).
+    fn sent(&self) {
+        let mut writing = self.writing();
+        writing.responses = writing.responses.saturating_sub(1);
+    }
+
+    /// The connection's buffer is written out to the socket.
+    fn flushed(&self) {
+        let mut writing = self.writing();
+        if writing.responses == 0 {
+            writing.unsent = None;
+        }
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, Writing> {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a response is not written out yet.
+    pub(super) fn is_writing(&self) -> bool {
+        self.writing().unsent.is_some()
+    }
+
+    /// When the connection is to be closed, unless it changes phase: the
+    /// phase's deadline (none while a request is handled: a response takes
+    /// what it takes to be made), or the write deadline of a response not
+    /// written out yet, whichever is sooner.
     pub(super) fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
-        match *self.phase() {
+        let phase = match *self.phase() {
             Phase::Head { since } => Some(since + timeouts.header_read),
             Phase::Idle { since } => Some(since + timeouts.idle),
             Phase::Busy { .. } => None,
+        };
+        let write = self.writing().unsent.map(|since| since + timeouts.write);
+        match (phase, write) {
+            (Some(phase), Some(write)) => Some(phase.min(write)),
+            (phase, write) => phase.or(write),
         }
     }
 
@@ -101,15 +183,15 @@ impl Activity {
     }
 
     /// When the serving task looks at the deadline next, asked at `now`:
-    /// the deadline, or `now` plus the shorter timeout if that is sooner
+    /// the deadline, or `now` plus the shortest timeout if that is sooner
     /// (or no deadline runs). Phases change without waking the task, so
     /// the check must never come later than a deadline a change could set:
-    /// any phase entered after `now` has its deadline at least the shorter
+    /// any phase entered after `now` has its deadline at least the shortest
     /// timeout after `now`, and the current one is the deadline itself.
     /// A connection is therefore closed at its deadline, and a busy one is
-    /// looked at once per shorter timeout.
+    /// looked at once per shortest timeout.
     pub(super) fn next_check(&self, timeouts: Timeouts, now: Instant) -> Instant {
-        let horizon = now + timeouts.header_read.min(timeouts.idle);
+        let horizon = now + timeouts.shortest();
         self.deadline(timeouts)
             .map_or(horizon, |deadline| deadline.min(horizon))
     }
@@ -118,6 +200,11 @@ impl Activity {
     /// sending a head).
     pub(super) fn is_waiting(&self) -> bool {
         !matches!(*self.phase(), Phase::Busy { .. })
+    }
+
+    /// Whether a request's body is still coming in.
+    pub(super) fn is_receiving(&self) -> bool {
+        matches!(*self.phase(), Phase::Busy { receiving, .. } if receiving > 0)
     }
 }
 
@@ -139,10 +226,80 @@ impl Drop for InProgress {
 }
 
 /// A response body that keeps its request [`InProgress`] until hyper has
-/// sent it.
+/// taken it, and puts it under the write deadline from when it is made
+/// until it is written out.
 pub(super) struct TrackedBody {
-    pub(super) body: Body,
-    pub(super) _in_progress: InProgress,
+    body: Body,
+    in_progress: InProgress,
+}
+
+impl TrackedBody {
+    pub(super) fn new(body: Body, in_progress: InProgress) -> Self {
+        in_progress.0.sending();
+        Self { body, in_progress }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.in_progress.0.sent();
+    }
+}
+
+/// A request's body, counted as being received until its end or until it
+/// is dropped.
+pub(super) struct ReceivedBody<B> {
+    body: B,
+    /// `Some` until the end.
+    activity: Option<Arc<Activity>>,
+}
+
+impl<B: http_body::Body> ReceivedBody<B> {
+    pub(super) fn new(body: B, activity: &Arc<Activity>) -> Self {
+        let activity = (!body.is_end_stream()).then(|| {
+            activity.receiving(true);
+            Arc::clone(activity)
+        });
+        Self { body, activity }
+    }
+}
+
+impl<B> ReceivedBody<B> {
+    fn ended(&mut self) {
+        if let Some(activity) = self.activity.take() {
+            activity.receiving(false);
+        }
+    }
+}
+
+impl<B> Drop for ReceivedBody<B> {
+    fn drop(&mut self) {
+        self.ended();
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for ReceivedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
+            self.ended();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -207,8 +364,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes once its buffer is written to the stream.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(poll, Poll::Ready(Ok(()))) {
+            self.activity.flushed();
+        }
+        poll
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -3,6 +3,8 @@
 //!
 //! - [`server`]: the listener and its connections ([`connection`]: how long
 //!   each may stay open), plain or over TLS ([`https`]);
+//! - [`body`]: request bodies received in full, within a deadline,
+//!   before admission;
 //! - [`admission`]: an adaptive concurrency limit per class of request,
 //!   beyond which requests wait briefly, then get 503;
 //! - [`authenticate`]: credentials and scopes, by `AUTH_MODE`;
@@ -28,6 +30,7 @@ use axum::middleware;
 
 pub(crate) mod admission;
 pub(crate) mod authenticate;
+pub(crate) mod body;
 mod connection;
 pub(crate) mod headers;
 mod https;

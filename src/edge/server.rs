@@ -17,9 +17,14 @@
 //!   client (a health probe, say) is answered a few seconds late instead of
 //!   refused, and the process never runs out of file descriptors, which
 //!   would fail its accepts and its own pools alike.
+//! - A response must be taken by its client within `HTTP_WRITE_TIMEOUT`,
+//!   from the handler's answer to the end of its body; a client that does
+//!   not read is closed then, and the response's memory freed. (A request's
+//!   body has `HTTP_BODY_READ_TIMEOUT`, answered 408: see `edge::body`.)
 //! - On shutdown the listener closes, connections waiting for a request
-//!   (idle, or still sending a head) are closed at once, and those with a
-//!   request in progress finish it, then close.
+//!   (idle, or still sending a head or a body) are closed at once, those
+//!   whose response is being written get [`SHUTDOWN_WRITE_GRACE`] more at
+//!   most, and those with a request being handled finish it, then close.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` with the client's address,
 //! as with axum's `into_make_service_with_connect_info`.
@@ -43,7 +48,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Activity, InProgress, Timeouts, TrackedBody, Watched};
+use super::connection::{Activity, InProgress, ReceivedBody, Timeouts, TrackedBody, Watched};
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
@@ -53,6 +58,10 @@ use crate::config::ListenerConfig;
 /// How long accepting pauses after an error such as running out of file
 /// descriptors: retrying at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// On shutdown, the longest a response being written may still take: a
+/// client that reads gets its answer, one that does not is closed.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Share of the open-file limit that connections may take by default; the
 /// rest is left to the database pool, Redis, Kafka, log and data files.
@@ -80,6 +89,7 @@ impl Listener {
             timeouts: Timeouts {
                 header_read: config.header_read_timeout,
                 idle: config.idle_timeout,
+                write: config.write_timeout,
             },
             max_connections: config
                 .max_connections
@@ -302,16 +312,13 @@ where
         let app = self.app.clone();
         let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(remote));
             let in_progress = InProgress::begin(Arc::clone(&requests));
+            let mut request = request.map(|body| Body::new(ReceivedBody::new(body, &requests)));
+            request.extensions_mut().insert(ConnectInfo(remote));
             let response = app.clone().oneshot(request);
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(response.map(|body| TrackedBody {
-                    body,
-                    _in_progress: in_progress,
-                }))
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
             }
         });
         let io = TokioIo::new(Watched {
@@ -326,6 +333,7 @@ where
         let mut check = pin!(tokio::time::sleep_until(
             activity.next_check(self.timeouts, Instant::now())
         ));
+        let mut timeouts = self.timeouts;
         let mut draining = false;
         loop {
             tokio::select! {
@@ -337,19 +345,26 @@ where
                 }
                 () = check.as_mut() => {
                     let now = Instant::now();
-                    if activity.is_expired(self.timeouts, now) {
-                        tracing::debug!(%remote, "closing a connection that sent no request in time");
+                    if activity.is_expired(timeouts, now) {
+                        if activity.is_writing() {
+                            tracing::debug!(%remote, "closing a connection that did not take its response in time");
+                        } else {
+                            tracing::debug!(%remote, "closing a connection that sent no request in time");
+                        }
                         return;
                     }
-                    check.as_mut().reset(activity.next_check(self.timeouts, now));
+                    check.as_mut().reset(activity.next_check(timeouts, now));
                 }
                 () = token.cancelled(), if !draining => {
-                    if activity.is_waiting() {
+                    if (activity.is_waiting() && !activity.is_writing()) || activity.is_receiving() {
                         return;
                     }
-                    // Finishes the request in progress, then closes.
+                    // Finishes the request in progress, then closes; a
+                    // response being written gets little more time.
                     connection.as_mut().graceful_shutdown();
                     draining = true;
+                    timeouts.write = timeouts.write.min(SHUTDOWN_WRITE_GRACE);
+                    check.as_mut().reset(activity.next_check(timeouts, Instant::now()));
                 }
             }
         }
@@ -366,6 +381,7 @@ mod tests {
     const TIMEOUTS: Timeouts = Timeouts {
         header_read: Duration::from_secs(10),
         idle: Duration::from_secs(75),
+        write: Duration::from_secs(30),
     };
 
     /// A burst of clients connecting at once waits in the listen backlog
@@ -480,6 +496,11 @@ mod tests {
     ) -> (DuplexStream, JoinHandle<()>) {
         let app = axum::Router::new()
             .route("/", axum::routing::get(|| async { "ok" }))
+            .route("/big", axum::routing::get(|| async { "x".repeat(1 << 20) }))
+            .route(
+                "/upload",
+                axum::routing::post(|body: String| async move { body }),
+            )
             .route(
                 "/peer",
                 axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
@@ -551,6 +572,7 @@ mod tests {
         let timeouts = Timeouts {
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(3),
+            write: Duration::from_secs(30),
         };
         let token = CancellationToken::new();
         let (mut client, serving) = serve_in_memory(timeouts, &token);
@@ -621,6 +643,75 @@ mod tests {
         }
         idle_serving.await.unwrap();
         slow_serving.await.unwrap();
+    }
+
+    /// Waits for the connection's task to end; how long that took.
+    async fn served_for(serving: JoinHandle<()>) -> Duration {
+        let started = Instant::now();
+        serving.await.unwrap();
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_take_its_response_is_closed_at_the_write_timeout() {
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n")
+            .await
+            .unwrap();
+        // The client reads nothing; the 1 MiB answer fills the pipe.
+        assert_eq!(served_for(serving).await, TIMEOUTS.write);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_taken_in_time_keeps_its_connection() {
+        let token = CancellationToken::new();
+        let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n")
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let whole = |received: &[u8]| {
+            let head = received.windows(4).position(|w| w == b"\r\n\r\n");
+            head.is_some_and(|head| received.len() - head - 4 == 1 << 20)
+        };
+        while !whole(&received) {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed while the response was read");
+            received.extend_from_slice(&buf[..n]);
+        }
+        client.write_all(REQUEST).await.unwrap();
+        assert!(read_response(&mut client).await.starts_with("HTTP/1.1 200"));
+        token.cancel();
+        serving.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_slow_uploads_and_slow_readers_at_once() {
+        let token = CancellationToken::new();
+        let (mut upload, upload_serving) = serve_in_memory(TIMEOUTS, &token);
+        upload
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: highload\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+        let (mut reader, reader_serving) = serve_in_memory(TIMEOUTS, &token);
+        reader
+            .write_all(b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n")
+            .await
+            .unwrap();
+        // In steps, so that the connections' tasks run in between.
+        for _ in 0..50 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+
+        token.cancel();
+        assert_eq!(served_for(upload_serving).await, Duration::ZERO);
+        assert_eq!(served_for(reader_serving).await, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,6 +56,8 @@ pub(crate) enum ApiError {
     Overloaded,
     #[error("request timed out")]
     Timeout,
+    #[error("request body not received in time")]
+    BodyTimeout(std::time::Duration),
     #[error("starting up")]
     NotReady,
     #[error("no credential")]
@@ -245,6 +247,11 @@ impl ApiError {
                 "urn:highload:problem:timeout",
                 "Request timed out",
             ),
+            Self::BodyTimeout(_) => (
+                S::REQUEST_TIMEOUT,
+                "urn:highload:problem:body-timeout",
+                "Request body too slow",
+            ),
             Self::CredentialMissing | Self::CredentialInvalid(_) => (
                 S::UNAUTHORIZED,
                 "urn:highload:problem:unauthorized",
@@ -307,6 +314,10 @@ impl ApiError {
             }
             Self::Overloaded => "too many requests in progress; retry shortly".into(),
             Self::Timeout => "the request took too long; retry shortly".into(),
+            Self::BodyTimeout(limit) => format!(
+                "the request body did not arrive within {} s of its head",
+                limit.as_secs_f64()
+            ),
             Self::NotReady => "the database is not ready yet; retry shortly".into(),
             Self::CredentialMissing => {
                 "send a credential in Authorization: Bearer (or X-API-Key)".into()
@@ -357,6 +368,7 @@ impl ApiError {
             | Self::InvalidId(_)
             | Self::InvalidHeader { .. }
             | Self::PayloadTooLarge { .. }
+            | Self::BodyTimeout(_)
             | Self::UnsupportedMediaType
             | Self::IdempotencyKeyReused => Reason::BadInput,
             _ => return None,
@@ -397,6 +409,10 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(wait.as_secs().max(1)),
             );
+        }
+        if let Self::BodyTimeout(_) = &self {
+            // The rest of the body may still come: it is no next request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(challenge) = self.challenge() {
             headers.insert(header::WWW_AUTHENTICATE, challenge);

@@ -8,7 +8,8 @@
 //! characters, else generated, and returned), one log line per request (at
 //! `debug`: under overload a line per request would cost more than the
 //! request; errors are logged where they happen, shed requests in summary),
-//! panic → 500, metrics; then, for the API only, admission control
+//! panic → 500, metrics; then, for the API only, the body received in full
+//! (`body`: 408 when it comes too slowly, 413 when too large), admission control
 //! (`admission`: an adaptive concurrency limit per class, reads and
 //! writes, beyond which requests wait briefly, then get 503), request
 //! timeout → 503, body size limit → 413. The client guards (`guard`) add
@@ -64,6 +65,7 @@ pub(crate) use error::ApiError;
 
 use crate::config::AdmissionConfig;
 use crate::edge::admission::{self, Admission, AdmissionSettings};
+use crate::edge::body::{self, BodyLimits};
 use crate::edge::refusals::{Reason, Refusal};
 use crate::edge::{Guards, authenticate, idempotency};
 
@@ -131,6 +133,7 @@ impl std::ops::Deref for AppState {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HttpLimits {
     pub body_limit: usize,
+    pub body_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub admission: AdmissionConfig,
@@ -291,7 +294,14 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
         .merge(resources)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(shed);
+        .layer(shed)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(BodyLimits {
+                max_bytes: limits.body_limit,
+                read_timeout: limits.body_read_timeout,
+            }),
+            body::receive_body_first,
+        ));
     // Profiles: off unless PROFILING, for the admin scope (PROFILING needs
     // an AUTH_MODE); outside the API's time limit, which a profile's
     // seconds may pass.

@@ -1,6 +1,7 @@
 //! The listener against slow, idle and too many clients: the header-read
-//! and idle timeouts, the connection cap, and a shutdown that closes the
-//! connections waiting for a request at once and finishes the others.
+//! and idle timeouts, slow bodies (408, and no admission slot held), the
+//! connection cap, and a shutdown that closes the connections without a
+//! request being handled at once and finishes the others.
 
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -77,6 +78,65 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
     })
     .await
     .ok()
+}
+
+/// A POST whose head is sent whole and whose body starts, then stops.
+async fn start_slow_upload(port: u16) -> TcpStream {
+    let mut stream = connect(port).await;
+    stream
+        .write_all(
+            b"POST /api/v1/users HTTP/1.1\r\nHost: highload\r\n\
+              Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n{\"em",
+        )
+        .await
+        .unwrap();
+    stream
+}
+
+async fn slow_bodies_hold_no_write_slot_and_are_answered_408(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    // Five times more slow uploads than write slots.
+    config.server.http_max_in_flight = 4;
+    config.server.http_body_read_timeout = Duration::from_secs(3);
+    let app = spawn_app_with(config, data).await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        slow.push(start_slow_upload(app.port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    for i in 0..10 {
+        let created = app
+            .post(
+                "/api/v1/users",
+                &serde_json::json!({
+                    "email": format!("writer{i}@example.com"),
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                }),
+            )
+            .await;
+        assert_eq!(created.status(), 201, "write {i} beside 20 slow uploads");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    for stream in &mut slow {
+        let (head, body) = read_response(stream).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        assert!(body.contains("urn:highload:problem:body-timeout"), "{body}");
+        assert!(
+            closed_within(stream, Duration::from_secs(1))
+                .await
+                .is_some()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 async fn a_client_sending_one_header_byte_per_second_is_disconnected(stack: Stack) {
@@ -174,9 +234,7 @@ async fn at_the_connection_cap_a_new_client_waits_for_a_slot_instead_of_being_re
     }
 }
 
-async fn shutdown_finishes_a_request_in_progress_and_closes_waiting_connections_at_once(
-    stack: Stack,
-) {
+async fn shutdown_closes_waiting_connections_and_unfinished_uploads_at_once(stack: Stack) {
     let app = spawn_with(
         stack,
         Duration::from_secs(30),
@@ -191,47 +249,34 @@ async fn shutdown_finishes_a_request_in_progress_and_closes_waiting_connections_
     slow.write_all(b"GET /health/live HTTP/1.1\r\nHo")
         .await
         .unwrap();
-
-    // A POST whose body is half sent: in progress once the app counts it.
-    let body = br#"{"email":"drain@example.com","first_name":"Dr","last_name":"Ain"}"#;
-    let (first, rest) = body.split_at(body.len() / 2);
-    let mut busy = connect(app.port).await;
-    let head = format!(
-        "POST /api/v1/users HTTP/1.1\r\nHost: highload\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    busy.write_all(head.as_bytes()).await.unwrap();
-    busy.write_all(first).await.unwrap();
+    // A POST whose body is half sent: not handled yet, so nothing is lost
+    // by closing it (requests being handled finish: see `lifecycle`).
+    let mut upload = start_slow_upload(app.port).await;
     eventually(|| async { (app.metrics.http_in_flight.get() == 1).then_some(()) }).await;
 
     app.shutdown.cancel();
-    for stream in [&mut idle, &mut slow] {
-        closed_within(stream, Duration::from_secs(2))
+    for stream in [&mut idle, &mut slow, &mut upload] {
+        let mut answered = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answered))
             .await
-            .expect("a connection waiting for a request still open after shutdown began");
+            .expect("a connection without a request being handled still open after shutdown began")
+            .ok();
+        assert!(
+            answered.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&answered)
+        );
     }
-    busy.write_all(rest).await.unwrap();
-    let (head, body) = read_response(&mut busy).await;
-    assert!(head.starts_with("HTTP/1.1 201"), "{head}\n{body}");
-    assert!(
-        head.to_ascii_lowercase().contains("connection: close"),
-        "{head}"
-    );
-    assert!(
-        closed_within(&mut busy, Duration::from_secs(2))
-            .await
-            .is_some()
-    );
     app.stop().await.expect("a clean shutdown");
 }
 
 stack_tests!(
+    slow_bodies_hold_no_write_slot_and_are_answered_408,
     a_client_sending_one_header_byte_per_second_is_disconnected,
     an_idle_keep_alive_connection_is_closed_after_the_idle_timeout,
     a_keep_alive_connection_may_wait_longer_than_the_header_timeout_between_requests,
     at_the_connection_cap_a_new_client_waits_for_a_slot_instead_of_being_refused,
-    shutdown_finishes_a_request_in_progress_and_closes_waiting_connections_at_once,
+    shutdown_closes_waiting_connections_and_unfinished_uploads_at_once,
 );
 
 /// The binary under test: killed if the test fails before stopping it,
@@ -338,7 +383,7 @@ async fn with_few_file_descriptors_slow_clients_do_not_make_the_service_unreacha
 }
 
 #[tokio::test]
-async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
+async fn sigterm_with_slow_uploads_slow_heads_and_idle_connections_open_exits_zero_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // Timeouts far beyond the shutdown deadline (30s): only the shutdown
     // may close these connections in time.
@@ -347,6 +392,7 @@ async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
         &[
             ("HTTP_HEADER_READ_TIMEOUT", "60s"),
             ("HTTP_IDLE_TIMEOUT", "120s"),
+            ("HTTP_BODY_READ_TIMEOUT", "60s"),
         ],
         None,
         Stdio::null(),
@@ -360,13 +406,15 @@ async fn sigterm_with_a_slow_and_an_idle_connection_open_exits_zero_at_once() {
     slow.write_all(b"GET /health/live HTTP/1.1\r\nHo")
         .await
         .unwrap();
+    let mut upload = start_slow_upload(port).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
     let status = terminate(&mut child.0, Duration::from_secs(40)).await;
     let took = started.elapsed();
     assert_eq!(status.code(), Some(0), "after {took:?}");
     assert!(took < Duration::from_secs(10), "exited after {took:?}");
-    for stream in [&mut idle, &mut slow] {
+    for stream in [&mut idle, &mut slow, &mut upload] {
         assert!(
             closed_within(stream, Duration::from_secs(1))
                 .await
