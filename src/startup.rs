@@ -234,6 +234,7 @@ impl Application {
         let limits = HttpLimits {
             body_limit: config.server.http_body_limit,
             body_read_timeout: config.server.http_body_read_timeout,
+            write_buffer_limit: config.server.http_write_buffer_limit,
             request_timeout: config.server.http_request_timeout,
             max_in_flight: config.server.http_max_in_flight as usize,
             admission: config.server.admission,

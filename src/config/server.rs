@@ -48,6 +48,12 @@ pub struct ServerConfig {
           value_parser = parse_positive_duration)]
     pub http_body_read_timeout: Duration,
 
+    /// Bytes of responses made and not yet written out to their clients, over all connections; a
+    /// response that finds no room within ADMISSION_QUEUE_TIMEOUT gets 503 (bytes, or with KiB/MiB/KB/MB)
+    #[arg(long, env = "HTTP_WRITE_BUFFER_LIMIT", value_name = "HTTP_WRITE_BUFFER_LIMIT", default_value = "64MiB",
+          value_parser = parse_size)]
+    pub http_write_buffer_limit: usize,
+
     /// Time limit of one request; slower ones get 503
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_name = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub http_request_timeout: Duration,

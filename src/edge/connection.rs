@@ -17,6 +17,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::unsent::Reserved;
+
 /// The limits on a connection that waits for a request.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
@@ -61,6 +63,9 @@ struct Writing {
     responses: usize,
     /// Since when a response has not been written out to the socket.
     unsent: Option<Instant>,
+    /// The room those responses hold in the write buffer, freed when
+    /// they are written out (or the connection closes).
+    reserved: Vec<Reserved>,
 }
 
 impl Activity {
@@ -130,10 +135,11 @@ impl Activity {
     }
 
     /// A response is handed to the connection to be written.
-    fn sending(&self) {
+    fn sending(&self, reserved: Option<Reserved>) {
         let mut writing = self.writing();
         writing.responses += 1;
         writing.unsent.get_or_insert_with(Instant::now);
+        writing.reserved.extend(reserved);
     }
 
     /// A response's body is all handed to the connection (not yet all
@@ -148,6 +154,7 @@ impl Activity {
         let mut writing = self.writing();
         if writing.responses == 0 {
             writing.unsent = None;
+            writing.reserved.clear();
         }
     }
 
@@ -234,8 +241,10 @@ pub(super) struct TrackedBody {
 }
 
 impl TrackedBody {
-    pub(super) fn new(body: Body, in_progress: InProgress) -> Self {
-        in_progress.0.sending();
+    /// `reserved`: the response's room in the write buffer, if it holds
+    /// some.
+    pub(super) fn new(body: Body, in_progress: InProgress, reserved: Option<Reserved>) -> Self {
+        in_progress.0.sending(reserved);
         Self { body, in_progress }
     }
 }

@@ -7,6 +7,8 @@
 //!   before admission;
 //! - [`admission`]: an adaptive concurrency limit per class of request,
 //!   beyond which requests wait briefly, then get 503;
+//! - [`unsent`]: a bound on the bytes of responses not yet taken by their
+//!   clients (503 beyond it);
 //! - [`authenticate`]: credentials and scopes, by `AUTH_MODE`;
 //! - [`rate_limit`]: a token bucket per client on the API (off by
 //!   default), answered 429 with `Retry-After` and `RateLimit-*`;
@@ -38,6 +40,7 @@ pub(crate) mod idempotency;
 pub(crate) mod rate_limit;
 pub(crate) mod refusals;
 pub(crate) mod server;
+pub(crate) mod unsent;
 
 use crate::auth::VerifiedCredentials;
 use crate::config::{GuardConfig, RateLimitConfig};

@@ -53,6 +53,7 @@ use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
 use super::https::Tls;
+use super::unsent::Reserved;
 use crate::config::ListenerConfig;
 
 /// How long accepting pauses after an error such as running out of file
@@ -317,8 +318,11 @@ where
             request.extensions_mut().insert(ConnectInfo(remote));
             let response = app.clone().oneshot(request);
             async move {
-                let response = response.await?;
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
+                let mut response = response.await?;
+                let reserved = response.extensions_mut().remove::<Reserved>();
+                Ok::<_, Infallible>(
+                    response.map(|body| TrackedBody::new(body, in_progress, reserved)),
+                )
             }
         });
         let io = TokioIo::new(Watched {

@@ -11,7 +11,8 @@
 //! panic → 500, metrics; then, for the API only, the body received in full
 //! (`body`: 408 when it comes too slowly, 413 when too large), admission control
 //! (`admission`: an adaptive concurrency limit per class, reads and
-//! writes, beyond which requests wait briefly, then get 503), request
+//! writes, beyond which requests wait briefly, then get 503), room for the
+//! response among those not yet taken by their clients (`unsent`), request
 //! timeout → 503, body size limit → 413. The client guards (`guard`) add
 //! security headers and CORS around everything, a per-client rate limit
 //! (429) around the API, and `Idempotency-Key` handling inside its
@@ -67,6 +68,7 @@ use crate::config::AdmissionConfig;
 use crate::edge::admission::{self, Admission, AdmissionSettings};
 use crate::edge::body::{self, BodyLimits};
 use crate::edge::refusals::{Reason, Refusal};
+use crate::edge::unsent::{self, WriteBuffer};
 use crate::edge::{Guards, authenticate, idempotency};
 
 use crate::domain::Page;
@@ -134,6 +136,7 @@ impl std::ops::Deref for AppState {
 pub(crate) struct HttpLimits {
     pub body_limit: usize,
     pub body_read_timeout: Duration,
+    pub write_buffer_limit: usize,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub admission: AdmissionConfig,
@@ -229,6 +232,13 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
         .layer(middleware::from_fn_with_state(
             Arc::new(budgets),
             admission::admit,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(WriteBuffer::new(
+                limits.write_buffer_limit,
+                limits.admission.admission_queue_timeout,
+            )),
+            unsent::reserve_room,
         ))
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
             if err.is::<tower::timeout::error::Elapsed>() {
