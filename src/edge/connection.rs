@@ -209,6 +209,18 @@ impl Activity {
         !matches!(*self.phase(), Phase::Busy { .. })
     }
 
+    /// Since when the connection has been waiting for a request with
+    /// nothing to write; `None` while it serves or writes one.
+    pub(super) fn waiting_since(&self) -> Option<Instant> {
+        if self.is_writing() {
+            return None;
+        }
+        match *self.phase() {
+            Phase::Head { since } | Phase::Idle { since } => Some(since),
+            Phase::Busy { .. } => None,
+        }
+    }
+
     /// Whether a request's body is still coming in.
     pub(super) fn is_receiving(&self) -> bool {
         matches!(*self.phase(), Phase::Busy { receiving, .. } if receiving > 0)

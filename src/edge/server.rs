@@ -11,12 +11,13 @@
 //!   is kept here instead ([`Activity`]), from the bytes a connection reads
 //!   and the requests it serves.
 //! - At most `HTTP_MAX_CONNECTIONS` connections are open at once. At the cap
-//!   the listener stops accepting, and new connections wait in the kernel's
-//!   listen backlog until one closes, rather than being closed at once: slow
-//!   clients free their slots within the header-read timeout, so a waiting
-//!   client (a health probe, say) is answered a few seconds late instead of
-//!   refused, and the process never runs out of file descriptors, which
-//!   would fail its accepts and its own pools alike.
+//!   the connection that has waited longest for a request (a slow head, or
+//!   an idle keep-alive) is closed to make room for the next one, so that a
+//!   crowd of slow clients cannot keep a health probe out; when every
+//!   connection is serving a request, the new one waits for a slot, and the
+//!   ones after it in the kernel's listen backlog, rather than being closed
+//!   at once. The process never runs out of file descriptors, which would
+//!   fail its accepts and its own pools alike.
 //! - A response must be taken by its client within `HTTP_WRITE_TIMEOUT`,
 //!   from the handler's answer to the end of its body; a client that does
 //!   not read is closed then, and the response's memory freed. (A request's
@@ -29,11 +30,13 @@
 //! Each request carries `ConnectInfo<SocketAddr>` with the client's address,
 //! as with axum's `into_make_service_with_connect_info`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -44,7 +47,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -149,14 +152,8 @@ impl Listener {
             tls,
         });
         let slots = Arc::new(Semaphore::new(max_connections));
+        let waiting = Arc::new(Waiting::default());
         loop {
-            // A slot first: at the cap, new connections wait in the backlog.
-            let slot = tokio::select! {
-                () = token.cancelled() => break,
-                slot = Arc::clone(&slots).acquire_owned() => {
-                    slot.expect("BUG: the connection slots are never closed")
-                }
-            };
             let (stream, remote) = tokio::select! {
                 () = token.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -167,7 +164,23 @@ impl Listener {
                     }
                 },
             };
-            tracker.spawn(Arc::clone(&connections).serve(stream, remote, slot, token.clone()));
+            // Then a slot: at the cap, the connection waiting longest for a
+            // request makes room; if none is waiting, this one waits for a
+            // slot, and the next ones in the backlog.
+            let slot = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    waiting.evict_longest();
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        slot = Arc::clone(&slots).acquire_owned() => {
+                            slot.expect("BUG: the connection slots are never closed")
+                        }
+                    }
+                }
+            };
+            let held = Held::register(&waiting, slot);
+            tracker.spawn(Arc::clone(&connections).serve(stream, remote, held, token.clone()));
         }
         // New connections are refused from here on.
         drop(listener);
@@ -251,6 +264,68 @@ async fn pause_after_accept_error(err: &io::Error, token: &CancellationToken) {
     }
 }
 
+/// The open connections, for the accept loop to find the one that has
+/// waited longest for a request when the cap is reached.
+#[derive(Default)]
+struct Waiting {
+    connections: Mutex<HashMap<u64, (Arc<Activity>, Arc<Notify>)>>,
+    next_id: AtomicU64,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Activity>, Arc<Notify>)>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the connection that has waited longest for a request to close
+    /// (if any is waiting: one serving a request is left alone).
+    fn evict_longest(&self) {
+        let connections = self.lock();
+        let longest = connections
+            .values()
+            .filter_map(|(activity, evict)| Some((activity.waiting_since()?, evict)))
+            .min_by_key(|(since, _)| *since);
+        if let Some((_, evict)) = longest {
+            evict.notify_one();
+        }
+    }
+}
+
+/// A connection's place under the cap, and in [`Waiting`], until dropped.
+struct Held {
+    activity: Arc<Activity>,
+    evict: Arc<Notify>,
+    waiting: Arc<Waiting>,
+    id: u64,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Held {
+    fn register(waiting: &Arc<Waiting>, slot: OwnedSemaphorePermit) -> Self {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let evict = Arc::new(Notify::new());
+        let id = waiting.next_id.fetch_add(1, Ordering::Relaxed);
+        waiting
+            .lock()
+            .insert(id, (Arc::clone(&activity), evict.clone()));
+        Self {
+            activity,
+            evict,
+            waiting: Arc::clone(waiting),
+            id,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.waiting.lock().remove(&self.id);
+    }
+}
+
 /// What every connection shares.
 struct Connections<S> {
     app: S,
@@ -264,13 +339,13 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send,
 {
-    /// Serves one connection until it closes; `_slot` frees its place
+    /// Serves one connection until it closes; `held` frees its place
     /// under the cap when dropped.
     async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
         remote: SocketAddr,
-        _slot: OwnedSemaphorePermit,
+        held: Held,
         token: CancellationToken,
     ) {
         let accepted = Instant::now();
@@ -281,9 +356,10 @@ where
         // alone, and the shared ones are locked once when it is made and
         // once when it is dropped.
         let token = token.child_token();
-        let activity = Arc::new(Activity::new(accepted));
+        let activity = Arc::clone(&held.activity);
+        let evict = Arc::clone(&held.evict);
         let Some(tls) = &self.tls else {
-            return self.serve_io(stream, remote, activity, token).await;
+            return self.serve_io(stream, remote, activity, token, evict).await;
         };
         // The handshake counts towards the first request's head.
         let handshake = tokio::time::timeout_at(
@@ -292,21 +368,27 @@ where
         );
         let handshake = tokio::select! {
             () = token.cancelled() => return,
+            () = evict.notified() => return,
             handshake = handshake => handshake,
         };
         match handshake {
-            Ok(Ok(stream)) => self.serve_io(stream, remote, activity, token).await,
+            Ok(Ok(stream)) => {
+                self.serve_io(stream, remote, activity, token, evict).await;
+            }
             Ok(Err(err)) => tracing::debug!(%remote, error = %err, "tls handshake failed"),
             Err(_) => tracing::debug!(%remote, "tls handshake timed out"),
         }
     }
 
+    /// `evict`: notified when the connection is to make room at the cap
+    /// (it closes then if it is waiting for a request).
     async fn serve_io<I>(
         &self,
         io: I,
         remote: SocketAddr,
         activity: Arc<Activity>,
         token: CancellationToken,
+        evict: Arc<Notify>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -358,6 +440,12 @@ where
                         return;
                     }
                     check.as_mut().reset(activity.next_check(timeouts, now));
+                }
+                () = evict.notified() => {
+                    if activity.waiting_since().is_some() {
+                        tracing::debug!(%remote, "closing a connection waiting for a request, to make room at the connection cap");
+                        return;
+                    }
                 }
                 () = token.cancelled(), if !draining => {
                     if (activity.is_waiting() && !activity.is_writing()) || activity.is_receiving() {
@@ -523,7 +611,12 @@ mod tests {
         let activity = Arc::new(Activity::new(Instant::now()));
         let remote = SocketAddr::from(([127, 0, 0, 1], 40_000));
         let token = token.clone();
-        let serve = async move { connections.serve_io(server, remote, activity, token).await };
+        let evict = Arc::new(Notify::new());
+        let serve = async move {
+            connections
+                .serve_io(server, remote, activity, token, evict)
+                .await;
+        };
         (client, tokio::spawn(serve))
     }
 

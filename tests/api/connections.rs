@@ -201,36 +201,74 @@ async fn a_keep_alive_connection_may_wait_longer_than_the_header_timeout_between
     }
 }
 
-async fn at_the_connection_cap_a_new_client_waits_for_a_slot_instead_of_being_refused(
-    stack: Stack,
-) {
-    let header_read = Duration::from_secs(2);
-    let app = spawn_with(stack, header_read, Duration::from_secs(60), Some(4)).await;
+/// Asks `/health/live` on a connection of its own; the status line, or
+/// `None` if no answer came within `limit`.
+async fn probe_within(port: u16, limit: Duration) -> Option<String> {
+    tokio::time::timeout(limit, async {
+        let mut stream = connect(port).await;
+        stream.write_all(LIVE).await.unwrap();
+        let (head, _) = read_response(&mut stream).await;
+        head.lines().next().unwrap_or_default().to_owned()
+    })
+    .await
+    .ok()
+}
+
+async fn probes_get_in_past_more_slow_heads_than_the_connection_cap(stack: Stack) {
+    // Slow heads would hold their slots for a minute.
+    let app = spawn_with(
+        stack,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        Some(50),
+    )
+    .await;
     let mut slow = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..80 {
         let mut stream = connect(app.port).await;
         stream.write_all(b"GET /health/live HT").await.unwrap();
         slow.push(stream);
     }
-    // Accepted in order: the four slow ones hold every slot.
-    let started = Instant::now();
-    let mut stream = connect(app.port).await;
-    stream.write_all(LIVE).await.unwrap();
-    let (head, _) = tokio::time::timeout(Duration::from_secs(15), read_response(&mut stream))
-        .await
-        .expect("no answer once the slow connections timed out");
-    let waited = started.elapsed();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for i in 0..9 {
+        let answered = probe_within(app.port, Duration::from_secs(2)).await;
+        assert_eq!(
+            answered.as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "probe {i} beside 80 slow heads at a cap of 50"
+        );
+    }
+    // The ones that waited longest made room.
     assert!(
-        waited >= header_read - Duration::from_millis(500),
+        closed_within(&mut slow[0], Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+}
+
+async fn at_the_cap_with_every_connection_serving_a_new_client_waits_for_a_slot(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let mut config = test_config(&data);
+    config.listener.max_connections = Some(4);
+    let body_read = Duration::from_secs(2);
+    config.server.http_body_read_timeout = body_read;
+    let app = spawn_app_with(config, data).await;
+    // Four uploads in progress: no connection waits for a request.
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        uploads.push(start_slow_upload(app.port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let answered = probe_within(app.port, Duration::from_secs(15)).await;
+    let waited = started.elapsed();
+    assert_eq!(answered.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert!(
+        waited >= body_read - Duration::from_millis(500),
         "answered after {waited:?}, before a slot was free"
     );
-    for mut stream in slow {
-        assert!(
-            closed_within(&mut stream, Duration::from_secs(5))
-                .await
-                .is_some()
-        );
+    for stream in &mut uploads {
+        let (head, _) = read_response(stream).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     }
 }
 
@@ -275,7 +313,8 @@ stack_tests!(
     a_client_sending_one_header_byte_per_second_is_disconnected,
     an_idle_keep_alive_connection_is_closed_after_the_idle_timeout,
     a_keep_alive_connection_may_wait_longer_than_the_header_timeout_between_requests,
-    at_the_connection_cap_a_new_client_waits_for_a_slot_instead_of_being_refused,
+    probes_get_in_past_more_slow_heads_than_the_connection_cap,
+    at_the_cap_with_every_connection_serving_a_new_client_waits_for_a_slot,
     shutdown_closes_waiting_connections_and_unfinished_uploads_at_once,
 );
 
