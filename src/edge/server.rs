@@ -264,16 +264,19 @@ async fn pause_after_accept_error(err: &io::Error, token: &CancellationToken) {
     }
 }
 
+/// An open connection: what it is doing, and how to ask it to make room.
+type Open = (Arc<Activity>, Arc<Notify>);
+
 /// The open connections, for the accept loop to find the one that has
 /// waited longest for a request when the cap is reached.
 #[derive(Default)]
 struct Waiting {
-    connections: Mutex<HashMap<u64, (Arc<Activity>, Arc<Notify>)>>,
+    connections: Mutex<HashMap<u64, Open>>,
     next_id: AtomicU64,
 }
 
 impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Activity>, Arc<Notify>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
