@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 use uuid::Uuid;
 
 use super::ValidationError;
@@ -31,8 +33,10 @@ pub(crate) struct User {
 }
 
 /// An email address in its one canonical form, so that two spellings of one
-/// mailbox are one account: trimmed, lowercased entirely, the domain in its
-/// ASCII (punycode) form; at most 255 characters, one `@`, a local part of
+/// mailbox are one account: trimmed, the local part in Unicode's
+/// compatibility form (NFKC: `é` typed as one character or as `e` and a
+/// combining accent, full-width `ａ` and `a`, are one spelling) and
+/// lowercased, the domain in its ASCII (punycode) form; at most 255 characters, one `@`, a local part of
 /// at most 64 characters and a dotted domain. Control and invisible
 /// characters (zero-width spaces, byte-order marks, …) are refused rather
 /// than dropped, so that what a client sees is what is stored.
@@ -73,7 +77,12 @@ impl Email {
         let Some((local, domain)) = value.rsplit_once('@') else {
             return Err(malformed());
         };
-        let local = local.to_lowercase();
+        let local: String = local
+            .nfkc()
+            .collect::<String>()
+            .to_lowercase()
+            .nfc()
+            .collect();
         let local_ok = !local.is_empty()
             && local.chars().count() <= EMAIL_LOCAL_MAX_CHARS
             && !local.starts_with('.')
@@ -138,6 +147,16 @@ impl PersonName {
             return Err(ValidationError::new(
                 field,
                 "must not contain control characters",
+            ));
+        }
+        if let Some(mark) = value.chars().next().filter(|&c| is_combining_mark(c)) {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "must not begin with a combining mark (found U+{:04X}), which has no \
+                     character to mark",
+                    u32::from(mark)
+                ),
             ));
         }
         if !value.chars().any(is_visible) {
@@ -205,6 +224,12 @@ mod tests {
         assert_eq!(canonical("ada@BÜCHER.de"), "ada@xn--bcher-kva.de");
         assert_eq!(canonical("ada@xn--bcher-kva.de"), "ada@xn--bcher-kva.de");
         assert_eq!(canonical("ÅSA@example.com"), "åsa@example.com");
+        assert_eq!(
+            canonical("e\u{301}@example.com"),
+            canonical("\u{e9}@example.com")
+        );
+        assert_eq!(canonical("ａｄａ@example.com"), "ada@example.com");
+        assert_eq!(canonical("Ｅ\u{301}@example.com"), "\u{e9}@example.com");
     }
 
     #[test]
@@ -297,5 +322,14 @@ mod tests {
         }
         assert!(PersonName::parse("first_name", "مهر\u{200C}آسا").is_ok());
         assert!(PersonName::parse("first_name", "Zoë").is_ok());
+        assert!(PersonName::parse("first_name", "Zoe\u{308}").is_ok());
+        for marks in ["\u{300}", "\u{300}\u{301}", "\u{301}Ann"] {
+            let err = PersonName::parse("first_name", marks).unwrap_err();
+            assert!(
+                err.reason.contains("combining mark"),
+                "{marks:?}: {}",
+                err.reason
+            );
+        }
     }
 }

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use crate::helpers::{Stack, TestApp, assert_problem, spawn_app, spawn_app_with};
 
 crate::stack_tests!(
+    one_spelling_of_a_local_part_however_its_characters_are_composed,
+    a_name_that_begins_with_a_combining_mark_is_400,
     nul_in_event_data_is_400_naming_data,
     nul_in_any_text_field_or_query_parameter_is_400_naming_it,
     create_user_returns_409_for_a_case_variant_of_a_taken_email,
@@ -112,6 +114,57 @@ async fn create_user_returns_409_for_a_case_variant_of_a_taken_email(stack: Stac
     }
     let list: Value = app.get("/api/v1/users").await.json().await.unwrap();
     assert_eq!(list["total"], 1);
+}
+
+async fn one_spelling_of_a_local_part_however_its_characters_are_composed(stack: Stack) {
+    let app = spawn_app(stack).await;
+    // é as one character, then as e and a combining acute accent.
+    let first = app
+        .post("/api/v1/users", &user_body("ren\u{e9}@example.com"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let decomposed = app
+        .post("/api/v1/users", &user_body("rene\u{301}@example.com"))
+        .await;
+    assert_problem(decomposed, 409, Some("email")).await;
+    // Full-width letters are their ASCII forms.
+    let ascii = app
+        .post("/api/v1/users", &user_body("ada@example.com"))
+        .await;
+    assert_eq!(ascii.status(), 201);
+    let wide = app
+        .post(
+            "/api/v1/users",
+            &user_body("\u{ff41}\u{ff44}\u{ff41}@example.com"),
+        )
+        .await;
+    assert_problem(wide, 409, Some("email")).await;
+    let list: Value = app.get("/api/v1/users").await.json().await.unwrap();
+    assert_eq!(list["total"], 2);
+}
+
+async fn a_name_that_begins_with_a_combining_mark_is_400(stack: Stack) {
+    let app = spawn_app(stack).await;
+    for (n, bad) in ["\u{300}", "\u{301}Ann"].into_iter().enumerate() {
+        let body =
+            json!({ "email": format!("mark{n}@example.com"), "first_name": bad, "last_name": "B" });
+        let problem = assert_problem(
+            app.post("/api/v1/users", &body).await,
+            400,
+            Some("first_name"),
+        )
+        .await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("combining mark"),
+            "{problem}"
+        );
+    }
+    let accented =
+        json!({ "email": "zoe@example.com", "first_name": "Zoe\u{308}", "last_name": "B" });
+    assert_eq!(app.post("/api/v1/users", &accented).await.status(), 201);
 }
 
 async fn update_user_returns_409_for_a_case_variant_of_another_users_email(stack: Stack) {
