@@ -136,7 +136,7 @@ impl Service {
                 .await?;
             this.relay_wakeup.notify_one();
             this.cache.put(CacheKind::User, user.id, json.clone()).await;
-            tracing::info!(user_id = %user.id, "user created");
+            tracing::debug!(user_id = %user.id, "user created");
             Ok(json)
         })
         .await
@@ -173,7 +173,7 @@ impl Service {
             this.relay_wakeup.notify_one();
             let json = to_json(&user);
             this.cache.put(CacheKind::User, id, json.clone()).await;
-            tracing::info!(user_id = %id, "user updated");
+            tracing::debug!(user_id = %id, "user updated");
             Ok(json)
         })
         .await
@@ -232,7 +232,7 @@ impl Service {
             this.cache
                 .put(CacheKind::Event, event.id, json.clone())
                 .await;
-            tracing::info!(event_id = %event.id, user_id = %event.user_id, "event created");
+            tracing::debug!(event_id = %event.id, user_id = %event.user_id, "event created");
             Ok(json)
         })
         .await

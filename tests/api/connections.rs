@@ -320,7 +320,7 @@ stack_tests!(
 
 /// The binary under test: killed if the test fails before stopping it,
 /// so that a failure leaves no process behind.
-struct Running(std::process::Child);
+pub(crate) struct Running(pub(crate) std::process::Child);
 
 impl Drop for Running {
     fn drop(&mut self) {

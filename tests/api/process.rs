@@ -240,3 +240,53 @@ fn help_never_prints_a_secret_value() {
     }
     assert!(!help.to_lowercase().contains("authorization="), "{help}");
 }
+
+#[tokio::test]
+async fn accepted_writes_log_nothing_at_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("highload.log");
+    let mut child = crate::connections::Running(
+        highload(&dir)
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("SERVER_PORT", port.to_string())
+            .env("LOG_LEVEL", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(|| async {
+        let ready = client.get(format!("{base}/health/ready")).send().await;
+        ready.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    let lines = || std::fs::read_to_string(&log).unwrap().lines().count();
+    let before = lines();
+    for i in 0..20 {
+        let user: serde_json::Value = client
+            .post(format!("{base}/api/v1/users"))
+            .json(&serde_json::json!({ "email": format!("w{i}@example.com"), "first_name": "W", "last_name": "L" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let event = client
+            .post(format!("{base}/api/v1/events"))
+            .json(&serde_json::json!({ "user_id": user["id"], "type": "login", "data": "{}" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(event.status(), 201);
+    }
+    let during = lines() - before;
+    assert_eq!(
+        terminate(&mut child.0, Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(during < 5, "{during} lines at info for 40 writes:\n{text}");
+}
