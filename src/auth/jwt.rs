@@ -50,10 +50,18 @@ enum KeySource {
     Jwks(Jwks),
 }
 
+/// The latest `exp` accepted: the end of the year 9999. Beyond it a time is
+/// no date any clock or database here can hold.
+const LATEST_EXPIRY: u64 = 253_402_300_799;
+
 /// The claims this service reads; `exp`, `iss`, `aud` and `nbf` are checked
-/// by the library.
+/// by the library, and here what it lets pass: an `exp` no date can be, an
+/// `iss` that is not one string (RFC 7519: a StringOrURI).
 #[derive(Deserialize)]
 struct Claims {
+    exp: u64,
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
     #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
@@ -108,6 +116,10 @@ impl JwtVerifier {
     pub(crate) async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         const INVALID: AuthError = AuthError::Invalid("the token is not valid");
         let header = jsonwebtoken::decode_header(token).map_err(|_| INVALID)?;
+        if names_critical_extensions(token) {
+            tracing::debug!("jwt refused: it names critical extensions (crit)");
+            return Err(INVALID);
+        }
         let key = match &self.keys {
             KeySource::Fixed(key) => key.clone(),
             KeySource::Jwks(jwks) => jwks.key(header.kid.as_deref()).await?.ok_or(INVALID)?,
@@ -138,6 +150,14 @@ impl JwtVerifier {
             }
         })?;
         let claims = data.claims;
+        if claims.exp > LATEST_EXPIRY {
+            tracing::debug!(exp = claims.exp, "jwt refused: exp is past the year 9999");
+            return Err(INVALID);
+        }
+        if claims.iss.as_ref().is_some_and(|iss| !iss.is_string()) {
+            tracing::debug!("jwt refused: iss is not a string");
+            return Err(INVALID);
+        }
         let scopes = match (&claims.scope, &claims.scp) {
             (Some(scope), _) => Some(Scopes::from_names(scope.split_whitespace())),
             (None, Some(Scp::Text(scp))) => Some(Scopes::from_names(scp.split_whitespace())),
@@ -160,6 +180,21 @@ impl JwtVerifier {
             email: claims.email,
         })
     }
+}
+
+/// Whether the token's header has `crit`: it names extensions the
+/// verifier must understand, and this one understands none (RFC 7515,
+/// 4.1.11), so such a token is refused whatever they are.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json)
+        .is_ok_and(|header| header.contains_key("crit"))
 }
 
 /// The keys of a JWKS, fetched now and then.

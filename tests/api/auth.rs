@@ -352,6 +352,23 @@ fn hs256(claims: &Value, secret: &str) -> String {
     .unwrap()
 }
 
+/// An HS256 token with a header written as given (the library's `Header`
+/// cannot hold every header field).
+fn hs256_with_header(header: &Value, claims: &Value, secret: &str) -> String {
+    use base64::Engine as _;
+    let encode = |value: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+    };
+    let message = format!("{}.{}", encode(header), encode(claims));
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(secret.as_bytes()),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{signature}")
+}
+
 fn es256(claims: &Value, pem: &str, kid: Option<&str>) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = kid.map(str::to_owned);
@@ -406,6 +423,26 @@ async fn hs256_tokens_are_checked_for_signature_expiry_issuer_audience_and_scope
     )
     .await;
     assert_unauthorized(get("not.a.token".into()).await).await;
+
+    // What the library lets pass: an expiry no date can be, an issuer
+    // that is a list, critical extensions this service does not know.
+    let mut forever = claims("read");
+    forever["exp"] = json!(1u64 << 63);
+    assert_unauthorized(get(hs256(&forever, SECRET)).await).await;
+    let mut issuers = claims("read");
+    issuers["iss"] = json!([ISSUER, "https://evil.example"]);
+    assert_unauthorized(get(hs256(&issuers, SECRET)).await).await;
+    let critical =
+        json!({ "alg": "HS256", "typ": "JWT", "crit": ["urn:example:ext"], "urn:example:ext": 1 });
+    assert_unauthorized(get(hs256_with_header(&critical, &claims("read"), SECRET)).await).await;
+    let plain = json!({ "alg": "HS256", "typ": "JWT" });
+    assert_eq!(
+        get(hs256_with_header(&plain, &claims("read"), SECRET))
+            .await
+            .status(),
+        200,
+        "the same token without crit"
+    );
     // A token signed with another algorithm than the key's is refused.
     assert_unauthorized(get(es256(&claims("read"), EC_KEY_A, None)).await).await;
     assert_unauthorized(app.get("/api/v1/users").await).await;
