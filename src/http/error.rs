@@ -310,7 +310,7 @@ impl ApiError {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
             Self::UnsupportedMediaType => {
-                "send the body as JSON with Content-Type: application/json".into()
+                "send the body as JSON in UTF-8 with Content-Type: application/json".into()
             }
             Self::Overloaded => "too many requests in progress; retry shortly".into(),
             Self::Timeout => "the request took too long; retry shortly".into(),

@@ -36,16 +36,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// Whether the body is declared JSON: `application/json` or
+/// `application/*+json`, with no charset or UTF-8 (RFC 8259: JSON
+/// exchanged between systems is UTF-8; a body declared in another charset
+/// would be misread).
 fn is_json(content_type: Option<&axum::http::HeaderValue>) -> bool {
-    let Some(essence) = content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-    else {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let utf8 = parts.all(|parameter| match parameter.split_once('=') {
+        Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let charset = charset.trim().trim_matches('"');
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    });
+    utf8 && (essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json")))
 }
 
 /// Parses a JSON object, naming the field at fault when it is not one of
@@ -177,6 +186,9 @@ mod tests {
         assert!(is("application/json"));
         assert!(is("Application/JSON; charset=utf-8"));
         assert!(is("application/merge-patch+json"));
+        assert!(is("application/json; charset=\"UTF-8\""));
+        assert!(!is("application/json; charset=utf-16"));
+        assert!(!is("application/json;charset=ISO-8859-1"));
         assert!(!is("text/plain"));
         assert!(!is("application/x-www-form-urlencoded"));
         assert!(!is_json(None));

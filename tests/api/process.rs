@@ -284,7 +284,9 @@ async fn accepted_writes_log_nothing_at_info() {
     }
     let during = lines() - before;
     assert_eq!(
-        terminate(&mut child.0, Duration::from_secs(20)).await.code(),
+        terminate(&mut child.0, Duration::from_secs(20))
+            .await
+            .code(),
         Some(0)
     );
     let text = std::fs::read_to_string(&log).unwrap();

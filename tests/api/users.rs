@@ -407,6 +407,26 @@ async fn oversized_and_non_json_bodies_get_413_and_415(stack: Stack) {
         .await
         .unwrap();
     assert_eq!(with_charset.status(), 201);
+    // JSON is UTF-8 (RFC 8259): a body declared in another charset is not
+    // read as if it were.
+    for charset in ["utf-16", "\"UTF-16LE\"", "iso-8859-1"] {
+        let declared = app
+            .client
+            .post(app.url("/api/v1/users"))
+            .header(
+                "content-type",
+                format!("application/json; charset={charset}"),
+            )
+            .body(r#"{"email":"b@example.com","first_name":"A","last_name":"B"}"#)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(declared, 415, None).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("UTF-8"),
+            "{problem}"
+        );
+    }
 }
 
 async fn request_ids_are_echoed_or_generated(stack: Stack) {
