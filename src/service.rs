@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use crate::cache::{CacheKind, ReadThrough};
 use crate::domain::{
-    self, Activity, Event, EventFilter, EventMessage, NewEvent, NewUser, Page, PageOf, User,
-    UserPatch,
+    self, Activity, CursorKey, Event, EventFilter, EventMessage, NewEvent, NewUser, Page, PageOf,
+    User, UserPatch,
 };
 use crate::store::{IdempotencyKey, Store, StoreError, Write, Written};
 use crate::telemetry::trace_context;
@@ -64,7 +64,12 @@ pub(crate) struct Service {
     relay_wakeup: Arc<Notify>,
     /// Writes in progress; shutdown waits for them before closing the store.
     writes: TaskTracker,
+    /// The cursors' MAC key: `CURSOR_SECRET`, else the database's.
+    cursor_key: tokio::sync::OnceCell<CursorKey>,
 }
+
+/// The name of the cursors' key among the database's shared secrets.
+const CURSOR_KEY: &str = "cursor_mac_key";
 
 fn to_json<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("BUG: domain records serialize"))
@@ -79,13 +84,28 @@ impl Service {
         store: Arc<dyn Store>,
         cache: ReadThrough,
         relay_wakeup: Arc<Notify>,
+        cursor_secret: Option<&[u8]>,
     ) -> Self {
         Self {
             store,
             cache,
             relay_wakeup,
             writes: TaskTracker::new(),
+            cursor_key: tokio::sync::OnceCell::new_with(cursor_secret.map(CursorKey::new)),
         }
+    }
+
+    /// The key of the list cursors' MAC: `CURSOR_SECRET`, else the one
+    /// the replicas of this database share (made by the first that asks).
+    pub(crate) async fn cursor_key(&self) -> ServiceResult<&CursorKey> {
+        self.cursor_key
+            .get_or_try_init(|| async {
+                // Two version 4 UUIDs: 244 random bits.
+                let fresh = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+                let secret = self.store.shared_secret(CURSOR_KEY, &fresh).await?;
+                Ok(CursorKey::new(secret.as_bytes()))
+            })
+            .await
     }
 
     /// Runs a write to completion even if the caller stops waiting.

@@ -91,7 +91,16 @@ impl Application {
 
         let relay_wakeup = Arc::new(Notify::new());
         let read_through = caches.read_through(&config.cache, Arc::clone(&metrics));
-        let service = Service::new(Arc::clone(&store), read_through, Arc::clone(&relay_wakeup));
+        let service = Service::new(
+            Arc::clone(&store),
+            read_through,
+            Arc::clone(&relay_wakeup),
+            config
+                .server
+                .cursor_secret
+                .as_ref()
+                .map(|secret| secrecy::ExposeSecret::expose_secret(secret).as_bytes()),
+        );
         let readiness = Arc::new(Readiness::default());
         let health = Health::new(
             Arc::clone(&readiness),

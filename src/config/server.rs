@@ -64,6 +64,13 @@ pub struct ServerConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_in_flight: u32,
 
+    /// Key of the MAC that makes list cursors unforgeable, at least 32 bytes; set the same on every
+    /// replica (unset: one made by the first replica and kept in the database, which replicas of one
+    /// database share)
+    #[arg(long, env = "CURSOR_SECRET", value_name = "CURSOR_SECRET", hide_env_values = true,
+          value_parser = parse_cursor_secret)]
+    pub cursor_secret: Option<secrecy::SecretString>,
+
     #[command(flatten)]
     pub admission: AdmissionConfig,
 
@@ -114,6 +121,14 @@ fn parse_admission_target_latency(raw: &str) -> Result<Duration, String> {
         ));
     }
     Ok(target)
+}
+
+/// A `CURSOR_SECRET`: long enough that it cannot be guessed.
+fn parse_cursor_secret(raw: &str) -> Result<secrecy::SecretString, String> {
+    if raw.len() < 32 {
+        return Err("must be at least 32 bytes (for example, openssl rand -hex 32)".into());
+    }
+    Ok(secrecy::SecretString::from(raw))
 }
 
 /// A `HEALTH_CHECK_INTERVAL`: a shorter one would probe the dependencies

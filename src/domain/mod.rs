@@ -14,7 +14,7 @@ mod user;
 pub(crate) use activity::Activity;
 pub(crate) use event::{Event, EventData, EventFilter, EventType, NewEvent};
 pub(crate) use message::EventMessage;
-pub(crate) use page::{Key, Page, PageOf};
+pub(crate) use page::{CursorKey, Key, Page, PageOf};
 pub(crate) use text::name_pattern;
 pub(crate) use user::{Email, NewUser, PersonName, User, UserPatch};
 

@@ -7,14 +7,18 @@
 //! page costs what the first one does and rows inserted meanwhile (which
 //! sort first) neither repeat nor hide older ones.
 //!
-//! A cursor is opaque to clients: a version, the key, and a checksum over
-//! the key and the list it belongs to (the collection and its filters), as
-//! hex. A cursor that was changed, cut short, or taken from another list
-//! fails the checksum and is refused as invalid input. The checksum guards
-//! against mistakes, not attacks: a forged cursor can only name a position
-//! in a list the client may read anyway.
+//! A cursor is opaque to clients: a version, the key, and a MAC over the
+//! key and the list it belongs to (the collection and its filters), as hex.
+//! The MAC is HMAC-SHA256 (its first 8 bytes) under a server secret
+//! ([`CursorKey`]: `CURSOR_SECRET`, or one the replicas share through the
+//! database), so a client cannot make a cursor, only pass one on. A cursor
+//! that was changed, cut short, taken from another list, or made elsewhere
+//! fails the MAC and is refused as invalid input; the time of one that
+//! passes is still range-checked.
 
 use chrono::{DateTime, Datelike, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use uuid::Uuid;
 
 use super::ValidationError;
@@ -27,10 +31,36 @@ pub(super) const MAX_LIMIT: u32 = 100;
 pub(super) const MAX_PAGE: u32 = i32::MAX as u32;
 const DEFAULT_LIMIT: u32 = 10;
 
-/// The format of the cursors this version writes (its first byte).
-const CURSOR_VERSION: u8 = 1;
-/// Version, microseconds since the epoch, id, checksum.
+/// The format of the cursors this version writes (its first byte). Version
+/// 1 had a checksum anyone could compute; its cursors are refused.
+const CURSOR_VERSION: u8 = 2;
+/// Version, microseconds since the epoch, id, MAC.
 const CURSOR_BYTES: usize = 1 + 8 + 16 + 8;
+
+/// The key of the cursors' MAC.
+#[derive(Clone)]
+pub(crate) struct CursorKey(Hmac<Sha256>);
+
+impl CursorKey {
+    pub(crate) fn new(secret: &[u8]) -> Self {
+        Self(Hmac::new_from_slice(secret).expect("BUG: HMAC takes keys of any length"))
+    }
+
+    /// The MAC of a cursor's first 25 bytes in the list named `list`.
+    fn mac(&self, list: &str, bytes: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        mac.update(list.as_bytes());
+        mac.update(&[0]);
+        mac.update(bytes);
+        mac
+    }
+}
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
 
 /// A requested page: `limit` 1–100 (default 10) rows, from where `start`
 /// says.
@@ -74,6 +104,7 @@ impl Page {
         limit: Option<&str>,
         cursor: Option<&str>,
         list: &str,
+        key: &CursorKey,
     ) -> Result<Self, ValidationError> {
         let number = match page {
             None => 1,
@@ -105,7 +136,7 @@ impl Page {
                     "cannot be combined with page: a cursor says where the page starts",
                 ));
             }
-            Some(raw) => Start::After(Key::from_cursor(raw, list)?),
+            Some(raw) => Start::After(Key::from_cursor(raw, list, key)?),
         };
         Ok(Self { start, limit })
     }
@@ -139,19 +170,23 @@ impl Key {
     /// The cursor of the page after this key in the list named `list`
     /// (`users`, or `events` with its filters: whatever names the list
     /// uniquely; the same name must be given to [`Key::from_cursor`]).
-    pub(crate) fn to_cursor(self, list: &str) -> String {
+    pub(crate) fn to_cursor(self, list: &str, key: &CursorKey) -> String {
         let mut bytes = [0u8; CURSOR_BYTES];
         bytes[0] = CURSOR_VERSION;
         bytes[1..9].copy_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
         bytes[9..25].copy_from_slice(self.id.as_bytes());
-        let sum = checksum(list, &bytes[..25]);
-        bytes[25..].copy_from_slice(&sum.to_be_bytes());
+        let mac = key.mac(list, &bytes[..25]).finalize().into_bytes();
+        bytes[25..].copy_from_slice(&mac[..8]);
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Reads a cursor of the list named `list`; refuses one that is
     /// malformed, changed, or from another list.
-    pub(crate) fn from_cursor(raw: &str, list: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn from_cursor(
+        raw: &str,
+        list: &str,
+        key: &CursorKey,
+    ) -> Result<Self, ValidationError> {
         let invalid = || {
             ValidationError::new(
                 "cursor",
@@ -167,32 +202,24 @@ impl Key {
         for (i, byte) in bytes.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&raw[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
         }
-        let sum = u64::from_be_bytes(bytes[25..].try_into().expect("BUG: 8 bytes"));
-        if bytes[0] != CURSOR_VERSION || sum != checksum(list, &bytes[..25]) {
+        if bytes[0] != CURSOR_VERSION
+            || key
+                .mac(list, &bytes[..25])
+                .verify_truncated_left(&bytes[25..])
+                .is_err()
+        {
             return Err(invalid());
         }
         let micros = i64::from_be_bytes(bytes[1..9].try_into().expect("BUG: 8 bytes"));
-        // The checksum is no secret: a cursor can be forged. Its time must
-        // be one a row can have (years 1 to 9999, which both stores hold),
-        // or PostgreSQL refuses the query with a 500.
+        // Whoever holds the secret could still make one: its time must be
+        // one a row can have (years 1 to 9999, which both stores hold), or
+        // PostgreSQL refuses the query with a 500.
         let created_at = DateTime::from_timestamp_micros(micros)
             .filter(|at| (1..=9999).contains(&at.year()))
             .ok_or_else(invalid)?;
         let id = Uuid::from_slice(&bytes[9..25]).map_err(|_| invalid())?;
         Ok(Self { created_at, id })
     }
-}
-
-/// FNV-1a (64 bits) over the list's name and the cursor's bytes: fixed
-/// forever, so that every replica and every version reads the cursors of
-/// the others.
-fn checksum(list: &str, bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in list.as_bytes().iter().chain(&[0]).chain(bytes) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
 }
 
 /// One page of results, how many there are in all, and where the next
@@ -211,7 +238,11 @@ mod tests {
     use super::*;
 
     fn parse(page: Option<&str>, limit: Option<&str>) -> Result<Page, ValidationError> {
-        Page::parse(page, limit, None, "users")
+        Page::parse(page, limit, None, "users", &secret())
+    }
+
+    fn secret() -> CursorKey {
+        CursorKey::new(b"a test secret of 32 bytes or so!")
     }
 
     fn key() -> Key {
@@ -245,12 +276,13 @@ mod tests {
     #[test]
     fn a_cursor_reads_back_as_its_key_in_its_own_list_only() {
         let key = key();
-        let cursor = key.to_cursor("events user_id= type=click");
+        let cursor = key.to_cursor("events user_id= type=click", &secret());
         let page = Page::parse(
             None,
             Some("5"),
             Some(cursor.as_str()),
             "events user_id= type=click",
+            &secret(),
         );
         assert_eq!(
             page.unwrap(),
@@ -259,13 +291,13 @@ mod tests {
                 limit: 5
             }
         );
-        let elsewhere = Key::from_cursor(&cursor, "events user_id= type=view");
+        let elsewhere = Key::from_cursor(&cursor, "events user_id= type=view", &secret());
         assert_eq!(elsewhere.unwrap_err().field, "cursor");
     }
 
     #[test]
     fn a_changed_or_malformed_cursor_names_the_parameter() {
-        let cursor = key().to_cursor("users");
+        let cursor = key().to_cursor("users", &secret());
         let mut changed = cursor.clone().into_bytes();
         // Any one character changed (here, in the timestamp).
         changed[10] = if changed[10] == b'0' { b'1' } else { b'0' };
@@ -279,7 +311,7 @@ mod tests {
             accented.as_str(),
         ];
         for bad in bad {
-            let err = Page::parse(None, None, Some(bad), "users").unwrap_err();
+            let err = Page::parse(None, None, Some(bad), "users", &secret()).unwrap_err();
             assert_eq!(err.field, "cursor", "{bad:?}");
         }
     }
@@ -295,18 +327,49 @@ mod tests {
             let mut bytes = [0u8; CURSOR_BYTES];
             bytes[0] = CURSOR_VERSION;
             bytes[1..9].copy_from_slice(&micros.to_be_bytes());
-            let sum = checksum("users", &bytes[..25]);
-            bytes[25..].copy_from_slice(&sum.to_be_bytes());
+            let mac = secret().mac("users", &bytes[..25]).finalize().into_bytes();
+            bytes[25..].copy_from_slice(&mac[..8]);
             let forged: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            let err = Key::from_cursor(&forged, "users").unwrap_err();
+            let err = Key::from_cursor(&forged, "users", &secret()).unwrap_err();
             assert_eq!(err.field, "cursor", "{micros}");
         }
     }
 
     #[test]
+    fn a_cursor_made_without_the_secret_is_refused() {
+        let key = key();
+        let other = CursorKey::new(b"another secret");
+        let elsewhere = key.to_cursor("users", &other);
+        assert_eq!(
+            Key::from_cursor(&elsewhere, "users", &secret())
+                .unwrap_err()
+                .field,
+            "cursor"
+        );
+        // A version 1 cursor, with the checksum anyone could compute.
+        let mut bytes = [0u8; CURSOR_BYTES];
+        bytes[0] = 1;
+        bytes[1..9].copy_from_slice(&key.created_at.timestamp_micros().to_be_bytes());
+        bytes[9..25].copy_from_slice(key.id.as_bytes());
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &byte in b"users".iter().chain(&[0]).chain(&bytes[..25]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        bytes[25..].copy_from_slice(&hash.to_be_bytes());
+        let forged: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(Key::from_cursor(&forged, "users", &secret()).is_err());
+        assert_eq!(
+            Key::from_cursor(&key.to_cursor("users", &secret()), "users", &secret()).unwrap(),
+            key
+        );
+    }
+
+    #[test]
     fn a_cursor_with_a_page_number_is_refused() {
-        let cursor = key().to_cursor("users");
-        let err = Page::parse(Some("2"), None, Some(cursor.as_str()), "users").unwrap_err();
+        let cursor = key().to_cursor("users", &secret());
+        let err =
+            Page::parse(Some("2"), None, Some(cursor.as_str()), "users", &secret()).unwrap_err();
         assert_eq!(err.field, "cursor");
         assert!(err.reason.contains("page"), "{err}");
     }

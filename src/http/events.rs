@@ -157,14 +157,15 @@ pub(super) async fn list(
             .map_err(ApiError::InvalidQuery)?,
     };
     let list = events_list(&filter);
-    let page = query.page.page(&list)?;
+    let key = state.service.cursor_key().await?;
+    let page = query.page.page(&list, key)?;
     let events = state.service.list_events(&filter, page).await?;
     Ok(axum::Json(EventList {
         events: &events.items,
         total: events.total,
         page: page.number(),
         limit: page.limit,
-        next_cursor: events.next.map(|key| key.to_cursor(&list)),
+        next_cursor: events.next.map(|next| next.to_cursor(&list, key)),
     })
     .into_response())
 }

@@ -71,7 +71,7 @@ use crate::edge::refusals::{Reason, Refusal};
 use crate::edge::unsent::{self, WriteBuffer};
 use crate::edge::{Guards, authenticate, idempotency};
 
-use crate::domain::Page;
+use crate::domain::{CursorKey, Page};
 use crate::health::Health;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels, StoreCollector};
 use crate::service::Service;
@@ -154,12 +154,13 @@ pub(crate) struct PageQuery {
 impl PageQuery {
     /// The page asked for in the list named `list` (see
     /// [`crate::domain::Key::to_cursor`]).
-    pub(crate) fn page(&self, list: &str) -> Result<Page, ApiError> {
+    pub(crate) fn page(&self, list: &str, key: &CursorKey) -> Result<Page, ApiError> {
         Page::parse(
             self.page.as_deref(),
             self.limit.as_deref(),
             self.cursor.as_deref(),
             list,
+            key,
         )
         .map_err(ApiError::InvalidQuery)
     }

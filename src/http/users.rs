@@ -210,14 +210,15 @@ pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let page = query.page(USERS_LIST)?;
+    let key = state.service.cursor_key().await?;
+    let page = query.page(USERS_LIST, key)?;
     let users = state.service.list_users(page).await?;
     Ok(axum::Json(UserList {
         users: &users.items,
         total: users.total,
         page: page.number(),
         limit: page.limit,
-        next_cursor: users.next.map(|key| key.to_cursor(USERS_LIST)),
+        next_cursor: users.next.map(|next| next.to_cursor(USERS_LIST, key)),
     })
     .into_response())
 }

@@ -268,6 +268,10 @@ impl Store for GroupCommit {
         self.inner.purge_idempotency_keys(now, limit).await
     }
 
+    async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        self.inner.shared_secret(name, fresh).await
+    }
+
     async fn close(&self) {
         self.commits.close();
         self.commits.wait().await;

@@ -310,6 +310,11 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` keys that expired before `now`; how many.
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<usize>;
 
+    /// The secret named `name` (as text, such as hex), shared by every
+    /// replica of this database: `fresh` is stored as it if none is yet
+    /// (the first caller's wins).
+    async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String>;
+
     /// Waits for in-flight queries and closes connections.
     async fn close(&self);
 }

@@ -5,14 +5,19 @@
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{Stack, TestApp, assert_problem, spawn_app};
+use std::sync::Arc;
+
+use crate::helpers::{
+    Stack, TestApp, TestData, assert_problem, spawn_app, spawn_app_with, test_config,
+};
 
 crate::stack_tests!(
     walking_users_by_cursor_returns_every_user_once_newest_first,
     walking_events_by_cursor_returns_every_event_once_under_each_filter,
     a_cursor_walk_neither_repeats_nor_skips_older_rows_when_rows_are_inserted,
     a_malformed_changed_or_misplaced_cursor_is_a_400_naming_it,
-    a_forged_cursor_of_an_impossible_time_is_a_400_not_a_500,
+    a_forged_cursor_is_a_400_whatever_its_time,
+    replicas_of_one_database_read_each_others_cursors,
 );
 
 /// A cursor as anybody can forge one (its checksum is FNV-1a, no secret):
@@ -32,8 +37,9 @@ fn forged_cursor(list: &str, micros: i64) -> String {
 
 /// Found by a hostile client: a cursor dated before 4713 BC passed the
 /// checksum and PostgreSQL refused the query ("timestamp out of range"),
-/// a 500 and an ERROR line per request.
-async fn a_forged_cursor_of_an_impossible_time_is_a_400_not_a_500(stack: Stack) {
+/// a 500 and an ERROR line per request. Cursors now carry a keyed MAC: a
+/// forged one is refused whatever its time.
+async fn a_forged_cursor_is_a_400_whatever_its_time(stack: Stack) {
     let app = &spawn_app(stack).await;
     app.create_user().await;
     // 5000 BC, and the far future.
@@ -46,12 +52,48 @@ async fn a_forged_cursor_of_an_impossible_time_is_a_400_not_a_500(stack: Stack) 
             assert_problem(app.get(&url).await, 400, Some("cursor")).await;
         }
     }
-    // The forging is right: a time a row can have passes the checksum.
-    let fine = format!(
+    // A time a row can have passed the old checksum; no forged cursor
+    // passes the MAC.
+    let forged = format!(
         "/api/v1/users?cursor={}",
         forged_cursor("users", 1_700_000_000_000_000)
     );
-    assert_eq!(app.get(&fine).await.status(), 200);
+    assert_problem(app.get(&forged).await, 400, Some("cursor")).await;
+}
+
+/// The next page's cursor of the users' list, two per page.
+async fn first_cursor(app: &TestApp) -> String {
+    let page: Value = app.get("/api/v1/users?limit=2").await.json().await.unwrap();
+    page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned()
+}
+
+async fn replicas_of_one_database_read_each_others_cursors(stack: Stack) {
+    let data = TestData::new(stack).await;
+    let one = spawn_app_with(test_config(&data), Arc::clone(&data)).await;
+    for _ in 0..3 {
+        one.create_user().await;
+    }
+    let cursor = first_cursor(&one).await;
+    // Another replica, and this one restarted: the key is the database's.
+    let two = spawn_app_with(test_config(&data), Arc::clone(&data)).await;
+    let next = format!("/api/v1/users?limit=2&cursor={cursor}");
+    assert_eq!(two.get(&next).await.status(), 200);
+    let one = one.restart(|_| {}).await;
+    assert_eq!(one.get(&next).await.status(), 200);
+
+    // CURSOR_SECRET set alike on replicas: theirs, not the database's.
+    let mut config = test_config(&data);
+    config.server.cursor_secret = Some("a shared secret of at least 32 bytes".into());
+    let three = spawn_app_with(config.clone(), Arc::clone(&data)).await;
+    assert_problem(three.get(&next).await, 400, Some("cursor")).await;
+    let theirs = first_cursor(&three).await;
+    let four = spawn_app_with(config, Arc::clone(&data)).await;
+    let next = format!("/api/v1/users?limit=2&cursor={theirs}");
+    assert_eq!(four.get(&next).await.status(), 200);
+    assert_problem(two.get(&next).await, 400, Some("cursor")).await;
 }
 
 /// `path` with `query` appended.

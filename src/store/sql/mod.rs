@@ -302,6 +302,10 @@ impl<D: Dialect> Store for SqlStore<D>] {
         self.purge_expired_keys(now, limit).await
     }
 
+    async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        self.store_or_read_secret(name, fresh).await
+    }
+
     async fn close(&self) {
         if let Some(task) = &self.deferred_deletes {
             task.stop().await;

@@ -634,5 +634,22 @@ with_driver_bounds! {
         .map_err(|e| D::classify(e, "failed to purge idempotency keys"))?;
         Ok(purged.len())
     }
+
+    pub(super) async fn store_or_read_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        let mut conn = Self::acquire(&self.writer).await?;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.to_owned())
+        .bind(fresh.to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| D::classify(e, "failed to store a shared secret"))?;
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name.to_owned())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, "failed to read a shared secret"))
+    }
 }
 }
