@@ -136,6 +136,8 @@ pub struct Metrics {
     pub worker_in_flight: Gauge,
     pub(crate) worker_queue_capacity: Gauge,
     pub(crate) kafka_lag: Family<PartitionLabels, Gauge>,
+    /// Partitions the consumer holds (0 on a replica the group left out).
+    pub(crate) kafka_partitions: Gauge,
     pub(crate) db_pool_connections: Family<PoolLabels, Gauge>,
     pub(crate) db_pool_idle: Family<PoolLabels, Gauge>,
     pub(crate) db_pool_max: Family<PoolLabels, Gauge>,
@@ -254,6 +256,13 @@ impl Metrics {
             "Messages behind the end of each assigned partition (from librdkafka statistics)",
             kafka_lag.clone(),
         );
+        let kafka_partitions = Gauge::default();
+        registry.register(
+            "kafka_consumer_assigned_partitions",
+            "Partitions this consumer holds (from librdkafka statistics); 0 while its group has lag \
+             means others, or a member that is gone, hold them",
+            kafka_partitions.clone(),
+        );
         let db_pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -348,6 +357,7 @@ impl Metrics {
             worker_in_flight,
             worker_queue_capacity,
             kafka_lag,
+            kafka_partitions,
             db_pool_connections,
             db_pool_idle,
             db_pool_max,

@@ -263,6 +263,10 @@ impl Subscriber for KafkaSubscriber {
             consumer: Arc::clone(&self.current),
             topic: self.settings.kafka.topic.clone(),
             timeout: self.settings.check_timeout,
+            // A crashed member's partitions go to the others within the
+            // session timeout; twice that without progress is no rebalance.
+            stall_after: self.settings.kafka.session_timeout * 2,
+            stall: Mutex::default(),
         })
     }
 
@@ -305,11 +309,100 @@ fn trace_context(headers: &BorrowedHeaders) -> Option<TraceContext> {
     TraceContext::parse(traceparent?, tracestate)
 }
 
-/// Health of the consumer's connection.
+/// Health of the consumer: its connection, and whether the group gets on
+/// with the messages while this consumer holds no partition.
 struct ConsumerProbe {
     consumer: Arc<Mutex<Weak<KafkaConsumer>>>,
     topic: String,
     timeout: Duration,
+    /// How long the group may stand still with messages waiting while
+    /// this consumer holds no partition before it is reported.
+    stall_after: Duration,
+    stall: Mutex<Stall>,
+}
+
+/// What a consumer without partitions saw of its group in the last probes.
+#[derive(Debug, Default)]
+struct Stall {
+    /// The sum of the group's committed offsets at the last probe.
+    committed: Option<i64>,
+    /// Since when the group has not moved with messages waiting.
+    since: Option<tokio::time::Instant>,
+}
+
+/// What a probe found of the group, from a consumer holding no partition.
+#[derive(Debug, Clone, Copy)]
+struct GroupPosition {
+    /// Messages after the group's committed offsets.
+    waiting: i64,
+    /// The sum of the committed offsets (it grows while anyone processes).
+    committed: i64,
+}
+
+impl Stall {
+    /// Takes one probe's finding (`None`: this consumer holds partitions)
+    /// at `now`; an error once the group has stood still with messages
+    /// waiting for longer than `after`.
+    fn observe(
+        &mut self,
+        found: Option<GroupPosition>,
+        now: tokio::time::Instant,
+        after: Duration,
+    ) -> anyhow::Result<()> {
+        let Some(group) = found.filter(|group| group.waiting > 0) else {
+            *self = Self::default();
+            return Ok(());
+        };
+        if self.committed != Some(group.committed) {
+            self.committed = Some(group.committed);
+            self.since = Some(now);
+            return Ok(());
+        }
+        let since = *self.since.get_or_insert(now);
+        let still = now - since;
+        if still > after {
+            anyhow::bail!(
+                "this consumer holds no partition while its group has {} messages waiting and \
+                 has committed nothing for {} s (a member that is gone may still hold them)",
+                group.waiting,
+                still.as_secs()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The group's position on `topic` (all its partitions), if this consumer
+/// holds none; `None` if it holds some.
+fn group_position_without_partitions(
+    consumer: &KafkaConsumer,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<Option<GroupPosition>> {
+    if consumer.assignment()?.count() > 0 {
+        return Ok(None);
+    }
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for &partition in partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(wanted, timeout)?;
+    let mut group = GroupPosition {
+        waiting: 0,
+        committed: 0,
+    };
+    for element in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
+        // No commit yet: the group starts at the earliest (auto.offset.reset).
+        let at = match element.offset() {
+            rdkafka::Offset::Offset(at) => at,
+            _ => low,
+        };
+        group.waiting += (high - at).max(0);
+        group.committed += at;
+    }
+    Ok(Some(group))
 }
 
 #[async_trait]
@@ -324,23 +417,59 @@ impl Probe for ConsumerProbe {
             anyhow::bail!("the consumer has stopped");
         };
         let (topic, timeout) = (self.topic.clone(), self.timeout);
-        // The call blocks: off the async threads.
-        tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), timeout);
+        // The calls block: off the async threads.
+        let found = tokio::task::spawn_blocking(move || {
+            let found = (|| {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), timeout)
+                    .context("kafka did not answer a metadata request")?;
+                let partitions: Vec<i32> = match metadata.topics().first() {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        t.partitions().iter().map(|p| p.id()).collect()
+                    }
+                    _ => anyhow::bail!("topic {topic} is not available"),
+                };
+                group_position_without_partitions(&consumer, &topic, &partitions, timeout)
+                    .context("kafka did not answer for the group's offsets")
+            })();
             release(consumer);
-            let metadata = metadata.context("kafka did not answer a metadata request")?;
-            match metadata.topics().first() {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-                _ => anyhow::bail!("topic {topic} is not available"),
-            }
+            found
         })
-        .await?
+        .await??;
+        self.stall
+            .lock()
+            .expect("BUG: stall state poisoned")
+            .observe(found, tokio::time::Instant::now(), self.stall_after)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_without_partitions_is_reported_once_its_group_stands_still() {
+        let after = Duration::from_secs(60);
+        let start = tokio::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let group = |waiting, committed| Some(GroupPosition { waiting, committed });
+        let mut stall = Stall::default();
+        // Others process: the committed offsets move.
+        for (s, committed) in [(0, 100), (30, 120), (90, 150), (200, 400)] {
+            assert!(stall.observe(group(50, committed), at(s), after).is_ok());
+        }
+        // They stop: reported once the group stood still longer than `after`.
+        assert!(stall.observe(group(50, 400), at(230), after).is_ok());
+        assert!(stall.observe(group(50, 400), at(260), after).is_ok());
+        let err = stall.observe(group(50, 400), at(261), after).unwrap_err();
+        assert!(err.to_string().contains("50 messages waiting"), "{err}");
+        // Nothing waiting, or partitions held again: healthy, and counted afresh.
+        assert!(stall.observe(group(0, 400), at(300), after).is_ok());
+        assert!(stall.observe(group(50, 400), at(310), after).is_ok());
+        assert!(stall.observe(None, at(500), after).is_ok());
+        assert!(stall.observe(group(50, 400), at(510), after).is_ok());
+        assert!(stall.observe(group(50, 400), at(560), after).is_ok());
+    }
 
     #[test]
     fn a_static_member_name_is_set_only_when_configured() {

@@ -93,6 +93,11 @@ impl ClientContext for KafkaContext {
         let Some(metrics) = &self.lag else {
             return;
         };
+        if let Some(group) = &statistics.cgrp {
+            metrics
+                .kafka_partitions
+                .set(i64::from(group.assignment_size));
+        }
         for (topic, stats) in &statistics.topics {
             for partition in stats.partitions.values() {
                 // -1 is librdkafka's internal "unassigned" partition.
