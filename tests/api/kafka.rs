@@ -114,3 +114,52 @@ pub(crate) async fn consume(brokers: &str, topic: &str, count: usize) -> Vec<Rec
     }
     records
 }
+
+/// Creates `topic` with `partitions` partitions (replication 1).
+pub(crate) async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let admin: AdminClient<DefaultClientContext> = config(brokers).create().unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await
+        .unwrap();
+    for result in created {
+        result.expect("the topic is created");
+    }
+}
+
+/// A member of `group` that takes every partition of `topic`, then never
+/// polls again: alive (its heartbeats go on) and doing nothing, as a hung
+/// process. It leaves the group when dropped.
+pub(crate) async fn member_that_takes_every_partition(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+) -> BaseConsumer {
+    let consumer: BaseConsumer = config(brokers)
+        .set("group.id", group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "30000")
+        .set("max.poll.interval.ms", "300000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumer.assignment().map_or(0, |a| a.count()) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no partition assigned within 30 s"
+            );
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        consumer
+    })
+    .await
+    .unwrap()
+}

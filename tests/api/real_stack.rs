@@ -25,6 +25,7 @@ crate::real_stack_tests!(
     a_full_worker_queue_pauses_consumption_and_drops_nothing,
     poison_messages_go_to_the_dead_letter_topic_and_the_rest_flows,
     an_idle_consumer_gets_a_new_message_before_its_fetch_wait_is_out,
+    a_consumer_left_without_partitions_while_its_group_stands_still_is_unhealthy,
 );
 
 async fn every_change_reaches_kafka_once_as_the_documented_json(stack: Stack) {
@@ -429,4 +430,46 @@ async fn counted<T>(
         .wait_for_activity(id, |a| a["total_events"] == total)
         .await;
     (started.elapsed(), activity)
+}
+
+/// Found by a hostile client: after `kill -9` and a restart, an instance
+/// was assigned no partition and events stayed unprocessed for minutes
+/// while `/health` answered healthy. Here a member that is alive but does
+/// nothing (it never polls) holds every partition when the app joins.
+async fn a_consumer_left_without_partitions_while_its_group_stands_still_is_unhealthy(
+    stack: Stack,
+) {
+    let data = TestData::new(stack).await;
+    let (real, name) = data.real.clone().expect("the real stack");
+    kafka::create_topic(&real.kafka_brokers, &name, 3).await;
+    let stuck = kafka::member_that_takes_every_partition(&real.kafka_brokers, &name, &name).await;
+
+    let mut config = test_config(&data);
+    config.bus.kafka.as_mut().unwrap().session_timeout = Duration::from_secs(6);
+    config.server.health_check_interval = Duration::from_millis(500);
+    config.server.health_detail = true;
+    let app = spawn_app_with(config, std::sync::Arc::clone(&data)).await;
+    let user = app.create_user().await;
+    for _ in 0..5 {
+        let event = json!({ "user_id": user["id"], "type": "click", "data": "{}" });
+        assert_eq!(app.post("/api/v1/events", &event).await.status(), 201);
+    }
+    let report: Value = eventually_within(Duration::from_secs(60), || async {
+        let response = app.get("/health").await;
+        let report: Value = response.json().await.ok()?;
+        (report["checks"]["consumer"]["status"] != "healthy").then_some(report)
+    })
+    .await;
+    let consumer = &report["checks"]["consumer"];
+    let error = consumer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("holds no partition") || error.contains("held no partition"),
+        "{report}"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("kafka_consumer_assigned_partitions 0"),
+        "{metrics}"
+    );
+    drop(stuck);
 }

@@ -339,36 +339,61 @@ struct GroupPosition {
     committed: i64,
 }
 
+/// What a probe found of the group.
+#[derive(Debug)]
+enum Found {
+    /// This consumer holds partitions.
+    Holding,
+    /// It holds none; the group's position.
+    Group(GroupPosition),
+    /// It holds none, and the group's offsets could not be read (as while
+    /// a rebalance is under way).
+    Unreadable(String),
+}
+
 impl Stall {
-    /// Takes one probe's finding (`None`: this consumer holds partitions)
-    /// at `now`; an error once the group has stood still with messages
-    /// waiting for longer than `after`.
+    /// Takes one probe's finding at `now`; an error once the group has
+    /// stood still with messages waiting (or unreadable) for longer than
+    /// `after`, while this consumer holds no partition.
     fn observe(
         &mut self,
-        found: Option<GroupPosition>,
+        found: Found,
         now: tokio::time::Instant,
         after: Duration,
     ) -> anyhow::Result<()> {
-        let Some(group) = found.filter(|group| group.waiting > 0) else {
-            *self = Self::default();
-            return Ok(());
+        let unreadable = match found {
+            Found::Holding => {
+                *self = Self::default();
+                return Ok(());
+            }
+            Found::Group(group) if group.waiting == 0 => {
+                *self = Self::default();
+                return Ok(());
+            }
+            Found::Group(group) if self.committed != Some(group.committed) => {
+                self.committed = Some(group.committed);
+                self.since = Some(now);
+                return Ok(());
+            }
+            Found::Group(group) => Err(group),
+            Found::Unreadable(err) => Ok(err),
         };
-        if self.committed != Some(group.committed) {
-            self.committed = Some(group.committed);
-            self.since = Some(now);
+        let since = *self.since.get_or_insert(now);
+        let still = (now - since).as_secs();
+        if now - since <= after {
             return Ok(());
         }
-        let since = *self.since.get_or_insert(now);
-        let still = now - since;
-        if still > after {
-            anyhow::bail!(
+        match unreadable {
+            Err(group) => anyhow::bail!(
                 "this consumer holds no partition while its group has {} messages waiting and \
-                 has committed nothing for {} s (a member that is gone may still hold them)",
-                group.waiting,
-                still.as_secs()
-            );
+                 has committed nothing for {still} s (a member that is gone may still hold them)",
+                group.waiting
+            ),
+            Ok(err) => anyhow::bail!(
+                "this consumer has held no partition for {still} s, and its group's offsets \
+                 cannot be read (a rebalance that does not end?): {err}"
+            ),
         }
-        Ok(())
     }
 }
 
@@ -379,10 +404,22 @@ fn group_position_without_partitions(
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
-) -> anyhow::Result<Option<GroupPosition>> {
-    if consumer.assignment()?.count() > 0 {
-        return Ok(None);
+) -> Found {
+    if consumer.assignment().is_ok_and(|held| held.count() > 0) {
+        return Found::Holding;
     }
+    match group_position(consumer, topic, partitions, timeout) {
+        Ok(group) => Found::Group(group),
+        Err(err) => Found::Unreadable(err.to_string()),
+    }
+}
+
+fn group_position(
+    consumer: &KafkaConsumer,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<GroupPosition> {
     let mut wanted = rdkafka::TopicPartitionList::new();
     for &partition in partitions {
         wanted.add_partition(topic, partition);
@@ -402,7 +439,7 @@ fn group_position_without_partitions(
         group.waiting += (high - at).max(0);
         group.committed += at;
     }
-    Ok(Some(group))
+    Ok(group)
 }
 
 #[async_trait]
@@ -429,8 +466,12 @@ impl Probe for ConsumerProbe {
                     }
                     _ => anyhow::bail!("topic {topic} is not available"),
                 };
-                group_position_without_partitions(&consumer, &topic, &partitions, timeout)
-                    .context("kafka did not answer for the group's offsets")
+                Ok(group_position_without_partitions(
+                    &consumer,
+                    &topic,
+                    &partitions,
+                    timeout,
+                ))
             })();
             release(consumer);
             found
@@ -452,7 +493,7 @@ mod tests {
         let after = Duration::from_secs(60);
         let start = tokio::time::Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
-        let group = |waiting, committed| Some(GroupPosition { waiting, committed });
+        let group = |waiting, committed| Found::Group(GroupPosition { waiting, committed });
         let mut stall = Stall::default();
         // Others process: the committed offsets move.
         for (s, committed) in [(0, 100), (30, 120), (90, 150), (200, 400)] {
@@ -466,9 +507,16 @@ mod tests {
         // Nothing waiting, or partitions held again: healthy, and counted afresh.
         assert!(stall.observe(group(0, 400), at(300), after).is_ok());
         assert!(stall.observe(group(50, 400), at(310), after).is_ok());
-        assert!(stall.observe(None, at(500), after).is_ok());
+        assert!(stall.observe(Found::Holding, at(500), after).is_ok());
         assert!(stall.observe(group(50, 400), at(510), after).is_ok());
         assert!(stall.observe(group(50, 400), at(560), after).is_ok());
+        // Offsets that cannot be read (a rebalance) count as standing still.
+        let unreadable = || Found::Unreadable("timed out".into());
+        let mut stall = Stall::default();
+        assert!(stall.observe(unreadable(), at(0), after).is_ok());
+        assert!(stall.observe(unreadable(), at(60), after).is_ok());
+        let err = stall.observe(unreadable(), at(61), after).unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
     }
 
     #[test]
