@@ -414,23 +414,32 @@ fn group_position_without_partitions(
     }
 }
 
+/// Reads the group's offsets and the partitions' ends, all within
+/// `timeout` (each request gets what is left of it).
 fn group_position(
     consumer: &KafkaConsumer,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
 ) -> anyhow::Result<GroupPosition> {
+    let deadline = std::time::Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("out of time"))
+    };
     let mut wanted = rdkafka::TopicPartitionList::new();
     for &partition in partitions {
         wanted.add_partition(topic, partition);
     }
-    let committed = consumer.committed_offsets(wanted, timeout)?;
+    let committed = consumer.committed_offsets(wanted, left()?)?;
     let mut group = GroupPosition {
         waiting: 0,
         committed: 0,
     };
     for element in committed.elements() {
-        let (low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
+        let (low, high) = consumer.fetch_watermarks(topic, element.partition(), left()?)?;
         // No commit yet: the group starts at the earliest (auto.offset.reset).
         let at = match element.offset() {
             rdkafka::Offset::Offset(at) => at,
@@ -458,7 +467,7 @@ impl Probe for ConsumerProbe {
         let found = tokio::task::spawn_blocking(move || {
             let found = (|| {
                 let metadata = consumer
-                    .fetch_metadata(Some(&topic), timeout)
+                    .fetch_metadata(Some(&topic), timeout / 2)
                     .context("kafka did not answer a metadata request")?;
                 let partitions: Vec<i32> = match metadata.topics().first() {
                     Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
@@ -466,11 +475,12 @@ impl Probe for ConsumerProbe {
                     }
                     _ => anyhow::bail!("topic {topic} is not available"),
                 };
+                // Within the probe's time limit, after the metadata's half.
                 Ok(group_position_without_partitions(
                     &consumer,
                     &topic,
                     &partitions,
-                    timeout,
+                    timeout / 3,
                 ))
             })();
             release(consumer);
