@@ -3,10 +3,14 @@
 //! and `HTTP_WRITE_TIMEOUT` (see [`super::server`]). A connection's reads
 //! ([`Watched`]), its requests ([`InProgress`]), their bodies
 //! ([`ReceivedBody`]) and their responses ([`TrackedBody`]) move its
-//! [`Phase`]; the task serving it reads the deadline.
+//! [`Phase`]; the task serving it reads the deadline. [`Waiting`] keeps
+//! every open connection's [`Activity`], for the listener to find the one
+//! to close at the connection cap.
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,6 +19,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::unsent::Reserved;
@@ -224,6 +229,71 @@ impl Activity {
     /// Whether a request's body is still coming in.
     pub(super) fn is_receiving(&self) -> bool {
         matches!(*self.phase(), Phase::Busy { receiving, .. } if receiving > 0)
+    }
+}
+
+/// An open connection: what it is doing, and how to ask it to make room.
+type Open = (Arc<Activity>, Arc<Notify>);
+
+/// The open connections, for the accept loop to find the one that has
+/// waited longest for a request when the cap is reached.
+#[derive(Default)]
+pub(super) struct Waiting {
+    connections: Mutex<HashMap<u64, Open>>,
+    next_id: AtomicU64,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the connection that has waited longest for a request to close
+    /// (if any is waiting: one serving a request is left alone).
+    pub(super) fn evict_longest(&self) {
+        let connections = self.lock();
+        let longest = connections
+            .values()
+            .filter_map(|(activity, evict)| Some((activity.waiting_since()?, evict)))
+            .min_by_key(|(since, _)| *since);
+        if let Some((_, evict)) = longest {
+            evict.notify_one();
+        }
+    }
+}
+
+/// A connection's place under the cap, and in [`Waiting`], until dropped.
+pub(super) struct Held {
+    pub(super) activity: Arc<Activity>,
+    pub(super) evict: Arc<Notify>,
+    waiting: Arc<Waiting>,
+    id: u64,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Held {
+    pub(super) fn register(waiting: &Arc<Waiting>, slot: OwnedSemaphorePermit) -> Self {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let evict = Arc::new(Notify::new());
+        let id = waiting.next_id.fetch_add(1, Ordering::Relaxed);
+        waiting
+            .lock()
+            .insert(id, (Arc::clone(&activity), evict.clone()));
+        Self {
+            activity,
+            evict,
+            waiting: Arc::clone(waiting),
+            id,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.waiting.lock().remove(&self.id);
     }
 }
 

@@ -30,13 +30,12 @@
 //! Each request carries `ConnectInfo<SocketAddr>` with the client's address,
 //! as with axum's `into_make_service_with_connect_info`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -47,11 +46,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Activity, InProgress, ReceivedBody, Timeouts, TrackedBody, Watched};
+use super::connection::{
+    Activity, Held, InProgress, ReceivedBody, Timeouts, TrackedBody, Waiting, Watched,
+};
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
 
@@ -261,71 +262,6 @@ async fn pause_after_accept_error(err: &io::Error, token: &CancellationToken) {
     tokio::select! {
         () = token.cancelled() => {}
         () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
-    }
-}
-
-/// An open connection: what it is doing, and how to ask it to make room.
-type Open = (Arc<Activity>, Arc<Notify>);
-
-/// The open connections, for the accept loop to find the one that has
-/// waited longest for a request when the cap is reached.
-#[derive(Default)]
-struct Waiting {
-    connections: Mutex<HashMap<u64, Open>>,
-    next_id: AtomicU64,
-}
-
-impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Asks the connection that has waited longest for a request to close
-    /// (if any is waiting: one serving a request is left alone).
-    fn evict_longest(&self) {
-        let connections = self.lock();
-        let longest = connections
-            .values()
-            .filter_map(|(activity, evict)| Some((activity.waiting_since()?, evict)))
-            .min_by_key(|(since, _)| *since);
-        if let Some((_, evict)) = longest {
-            evict.notify_one();
-        }
-    }
-}
-
-/// A connection's place under the cap, and in [`Waiting`], until dropped.
-struct Held {
-    activity: Arc<Activity>,
-    evict: Arc<Notify>,
-    waiting: Arc<Waiting>,
-    id: u64,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Held {
-    fn register(waiting: &Arc<Waiting>, slot: OwnedSemaphorePermit) -> Self {
-        let activity = Arc::new(Activity::new(Instant::now()));
-        let evict = Arc::new(Notify::new());
-        let id = waiting.next_id.fetch_add(1, Ordering::Relaxed);
-        waiting
-            .lock()
-            .insert(id, (Arc::clone(&activity), evict.clone()));
-        Self {
-            activity,
-            evict,
-            waiting: Arc::clone(waiting),
-            id,
-            _slot: slot,
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.waiting.lock().remove(&self.id);
     }
 }
 
@@ -745,6 +681,9 @@ mod tests {
         slow_serving.await.unwrap();
     }
 
+    /// Asks the one-route app for its 1 MiB answer.
+    const BIG: &[u8] = b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n";
+
     /// Waits for the connection's task to end; how long that took.
     async fn served_for(serving: JoinHandle<()>) -> Duration {
         let started = Instant::now();
@@ -756,10 +695,7 @@ mod tests {
     async fn a_client_that_does_not_take_its_response_is_closed_at_the_write_timeout() {
         let token = CancellationToken::new();
         let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
-        client
-            .write_all(b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n")
-            .await
-            .unwrap();
+        client.write_all(BIG).await.unwrap();
         // The client reads nothing; the 1 MiB answer fills the pipe.
         assert_eq!(served_for(serving).await, TIMEOUTS.write);
         drop(client);
@@ -769,10 +705,7 @@ mod tests {
     async fn a_response_taken_in_time_keeps_its_connection() {
         let token = CancellationToken::new();
         let (mut client, serving) = serve_in_memory(TIMEOUTS, &token);
-        client
-            .write_all(b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n")
-            .await
-            .unwrap();
+        client.write_all(BIG).await.unwrap();
         let mut received = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let whole = |received: &[u8]| {
@@ -800,10 +733,7 @@ mod tests {
             .await
             .unwrap();
         let (mut reader, reader_serving) = serve_in_memory(TIMEOUTS, &token);
-        reader
-            .write_all(b"GET /big HTTP/1.1\r\nHost: highload\r\n\r\n")
-            .await
-            .unwrap();
+        reader.write_all(BIG).await.unwrap();
         // In steps, so that the connections' tasks run in between.
         for _ in 0..50 {
             tokio::time::advance(Duration::from_millis(100)).await;

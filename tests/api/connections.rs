@@ -333,7 +333,7 @@ impl Drop for Running {
 
 /// Starts the binary on a free port with `env` and at most `open_files`
 /// file descriptors, its log to `stdout`; waits until it is ready.
-async fn start_binary(
+pub(crate) async fn start_binary(
     dir: &tempfile::TempDir,
     env: &[(&str, &str)],
     open_files: Option<u64>,

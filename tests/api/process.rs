@@ -244,24 +244,16 @@ fn help_never_prints_a_secret_value() {
 #[tokio::test]
 async fn accepted_writes_log_nothing_at_info() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let log = dir.path().join("highload.log");
-    let mut child = crate::connections::Running(
-        highload(&dir)
-            .env("SERVER_HOST", "127.0.0.1")
-            .env("SERVER_PORT", port.to_string())
-            .env("LOG_LEVEL", "info")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut child, port) = crate::connections::start_binary(
+        &dir,
+        &[("LOG_LEVEL", "info")],
+        None,
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    )
+    .await;
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    eventually(|| async {
-        let ready = client.get(format!("{base}/health/ready")).send().await;
-        ready.is_ok_and(|r| r.status() == 200).then_some(())
-    })
-    .await;
     let lines = || std::fs::read_to_string(&log).unwrap().lines().count();
     let before = lines();
     for i in 0..20 {
