@@ -360,7 +360,7 @@ fn jwt_of(config: &AuthConfig) -> anyhow::Result<&JwtConfig> {
 }
 
 /// How long a credential that verified counts as its own client for the
-/// rate limit after its last verification.
+/// rate limit after its last use.
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
 
 /// The most credentials remembered as verified (the least recently
@@ -379,7 +379,7 @@ impl Default for VerifiedCredentials {
         Self(
             moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_ENTRIES)
-                .time_to_live(VERIFIED_FOR)
+                .time_to_idle(VERIFIED_FOR)
                 .build(),
         )
     }
@@ -387,8 +387,12 @@ impl Default for VerifiedCredentials {
 
 impl VerifiedCredentials {
     /// Remembers a credential's hash as verified now.
+    /// (A look-up, which keeps a known one fresh, costs less than the
+    /// insert every request would otherwise make.)
     pub(crate) fn remember(&self, digest: [u8; 32]) {
-        self.0.insert(digest, ());
+        if self.0.get(&digest).is_none() {
+            self.0.insert(digest, ());
+        }
     }
 
     /// The request's credential's hash, if it verified lately.
