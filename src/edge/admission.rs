@@ -35,15 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::http::error::ApiError;
 use crate::metrics::{AdmissionLabels, Metrics, ShedLabels};
 
 /// The smallest limit of a class (unless `HTTP_MAX_IN_FLIGHT` is smaller):
@@ -160,7 +156,7 @@ impl Admission {
     }
 
     /// Waits for a slot of `class`, or says why there is none.
-    async fn admit(&self, class: Class) -> Result<Permit, Shed> {
+    pub(crate) async fn admit(&self, class: Class) -> Result<Permit, Shed> {
         let admitted = self.limiter(class).acquire().await;
         if let Err(reason) = admitted {
             self.metrics
@@ -174,24 +170,6 @@ impl Admission {
         }
         self.summary.log_if_due();
         admitted
-    }
-}
-
-/// Middleware of the API routes: admits the request in its class, or
-/// answers 503 `overloaded` with `Retry-After`.
-pub(crate) async fn admit(
-    State(admission): State<Arc<Admission>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let class = Class::of(req.method());
-    match admission.admit(class).await {
-        Ok(permit) => {
-            let response = next.run(req).await;
-            permit.complete(response.status() == StatusCode::SERVICE_UNAVAILABLE);
-            response
-        }
-        Err(_) => ApiError::Overloaded.into_response(),
     }
 }
 

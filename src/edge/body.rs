@@ -5,12 +5,10 @@
 //! and its connection closed; one over the body limit is 413 as soon as
 //! it passes it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -26,14 +24,11 @@ pub(crate) struct BodyLimits {
     pub(crate) read_timeout: Duration,
 }
 
-/// Receives the request's body (if it has one) before the layers inside.
-pub(crate) async fn receive_body_first(
-    State(limits): State<Arc<BodyLimits>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The request with its body (if it has one) received in full, or the
+/// answer that refuses it.
+pub(super) async fn receive(limits: &BodyLimits, req: Request) -> Result<Request, Response> {
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return Ok(req);
     }
     let (parts, body) = req.into_parts();
     let received = tokio::time::timeout(
@@ -42,24 +37,21 @@ pub(crate) async fn receive_body_first(
     )
     .await;
     match received {
-        Ok(Ok(collected)) => {
-            let req = Request::from_parts(parts, Body::from(collected.to_bytes()));
-            next.run(req).await
-        }
-        Ok(Err(err)) if err.is::<LengthLimitError>() => ApiError::PayloadTooLarge {
+        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+        Ok(Err(err)) if err.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge {
             limit: limits.max_bytes,
         }
-        .into_response(),
+        .into_response()),
         // The client broke off (or sent a malformed chunked body): it
         // reads no answer, or gets this one.
-        Ok(Err(err)) => ApiError::InvalidBody {
+        Ok(Err(err)) => Err(ApiError::InvalidBody {
             field: None,
             detail: format!("the request body could not be read: {err}"),
         }
-        .into_response(),
+        .into_response()),
         Err(_) => {
             tracing::debug!(path = parts.uri.path(), "request body not received in time");
-            ApiError::BodyTimeout(limits.read_timeout).into_response()
+            Err(ApiError::BodyTimeout(limits.read_timeout).into_response())
         }
     }
 }

@@ -162,6 +162,38 @@ pub(crate) fn secure_responses<S: Clone + Send + Sync + 'static>(
     ))
 }
 
+/// What an API request passes before its handler, and its response after,
+/// in one layer (a layer costs every request a boxed service and future):
+/// its body received in full ([`body`]), admission in its class
+/// ([`admission`]), then room for a large response ([`unsent`]).
+pub(crate) struct Gate {
+    pub(crate) body: body::BodyLimits,
+    pub(crate) admission: admission::Admission,
+    pub(crate) write_buffer: unsent::WriteBuffer,
+}
+
+/// Middleware of the API routes: see [`Gate`]. Refusals are 408 or 413 for
+/// the body, 503 `overloaded` with `Retry-After` for admission and room.
+pub(crate) async fn pass_gate(
+    axum::extract::State(gate): axum::extract::State<Arc<Gate>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let req = match body::receive(&gate.body, req).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    let class = admission::Class::of(req.method());
+    let Ok(permit) = gate.admission.admit(class).await else {
+        return crate::http::error::ApiError::Overloaded.into_response();
+    };
+    let response = next.run(req).await;
+    let response = unsent::reserve_room(&gate.write_buffer, response).await;
+    permit.complete(response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    response
+}
+
 /// The paths whose POST takes an `Idempotency-Key`.
 const IDEMPOTENT_POSTS: [&str; 2] = ["/api/v1/users", "/api/v1/events"];
 

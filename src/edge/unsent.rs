@@ -12,8 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -69,13 +67,8 @@ impl WriteBuffer {
     }
 }
 
-/// Reserves room for the response, or answers 503 in its place.
-pub(crate) async fn reserve_room(
-    State(buffer): State<Arc<WriteBuffer>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(req).await;
+/// The response with its room reserved, or a 503 in its place.
+pub(super) async fn reserve_room(buffer: &WriteBuffer, mut response: Response) -> Response {
     let size = response
         .body()
         .size_hint()

@@ -65,11 +65,11 @@ use tracing::Span;
 pub(crate) use error::ApiError;
 
 use crate::config::AdmissionConfig;
-use crate::edge::admission::{self, Admission, AdmissionSettings};
-use crate::edge::body::{self, BodyLimits};
+use crate::edge::admission::{Admission, AdmissionSettings};
+use crate::edge::body::BodyLimits;
 use crate::edge::refusals::{Reason, Refusal};
-use crate::edge::unsent::{self, WriteBuffer};
-use crate::edge::{Guards, authenticate, idempotency};
+use crate::edge::unsent::WriteBuffer;
+use crate::edge::{Gate, Guards, authenticate, idempotency};
 
 use crate::domain::{CursorKey, Page};
 use crate::health::Health;
@@ -229,17 +229,21 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
         },
         Arc::clone(&state.metrics),
     );
+    let gate = Gate {
+        body: BodyLimits {
+            max_bytes: limits.body_limit,
+            read_timeout: limits.body_read_timeout,
+        },
+        admission: budgets,
+        write_buffer: WriteBuffer::new(
+            limits.write_buffer_limit,
+            limits.admission.admission_queue_timeout,
+        ),
+    };
     let shed = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(
-            Arc::new(budgets),
-            admission::admit,
-        ))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(WriteBuffer::new(
-                limits.write_buffer_limit,
-                limits.admission.admission_queue_timeout,
-            )),
-            unsent::reserve_room,
+            Arc::new(gate),
+            crate::edge::pass_gate,
         ))
         .layer(HandleErrorLayer::new(|err: tower::BoxError| async move {
             if err.is::<tower::timeout::error::Elapsed>() {
@@ -305,14 +309,7 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
         .merge(resources)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(shed)
-        .layer(middleware::from_fn_with_state(
-            Arc::new(BodyLimits {
-                max_bytes: limits.body_limit,
-                read_timeout: limits.body_read_timeout,
-            }),
-            body::receive_body_first,
-        ));
+        .layer(shed);
     // Profiles: off unless PROFILING, for the admin scope (PROFILING needs
     // an AUTH_MODE); outside the API's time limit, which a profile's
     // seconds may pass.
