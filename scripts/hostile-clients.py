@@ -38,12 +38,13 @@ def target(url):
     return parts.hostname, parts.port or 80
 
 
-async def request(host, port, method, path, body=None, timeout=10.0):
-    """One request on its own connection; the status, or None on failure."""
+async def exchange(host, port, method, path, body=None, timeout=10.0):
+    """One request on its own connection: (status, response body), or
+    (None, None) on failure."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, asyncio.TimeoutError):
-        return None
+        return None, None
     try:
         data = json.dumps(body).encode() if body is not None else b""
         head = (
@@ -53,12 +54,19 @@ async def request(host, port, method, path, body=None, timeout=10.0):
         writer.write(head.encode() + data)
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
-        await asyncio.wait_for(reader.read(), timeout)
-        return int(line.split()[1]) if line else None
+        rest = await asyncio.wait_for(reader.read(), timeout)
+        status = int(line.split()[1]) if line else None
+        return status, rest.split(b"\r\n\r\n", 1)[-1]
     except (OSError, asyncio.TimeoutError, ValueError, IndexError):
-        return None
+        return None, None
     finally:
         writer.close()
+
+
+async def request(host, port, method, path, body=None, timeout=10.0):
+    """One request on its own connection; the status, or None on failure."""
+    status, _ = await exchange(host, port, method, path, body, timeout)
+    return status
 
 
 async def slow_upload(host, port, answers, stop):
@@ -145,22 +153,12 @@ def held_open(port, local_ports):
 
 async def slow_readers(args):
     host, port = target(args.url)
-    user = None
-    for _ in range(5):
-        body = {"email": f"reader{uuid.uuid4().hex}@example.com",
-                "first_name": "Slow", "last_name": "Reader"}
-        reader, writer = await asyncio.open_connection(host, port)
-        data = json.dumps(body).encode()
-        writer.write(f"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-                     .encode() + data)
-        answer = (await reader.read()).decode()
-        writer.close()
-        if answer.startswith("HTTP/1.1 201"):
-            user = json.loads(answer.split("\r\n\r\n", 1)[1])["id"]
-            break
-    if user is None:
-        sys.exit("hostile-clients: could not create a user")
+    body = {"email": f"reader{uuid.uuid4().hex}@example.com",
+            "first_name": "Slow", "last_name": "Reader"}
+    status, created = await exchange(host, port, "POST", "/api/v1/users", body)
+    if status != 201:
+        sys.exit(f"hostile-clients: could not create a user ({status})")
+    user = json.loads(created)["id"]
     payload = "\u0001" * 65536
     for i in range(100):
         status = await request(host, port, "POST", "/api/v1/events",

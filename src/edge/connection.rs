@@ -208,12 +208,6 @@ impl Activity {
             .map_or(horizon, |deadline| deadline.min(horizon))
     }
 
-    /// Whether no request is in progress (the connection is idle, or still
-    /// sending a head).
-    pub(super) fn is_waiting(&self) -> bool {
-        !matches!(*self.phase(), Phase::Busy { .. })
-    }
-
     /// Since when the connection has been waiting for a request with
     /// nothing to write; `None` while it serves or writes one.
     pub(super) fn waiting_since(&self) -> Option<Instant> {

@@ -387,7 +387,7 @@ where
                     }
                 }
                 () = token.cancelled(), if !draining => {
-                    if (activity.is_waiting() && !activity.is_writing()) || activity.is_receiving() {
+                    if activity.waiting_since().is_some() || activity.is_receiving() {
                         return;
                     }
                     // Finishes the request in progress, then closes; a
@@ -485,7 +485,7 @@ mod tests {
 
         activity.begin_request();
         assert_eq!(activity.deadline(TIMEOUTS), None);
-        assert!(!activity.is_waiting());
+        assert!(activity.waiting_since().is_none());
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(
             !activity.is_expired(TIMEOUTS, Instant::now()),
@@ -495,7 +495,7 @@ mod tests {
         activity.end_request();
         let idle = Instant::now();
         assert_eq!(activity.deadline(TIMEOUTS), Some(idle + TIMEOUTS.idle));
-        assert!(activity.is_waiting());
+        assert!(activity.waiting_since().is_some());
 
         tokio::time::advance(Duration::from_secs(30)).await;
         activity.received();
@@ -514,9 +514,9 @@ mod tests {
         let first = InProgress::begin(Arc::clone(&activity));
         let second = InProgress::begin(Arc::clone(&activity));
         drop(first);
-        assert!(!activity.is_waiting());
+        assert!(activity.waiting_since().is_none());
         drop(second);
-        assert!(activity.is_waiting());
+        assert!(activity.waiting_since().is_some());
     }
 
     /// Serves a one-route app on one in-memory connection; returns the

@@ -361,7 +361,7 @@ impl Stall {
         now: tokio::time::Instant,
         after: Duration,
     ) -> anyhow::Result<()> {
-        let unreadable = match found {
+        let stands_still = match found {
             Found::Holding => {
                 *self = Self::default();
                 return Ok(());
@@ -375,30 +375,25 @@ impl Stall {
                 self.since = Some(now);
                 return Ok(());
             }
-            Found::Group(group) => Err(group),
-            Found::Unreadable(err) => Ok(err),
-        };
-        let since = *self.since.get_or_insert(now);
-        let still = (now - since).as_secs();
-        if now - since <= after {
-            return Ok(());
-        }
-        match unreadable {
-            Err(group) => anyhow::bail!(
-                "this consumer holds no partition while its group has {} messages waiting and \
-                 has committed nothing for {still} s (a member that is gone may still hold them)",
+            Found::Group(group) => format!(
+                "its group has {} messages waiting and has committed nothing",
                 group.waiting
             ),
-            Ok(err) => anyhow::bail!(
-                "this consumer has held no partition for {still} s, and its group's offsets \
-                 cannot be read (a rebalance that does not end?): {err}"
-            ),
+            Found::Unreadable(err) => format!("its group's offsets cannot be read ({err})"),
+        };
+        let still = now - *self.since.get_or_insert(now);
+        if still > after {
+            anyhow::bail!(
+                "this consumer holds no partition, and {stands_still}, for {} s (a member \
+                 that is gone, or a rebalance that does not end, may hold them)",
+                still.as_secs()
+            );
         }
+        Ok(())
     }
 }
 
-/// The group's position on `topic` (all its partitions), if this consumer
-/// holds none; `None` if it holds some.
+/// What a probe finds of the group on `topic` (all its partitions).
 fn group_position_without_partitions(
     consumer: &KafkaConsumer,
     topic: &str,
