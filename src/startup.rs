@@ -35,6 +35,7 @@ use crate::cache::{self, InvalidationListener};
 use crate::config::Config;
 use crate::edge::Guards;
 use crate::edge::server::{self, Listener};
+use crate::edge::unsent::WriteBuffer;
 use crate::health::{Health, HealthSettings, Readiness};
 use crate::http::{self, AppParts, AppState, HttpLimits};
 use crate::metrics::{Metrics, StoreCollector};
@@ -137,6 +138,10 @@ impl Application {
             },
             keys: KeyStore::new(api_keys),
             profiling: config.server.profiling,
+            write_buffer: WriteBuffer::new(
+                config.server.http_write_buffer_limit,
+                config.server.admission.admission_queue_timeout,
+            ),
         });
         let relay = config.bus.outbox_relay_enabled.then(|| OutboxRelay {
             store: Arc::clone(&store),
@@ -243,7 +248,6 @@ impl Application {
         let limits = HttpLimits {
             body_limit: config.server.http_body_limit,
             body_read_timeout: config.server.http_body_read_timeout,
-            write_buffer_limit: config.server.http_write_buffer_limit,
             request_timeout: config.server.http_request_timeout,
             max_in_flight: config.server.http_max_in_flight as usize,
             admission: config.server.admission,

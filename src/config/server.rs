@@ -50,7 +50,7 @@ pub struct ServerConfig {
 
     /// Bytes of responses made and not yet written out to their clients, over all connections; a
     /// response that finds no room within ADMISSION_QUEUE_TIMEOUT gets 503 (bytes, or with KiB/MiB/KB/MB)
-    #[arg(long, env = "HTTP_WRITE_BUFFER_LIMIT", value_name = "HTTP_WRITE_BUFFER_LIMIT", default_value = "64MiB",
+    #[arg(long, env = "HTTP_WRITE_BUFFER_LIMIT", value_name = "HTTP_WRITE_BUFFER_LIMIT", default_value = "32MiB",
           value_parser = parse_size)]
     pub http_write_buffer_limit: usize,
 

@@ -24,6 +24,18 @@ pub(crate) struct Event {
     pub created_at: DateTime<Utc>,
 }
 
+impl Event {
+    /// The most memory a stored event takes (its data and type at their
+    /// longest).
+    pub(crate) const MAX_HELD_BYTES: usize =
+        std::mem::size_of::<Self>() + DATA_MAX_BYTES + TYPE_MAX_CHARS;
+
+    /// The memory this event takes.
+    pub(crate) fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.data.len() + self.event_type.len()
+    }
+}
+
 /// An event type: 1 to 100 characters of `[A-Za-z0-9_.:-]`, so that it is
 /// safe as a metric label, a log field and a map key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -115,6 +115,8 @@ pub(crate) struct AppParts {
     pub keys: crate::auth::api_key::KeyStore,
     /// Whether `/debug/*` serves profiles (`PROFILING`).
     pub profiling: bool,
+    /// The room of responses on their way out (`HTTP_WRITE_BUFFER_LIMIT`).
+    pub write_buffer: WriteBuffer,
 }
 
 impl AppState {
@@ -136,7 +138,6 @@ impl std::ops::Deref for AppState {
 pub(crate) struct HttpLimits {
     pub body_limit: usize,
     pub body_read_timeout: Duration,
-    pub write_buffer_limit: usize,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub admission: AdmissionConfig,
@@ -235,10 +236,7 @@ pub(crate) fn app(state: AppState, limits: HttpLimits) -> NormalizePath<Router> 
             read_timeout: limits.body_read_timeout,
         },
         admission: budgets,
-        write_buffer: WriteBuffer::new(
-            limits.write_buffer_limit,
-            limits.admission.admission_queue_timeout,
-        ),
+        write_buffer: state.write_buffer.clone(),
     };
     let shed = ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(

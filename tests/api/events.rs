@@ -7,6 +7,7 @@ crate::stack_tests!(
     create_event_rejects_invalid_fields_naming_them,
     create_event_for_an_unknown_user_returns_404,
     list_events_filters_by_user_and_type_and_pages,
+    a_page_of_large_events_is_whole_and_pages_on,
     list_events_rejects_bad_filters_and_pagination,
     get_event_returns_404_or_400_for_bad_ids,
 );
@@ -159,6 +160,54 @@ async fn list_events_filters_by_user_and_type_and_pages(stack: Stack) {
         .unwrap();
     assert_eq!(none["total"], 0);
     assert_eq!(none["events"], json!([]));
+}
+
+/// A page whose events take more than a few KiB is made as the client
+/// reads it: what arrives is still the whole page, events in order, each
+/// as its own read returns it, and its cursor leads to the next page.
+async fn a_page_of_large_events_is_whole_and_pages_on(stack: Stack) {
+    let app = spawn_app(stack).await;
+    let user = app.create_user().await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        // Escaped in JSON, each is about 120 KiB.
+        let data = format!("{i}{}\"", "\u{1}".repeat(20 * 1024));
+        let response = app
+            .post(
+                "/api/v1/events",
+                &json!({ "user_id": user["id"], "type": "bulky", "data": data }),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        created.push(response.json::<Value>().await.unwrap());
+    }
+    let path = format!(
+        "/api/v1/events?user_id={}&limit=5",
+        user["id"].as_str().unwrap()
+    );
+    let response = app.get(&path).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{:?}",
+        response.headers()
+    );
+    let first: Value = response.json().await.unwrap();
+    let newest: Vec<Value> = created.iter().rev().cloned().collect();
+    assert_eq!(first["events"], json!(newest[..5]));
+    assert_eq!(first["total"], 7);
+    assert_eq!(first["page"], 1);
+    assert_eq!(first["limit"], 5);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second: Value = app
+        .get(&format!("{path}&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["events"], json!(newest[5..]));
+    assert_eq!(second["next_cursor"], Value::Null);
 }
 
 async fn list_events_rejects_bad_filters_and_pagination(stack: Stack) {
