@@ -172,7 +172,7 @@ go_tool() {
   local go
   go=$(command -v go || echo /usr/local/go/bin/go)
   [ -x "$go" ] || die "go is required to build $name: https://go.dev/doc/install"
-  say "building $spec into $dir (go install; about two minutes the first time)"
+  say "building $spec into $dir (go install; minutes with empty Go caches)"
   rm -rf "$dir" && mkdir -p "$dir"
   # From an empty directory: no go.mod or go.work around may steer the build.
   if ! (cd "$WORK" && GOBIN=$dir "$go" install -ldflags="$ldflags" "$spec") >"$TOOLS/$name.log" 2>&1; then
