@@ -1,7 +1,8 @@
 //! Redis cache: the configured backend, shared by every replica.
 //!
-//! One multiplexed, auto-reconnecting connection. Every command has a short
-//! timeout, and a circuit breaker skips Redis for a moment after a failure,
+//! One multiplexed, auto-reconnecting connection, served by a thread of its
+//! own ([`IoThread`]) so that thousands of busy clients do not delay its
+//! answers past their time limit. Every command has a short timeout, and a circuit breaker skips Redis for a moment after a failure,
 //! so an unreachable or stalled Redis costs requests one timeout, not one
 //! per request: they are served from the store meanwhile.
 //!
@@ -46,6 +47,8 @@ struct Health {
 
 pub(crate) struct RedisCache {
     connection: ConnectionManager,
+    /// Where the connection's commands are sent and its answers read.
+    io: IoThread,
     /// Prefix of this deployment's keys, for the overflow repair.
     prefix: String,
     /// Where changed keys are published, when replicas keep an in-process
@@ -74,6 +77,7 @@ impl RedisCache {
             .context("failed to set up the Redis connection")?;
         Ok(Self {
             connection,
+            io: IoThread::start()?,
             prefix,
             invalidations: None,
             health: Mutex::default(),
@@ -88,9 +92,7 @@ impl RedisCache {
 
     /// Adds to `pipeline` the publication of `key` (or [`CLEAR_ALL`]).
     fn publish(&self, pipeline: &mut redis::Pipeline, key: &str) {
-        if let Some(channel) = &self.invalidations {
-            pipeline.cmd("PUBLISH").arg(channel).arg(key).ignore();
-        }
+        publish(pipeline, self.invalidations.as_deref(), key);
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -137,27 +139,17 @@ impl RedisCache {
                 health.overflowed,
             )
         };
-        let mut connection = self.connection.clone();
-        if overflowed {
-            for pattern in ["user:*", "event:*"] {
-                self.delete_matching(&mut connection, &format!("{}{pattern}", self.prefix))
-                    .await?;
-            }
-            if self.invalidations.is_some() {
-                let mut pipeline = redis::pipe();
-                self.publish(&mut pipeline, CLEAR_ALL);
-                pipeline.query_async::<()>(&mut connection).await?;
-            }
-        } else {
-            for chunk in keys.chunks(REPAIR_CHUNK) {
-                let mut pipeline = redis::pipe();
-                pipeline.cmd("UNLINK").arg(chunk).ignore();
-                for key in chunk {
-                    self.publish(&mut pipeline, key);
-                }
-                pipeline.query_async::<()>(&mut connection).await?;
-            }
-        }
+        let connection = self.connection.clone();
+        let prefix = self.prefix.clone();
+        let channel = self.invalidations.clone();
+        let keys = self
+            .io
+            .run(async move {
+                remove(connection, &prefix, channel.as_deref(), &keys, overflowed).await?;
+                Ok(keys)
+            })
+            .await
+            .unwrap_or_else(|| Err(io_stopped()))?;
         let mut health = self.health();
         for key in &keys {
             health.stale.remove(key);
@@ -173,36 +165,8 @@ impl RedisCache {
         Ok(())
     }
 
-    async fn delete_matching(
-        &self,
-        connection: &mut ConnectionManager,
-        pattern: &str,
-    ) -> redis::RedisResult<()> {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(REPAIR_CHUNK)
-                .query_async(connection)
-                .await?;
-            if !keys.is_empty() {
-                redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<()>(connection)
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
-    }
-
     /// Runs `command` unless the breaker is open, repairing first.
-    async fn run<T: redis::FromRedisValue>(
+    async fn run<T: redis::FromRedisValue + Send + 'static>(
         &self,
         command: redis::Cmd,
         stale_key_on_failure: Option<&str>,
@@ -233,7 +197,8 @@ impl RedisCache {
         request: impl FnOnce(ConnectionManager) -> Fut,
     ) -> anyhow::Result<T>
     where
-        Fut: Future<Output = redis::RedisResult<T>>,
+        T: Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
     {
         if let Err(err) = self.check_breaker() {
             if let Some(key) = stale_key_on_failure {
@@ -245,11 +210,123 @@ impl RedisCache {
             self.failed(&err, stale_key_on_failure);
             return Err(err.into());
         }
-        request(self.connection.clone()).await.map_err(|err| {
+        let result = self.io.run(request(self.connection.clone())).await;
+        result.unwrap_or_else(|| Err(io_stopped())).map_err(|err| {
             self.failed(&err, stale_key_on_failure);
             anyhow::Error::new(err)
         })
     }
+}
+
+/// A thread of its own for the Redis connection: the task that writes the
+/// commands and reads the answers, and the commands' time limits, run
+/// there. On the application's runtime, that task would wait its turn
+/// behind every runnable connection: under thousands of clients, longer
+/// than `CACHE_TIMEOUT`, while Redis itself answers in a millisecond.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    /// Stops the thread when dropped.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl IoThread {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("failed to start the Redis I/O runtime")?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("redis-io".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .context("failed to start the Redis I/O thread")?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Runs `request` on the thread; `None` if the thread has stopped.
+    async fn run<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        self.handle.spawn(request).await.ok()
+    }
+}
+
+/// Adds to `pipeline` the publication of `key` on `channel`, if any.
+fn publish(pipeline: &mut redis::Pipeline, channel: Option<&str>, key: &str) {
+    if let Some(channel) = channel {
+        pipeline.cmd("PUBLISH").arg(channel).arg(key).ignore();
+    }
+}
+
+/// Deletes `keys`, or with `overflowed` every user and event key under
+/// `prefix`, and publishes what it deleted on `channel`.
+async fn remove(
+    mut connection: ConnectionManager,
+    prefix: &str,
+    channel: Option<&str>,
+    keys: &[String],
+    overflowed: bool,
+) -> redis::RedisResult<()> {
+    if overflowed {
+        for pattern in ["user:*", "event:*"] {
+            delete_matching(&mut connection, &format!("{prefix}{pattern}")).await?;
+        }
+        if channel.is_some() {
+            let mut pipeline = redis::pipe();
+            publish(&mut pipeline, channel, CLEAR_ALL);
+            pipeline.query_async::<()>(&mut connection).await?;
+        }
+    } else {
+        for chunk in keys.chunks(REPAIR_CHUNK) {
+            let mut pipeline = redis::pipe();
+            pipeline.cmd("UNLINK").arg(chunk).ignore();
+            for key in chunk {
+                publish(&mut pipeline, channel, key);
+            }
+            pipeline.query_async::<()>(&mut connection).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_matching(
+    connection: &mut ConnectionManager,
+    pattern: &str,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(REPAIR_CHUNK)
+            .query_async(connection)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(connection)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+fn io_stopped() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, "the Redis I/O thread stopped"))
 }
 
 fn remember(health: &mut Health, key: &str) {
@@ -301,10 +378,81 @@ impl Cache for RedisCache {
 
     async fn ping(&self) -> anyhow::Result<()> {
         let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
+        self.io
+            .run(async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            })
             .await
+            .unwrap_or_else(|| Err(io_stopped()))
             .context("redis did not answer PING")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use redis::IntoConnectionInfo;
+
+    use super::*;
+
+    /// Thousands of clients keep the application's runtime busy: a turn of
+    /// its run queue takes longer than `CACHE_TIMEOUT`. Redis, idle, must
+    /// still answer in time, and the cache stay healthy.
+    #[test]
+    #[ignore = "needs Redis (TEST_REDIS_URL); run with --include-ignored"]
+    fn commands_are_answered_in_time_while_the_runtime_is_busy() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let url = std::env::var("TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+            let prefix = format!("busy-runtime:{}:", uuid::Uuid::new_v4());
+            let cache = RedisCache::connect_lazy(
+                url.as_str().into_connection_info().expect("TEST_REDIS_URL"),
+                prefix.clone(),
+                Duration::from_millis(50),
+            )
+            .expect("a client");
+            let key = format!("{prefix}user:1");
+            cache
+                .put(&key, Bytes::from_static(b"{}"), Duration::from_secs(60))
+                .await
+                .expect("Redis reachable (TEST_REDIS_URL)");
+
+            // 200 tasks that each hold the runtime's one worker for 2 ms
+            // before they yield: a turn of the run queue takes 400 ms.
+            let stop = Arc::new(AtomicBool::new(false));
+            for _ in 0..200 {
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(2));
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut answers = Vec::new();
+            for _ in 0..5 {
+                answers.push(cache.get(&key).await.map_err(|err| format!("{err:#}")));
+            }
+            let ping = cache.ping().await.map_err(|err| format!("{err:#}"));
+            stop.store(true, Ordering::Relaxed);
+            assert!(
+                answers
+                    .iter()
+                    .all(|answer| matches!(answer, Ok(Some(value)) if value == "{}")),
+                "{answers:?}"
+            );
+            assert!(ping.is_ok(), "{ping:?}");
+        });
     }
 }
