@@ -1,10 +1,12 @@
 //! The `OTEL_*` settings of span export, as the OpenTelemetry specification
 //! names them: off unless an OTLP endpoint is set.
 //!
-//! Only OTLP over HTTP is spoken (`http/protobuf` or `http/json`) to an
-//! `http://` endpoint, normally a collector next to the service, which then
-//! forwards over TLS or gRPC as it is configured to.
+//! OTLP over HTTP is spoken (`http/protobuf` or `http/json`), to an
+//! `http://` endpoint (a collector next to the service) or an `https://`
+//! one, checked against the system's CAs or `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+//! with a client certificate if one is given.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::Uri;
@@ -58,6 +60,38 @@ pub(super) struct TracingArgs {
     /// Headers of each export request (added to OTEL_EXPORTER_OTLP_HEADERS, replacing those of the same name)
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", hide_env_values = true, value_parser = secret)]
     otel_exporter_otlp_traces_headers: Option<SecretString>,
+
+    /// PEM file of the CA certificates an https:// endpoint is checked against, instead of the system's
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        value_name = "OTEL_EXPORTER_OTLP_CERTIFICATE"
+    )]
+    otel_exporter_otlp_certificate: Option<PathBuf>,
+
+    /// PEM file of CA certificates (overrides OTEL_EXPORTER_OTLP_CERTIFICATE)
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        value_name = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"
+    )]
+    otel_exporter_otlp_traces_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate shown to an https:// endpoint (with OTEL_EXPORTER_OTLP_CLIENT_KEY)
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        value_name = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+    )]
+    otel_exporter_otlp_client_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        value_name = "OTEL_EXPORTER_OTLP_CLIENT_KEY"
+    )]
+    otel_exporter_otlp_client_key: Option<PathBuf>,
 
     /// Time limit of one export request, in milliseconds
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value_t = 10_000,
@@ -153,11 +187,23 @@ pub struct OtlpExport {
     pub protocol: Protocol,
     /// Request headers; values may hold credentials.
     pub headers: Vec<(String, SecretString)>,
+    /// The CAs an `https://` endpoint is checked against; `None`: the
+    /// system's.
+    pub ca_certificates: Option<PathBuf>,
+    /// The client certificate shown to an `https://` endpoint.
+    pub client_identity: Option<ClientIdentity>,
     pub timeout: Duration,
     pub service_name: String,
     /// The resource's other attributes.
     pub resource_attributes: Vec<(String, String)>,
     pub sampler: Sampler,
+}
+
+/// A client certificate and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Which traces are recorded.
@@ -228,6 +274,25 @@ impl TracingArgs {
                 headers.push((name, SecretString::from(value)));
             }
         }
+        let client_identity = match (
+            self.otel_exporter_otlp_client_certificate,
+            self.otel_exporter_otlp_client_key,
+        ) {
+            (Some(certificate), Some(key)) => Some(ClientIdentity { certificate, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    variable: "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                    reason: "must be set with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    variable: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    reason: "must be set with OTEL_EXPORTER_OTLP_CLIENT_KEY".into(),
+                });
+            }
+        };
         let enabled = !self.otel_sdk_disabled && self.otel_traces_exporter == ExporterName::Otlp;
         Ok(TracingConfig {
             export: endpoint.filter(|_| enabled).map(|endpoint| OtlpExport {
@@ -236,6 +301,10 @@ impl TracingArgs {
                     .otel_exporter_otlp_traces_protocol
                     .unwrap_or(self.otel_exporter_otlp_protocol),
                 headers,
+                ca_certificates: self
+                    .otel_exporter_otlp_traces_certificate
+                    .or(self.otel_exporter_otlp_certificate),
+                client_identity,
                 timeout: Duration::from_millis(
                     self.otel_exporter_otlp_traces_timeout
                         .unwrap_or(self.otel_exporter_otlp_timeout),
@@ -274,19 +343,14 @@ impl TracingArgs {
     }
 }
 
-/// An `http://` URL, with `path` appended to a base URL's path.
+/// An `http://` or `https://` URL, with `path` appended to a base URL's
+/// path.
 fn endpoint(variable: &'static str, raw: &str, path: &str) -> Result<Uri, ConfigError> {
     let raw = raw.trim();
-    if raw.starts_with("https://") {
-        return Err(ConfigError::Invalid {
-            variable,
-            reason: "https is not supported; export to a collector over http://".into(),
-        });
-    }
-    if !raw.starts_with("http://") {
+    if !raw.starts_with("http://") && !raw.starts_with("https://") {
         return Err(ConfigError::Scheme {
             variable,
-            expected: "http://",
+            expected: "http:// or https://",
         });
     }
     let url = if path.is_empty() {
@@ -442,8 +506,17 @@ mod tests {
     fn bad_values_name_their_variable() {
         for (args, variable) in [
             (
-                &["--otel-exporter-otlp-endpoint", "https://collector"][..],
+                &["--otel-exporter-otlp-endpoint", "grpc://collector"][..],
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[
+                    "--otel-exporter-otlp-endpoint",
+                    "https://collector",
+                    "--otel-exporter-otlp-client-certificate",
+                    "client.pem",
+                ][..],
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
             ),
             (
                 &["--otel-exporter-otlp-traces-endpoint", "collector:4318"][..],

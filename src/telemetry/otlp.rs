@@ -2,27 +2,21 @@
 //! processor exports over OTLP/HTTP.
 //!
 //! The batch processor exports from a thread of its own. Its requests go
-//! through [`ExportClient`], a one-request-per-connection HTTP/1.1 client
-//! that runs on the application's Tokio runtime: a batch leaves every few
-//! seconds, so a connection pool, HTTP/2 or a second runtime would cost
-//! more than they save.
+//! through [`ExportClient`], which sends them with `reqwest` (rustls, over
+//! `http://` or `https://`) on the application's Tokio runtime.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use axum::http::{HeaderValue, Request, Response, Uri, header};
+use axum::http::{Request, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use opentelemetry::KeyValue;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
 use secrecy::ExposeSecret;
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
 use crate::config::otel::{OtlpExport, Protocol, RootSampler, Sampler};
@@ -40,7 +34,7 @@ pub(super) fn provider(export: &OtlpExport) -> anyhow::Result<SdkTracerProvider>
         .with_http()
         .with_http_client(ExportClient {
             runtime,
-            timeout: export.timeout,
+            client: http_client(export)?,
         })
         .with_endpoint(export.endpoint.to_string())
         .with_protocol(match export.protocol {
@@ -82,26 +76,61 @@ fn sampler(sampler: Sampler) -> SdkSampler {
     }
 }
 
-/// Sends each export request on a connection of its own, on `runtime`.
+/// The HTTP client of the exports: the system's CAs or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, and the client certificate if any.
+fn http_client(export: &OtlpExport) -> anyhow::Result<reqwest::Client> {
+    let read = |path: &std::path::Path, variable: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("failed to read {variable} ({})", path.display()))
+    };
+    let mut builder = reqwest::Client::builder()
+        .timeout(export.timeout)
+        .connect_timeout(export.timeout);
+    if let Some(path) = &export.ca_certificates {
+        const VARIABLE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+        let certificates = reqwest::Certificate::from_pem_bundle(&read(path, VARIABLE)?)
+            .with_context(|| format!("{VARIABLE} ({}) holds no PEM certificate", path.display()))?;
+        anyhow::ensure!(
+            !certificates.is_empty(),
+            "{VARIABLE} ({}) holds no PEM certificate",
+            path.display()
+        );
+        builder = builder.tls_built_in_root_certs(false);
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if let Some(identity) = &export.client_identity {
+        let mut pem = read(
+            &identity.certificate,
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        )?;
+        pem.push(b'\n');
+        pem.extend(read(&identity.key, "OTEL_EXPORTER_OTLP_CLIENT_KEY")?);
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).context(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY \
+             are not a PEM certificate and its key",
+        )?);
+    }
+    builder
+        .build()
+        .context("failed to set up the OTLP HTTP client")
+}
+
+/// Sends each export request with `client`, on `runtime`.
 #[derive(Debug)]
 struct ExportClient {
     runtime: Handle,
-    /// Time limit of one request, connecting included.
-    timeout: Duration,
+    client: reqwest::Client,
 }
 
 #[async_trait]
 impl HttpClient for ExportClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let timeout = self.timeout;
+        let client = self.client.clone();
         let sent = self
             .runtime
-            .spawn(async move {
-                match tokio::time::timeout(timeout, send(request)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(format!("no answer within {timeout:?}").into()),
-                }
-            })
+            .spawn(async move { send(&client, request).await })
             .await;
         let result = sent.map_err(HttpError::from).and_then(|result| result);
         if let Err(err) = &result {
@@ -112,32 +141,18 @@ impl HttpClient for ExportClient {
     }
 }
 
-async fn send(request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-    let (mut parts, body) = request.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .ok_or("the export URL names no host")?
-        .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((authority.host(), port)).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(connection);
-    parts
-        .headers
-        .insert(header::HOST, HeaderValue::from_str(authority.as_str())?);
-    // HTTP/1.1 sends the path only; the host went into `Host`.
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()));
-    let response = sender
-        .send_request(Request::from_parts(parts, Full::new(body)))
-        .await?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    drop(sender);
-    connection.abort();
-    Ok(Response::from_parts(parts, body))
+async fn send(
+    client: &reqwest::Client,
+    request: Request<Bytes>,
+) -> Result<Response<Bytes>, HttpError> {
+    let response = client
+        .execute(reqwest::Request::try_from(request)?)
+        .await
+        .map_err(|err| format!("{:#}", anyhow::Error::new(err)))?;
+    let mut answer = Response::builder().status(response.status());
+    if let Some(headers) = answer.headers_mut() {
+        headers.extend(response.headers().clone());
+    }
+    let body = response.bytes().await?;
+    Ok(answer.body(body)?)
 }

@@ -22,22 +22,22 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use crate::helpers::{Stack, TestData, eventually, free_port, spawn_app_with};
 
 /// A CA and the certificates it issues, as PEM files in a temp dir.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca_params: rcgen::CertificateParams,
     ca_key: rcgen::KeyPair,
     /// The CA's certificate.
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
 }
 
 /// A certificate and its key, as files.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Issued {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
@@ -58,7 +58,7 @@ impl Pki {
 
     /// A certificate for `names` (host names or IP addresses) with common
     /// name `common_name`, signed by the CA.
-    fn issue(&self, file: &str, common_name: &str, names: &[&str]) -> Issued {
+    pub(crate) fn issue(&self, file: &str, common_name: &str, names: &[&str]) -> Issued {
         let key = rcgen::KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(names).unwrap();

@@ -22,6 +22,7 @@ use crate::helpers::{Stack, TestData, eventually, free_port};
 
 crate::stack_tests!(
     one_trace_runs_from_the_client_through_the_relay_to_the_worker,
+    spans_reach_an_https_receiver_through_the_ca_they_are_given,
     without_export_nothing_is_sent_and_incoming_trace_ids_are_still_logged,
 );
 
@@ -55,6 +56,53 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { endpoint, received }
+    }
+
+    /// The receiver over HTTPS, with the certificate and key of `issued`.
+    async fn start_https(issued: &crate::tls::Issued) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let received = Received::default();
+        let app = Router::new()
+            .route("/v1/traces", post(receive))
+            .with_state(Arc::clone(&received));
+        let certs = CertificateDer::pem_file_iter(&issued.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&issued.key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(app),
+                        )
+                        .await;
+                });
+            }
+        });
         Self { endpoint, received }
     }
 
@@ -419,6 +467,66 @@ async fn one_trace_runs_from_the_client_through_the_relay_to_the_worker(stack: S
     assert!(
         logs.iter().any(|l| l["message"] == "spans exported"),
         "flushed in the drain"
+    );
+}
+
+/// A collector reached over HTTPS (as managed ones are): with the CA that
+/// signed its certificate, spans arrive; with the system's CAs alone, the
+/// export fails, the log says why, and requests are served all the same.
+async fn spans_reach_an_https_receiver_through_the_ca_they_are_given(stack: Stack) {
+    let pki = crate::tls::Pki::new();
+    let receiver =
+        Receiver::start_https(&pki.issue("collector", "collector", &["localhost"])).await;
+    let ca = pki.ca.to_str().unwrap();
+    let settings = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%20collector-secret",
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+
+    let trusting = Service::start(
+        stack,
+        &[&settings[..], &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca)]].concat(),
+    )
+    .await;
+    let (traceparent, trace_id, _) = client_trace();
+    trusting.post_traced_event(&traceparent).await;
+    eventually(|| async {
+        let spans = receiver.spans();
+        spans
+            .iter()
+            .any(|s| s.trace_id == trace_id && s.name == "process event")
+            .then_some(())
+    })
+    .await;
+    let logs = trusting.stop().await;
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l["message"] == "failed to export spans"),
+        "every export arrived"
+    );
+
+    let received = receiver.requests();
+    let untrusting = Service::start(stack, &settings).await;
+    let (traceparent, _, _) = client_trace();
+    untrusting.post_traced_event(&traceparent).await;
+    let refused = eventually(|| async {
+        let logs = untrusting.logs.lock().unwrap().clone();
+        logs.into_iter()
+            .find(|l| l["message"] == "failed to export spans")
+    })
+    .await;
+    let reason = refused["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("certificate"), "{refused}");
+    assert!(!reason.contains("collector-secret"), "{refused}");
+    assert_eq!(
+        receiver.requests(),
+        received,
+        "nothing passed without the CA"
     );
 }
 
