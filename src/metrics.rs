@@ -131,6 +131,8 @@ pub struct Metrics {
     pub(crate) events_delay: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub(crate) outbox_backlog: Gauge,
     pub(crate) outbox_oldest_age: Gauge<f64, AtomicU64>,
+    /// How long processed messages' ids are kept (-1: forever).
+    pub(crate) processed_ids_kept: Gauge,
     /// Deliveries taken from the bus that no worker has started.
     pub worker_queue_depth: Gauge,
     pub worker_in_flight: Gauge,
@@ -231,6 +233,13 @@ impl Metrics {
             "outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row (0 when empty)",
             outbox_oldest_age.clone(),
+        );
+        let processed_ids_kept = Gauge::default();
+        registry.register(
+            "processed_message_ids_kept_seconds",
+            "How long the ids of processed messages are kept to recognize a message delivered \
+             again (PROCESSED_MESSAGES_RETENTION; -1: forever, the bus keeps messages forever)",
+            processed_ids_kept.clone(),
         );
         let worker_queue_depth = Gauge::default();
         registry.register(
@@ -353,6 +362,7 @@ impl Metrics {
             events_delay,
             outbox_backlog,
             outbox_oldest_age,
+            processed_ids_kept,
             worker_queue_depth,
             worker_in_flight,
             worker_queue_capacity,

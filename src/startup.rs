@@ -156,6 +156,7 @@ impl Application {
             publisher: Arc::clone(&publisher),
             subscriber,
             relay,
+            processed_kept_for: config.workers.processed_messages_retention,
             processor: EventProcessor {
                 store: Arc::clone(&store),
                 dead_letters: Arc::clone(&publisher),

@@ -105,6 +105,13 @@ impl Publisher for MemoryPublisher {
         Ok(())
     }
 
+    /// Nothing outlives the process but the outbox, whose rows are
+    /// published again only until the relay has seen them acknowledged:
+    /// within seconds, or a long outage's length. A day covers that.
+    async fn redelivery_window(&self) -> anyhow::Result<Option<Duration>> {
+        Ok(Some(Duration::from_secs(24 * 3600)))
+    }
+
     async fn flush(&self, _timeout: Duration) {}
 }
 

@@ -70,6 +70,11 @@ pub(crate) trait Publisher: Send + Sync + 'static {
     /// Whether the bus is reachable now.
     async fn check(&self) -> anyhow::Result<()>;
 
+    /// How long after it was published a message may still be delivered
+    /// (again) to the consumers: the processed messages' ids are kept that
+    /// long. `None`: as long as the bus lasts (never pruned).
+    async fn redelivery_window(&self) -> anyhow::Result<Option<Duration>>;
+
     /// Waits until everything published so far is delivered (or `timeout`).
     async fn flush(&self, timeout: Duration);
 }

@@ -64,7 +64,7 @@ pub use kafka_security::{
 pub use log::{LogConfig, LogFormat};
 use server::ListenerArgs;
 pub use server::{AdmissionConfig, ListenerConfig, ListenerTlsConfig, ServerConfig};
-pub use worker::WorkerConfig;
+pub use worker::{KeptFor, WorkerConfig};
 
 /// The service's settings, resolved: every backend chosen and ready to
 /// connect to. Built by [`Config::load`] (or [`Config::try_parse_from`]).

@@ -7,11 +7,13 @@
 //! committed).
 //!
 //! Its rooms: [`relay`] moves committed outbox rows onto the bus,
-//! [`workers`] is the bounded pool the consumer feeds, and [`processor`]
-//! applies each message to the store exactly once. The bus below them is a
+//! [`workers`] is the bounded pool the consumer feeds, [`processor`]
+//! applies each message to the store exactly once, and [`prune`] forgets
+//! the ids of processed messages the bus can no longer deliver again. The bus below them is a
 //! port only: nothing under `bus/` touches the store.
 
 mod processor;
+mod prune;
 mod relay;
 mod workers;
 
@@ -38,6 +40,8 @@ pub(crate) struct Pipeline {
     pub subscriber: Box<dyn Subscriber>,
     /// `None` on an API-only instance (`OUTBOX_RELAY_ENABLED=false`).
     pub relay: Option<OutboxRelay>,
+    /// How long processed messages' ids are kept (`PROCESSED_MESSAGES_RETENTION`).
+    pub processed_kept_for: crate::config::KeptFor,
     pub processor: EventProcessor,
     pub workers: usize,
     pub queue_capacity: usize,
@@ -76,6 +80,15 @@ impl Pipeline {
         let relay = self
             .relay
             .map(|relay| supervisor.spawn("outbox relay", |token| relay.run_until_stopped(token)));
+        let pruner = prune::Pruner {
+            store: Arc::clone(&self.store),
+            publisher: Arc::clone(&self.publisher),
+            kept_for: self.processed_kept_for,
+            metrics: Arc::clone(&self.metrics),
+        };
+        let pruning = supervisor.spawn("processed message pruning", |token| {
+            pruner.run_until_stopped(token)
+        });
         let consumer = supervisor.spawn("consumer", move |token| {
             // The workers watch the consumer's token: once it stops
             // fetching, a message that keeps failing is left for
@@ -98,7 +111,8 @@ impl Pipeline {
             None => Ok(()),
         };
         let consumed = consumer.stop().await;
-        relayed.and(consumed)
+        let pruned = pruning.stop().await;
+        relayed.and(consumed).and(pruned)
     }
 }
 

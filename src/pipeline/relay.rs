@@ -514,6 +514,9 @@ mod tests {
         async fn check(&self) -> anyhow::Result<()> {
             Ok(())
         }
+        async fn redelivery_window(&self) -> anyhow::Result<Option<Duration>> {
+            Ok(None)
+        }
         async fn flush(&self, _: Duration) {}
     }
 

@@ -268,6 +268,14 @@ impl Store for GroupCommit {
         self.inner.purge_idempotency_keys(now, limit).await
     }
 
+    async fn prune_processed_messages(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> StoreResult<usize> {
+        self.inner.prune_processed_messages(before, limit).await
+    }
+
     async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
         self.inner.shared_secret(name, fresh).await
     }

@@ -310,6 +310,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` keys that expired before `now`; how many.
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<usize>;
 
+    /// Forgets up to `limit` of the processed messages' ids recorded before
+    /// `before`, oldest first; how many. A message among them delivered
+    /// again would be applied again: see `pipeline::prune`.
+    async fn prune_processed_messages(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<usize>;
+
     /// The secret named `name` (as text, such as hex), shared by every
     /// replica of this database: `fresh` is stored as it if none is yet
     /// (the first caller's wins).

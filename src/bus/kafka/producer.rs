@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -319,6 +319,29 @@ impl Publisher for KafkaPublisher {
             .await
     }
 
+    /// The topic's own settings, as the broker reports them (its defaults
+    /// included).
+    async fn redelivery_window(&self) -> anyhow::Result<Option<Duration>> {
+        let topic = &self.settings.kafka.topic;
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let mut described = self
+            .admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .context("failed to read the topic's settings")?;
+        let config = described
+            .pop()
+            .context("the broker described no topic")?
+            .map_err(|code| anyhow::anyhow!("failed to read topic {topic}'s settings: {code}"))?;
+        let value = |name: &str| config.get(name).and_then(|entry| entry.value.as_deref());
+        redelivery_window(
+            value("cleanup.policy"),
+            value("retention.ms"),
+            value("segment.ms"),
+        )
+        .with_context(|| format!("topic {topic}"))
+    }
+
     async fn flush(&self, timeout: Duration) {
         let producer = self.producer();
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
@@ -326,6 +349,36 @@ impl Publisher for KafkaPublisher {
             tracing::warn!("kafka producer not flushed within the shutdown deadline");
         }
     }
+}
+
+/// How long a message of a topic with these settings may still be read:
+/// Kafka deletes whole segments, once the newest message of one is older
+/// than `retention.ms`, so a message lives up to `retention.ms` plus
+/// `segment.ms` (plus the broker's check, every five minutes by default).
+/// `None` for a topic that keeps messages forever (`retention.ms=-1`, or
+/// compacted).
+fn redelivery_window(
+    cleanup_policy: Option<&str>,
+    retention_ms: Option<&str>,
+    segment_ms: Option<&str>,
+) -> anyhow::Result<Option<Duration>> {
+    const RETENTION_CHECK: Duration = Duration::from_secs(5 * 60);
+    if cleanup_policy.is_some_and(|policy| policy.contains("compact")) {
+        return Ok(None);
+    }
+    let millis = |name: &str, raw: Option<&str>| -> anyhow::Result<i64> {
+        let raw = raw.with_context(|| format!("{name} is not reported"))?;
+        raw.trim()
+            .parse()
+            .with_context(|| format!("{name}={raw} is not a number"))
+    };
+    let retention = millis("retention.ms", retention_ms)?;
+    if retention < 0 {
+        return Ok(None);
+    }
+    let segment = millis("segment.ms", segment_ms)?.max(0);
+    let total = u64::try_from(retention.saturating_add(segment)).unwrap_or(u64::MAX);
+    Ok(Some(Duration::from_millis(total) + RETENTION_CHECK))
 }
 
 #[cfg(test)]
@@ -343,5 +396,28 @@ mod tests {
             .collect();
         assert_eq!(topics, [(1, 1, 1), (2, 2, 2), (3, 3, 2), (5, 3, 2)]);
         assert_eq!(min_insync_replicas(5), 3);
+    }
+
+    #[test]
+    fn a_message_may_be_read_again_for_the_retention_and_a_segment_unless_kept_forever() {
+        let week = "604800000";
+        assert_eq!(
+            redelivery_window(Some("delete"), Some(week), Some(week)).unwrap(),
+            Some(Duration::from_secs(14 * 86400 + 300))
+        );
+        assert_eq!(
+            redelivery_window(Some("delete"), Some("3600000"), Some("600000")).unwrap(),
+            Some(Duration::from_secs(3600 + 600 + 300))
+        );
+        assert_eq!(
+            redelivery_window(Some("delete"), Some("-1"), Some(week)).unwrap(),
+            None
+        );
+        assert_eq!(
+            redelivery_window(Some("compact,delete"), Some(week), Some(week)).unwrap(),
+            None
+        );
+        assert!(redelivery_window(Some("delete"), None, Some(week)).is_err());
+        assert!(redelivery_window(Some("delete"), Some("soon"), Some(week)).is_err());
     }
 }

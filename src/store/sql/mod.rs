@@ -302,6 +302,14 @@ impl<D: Dialect> Store for SqlStore<D>] {
         self.purge_expired_keys(now, limit).await
     }
 
+    async fn prune_processed_messages(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<usize> {
+        self.forget_processed(before, limit).await
+    }
+
     async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
         self.store_or_read_secret(name, fresh).await
     }

@@ -635,6 +635,25 @@ with_driver_bounds! {
         Ok(purged.len())
     }
 
+    pub(super) async fn forget_processed(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<usize> {
+        let forgotten: Vec<Uuid> = sqlx::query_scalar(
+            "DELETE FROM processed_messages WHERE message_id IN \
+             (SELECT message_id FROM processed_messages WHERE processed_at < $1 \
+              ORDER BY processed_at LIMIT $2) \
+             RETURNING message_id",
+        )
+        .bind(D::time(&before))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *Self::acquire(&self.writer).await?)
+        .await
+        .map_err(|e| D::classify(e, "failed to prune processed messages"))?;
+        Ok(forgotten.len())
+    }
+
     pub(super) async fn store_or_read_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
         let mut conn = Self::acquire(&self.writer).await?;
         sqlx::query(
