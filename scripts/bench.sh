@@ -57,7 +57,10 @@
 #
 # On the real stack it also reports the broker's share of a core during
 # each line (broker_cpu) and, after the pipeline, what two idle instances
-# cost it: its CPU share and the consumer fetches per second of each.
+# cost it: its CPU share and the consumer fetches per second of each. Each
+# line records the share of a core the service, PostgreSQL, Redis and the
+# broker took during it (cpu), from which scripts/bench/capacity.py derives
+# the capacity model (docs/capacity.md).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -262,6 +265,23 @@ CLK_TCK=$(getconf CLK_TCK)
 broker_pid() { ss -ltnpH "sport = :$BROKER_PORT" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1; }
 # cpu_ticks PID: the process's CPU time so far, user and system, in ticks.
 cpu_ticks() { [ -n "$1" ] && awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# group_ticks NAME: the CPU time so far of every process called NAME (all
+# of PostgreSQL's backends, say), in ticks. A backend that exits during a
+# run takes its time with it: the service's pools keep theirs open.
+group_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -x "$1"); do total=$((total + $(cpu_ticks "$pid"))); done
+  echo "$total"
+}
+# component_ticks: the CPU ticks so far of the service, PostgreSQL, Redis
+# and the broker (the last three 0 on the embedded stack), on one line.
+component_ticks() {
+  if [ "$STACK" = real ]; then
+    echo "$(cpu_ticks "$SERVICE_PID") $(group_ticks postgres) $(group_ticks redis-server) $(cpu_ticks "$(broker_pid)")"
+  else
+    echo "$(cpu_ticks "$SERVICE_PID") 0 0 0"
+  fi
+}
 # broker_fetches: consumer fetch requests the broker has answered since it
 # started (every request version summed), or nothing if JMX is closed.
 broker_fetches() {
@@ -441,10 +461,11 @@ profile_stop() {
 
 # load SCENARIO LABEL CONNECTIONS PATH [LUA]: one wrk run, recorded.
 load() {
-  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line broker ticks t0
+  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line broker ticks t0 before
   rm -f "$WORK/wrk.json"
   profile_start "$scenario"
   broker=$([ "$STACK" = real ] && broker_pid || true)
+  before=$(component_ticks)
   ticks=$(cpu_ticks "$broker") t0=$(date +%s%N)
   BENCH_RESULT=$WORK/wrk.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_NONCE="$RUN_ID$BINARY${STACK:0:1}" \
     wrk -t2 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk/$lua" "$BASE_URL$path" >"$WORK/wrk.log" 2>&1 \
@@ -453,12 +474,19 @@ load() {
   local broker_cpu=null
   [ -z "$broker" ] || broker_cpu=$(awk -v d=$(($(cpu_ticks "$broker") - ticks)) -v hz="$CLK_TCK" \
     -v ns=$(($(date +%s%N) - t0)) 'BEGIN { printf "%.3f", d / hz / (ns / 1e9) }')
+  # Each component's share of a core during the run (the capacity model's
+  # CPU per request: docs/capacity.md).
+  local cpu
+  cpu=$(printf '%s\n%s\n' "$before" "$(component_ticks)" | awk -v hz="$CLK_TCK" -v ns=$(($(date +%s%N) - t0)) '
+    NR == 1 { for (i = 1; i <= 4; i++) b[i] = $i }
+    NR == 2 { s = ns / 1e9; printf "{\"service\": %.3f, \"postgres\": %.3f, \"redis\": %.3f, \"broker\": %.3f}",
+      ($1 - b[1]) / hz / s, ($2 - b[2]) / hz / s, ($3 - b[3]) / hz / s, ($4 - b[4]) / hz / s }')
   profile_stop
   [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
   line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
     --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
-    --argjson broker_cpu "$broker_cpu" \
-    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm, broker_cpu: $broker_cpu}' \
+    --argjson broker_cpu "$broker_cpu" --argjson cpu "$cpu" \
+    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm, broker_cpu: $broker_cpu, cpu: $cpu}' \
     "$WORK/wrk.json")
   record "$line"
   jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs, peak RSS so far \(.peak_rss_kb / 1024 | floor) MB\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2
