@@ -30,6 +30,9 @@ use crate::store::sqlite::{Lite, SqliteStore};
 use crate::store::{OutboxRow, Outcome, Store, StoreError, Write, Written};
 
 mod postgres_only;
+mod pruning;
+
+use pruning::processed_ids_are_forgotten_oldest_first_and_only_before_the_cut;
 
 /// Defines each listed `async fn name<D: Backend>()` as a test on SQLite
 /// and one on PostgreSQL (ignored unless asked for, see above).
@@ -150,45 +153,6 @@ fn lists<D: Dialect>() -> Vec<List> {
 async fn batches_give_each_write_its_own_outcome<D: Backend>() {
     let db = D::fresh().await;
     batch_writes_have_their_own_outcomes(db.store()).await;
-    db.finish().await;
-}
-
-/// A pruned id no longer stops its message from being applied again; an
-/// id recorded after the cut still does.
-async fn processed_ids_are_forgotten_oldest_first_and_only_before_the_cut<D: Backend>() {
-    let db = D::fresh().await;
-    let store = db.store();
-    let user_id = Uuid::now_v7();
-    let message = |n: u32| {
-        EventMessage::for_event(&Event {
-            id: Uuid::now_v7(),
-            user_id,
-            event_type: format!("t{n}"),
-            data: "{}".into(),
-            created_at: domain::now(),
-        })
-    };
-    let old: Vec<EventMessage> = (0..5).map(message).collect();
-    for m in &old {
-        assert!(store.apply_message(m).await.unwrap());
-    }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cut = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let young = message(9);
-    assert!(store.apply_message(&young).await.unwrap());
-
-    assert_eq!(store.prune_processed_messages(cut, 3).await.unwrap(), 3);
-    assert_eq!(store.prune_processed_messages(cut, 3).await.unwrap(), 2);
-    assert_eq!(store.prune_processed_messages(cut, 3).await.unwrap(), 0);
-    assert!(
-        !store.apply_message(&young).await.unwrap(),
-        "a message recorded after the cut is still recognized"
-    );
-    assert!(
-        store.apply_message(&old[0]).await.unwrap(),
-        "a forgotten message is applied again"
-    );
     db.finish().await;
 }
 
