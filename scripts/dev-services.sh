@@ -22,6 +22,11 @@
 #                                    10000 above each)
 #                                    (replication factor 3,
 #                                    min.insync.replicas=2)
+#   PG_REPLICA=1 scripts/dev-services.sh
+#                                    also a streaming replica of PostgreSQL
+#                                    on 127.0.0.1:5433 (hot standby, copied
+#                                    with pg_basebackup, in .dev/pg-replica),
+#                                    for reads from a replica
 #
 # Redis and Kafka keep their data and logs in .dev/ (HIGHLOAD_DEV_DIR).
 set -euo pipefail
@@ -32,6 +37,9 @@ KAFKA_DIR=$DEV_DIR/kafka
 KAFKA_PORT=9092
 KAFKA_NODES=${KAFKA_NODES:-1}
 DATABASE=highload_db
+PG_REPLICA=${PG_REPLICA:-0}
+REPLICA_PORT=5433
+REPLICA_DIR=$DEV_DIR/pg-replica
 
 log() { echo "dev-services: $*"; }
 die() { echo "dev-services: $*" >&2; exit 1; }
@@ -94,6 +102,36 @@ prepare_postgres() {
   if [ -z "$("${login[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" ]; then
     "${login[@]}" -c "CREATE DATABASE $DATABASE" && log "created database $DATABASE"
   fi
+}
+
+# A hot standby of the primary on REPLICA_PORT: a copy of its data
+# directory (pg_basebackup -R: streaming from 127.0.0.1:5432 as postgres),
+# run by the same binaries with a configuration of its own (Debian keeps
+# the primary's in /etc, which the copy lacks).
+start_replica() {
+  if port_open $REPLICA_PORT; then log "a PostgreSQL replica is up on 127.0.0.1:$REPLICA_PORT"; return; fi
+  local bin
+  bin=/usr/lib/postgresql/$(pg_version)/bin
+  if [ ! -f "$REPLICA_DIR/standby.signal" ]; then
+    rm -rf "$REPLICA_DIR"
+    mkdir -p "$REPLICA_DIR"
+    [ "$(id -u)" != 0 ] || chown postgres:postgres "$REPLICA_DIR"
+    chmod 700 "$REPLICA_DIR"
+    log "copying the primary into $REPLICA_DIR (pg_basebackup)"
+    as_postgres env PGPASSWORD="$PGPASSWORD" "$bin/pg_basebackup" -h 127.0.0.1 -p 5432 \
+      -U "${PGUSER:-postgres}" -D "$REPLICA_DIR" -R -X stream -c fast
+    as_postgres sh -c "printf '%s\n' \
+      'local all all peer' 'host all all 127.0.0.1/32 scram-sha-256' >'$REPLICA_DIR/pg_hba.conf'
+      : >'$REPLICA_DIR/pg_ident.conf'
+      printf '%s\n' \"port = $REPLICA_PORT\" \"listen_addresses = '127.0.0.1'\" \
+        \"unix_socket_directories = '$REPLICA_DIR'\" 'hot_standby = on' \
+        'hot_standby_feedback = on' >'$REPLICA_DIR/postgresql.conf'"
+  fi
+  log "starting a streaming replica on 127.0.0.1:$REPLICA_PORT (log in $REPLICA_DIR/replica.log)"
+  as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/replica.log" -w -t 60 start >/dev/null
+  wait_for_port $REPLICA_PORT "the PostgreSQL replica" 30
+  [ "$(psql -X -w -h 127.0.0.1 -p $REPLICA_PORT -U "${PGUSER:-postgres}" -d postgres -tAq \
+       -c 'SELECT pg_is_in_recovery()')" = t ] || die "127.0.0.1:$REPLICA_PORT is not a standby"
 }
 
 start_redis() {
@@ -172,6 +210,10 @@ stop() {
     stop_pid_file "$file" "Kafka $(basename "$file" .pid)" && stopped=1
   done
   stop_pid_file "$DEV_DIR/redis.pid" Redis && stopped=1
+  if [ -f "$REPLICA_DIR/postmaster.pid" ]; then
+    as_postgres "/usr/lib/postgresql/$(pg_version)/bin/pg_ctl" -D "$REPLICA_DIR" -m fast -w stop >/dev/null \
+      && log "the PostgreSQL replica stopped" && stopped=1
+  fi
   [ $stopped = 1 ] || log "nothing started by this script is running"
   log "PostgreSQL is left running (pg_ctlcluster VERSION main stop stops it)"
 }
@@ -180,6 +222,7 @@ case "${1:-start}" in
   start)
     start_postgres
     prepare_postgres
+    [ "$PG_REPLICA" = 0 ] || start_replica
     start_redis
     start_kafka
     brokers=$(for n in $(seq "$KAFKA_NODES"); do printf '%s127.0.0.1:%s' "${sep:-}" "$(node_port "$n")"; sep=,; done)
@@ -189,6 +232,7 @@ dev-services: ready. Run the service on this stack with
   REDIS_URL=redis://127.0.0.1:6379/0 KAFKA_BROKERS=$brokers cargo run --release
 or copy env.example to .env.
 MSG
+    [ "$PG_REPLICA" = 0 ] || echo "dev-services: the replica: postgres://postgres:postgres@127.0.0.1:$REPLICA_PORT/$DATABASE (read-only)"
     ;;
   stop) stop ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
