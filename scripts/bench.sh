@@ -273,11 +273,12 @@ group_ticks() {
   for pid in $(pgrep -x "$1"); do total=$((total + $(cpu_ticks "$pid"))); done
   echo "$total"
 }
-# component_ticks: the CPU ticks so far of the service, PostgreSQL, Redis
-# and the broker (the last three 0 on the embedded stack), on one line.
+# component_ticks BROKER_PID: the CPU ticks so far of the service,
+# PostgreSQL, Redis and the broker (the last three 0 on the embedded
+# stack), on one line.
 component_ticks() {
   if [ "$STACK" = real ]; then
-    echo "$(cpu_ticks "$SERVICE_PID") $(group_ticks postgres) $(group_ticks redis-server) $(cpu_ticks "$(broker_pid)")"
+    echo "$(cpu_ticks "$SERVICE_PID") $(group_ticks postgres) $(group_ticks redis-server) $(cpu_ticks "$1")"
   else
     echo "$(cpu_ticks "$SERVICE_PID") 0 0 0"
   fi
@@ -461,23 +462,18 @@ profile_stop() {
 
 # load SCENARIO LABEL CONNECTIONS PATH [LUA]: one wrk run, recorded.
 load() {
-  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line broker ticks t0 before
+  local scenario=$1 label=$2 conns=$3 path=$4 lua=${5:-report.lua} line broker t0 before cpu
   rm -f "$WORK/wrk.json"
   profile_start "$scenario"
   broker=$([ "$STACK" = real ] && broker_pid || true)
-  before=$(component_ticks)
-  ticks=$(cpu_ticks "$broker") t0=$(date +%s%N)
+  before=$(component_ticks "$broker") t0=$(date +%s%N)
   BENCH_RESULT=$WORK/wrk.json BENCH_LUA=$BENCH/wrk BENCH_IDS=$IDS BENCH_NONCE="$RUN_ID$BINARY${STACK:0:1}" \
     wrk -t2 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk/$lua" "$BASE_URL$path" >"$WORK/wrk.log" 2>&1 \
     || { cat "$WORK/wrk.log" >&2; die "wrk failed on $label"; }
-  # The broker's share of a core during the run (null: not measured).
-  local broker_cpu=null
-  [ -z "$broker" ] || broker_cpu=$(awk -v d=$(($(cpu_ticks "$broker") - ticks)) -v hz="$CLK_TCK" \
-    -v ns=$(($(date +%s%N) - t0)) 'BEGIN { printf "%.3f", d / hz / (ns / 1e9) }')
   # Each component's share of a core during the run (the capacity model's
-  # CPU per request: docs/capacity.md).
-  local cpu
-  cpu=$(printf '%s\n%s\n' "$before" "$(component_ticks)" | awk -v hz="$CLK_TCK" -v ns=$(($(date +%s%N) - t0)) '
+  # CPU per request: docs/capacity.md); broker_cpu is the broker's, null
+  # when it does not run on this machine.
+  cpu=$(printf '%s\n%s\n' "$before" "$(component_ticks "$broker")" | awk -v hz="$CLK_TCK" -v ns=$(($(date +%s%N) - t0)) '
     NR == 1 { for (i = 1; i <= 4; i++) b[i] = $i }
     NR == 2 { s = ns / 1e9; printf "{\"service\": %.3f, \"postgres\": %.3f, \"redis\": %.3f, \"broker\": %.3f}",
       ($1 - b[1]) / hz / s, ($2 - b[2]) / hz / s, ($3 - b[3]) / hz / s, ($4 - b[4]) / hz / s }')
@@ -485,8 +481,8 @@ load() {
   [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
   line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
     --argjson c "$conns" --argjson rows "$ROWS" --argjson large "$LARGE" --argjson hwm "$(rss_kb "$SERVICE_PID" VmHWM)" \
-    --argjson broker_cpu "$broker_cpu" --argjson cpu "$cpu" \
-    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm, broker_cpu: $broker_cpu, cpu: $cpu}' \
+    --argjson cpu "$cpu" --arg broker "$broker" \
+    '. + {kind: "wrk", binary: $b, stack: $s, scenario: $sc, label: $l, connections: $c, rows: $rows, large: $large, peak_rss_kb: $hwm, broker_cpu: (if $broker == "" then null else $cpu.broker end), cpu: $cpu}' \
     "$WORK/wrk.json")
   record "$line"
   jq -r '"  \(.label) c\(.connections)\(if .rows then ", \(.rows) rows" else "" end): \(.rps | floor) rps, p50 \(.p50_us) µs, p99 \(.p99_us) µs, peak RSS so far \(.peak_rss_kb / 1024 | floor) MB\(if ([.errors[]] | add) > 0 then ", \([.errors[]] | add) errors" else "" end)"' <<<"$line" >&2

@@ -2,9 +2,10 @@
 //!
 //! One multiplexed, auto-reconnecting connection, served by a thread of its
 //! own ([`IoThread`]) so that thousands of busy clients do not delay its
-//! answers past their time limit. Every command has a short timeout, and a circuit breaker skips Redis for a moment after a failure,
-//! so an unreachable or stalled Redis costs requests one timeout, not one
-//! per request: they are served from the store meanwhile.
+//! answers past their time limit. Every command has a short timeout, and a
+//! circuit breaker skips Redis for a moment after a failure, so an
+//! unreachable or stalled Redis costs requests one timeout, not one per
+//! request: they are served from the store meanwhile.
 //!
 //! A write that cannot reach Redis leaves the old value there. Those keys
 //! are remembered and deleted before this replica reads from Redis again,
@@ -148,8 +149,7 @@ impl RedisCache {
                 remove(connection, &prefix, channel.as_deref(), &keys, overflowed).await?;
                 Ok(keys)
             })
-            .await
-            .unwrap_or_else(|| Err(io_stopped()))?;
+            .await?;
         let mut health = self.health();
         for key in &keys {
             health.stale.remove(key);
@@ -211,7 +211,7 @@ impl RedisCache {
             return Err(err.into());
         }
         let result = self.io.run(request(self.connection.clone())).await;
-        result.unwrap_or_else(|| Err(io_stopped())).map_err(|err| {
+        result.map_err(|err| {
             self.failed(&err, stale_key_on_failure);
             anyhow::Error::new(err)
         })
@@ -251,12 +251,17 @@ impl IoThread {
         })
     }
 
-    /// Runs `request` on the thread; `None` if the thread has stopped.
+    /// Runs `request` on the thread (a client error if it has stopped).
     async fn run<T: Send + 'static>(
         &self,
-        request: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
-        self.handle.spawn(request).await.ok()
+        request: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> redis::RedisResult<T> {
+        self.handle.spawn(request).await.unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the Redis I/O thread stopped",
+            )))
+        })
     }
 }
 
@@ -325,10 +330,6 @@ async fn delete_matching(
     }
 }
 
-fn io_stopped() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Client, "the Redis I/O thread stopped"))
-}
-
 fn remember(health: &mut Health, key: &str) {
     if health.stale.len() < REPAIRS_KEPT {
         health.stale.insert(key.to_owned());
@@ -385,7 +386,6 @@ impl Cache for RedisCache {
                     .await
             })
             .await
-            .unwrap_or_else(|| Err(io_stopped()))
             .context("redis did not answer PING")?;
         Ok(())
     }

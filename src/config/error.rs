@@ -43,3 +43,23 @@ impl ConfigError {
         }
     }
 }
+
+/// Two settings that only go together (a certificate and its key): both,
+/// or neither; one alone is refused, naming the one missing.
+pub(super) fn both_or_neither<A, B>(
+    (first, a): (&'static str, Option<A>),
+    (second, b): (&'static str, Option<B>),
+) -> Result<Option<(A, B)>, ConfigError> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            variable: second,
+            reason: format!("must be set with {first}"),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            variable: first,
+            reason: format!("must be set with {second}"),
+        }),
+    }
+}

@@ -14,7 +14,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::error::ConfigError;
+use crate::config::error::{ConfigError, both_or_neither};
 use crate::config::parse::secret;
 
 /// The default `service.name`.
@@ -187,23 +187,17 @@ pub struct OtlpExport {
     pub protocol: Protocol,
     /// Request headers; values may hold credentials.
     pub headers: Vec<(String, SecretString)>,
-    /// The CAs an `https://` endpoint is checked against; `None`: the
-    /// system's.
-    pub ca_certificates: Option<PathBuf>,
-    /// The client certificate shown to an `https://` endpoint.
-    pub client_identity: Option<ClientIdentity>,
+    /// The CAs an `https://` endpoint is checked against (PEM, read from
+    /// their file); `None`: the system's.
+    pub ca_certificates: Option<Vec<u8>>,
+    /// The client certificate shown to an `https://` endpoint, and its
+    /// key (PEM, read from their files).
+    pub client_identity: Option<SecretString>,
     pub timeout: Duration,
     pub service_name: String,
     /// The resource's other attributes.
     pub resource_attributes: Vec<(String, String)>,
     pub sampler: Sampler,
-}
-
-/// A client certificate and its key, as PEM files.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
 }
 
 /// Which traces are recorded.
@@ -274,24 +268,45 @@ impl TracingArgs {
                 headers.push((name, SecretString::from(value)));
             }
         }
-        let client_identity = match (
-            self.otel_exporter_otlp_client_certificate,
-            self.otel_exporter_otlp_client_key,
+        let invalid = |variable| move |reason| ConfigError::Invalid { variable, reason };
+        let ca_certificates = match (
+            self.otel_exporter_otlp_traces_certificate,
+            self.otel_exporter_otlp_certificate,
         ) {
-            (Some(certificate), Some(key)) => Some(ClientIdentity { certificate, key }),
+            (Some(path), _) => Some(
+                crate::tls::read_certificates(&path)
+                    .map_err(invalid("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"))?,
+            ),
+            (None, Some(path)) => Some(
+                crate::tls::read_certificates(&path)
+                    .map_err(invalid("OTEL_EXPORTER_OTLP_CERTIFICATE"))?,
+            ),
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Invalid {
-                    variable: "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-                    reason: "must be set with OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE".into(),
-                });
+        };
+        let client_identity = match both_or_neither(
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                self.otel_exporter_otlp_client_certificate,
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                self.otel_exporter_otlp_client_key,
+            ),
+        )? {
+            Some((certificate, key)) => {
+                let mut pem = crate::tls::read_certificates(&certificate)
+                    .map_err(invalid("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"))?;
+                pem.push(b'\n');
+                pem.extend(
+                    crate::tls::read_private_key(&key)
+                        .map_err(invalid("OTEL_EXPORTER_OTLP_CLIENT_KEY"))?,
+                );
+                // PEM is ASCII.
+                Some(SecretString::from(
+                    String::from_utf8_lossy(&pem).into_owned(),
+                ))
             }
-            (None, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    variable: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-                    reason: "must be set with OTEL_EXPORTER_OTLP_CLIENT_KEY".into(),
-                });
-            }
+            None => None,
         };
         let enabled = !self.otel_sdk_disabled && self.otel_traces_exporter == ExporterName::Otlp;
         Ok(TracingConfig {
@@ -301,9 +316,7 @@ impl TracingArgs {
                     .otel_exporter_otlp_traces_protocol
                     .unwrap_or(self.otel_exporter_otlp_protocol),
                 headers,
-                ca_certificates: self
-                    .otel_exporter_otlp_traces_certificate
-                    .or(self.otel_exporter_otlp_certificate),
+                ca_certificates,
                 client_identity,
                 timeout: Duration::from_millis(
                     self.otel_exporter_otlp_traces_timeout

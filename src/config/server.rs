@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 
-use crate::config::error::ConfigError;
+use crate::config::error::{ConfigError, both_or_neither};
 use crate::config::parse::{parse_duration, parse_positive_duration, parse_size};
 
 #[derive(Debug, Clone, Args)]
@@ -249,26 +249,12 @@ impl ListenerArgs {
             },
             ours => ours,
         };
-        let tls = match (cert, key) {
-            (Some(cert_file), Some(key_file)) => Some(ListenerTlsConfig {
+        let tls = both_or_neither(("SERVER_TLS_CERT_FILE", cert), ("SERVER_TLS_KEY_FILE", key))?
+            .map(|(cert_file, key_file)| ListenerTlsConfig {
                 cert_file,
                 key_file,
                 reload_interval: self.server_tls_reload_interval,
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Invalid {
-                    variable: "SERVER_TLS_KEY_FILE",
-                    reason: "must be set with SERVER_TLS_CERT_FILE".into(),
-                });
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    variable: "SERVER_TLS_CERT_FILE",
-                    reason: "must be set with SERVER_TLS_KEY_FILE".into(),
-                });
-            }
-        };
+            });
         Ok(ListenerConfig {
             header_read_timeout: self.http_header_read_timeout,
             idle_timeout: self.http_idle_timeout,

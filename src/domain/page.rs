@@ -171,13 +171,7 @@ impl Key {
     /// (`users`, or `events` with its filters: whatever names the list
     /// uniquely; the same name must be given to [`Key::from_cursor`]).
     pub(crate) fn to_cursor(self, list: &str, key: &CursorKey) -> String {
-        let mut bytes = [0u8; CURSOR_BYTES];
-        bytes[0] = CURSOR_VERSION;
-        bytes[1..9].copy_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
-        bytes[9..25].copy_from_slice(self.id.as_bytes());
-        let mac = key.mac(list, &bytes[..25]).finalize().into_bytes();
-        bytes[25..].copy_from_slice(&mac[..8]);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        cursor(self.created_at.timestamp_micros(), self.id, list, key)
     }
 
     /// Reads a cursor of the list named `list`; refuses one that is
@@ -220,6 +214,27 @@ impl Key {
         let id = Uuid::from_slice(&bytes[9..25]).map_err(|_| invalid())?;
         Ok(Self { created_at, id })
     }
+}
+
+/// The cursor of a key at `micros` with `id` in the list named `list`.
+fn cursor(micros: i64, id: Uuid, list: &str, key: &CursorKey) -> String {
+    let mut bytes = [0u8; CURSOR_BYTES];
+    bytes[0] = CURSOR_VERSION;
+    bytes[1..9].copy_from_slice(&micros.to_be_bytes());
+    bytes[9..25].copy_from_slice(id.as_bytes());
+    let mac = key.mac(list, &bytes[..25]).finalize().into_bytes();
+    bytes[25..].copy_from_slice(&mac[..8]);
+    hex(&bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// One page of results, how many there are in all, and where the next
@@ -324,12 +339,7 @@ mod tests {
             300_000_000_000_000_000,
             i64::MAX,
         ] {
-            let mut bytes = [0u8; CURSOR_BYTES];
-            bytes[0] = CURSOR_VERSION;
-            bytes[1..9].copy_from_slice(&micros.to_be_bytes());
-            let mac = secret().mac("users", &bytes[..25]).finalize().into_bytes();
-            bytes[25..].copy_from_slice(&mac[..8]);
-            let forged: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let forged = cursor(micros, Uuid::nil(), "users", &secret());
             let err = Key::from_cursor(&forged, "users", &secret()).unwrap_err();
             assert_eq!(err.field, "cursor", "{micros}");
         }
@@ -357,7 +367,7 @@ mod tests {
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
         bytes[25..].copy_from_slice(&hash.to_be_bytes());
-        let forged: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let forged = hex(&bytes);
         assert!(Key::from_cursor(&forged, "users", &secret()).is_err());
         assert_eq!(
             Key::from_cursor(&key.to_cursor("users", &secret()), "users", &secret()).unwrap(),

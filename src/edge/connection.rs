@@ -3,9 +3,9 @@
 //! and `HTTP_WRITE_TIMEOUT` (see [`super::server`]). A connection's reads
 //! ([`Watched`]), its requests ([`InProgress`]), their bodies
 //! ([`ReceivedBody`]) and their responses ([`TrackedBody`]) move its
-//! [`Phase`]; the task serving it reads the deadline. [`Waiting`] keeps
-//! every open connection's [`Activity`], for the listener to find the one
-//! to close at the connection cap.
+//! [`Phase`]; the task serving it reads the deadline. [`OpenConnections`]
+//! keeps every open connection's [`Activity`], for the listener to find the
+//! one to close at the connection cap.
 
 use std::collections::HashMap;
 use std::io;
@@ -232,12 +232,12 @@ type Open = (Arc<Activity>, Arc<Notify>);
 /// The open connections, for the accept loop to find the one that has
 /// waited longest for a request when the cap is reached.
 #[derive(Default)]
-pub(super) struct Waiting {
+pub(super) struct OpenConnections {
     connections: Mutex<HashMap<u64, Open>>,
     next_id: AtomicU64,
 }
 
-impl Waiting {
+impl OpenConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
         self.connections
             .lock()
@@ -258,36 +258,36 @@ impl Waiting {
     }
 }
 
-/// A connection's place under the cap, and in [`Waiting`], until dropped.
-pub(super) struct Held {
+/// A connection's place under the cap, and in [`OpenConnections`], until
+/// dropped.
+pub(super) struct Place {
     pub(super) activity: Arc<Activity>,
     pub(super) evict: Arc<Notify>,
-    waiting: Arc<Waiting>,
+    open: Arc<OpenConnections>,
     id: u64,
     _slot: OwnedSemaphorePermit,
 }
 
-impl Held {
-    pub(super) fn register(waiting: &Arc<Waiting>, slot: OwnedSemaphorePermit) -> Self {
+impl Place {
+    pub(super) fn register(open: &Arc<OpenConnections>, slot: OwnedSemaphorePermit) -> Self {
         let activity = Arc::new(Activity::new(Instant::now()));
         let evict = Arc::new(Notify::new());
-        let id = waiting.next_id.fetch_add(1, Ordering::Relaxed);
-        waiting
-            .lock()
+        let id = open.next_id.fetch_add(1, Ordering::Relaxed);
+        open.lock()
             .insert(id, (Arc::clone(&activity), evict.clone()));
         Self {
             activity,
             evict,
-            waiting: Arc::clone(waiting),
+            open: Arc::clone(open),
             id,
             _slot: slot,
         }
     }
 }
 
-impl Drop for Held {
+impl Drop for Place {
     fn drop(&mut self) {
-        self.waiting.lock().remove(&self.id);
+        self.open.lock().remove(&self.id);
     }
 }
 

@@ -131,25 +131,13 @@ impl Idempotency {
 
     /// Deletes the keys expired by now, a batch at a time.
     async fn purge(&self) {
-        let mut purged = 0;
-        loop {
-            match self
-                .store
-                .purge_idempotency_keys(Utc::now(), PURGE_BATCH)
-                .await
-            {
-                Ok(n) => {
-                    purged += n;
-                    if n < PURGE_BATCH as usize {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    let error = format!("{:#}", anyhow::Error::new(err));
-                    tracing::warn!(error, "failed to purge expired idempotency keys");
-                    break;
-                }
-            }
+        let (purged, failed) = crate::store::delete_in_batches(PURGE_BATCH, |batch| {
+            self.store.purge_idempotency_keys(Utc::now(), batch)
+        })
+        .await;
+        if let Some(err) = failed {
+            let error = format!("{:#}", anyhow::Error::new(err));
+            tracing::warn!(error, "failed to purge expired idempotency keys");
         }
         if purged > 0 {
             tracing::debug!(keys = purged, "purged expired idempotency keys");

@@ -34,7 +34,6 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{
-    Activity, Held, InProgress, ReceivedBody, Timeouts, TrackedBody, Waiting, Watched,
+    Activity, InProgress, OpenConnections, Place, ReceivedBody, Timeouts, TrackedBody, Watched,
 };
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
@@ -153,7 +152,7 @@ impl Listener {
             tls,
         });
         let slots = Arc::new(Semaphore::new(max_connections));
-        let waiting = Arc::new(Waiting::default());
+        let open = Arc::new(OpenConnections::default());
         loop {
             let (stream, remote) = tokio::select! {
                 () = token.cancelled() => break,
@@ -171,7 +170,7 @@ impl Listener {
             let slot = match Arc::clone(&slots).try_acquire_owned() {
                 Ok(slot) => slot,
                 Err(_) => {
-                    waiting.evict_longest();
+                    open.evict_longest();
                     tokio::select! {
                         () = token.cancelled() => break,
                         slot = Arc::clone(&slots).acquire_owned() => {
@@ -180,8 +179,8 @@ impl Listener {
                     }
                 }
             };
-            let held = Held::register(&waiting, slot);
-            tracker.spawn(Arc::clone(&connections).serve(stream, remote, held, token.clone()));
+            let place = Place::register(&open, slot);
+            tracker.spawn(Arc::clone(&connections).serve(stream, remote, place, token.clone()));
         }
         // New connections are refused from here on.
         drop(listener);
@@ -278,13 +277,13 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send,
 {
-    /// Serves one connection until it closes; `held` frees its place
+    /// Serves one connection until it closes; `place` frees its slot
     /// under the cap when dropped.
     async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
         remote: SocketAddr,
-        held: Held,
+        place: Place,
         token: CancellationToken,
     ) {
         let accepted = Instant::now();
@@ -295,8 +294,8 @@ where
         // alone, and the shared ones are locked once when it is made and
         // once when it is dropped.
         let token = token.child_token();
-        let activity = Arc::clone(&held.activity);
-        let evict = Arc::clone(&held.evict);
+        let activity = Arc::clone(&place.activity);
+        let evict = Arc::clone(&place.evict);
         let Some(tls) = &self.tls else {
             return self.serve_io(stream, remote, activity, token, evict).await;
         };

@@ -61,18 +61,14 @@ impl WriteBuffer {
 
     /// Room for a response of `size` bytes; `None` if none came in time.
     async fn reserve(&self, size: u64) -> Option<Reserved> {
-        let bytes = u32::try_from(size).unwrap_or(u32::MAX).min(self.limit);
-        let acquire = Arc::clone(&self.room).acquire_many_owned(bytes);
-        match tokio::time::timeout(self.wait, acquire).await {
-            Ok(Ok(permit)) => Some(Reserved {
-                _room: Arc::new(permit),
-            }),
-            Ok(Err(_)) | Err(_) => None,
-        }
+        let Held(permit) = self.hold(size).await?;
+        Some(Reserved {
+            _room: Arc::new(permit),
+        })
     }
 
-    /// Room for the rows of a page to be made, `bytes` at most, held
-    /// until dropped or shrunk; `None` if none came in time (503).
+    /// Room for `bytes` (all of it, if more), held until dropped or
+    /// shrunk; `None` if none came in time (503).
     pub(crate) async fn hold(&self, bytes: u64) -> Option<Held> {
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX).min(self.limit);
         let acquire = Arc::clone(&self.room).acquire_many_owned(bytes);
@@ -114,7 +110,7 @@ pub(super) async fn reserve_room(buffer: &WriteBuffer, mut response: Response) -
     }
 }
 
-/// Room held by a page's rows: see [`WriteBuffer::hold`].
+/// Room held in the write buffer: see [`WriteBuffer::hold`].
 #[derive(Debug)]
 pub(crate) struct Held(OwnedSemaphorePermit);
 

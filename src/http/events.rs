@@ -2,8 +2,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,15 +14,6 @@ use super::extract::{ApiJson, ApiQuery, EventId};
 use super::{ApiError, AppState, PageQuery, json_body};
 use crate::domain::{Event, EventData, EventFilter, EventType, NewEvent, ValidationError};
 use crate::edge::idempotency::Idempotent;
-use crate::edge::unsent::{Chunk, STREAM_ALLOWANCE, Streamed};
-
-/// Pages whose rows take less memory than this are made whole: their JSON
-/// is at most six times as long (every character escaped).
-const MADE_WHOLE_BELOW: usize = 16 * 1024;
-
-/// How much JSON a chunk of a streamed page gathers before it is sent
-/// (one more event at most).
-const CHUNK_BYTES: usize = 64 * 1024;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -171,79 +162,28 @@ pub(super) async fn list(
     // The rows' room before they are read: a page of large events is
     // megabytes, and many at once must not pass the write buffer.
     let most = usize::try_from(page.limit).unwrap_or(usize::MAX) * Event::MAX_HELD_BYTES;
-    let mut rows_room = state
+    let rows_room = state
         .write_buffer
         .hold(most as u64)
         .await
         .ok_or(ApiError::Overloaded)?;
     let events = state.service.list_events(&filter, page).await?;
-    let whole = EventList {
-        events: &events.items,
-        total: events.total,
-        page: page.number(),
-        limit: page.limit,
-        next_cursor: events.next.map(|next| next.to_cursor(&list, key)),
-    };
-    let rows: usize = events.items.iter().map(Event::held_bytes).sum();
-    if rows < MADE_WHOLE_BELOW {
-        drop(rows_room);
-        return Ok(axum::Json(whole).into_response());
-    }
-    rows_room.shrink_to(rows);
-    let allowance = state
-        .write_buffer
-        .hold(STREAM_ALLOWANCE as u64)
-        .await
-        .ok_or(ApiError::Overloaded)?;
-    // The page's JSON around its events, as the whole page has it.
-    let frame = serde_json::to_vec(&EventList {
-        events: &[],
-        ..whole
-    })
-    .map_err(|err| ApiError::Internal(err.into()))?;
-    let split = frame
-        .windows(2)
-        .position(|pair| pair == b"[]")
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no events array in {frame:?}")))?;
-    let chunks = PageChunks {
-        head: Some(frame[..=split].to_vec()),
-        events: events.items.into_iter(),
-        tail: Some(frame[split + 1..].to_vec()),
-        first: true,
-    };
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        axum::body::Body::new(Streamed::new(rows_room, allowance, chunks)),
+    let events_total = events.total;
+    let next_cursor = events.next.map(|next| next.to_cursor(&list, key));
+    super::page::respond(
+        &state.write_buffer,
+        rows_room,
+        events.items,
+        Event::held_bytes,
+        |events| {
+            serde_json::to_vec(&EventList {
+                events,
+                total: events_total,
+                page: page.number(),
+                limit: page.limit,
+                next_cursor: next_cursor.clone(),
+            })
+        },
     )
-        .into_response())
-}
-
-/// A page's JSON in chunks of about [`CHUNK_BYTES`], each event serialized
-/// when its chunk is asked for, and dropped then.
-struct PageChunks {
-    head: Option<Vec<u8>>,
-    events: std::vec::IntoIter<Event>,
-    tail: Option<Vec<u8>>,
-    first: bool,
-}
-
-impl Iterator for PageChunks {
-    type Item = Chunk;
-
-    fn next(&mut self) -> Option<Chunk> {
-        let mut json = self.head.take().unwrap_or_default();
-        let mut rows = 0;
-        while json.len() < CHUNK_BYTES {
-            let Some(event) = self.events.next() else {
-                json.extend(self.tail.take().unwrap_or_default());
-                break;
-            };
-            if !std::mem::take(&mut self.first) {
-                json.push(b',');
-            }
-            serde_json::to_writer(&mut json, &event).expect("an event serializes");
-            rows += event.held_bytes();
-        }
-        (!json.is_empty()).then_some(Chunk { json, rows })
-    }
+    .await
 }

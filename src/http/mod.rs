@@ -34,6 +34,7 @@ mod events;
 mod extract;
 pub(crate) mod health;
 pub(crate) mod openapi;
+mod page;
 mod users;
 
 use std::net::SocketAddr;

@@ -72,7 +72,10 @@ impl Pruner {
                 told = Some(window);
             }
             if let Some(window) = window {
-                self.prune(window, &token).await;
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = self.prune(window) => {}
+                }
             }
             let interval =
                 window.map_or(MAX_INTERVAL, |w| (w / 4).clamp(MIN_INTERVAL, MAX_INTERVAL));
@@ -90,28 +93,20 @@ impl Pruner {
     }
 
     /// Deletes the ids recorded more than `window` ago, a batch at a time.
-    async fn prune(&self, window: Duration, token: &CancellationToken) {
+    async fn prune(&self, window: Duration) {
         let Ok(window) = chrono::Duration::from_std(window) else {
             return;
         };
         let Some(before) = Utc::now().checked_sub_signed(window) else {
             return;
         };
-        let mut pruned = 0;
-        while !token.is_cancelled() {
-            match self.store.prune_processed_messages(before, BATCH).await {
-                Ok(n) => {
-                    pruned += n;
-                    if n < BATCH as usize {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    let error = format!("{:#}", anyhow::Error::new(err));
-                    tracing::warn!(error, "failed to prune processed message ids");
-                    break;
-                }
-            }
+        let (pruned, failed) = crate::store::delete_in_batches(BATCH, |batch| {
+            self.store.prune_processed_messages(before, batch)
+        })
+        .await;
+        if let Some(err) = failed {
+            let error = format!("{:#}", anyhow::Error::new(err));
+            tracing::warn!(error, "failed to prune processed message ids");
         }
         if pruned > 0 {
             tracing::debug!(ids = pruned, "pruned processed message ids");

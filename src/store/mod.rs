@@ -356,6 +356,31 @@ fn applied(outcome: Outcome) -> StoreResult<bool> {
 }
 
 /// Assembles an [`Activity`] from its summary row and per-type counts.
+/// Calls `delete` (which deletes up to `batch` rows, in a transaction of
+/// its own, and says how many) until a round deletes fewer: how many in
+/// all, and the error that ended the rounds early, if one did.
+pub(crate) async fn delete_in_batches<F, Fut>(
+    batch: u32,
+    mut delete: F,
+) -> (usize, Option<StoreError>)
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = StoreResult<usize>>,
+{
+    let mut deleted = 0;
+    loop {
+        match delete(batch).await {
+            Ok(n) => {
+                deleted += n;
+                if n < batch as usize {
+                    return (deleted, None);
+                }
+            }
+            Err(err) => return (deleted, Some(err)),
+        }
+    }
+}
+
 pub(crate) fn activity_from(
     user_id: Uuid,
     summary: Option<(i64, DateTime<Utc>)>,

@@ -77,40 +77,26 @@ fn sampler(sampler: Sampler) -> SdkSampler {
 }
 
 /// The HTTP client of the exports: the system's CAs or
-/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, and the client certificate if any.
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`'s, and the client certificate if any.
 fn http_client(export: &OtlpExport) -> anyhow::Result<reqwest::Client> {
-    let read = |path: &std::path::Path, variable: &str| {
-        std::fs::read(path)
-            .with_context(|| format!("failed to read {variable} ({})", path.display()))
-    };
     let mut builder = reqwest::Client::builder()
         .timeout(export.timeout)
         .connect_timeout(export.timeout);
-    if let Some(path) = &export.ca_certificates {
-        const VARIABLE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
-        let certificates = reqwest::Certificate::from_pem_bundle(&read(path, VARIABLE)?)
-            .with_context(|| format!("{VARIABLE} ({}) holds no PEM certificate", path.display()))?;
-        anyhow::ensure!(
-            !certificates.is_empty(),
-            "{VARIABLE} ({}) holds no PEM certificate",
-            path.display()
-        );
+    if let Some(pem) = &export.ca_certificates {
         builder = builder.tls_built_in_root_certs(false);
-        for certificate in certificates {
+        for certificate in reqwest::Certificate::from_pem_bundle(pem)
+            .context("OTEL_EXPORTER_OTLP_CERTIFICATE holds no usable certificate")?
+        {
             builder = builder.add_root_certificate(certificate);
         }
     }
-    if let Some(identity) = &export.client_identity {
-        let mut pem = read(
-            &identity.certificate,
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-        )?;
-        pem.push(b'\n');
-        pem.extend(read(&identity.key, "OTEL_EXPORTER_OTLP_CLIENT_KEY")?);
-        builder = builder.identity(reqwest::Identity::from_pem(&pem).context(
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY \
-             are not a PEM certificate and its key",
-        )?);
+    if let Some(pem) = &export.client_identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(pem.expose_secret().as_bytes()).context(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY \
+                 are not a certificate and its key",
+            )?,
+        );
     }
     builder
         .build()
