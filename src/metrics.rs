@@ -133,6 +133,8 @@ pub struct Metrics {
     pub(crate) outbox_oldest_age: Gauge<f64, AtomicU64>,
     /// How long processed messages' ids are kept (-1: forever).
     pub(crate) processed_ids_kept: Gauge,
+    /// Events removed past `EVENTS_RETENTION`.
+    pub(crate) events_expired: Counter,
     /// Deliveries taken from the bus that no worker has started.
     pub worker_queue_depth: Gauge,
     pub worker_in_flight: Gauge,
@@ -240,6 +242,12 @@ impl Metrics {
             "How long the ids of processed messages are kept to recognize a message delivered \
              again (PROCESSED_MESSAGES_RETENTION; -1: forever, the bus keeps messages forever)",
             processed_ids_kept.clone(),
+        );
+        let events_expired = Counter::default();
+        registry.register(
+            "events_expired",
+            "Events removed because they were older than EVENTS_RETENTION",
+            events_expired.clone(),
         );
         let worker_queue_depth = Gauge::default();
         registry.register(
@@ -363,6 +371,7 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_age,
             processed_ids_kept,
+            events_expired,
             worker_queue_depth,
             worker_in_flight,
             worker_queue_capacity,

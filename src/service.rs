@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -22,7 +23,7 @@ use crate::domain::{
     self, Activity, CursorKey, Event, EventFilter, EventMessage, NewEvent, NewUser, Page, PageOf,
     User, UserPatch,
 };
-use crate::store::{IdempotencyKey, Store, StoreError, Write, Written};
+use crate::store::{IdempotencyKey, Store, StoreError, Write, Written, retention};
 use crate::telemetry::trace_context;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,9 @@ pub(crate) struct Service {
     writes: TaskTracker,
     /// The cursors' MAC key: `CURSOR_SECRET`, else the database's.
     cursor_key: tokio::sync::OnceCell<CursorKey>,
+    /// `EVENTS_RETENTION`: older events are not found, whatever a cache
+    /// still holds.
+    events_retention: Option<Duration>,
 }
 
 /// The name of the cursors' key among the database's shared secrets.
@@ -92,7 +96,14 @@ impl Service {
             relay_wakeup,
             writes: TaskTracker::new(),
             cursor_key: tokio::sync::OnceCell::new_with(cursor_secret.map(CursorKey::new)),
+            events_retention: None,
         }
+    }
+
+    /// Hides events older than `keep` (`EVENTS_RETENTION`).
+    pub(crate) fn with_events_retention(mut self, keep: Option<Duration>) -> Self {
+        self.events_retention = keep;
+        self
     }
 
     /// The key of the list cursors' MAC: `CURSOR_SECRET`, else the one
@@ -259,12 +270,34 @@ impl Service {
     }
 
     pub(crate) async fn get_event(&self, id: Uuid) -> ServiceResult<Bytes> {
-        self.cache
+        let now = domain::now();
+        let expired = |created_at| {
+            self.events_retention
+                .is_some_and(|keep| retention::expired(id, created_at, keep, now))
+        };
+        if expired(None) {
+            return Err(ServiceError::EventNotFound);
+        }
+        let event = self
+            .cache
             .get_or_load(CacheKind::Event, id, || async {
                 Ok(self.store.get_event(id).await?.as_ref().map(to_json))
             })
             .await?
-            .ok_or(ServiceError::EventNotFound)
+            .ok_or(ServiceError::EventNotFound)?;
+        if self.events_retention.is_some() && id.get_version_num() != 7 {
+            // An id that tells no time (an event the Go service made):
+            // the time is in the record.
+            #[derive(serde::Deserialize)]
+            struct Created {
+                created_at: chrono::DateTime<chrono::Utc>,
+            }
+            let created = serde_json::from_slice::<Created>(&event).ok();
+            if expired(created.map(|c| c.created_at)) {
+                return Err(ServiceError::EventNotFound);
+            }
+        }
+        Ok(event)
     }
 
     pub(crate) async fn list_events(

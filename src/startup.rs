@@ -101,7 +101,8 @@ impl Application {
                 .cursor_secret
                 .as_ref()
                 .map(|secret| secrecy::ExposeSecret::expose_secret(secret).as_bytes()),
-        );
+        )
+        .with_events_retention(config.database.events_retention);
         let readiness = Arc::new(Readiness::default());
         let health = Health::new(
             Arc::clone(&readiness),
@@ -157,6 +158,7 @@ impl Application {
             subscriber,
             relay,
             processed_kept_for: config.workers.processed_messages_retention,
+            events_retention: config.database.events_retention,
             processor: EventProcessor {
                 store: Arc::clone(&store),
                 dead_letters: Arc::clone(&publisher),

@@ -25,6 +25,8 @@ pub struct DatabaseConfig {
     pub write_batch_max: u32,
     /// How long a transaction waits for more writes before it commits.
     pub write_batch_window: Duration,
+    /// How long events are kept (`EVENTS_RETENTION`); `None`: forever.
+    pub events_retention: Option<Duration>,
 }
 
 /// The store: PostgreSQL when `DATABASE_URL` (postgres:) or `DB_HOST` is
@@ -146,6 +148,31 @@ pub(super) struct DatabaseArgs {
         default_value = "./data/highload.db"
     )]
     sqlite_path: PathBuf,
+
+    /// How long events are kept: off (forever), or a duration (7d, 720h); older events leave
+    /// the lists, their totals and GET /events/{id}. The activity they added up to stays
+    #[arg(long, env = "EVENTS_RETENTION", value_name = "EVENTS_RETENTION", default_value = "off",
+          value_parser = parse_retention)]
+    events_retention: Retention,
+}
+
+/// `EVENTS_RETENTION`: `off`, or how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retention(Option<Duration>);
+
+fn parse_retention(raw: &str) -> Result<Retention, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(Retention(None));
+    }
+    match parse_duration(raw)? {
+        d if d < Duration::from_secs(1) => {
+            Err(format!("{raw:?} is too short: at least 1s, or off"))
+        }
+        d if d > Duration::from_secs(100 * 365 * 86_400) => {
+            Err(format!("{raw:?} is too long: at most 100 years, or off"))
+        }
+        d => Ok(Retention(Some(d))),
+    }
 }
 
 impl DatabaseArgs {
@@ -171,6 +198,7 @@ impl DatabaseArgs {
             acquire_timeout: self.db_acquire_timeout,
             write_batch_max: self.write_batch_max,
             write_batch_window: self.write_batch_window,
+            events_retention: self.events_retention.0,
         })
     }
 }
@@ -398,6 +426,18 @@ mod tests {
         match &config.database.backend {
             DatabaseBackend::Postgres(options) => options.connect_options(),
             other => panic!("expected PostgreSQL, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_retention_is_off_or_a_duration_of_at_least_a_second() {
+        assert_eq!(parse(&[]).unwrap().database.events_retention, None);
+        let kept =
+            |raw: &str| parse(&["--events-retention", raw]).map(|c| c.database.events_retention);
+        assert_eq!(kept(" OFF ").unwrap(), None);
+        assert_eq!(kept("7d").unwrap(), Some(Duration::from_secs(7 * 86_400)));
+        for refused in ["0s", "500ms", "forever", "-1d"] {
+            assert!(kept(refused).is_err(), "{refused} was accepted");
         }
     }
 

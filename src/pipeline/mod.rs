@@ -28,6 +28,7 @@ use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::store::Store;
+use crate::store::retention::EventRetention;
 use crate::supervisor::Supervisor;
 
 pub(crate) use processor::EventProcessor;
@@ -42,6 +43,8 @@ pub(crate) struct Pipeline {
     pub relay: Option<OutboxRelay>,
     /// How long processed messages' ids are kept (`PROCESSED_MESSAGES_RETENTION`).
     pub processed_kept_for: crate::config::KeptFor,
+    /// How long events are kept (`EVENTS_RETENTION`; `None`: forever).
+    pub events_retention: Option<Duration>,
     pub processor: EventProcessor,
     pub workers: usize,
     pub queue_capacity: usize,
@@ -89,6 +92,14 @@ impl Pipeline {
         let pruning = supervisor.spawn("processed message pruning", |token| {
             pruner.run_until_stopped(token)
         });
+        let retention = EventRetention {
+            store: Arc::clone(&self.store),
+            keep: self.events_retention,
+            metrics: Arc::clone(&self.metrics),
+        };
+        let expiry = supervisor.spawn("event retention", |token| {
+            retention.run_until_stopped(token)
+        });
         let consumer = supervisor.spawn("consumer", move |token| {
             // The workers watch the consumer's token: once it stops
             // fetching, a message that keeps failing is left for
@@ -112,7 +123,8 @@ impl Pipeline {
         };
         let consumed = consumer.stop().await;
         let pruned = pruning.stop().await;
-        relayed.and(consumed).and(pruned)
+        let expired = expiry.stop().await;
+        relayed.and(consumed).and(pruned).and(expired)
     }
 }
 

@@ -42,6 +42,7 @@ pub(crate) async fn open(database: &DatabaseConfig, connections: u32) -> anyhow:
                 options.connect_options(),
                 connections,
                 database.acquire_timeout,
+                database.events_retention,
             ));
             Opened {
                 store: Arc::clone(&store) as Arc<dyn Store>,

@@ -280,6 +280,18 @@ impl Store for GroupCommit {
         self.inner.shared_secret(name, fresh).await
     }
 
+    async fn prepare_events(&self, now: chrono::DateTime<chrono::Utc>) -> StoreResult<usize> {
+        self.inner.prepare_events(now).await
+    }
+
+    async fn expire_events(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> StoreResult<usize> {
+        self.inner.expire_events(before, limit).await
+    }
+
     async fn close(&self) {
         self.commits.close();
         self.commits.wait().await;

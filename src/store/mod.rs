@@ -21,8 +21,10 @@ mod counts;
 mod group;
 mod idempotency;
 mod migrate;
+pub(crate) mod partitions;
 pub(crate) mod postgres;
 mod purge;
+pub(crate) mod retention;
 mod rows;
 mod sql;
 pub(crate) mod sqlite;
@@ -323,6 +325,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// replica of this database: `fresh` is stored as it if none is yet
     /// (the first caller's wins).
     async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String>;
+
+    /// Makes room for the events created until `now` plus a margin
+    /// (PostgreSQL: the partitions of `events`, see [`partitions`]); how
+    /// many partitions it created.
+    async fn prepare_events(&self, now: DateTime<Utc>) -> StoreResult<usize>;
+
+    /// Removes events created before `before`, with what they counted in
+    /// the lists' totals: whole partitions whose events are all older
+    /// (PostgreSQL), then up to `limit` rows one by one; how many events.
+    /// The activity they added up to stays.
+    async fn expire_events(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<usize>;
 
     /// Waits for in-flight queries and closes connections.
     async fn close(&self);

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::OutboxRow;
 use super::migrate::{self, Embedded};
+use super::partitions;
 use super::rows::outbox_row_from_row;
 use super::sql::{Dialect, NamedPool, Sorted, SqlStore, cached, placeholders_from};
 
@@ -27,11 +28,13 @@ pub(crate) struct Pg;
 pub(crate) type PostgresStore = SqlStore<Pg>;
 
 impl PostgresStore {
-    /// Creates the pool without connecting.
+    /// Creates the pool without connecting. New partitions of `events` are
+    /// as long as `EVENTS_RETENTION` (`events_retention`) asks.
     pub(crate) fn connect_lazy(
         options: PgConnectOptions,
         max_connections: u32,
         acquire_timeout: Duration,
+        events_retention: Option<Duration>,
     ) -> Self {
         let options = options.application_name("highload");
         let pool = PgPoolOptions::new()
@@ -44,6 +47,7 @@ impl PostgresStore {
             .idle_timeout(Duration::from_secs(600))
             .connect_lazy_with(options);
         SqlStore::new(NamedPool::new("main", pool), None)
+            .with_event_partitions(partitions::width_for(events_retention))
     }
 }
 

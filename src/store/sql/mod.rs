@@ -66,6 +66,7 @@ mod api_keys;
 mod dialect;
 mod outbox;
 mod read;
+mod retention;
 mod statements;
 #[cfg(test)]
 mod tests;
@@ -114,6 +115,9 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// Removes deleted users' events after the users, when the dialect
     /// defers them.
     deferred_deletes: Option<DeferredDeletes>,
+    /// How long each new partition of `events` is, where `events` is
+    /// partitioned (PostgreSQL).
+    partition_width: Option<Duration>,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -122,7 +126,14 @@ impl<D: Dialect> SqlStore<D> {
             writer,
             reader,
             deferred_deletes: None,
+            partition_width: None,
         }
+    }
+
+    /// Partitions `events` in ranges of `width` (PostgreSQL).
+    pub(crate) fn with_event_partitions(mut self, width: Duration) -> Self {
+        self.partition_width = Some(width);
+        self
     }
 
     /// The task that removes deleted users' events, for a dialect that
@@ -214,6 +225,8 @@ impl<D: Dialect> Store for SqlStore<D>] {
         if let Some(task) = &self.deferred_deletes {
             task.wake();
         }
+        // Partitions for the writes to come, before any is taken.
+        self.prepare_events(Utc::now()).await?;
         Ok(())
     }
 
@@ -312,6 +325,21 @@ impl<D: Dialect> Store for SqlStore<D>] {
 
     async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
         self.store_or_read_secret(name, fresh).await
+    }
+
+    async fn prepare_events(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        match self.partition_width {
+            Some(width) => self.create_partitions(now, width).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn expire_events(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<usize> {
+        let dropped = match self.partition_width {
+            Some(_) => self.drop_expired_partitions(before).await?,
+            None => 0,
+        };
+        Ok(dropped + self.delete_expired_events(before, limit).await?)
     }
 
     async fn close(&self) {

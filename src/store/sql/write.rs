@@ -515,7 +515,7 @@ with_driver_bounds! {
     }
 
     /// Applies the counts, then commits.
-    async fn commit(mut tx: Transaction<'static, D::Db>, counts: Counts) -> StoreResult<()> {
+    pub(super) async fn commit(mut tx: Transaction<'static, D::Db>, counts: Counts) -> StoreResult<()> {
         Self::apply_counts(&mut tx, counts).await?;
         tx.commit()
             .await

@@ -29,9 +29,11 @@ use crate::store::postgres::{Pg, PostgresStore};
 use crate::store::sqlite::{Lite, SqliteStore};
 use crate::store::{OutboxRow, Outcome, Store, StoreError, Write, Written};
 
+mod expiry;
 mod postgres_only;
 mod pruning;
 
+use expiry::expired_events_leave_with_their_totals;
 use pruning::processed_ids_are_forgotten_oldest_first_and_only_before_the_cut;
 
 /// Defines each listed `async fn name<D: Backend>()` as a test on SQLite
@@ -65,6 +67,7 @@ conformance!(
     an_activity_is_read_from_one_snapshot,
     a_page_and_its_total_are_read_from_one_snapshot,
     processed_ids_are_forgotten_oldest_first_and_only_before_the_cut,
+    expired_events_leave_with_their_totals,
 );
 
 /// What the suite needs of a backend beyond its [`Dialect`].
@@ -694,7 +697,7 @@ impl Backend for Lite {
 impl Backend for Pg {
     async fn fresh() -> Fresh {
         let (admin, name, options) = postgres_database().await;
-        let store = PostgresStore::connect_lazy(options.clone(), 4, Duration::from_secs(5));
+        let store = PostgresStore::connect_lazy(options.clone(), 4, Duration::from_secs(5), None);
         store.migrate().await.unwrap();
         Fresh {
             store: Arc::new(store),

@@ -158,7 +158,7 @@ async fn a_database_of_the_go_services_latest_version_is_taken_over() {
     ] {
         sqlx::query(statement).execute(&go).await.unwrap();
     }
-    let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5));
+    let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5), None);
     store
         .migrate()
         .await
@@ -177,6 +177,102 @@ async fn a_database_of_the_go_services_latest_version_is_taken_over() {
         kept,
         (1, 1, 1),
         "Go's keys kept aside, its accounts kept, ours created"
+    );
+    store.close().await;
+    go.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+/// A database whose `events` has rows (the Go service's, here 5,000 over
+/// the last 30 days) is partitioned in place: every row stays listed and
+/// counted, read by id, guarded by its user; and expiry takes the older
+/// half with what it counted.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (TEST_DATABASE_URL); run with --include-ignored"]
+async fn a_populated_events_table_is_partitioned_in_place() {
+    let (admin, name, options) = super::postgres_database().await;
+    let go = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
+    for statement in [
+        "CREATE TABLE users (id UUID PRIMARY KEY, email VARCHAR(255) NOT NULL UNIQUE, \
+         first_name VARCHAR(100) NOT NULL, last_name VARCHAR(100) NOT NULL, \
+         created_at TIMESTAMPTZ NOT NULL DEFAULT now(), updated_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        "CREATE TABLE events (id UUID PRIMARY KEY, \
+         user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE, \
+         type VARCHAR(100) NOT NULL, data TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        "INSERT INTO users (id, email, first_name, last_name) \
+         SELECT gen_random_uuid(), 'u' || g || '@example.com', 'A', 'B' FROM generate_series(1, 2) g",
+        "INSERT INTO events (id, user_id, type, data, created_at) \
+         SELECT gen_random_uuid(), (array_agg(u.id))[1 + g % 2], 't' || (g % 3), '{}', \
+                now() - make_interval(mins => g * 8) \
+         FROM generate_series(1, 5000) g, users u GROUP BY g",
+    ] {
+        sqlx::query(statement).execute(&go).await.unwrap();
+    }
+    let newest: (uuid::Uuid, uuid::Uuid) =
+        sqlx::query_as("SELECT id, user_id FROM events ORDER BY created_at DESC, id DESC LIMIT 1")
+            .fetch_one(&go)
+            .await
+            .unwrap();
+    let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5), None);
+    store.migrate().await.unwrap();
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
+            .fetch_one(&go)
+            .await
+            .unwrap();
+    assert_eq!(kind, "p", "events is partitioned");
+    let all = store
+        .list_events(&EventFilter::default(), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(all.total, 5000);
+    assert_eq!(all.items[0].id, newest.0, "newest first, as before");
+    assert!(store.get_event(newest.0).await.unwrap().is_some());
+    let by_user = EventFilter {
+        user_id: Some(newest.1),
+        event_type: None,
+    };
+    assert_eq!(
+        store
+            .list_events(&by_user, Page::default())
+            .await
+            .unwrap()
+            .total,
+        2500
+    );
+    let stranger = uuid::Uuid::now_v7();
+    let refused = store.write_one(event(stranger)).await;
+    assert!(
+        matches!(refused, Err(StoreError::UserNotFound)),
+        "{refused:?}"
+    );
+    let written = store.write_one(event(newest.1)).await;
+    assert!(matches!(written, Ok(Written::Created)), "{written:?}");
+
+    let before =
+        chrono::Utc::now() - chrono::Duration::minutes(8 * 2500) - chrono::Duration::seconds(30);
+    let (removed, failed) =
+        crate::store::delete_in_batches(1000, |batch| store.expire_events(before, batch)).await;
+    assert!(failed.is_none(), "{failed:?}");
+    assert_eq!(
+        removed, 2500,
+        "events 2,501 to 5,000 are older than the cut"
+    );
+    let left = store
+        .list_events(&EventFilter::default(), Page::default())
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&go)
+        .await
+        .unwrap();
+    assert_eq!(
+        (left.total, rows),
+        (2501, 2501),
+        "the younger half and the new one"
     );
     store.close().await;
     go.close().await;

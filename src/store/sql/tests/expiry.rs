@@ -1,0 +1,108 @@
+//! Removing expired events (`Store::expire_events`).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Backend, Place};
+use crate::domain::{Event, EventFilter, EventMessage, EventType, Page};
+use crate::store::{Write, delete_in_batches};
+
+fn created_at(user_id: Uuid, event_type: &str, at: DateTime<Utc>) -> (Event, Write) {
+    let event = Event {
+        id: Uuid::now_v7(),
+        user_id,
+        event_type: event_type.into(),
+        data: "{}".into(),
+        created_at: at,
+    };
+    let write = Write::CreateEvent {
+        message: EventMessage::for_event(&event),
+        event: event.clone(),
+    };
+    (event, write)
+}
+
+/// Events created before the cut leave, with what they counted in each
+/// total; those after stay, and new ones are still taken. On PostgreSQL
+/// the partitions wholly before the cut are dropped (the history among
+/// them) and the one across it loses its older rows.
+pub(super) async fn expired_events_leave_with_their_totals<D: Backend>() {
+    let db = D::fresh().await;
+    let store = db.store();
+    let (ada, created) = crate::store::new_user("ada@example.com");
+    store
+        .write_one(Write::CreateUser {
+            user: ada.clone(),
+            message: created,
+        })
+        .await
+        .unwrap();
+    let now = Utc::now();
+    // Past the hour the history partition ends at (PostgreSQL).
+    let hour = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 3600, 0).unwrap();
+    let t = hour + chrono::Duration::hours(3);
+    let minutes = chrono::Duration::minutes;
+    let plan = [
+        ("a", now - chrono::Duration::days(3)),
+        ("b", now - minutes(1)),
+        ("a", t + minutes(10)),
+        ("b", t + minutes(50)),
+        ("a", t + minutes(90)),
+    ];
+    let mut events = Vec::new();
+    for (kind, at) in plan {
+        let (event, write) = created_at(ada.id, kind, at);
+        store.write_one(write).await.unwrap();
+        events.push(event);
+    }
+    let before = t + minutes(30);
+    let (removed, failed) = delete_in_batches(2, |batch| store.expire_events(before, batch)).await;
+    assert!(failed.is_none(), "{failed:?}");
+    assert_eq!(removed, 3);
+    for (n, event) in events.iter().enumerate() {
+        let found = store.get_event(event.id).await.unwrap();
+        assert_eq!(found.is_some(), n >= 3, "event {n} ({})", event.created_at);
+    }
+    let total = |user_id: Option<Uuid>, kind: Option<&str>| {
+        let filter = EventFilter {
+            user_id,
+            event_type: kind.map(|k| EventType::parse("type", k).unwrap()),
+        };
+        let store = store.clone();
+        async move {
+            let page = store
+                .list_events(
+                    &filter,
+                    Page {
+                        limit: 100,
+                        ..Page::default()
+                    },
+                )
+                .await
+                .unwrap();
+            (page.items.len() as u64, page.total)
+        }
+    };
+    assert_eq!(total(None, None).await, (2, 2));
+    assert_eq!(total(Some(ada.id), None).await, (2, 2));
+    assert_eq!(total(None, Some("a")).await, (1, 1));
+    assert_eq!(total(Some(ada.id), Some("b")).await, (1, 1));
+    assert_eq!(store.expire_events(before, 2).await.unwrap(), 0);
+
+    let (_, later) = created_at(ada.id, "a", t + minutes(40));
+    store.write_one(later).await.unwrap();
+    assert_eq!(total(None, None).await, (3, 3));
+    if let Place::Postgres { options, .. } = &db.place {
+        let pool = sqlx::PgPool::connect_with((**options).clone())
+            .await
+            .unwrap();
+        let history: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('events_history')::text")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(history, None, "the history partition is dropped whole");
+        pool.close().await;
+    }
+    db.finish().await;
+}
