@@ -5,6 +5,9 @@
 #   PostgreSQL  127.0.0.1:5432  Debian's package, installed when missing;
 #                               user postgres, password postgres, and the
 #                               database highload_db (env.example's)
+#   replica     127.0.0.1:5433  a streaming replica of that PostgreSQL (hot
+#                               standby, copied with pg_basebackup into
+#                               .dev/pg-replica), for reads from a replica
 #   Redis       127.0.0.1:6379  Debian's package, installed when missing
 #   Kafka       127.0.0.1:9092  Apache Kafka in KRaft mode (scripts/kafka.sh:
 #                               the version in scripts/kafka/pom.xml, fetched
@@ -22,11 +25,8 @@
 #                                    10000 above each)
 #                                    (replication factor 3,
 #                                    min.insync.replicas=2)
-#   PG_REPLICA=1 scripts/dev-services.sh
-#                                    also a streaming replica of PostgreSQL
-#                                    on 127.0.0.1:5433 (hot standby, copied
-#                                    with pg_basebackup, in .dev/pg-replica),
-#                                    for reads from a replica
+#   PG_REPLICA=0 scripts/dev-services.sh
+#                                    no replica
 #
 # Redis and Kafka keep their data and logs in .dev/ (HIGHLOAD_DEV_DIR).
 set -euo pipefail
@@ -37,7 +37,7 @@ KAFKA_DIR=$DEV_DIR/kafka
 KAFKA_PORT=9092
 KAFKA_NODES=${KAFKA_NODES:-1}
 DATABASE=highload_db
-PG_REPLICA=${PG_REPLICA:-0}
+PG_REPLICA=${PG_REPLICA:-1}
 REPLICA_PORT=5433
 REPLICA_DIR=$DEV_DIR/pg-replica
 
@@ -108,30 +108,62 @@ prepare_postgres() {
 # directory (pg_basebackup -R: streaming from 127.0.0.1:5432 as postgres),
 # run by the same binaries with a configuration of its own (Debian keeps
 # the primary's in /etc, which the copy lacks).
+# psql on the primary (pg_primary SQL) and on the replica (pg_replica SQL).
+pg_primary() { psql -X -w -h 127.0.0.1 -p 5432 -U "${PGUSER:-postgres}" -d postgres -tAq -c "$1"; }
+pg_replica() { psql -X -w -h 127.0.0.1 -p $REPLICA_PORT -U "${PGUSER:-postgres}" -d postgres -tAq -c "$1"; }
+
+# The replica streams from the primary through a replication slot, so that
+# the primary keeps the WAL it has not received yet (without one, a replica
+# stopped for a while finds that WAL gone and never catches up again).
+REPLICA_SLOT=highload_replica
+
+copy_replica() {
+  local bin=$1
+  rm -rf "$REPLICA_DIR"
+  mkdir -p "$REPLICA_DIR"
+  [ "$(id -u)" != 0 ] || chown postgres:postgres "$REPLICA_DIR"
+  chmod 700 "$REPLICA_DIR"
+  pg_primary "SELECT pg_drop_replication_slot('$REPLICA_SLOT') FROM pg_replication_slots \
+              WHERE slot_name = '$REPLICA_SLOT' AND NOT active" >/dev/null
+  log "copying the primary into $REPLICA_DIR (pg_basebackup)"
+  as_postgres env PGPASSWORD="$PGPASSWORD" "$bin/pg_basebackup" -h 127.0.0.1 -p 5432 \
+    -U "${PGUSER:-postgres}" -D "$REPLICA_DIR" -R -X stream -c fast -C -S "$REPLICA_SLOT"
+  as_postgres sh -c "printf '%s\n' \
+    'local all all peer' 'host all all 127.0.0.1/32 scram-sha-256' >'$REPLICA_DIR/pg_hba.conf'
+    : >'$REPLICA_DIR/pg_ident.conf'
+    printf '%s\n' \"port = $REPLICA_PORT\" \"listen_addresses = '127.0.0.1'\" \
+      \"unix_socket_directories = '$REPLICA_DIR'\" 'hot_standby = on' \
+      'hot_standby_feedback = on' >'$REPLICA_DIR/postgresql.conf'"
+}
+
+# Whether the replica streams from the primary within 10 s.
+replica_streams() {
+  for _ in $(seq 50); do
+    [ "$(pg_replica "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" = 1 ] \
+      && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
 start_replica() {
   if port_open $REPLICA_PORT; then log "a PostgreSQL replica is up on 127.0.0.1:$REPLICA_PORT"; return; fi
   local bin
   bin=/usr/lib/postgresql/$(pg_version)/bin
-  if [ ! -f "$REPLICA_DIR/standby.signal" ]; then
-    rm -rf "$REPLICA_DIR"
-    mkdir -p "$REPLICA_DIR"
-    [ "$(id -u)" != 0 ] || chown postgres:postgres "$REPLICA_DIR"
-    chmod 700 "$REPLICA_DIR"
-    log "copying the primary into $REPLICA_DIR (pg_basebackup)"
-    as_postgres env PGPASSWORD="$PGPASSWORD" "$bin/pg_basebackup" -h 127.0.0.1 -p 5432 \
-      -U "${PGUSER:-postgres}" -D "$REPLICA_DIR" -R -X stream -c fast
-    as_postgres sh -c "printf '%s\n' \
-      'local all all peer' 'host all all 127.0.0.1/32 scram-sha-256' >'$REPLICA_DIR/pg_hba.conf'
-      : >'$REPLICA_DIR/pg_ident.conf'
-      printf '%s\n' \"port = $REPLICA_PORT\" \"listen_addresses = '127.0.0.1'\" \
-        \"unix_socket_directories = '$REPLICA_DIR'\" 'hot_standby = on' \
-        'hot_standby_feedback = on' >'$REPLICA_DIR/postgresql.conf'"
-  fi
+  [ -f "$REPLICA_DIR/standby.signal" ] || copy_replica "$bin"
   log "starting a streaming replica on 127.0.0.1:$REPLICA_PORT (log in $REPLICA_DIR/replica.log)"
   as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/replica.log" -w -t 60 start >/dev/null
   wait_for_port $REPLICA_PORT "the PostgreSQL replica" 30
-  [ "$(psql -X -w -h 127.0.0.1 -p $REPLICA_PORT -U "${PGUSER:-postgres}" -d postgres -tAq \
-       -c 'SELECT pg_is_in_recovery()')" = t ] || die "127.0.0.1:$REPLICA_PORT is not a standby"
+  [ "$(pg_replica 'SELECT pg_is_in_recovery()')" = t ] || die "127.0.0.1:$REPLICA_PORT is not a standby"
+  if ! replica_streams; then
+    # A copy of another primary, or one whose WAL the primary no longer has.
+    log "the replica in $REPLICA_DIR does not stream from the primary; copying it again"
+    as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -w -t 60 stop -m fast >/dev/null
+    copy_replica "$bin"
+    as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/replica.log" -w -t 60 start >/dev/null
+    wait_for_port $REPLICA_PORT "the PostgreSQL replica" 30
+    replica_streams || die "the replica on 127.0.0.1:$REPLICA_PORT does not stream (see $REPLICA_DIR/replica.log)"
+  fi
 }
 
 start_redis() {

@@ -131,6 +131,11 @@ impl Application {
                 &config.guard,
                 Arc::clone(&store),
                 &auth.verified(),
+                config
+                    .database
+                    .read_replica
+                    .as_ref()
+                    .map(|replica| replica.max_lag),
             )),
             auth,
             accounts: match &config.auth.accounts {

@@ -27,6 +27,17 @@ pub struct DatabaseConfig {
     pub write_batch_window: Duration,
     /// How long events are kept (`EVENTS_RETENTION`); `None`: forever.
     pub events_retention: Option<Duration>,
+    /// A streaming replica that takes reads (`DATABASE_READ_URL` or
+    /// `DB_READ_HOST`).
+    pub read_replica: Option<ReadReplica>,
+}
+
+/// A PostgreSQL replica for reads, and how far behind it may be.
+#[derive(Debug, Clone)]
+pub struct ReadReplica {
+    pub options: PostgresOptions,
+    /// `DB_READ_MAX_LAG`: further behind, reads go to the primary.
+    pub max_lag: Duration,
 }
 
 /// The store: PostgreSQL when `DATABASE_URL` (postgres:) or `DB_HOST` is
@@ -113,6 +124,28 @@ pub(super) struct DatabaseArgs {
     )]
     db_password: SecretString,
 
+    /// PostgreSQL streaming replica that takes reads (postgres://user:pass@replica:5432/db); overrides DB_READ_HOST
+    #[arg(
+        long,
+        env = "DATABASE_READ_URL",
+        value_name = "DATABASE_READ_URL",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    database_read_url: Option<SecretString>,
+
+    /// Host of a PostgreSQL streaming replica that takes reads, with the other DB_* settings
+    #[arg(long, env = "DB_READ_HOST", value_name = "DB_READ_HOST")]
+    db_read_host: Option<String>,
+
+    /// Port of the replica at DB_READ_HOST (default: DB_PORT)
+    #[arg(long, env = "DB_READ_PORT", value_name = "DB_READ_PORT")]
+    db_read_port: Option<u16>,
+
+    /// How far the replica may be behind the primary before reads go to the primary
+    #[arg(long, env = "DB_READ_MAX_LAG", value_name = "DB_READ_MAX_LAG", default_value = "1s", value_parser = parse_duration)]
+    db_read_max_lag: Duration,
+
     /// PostgreSQL database
     #[arg(
         long,
@@ -190,8 +223,9 @@ impl DatabaseArgs {
                     .database(&self.db_name);
                 DatabaseBackend::Postgres(tls.apply(options, None)?.into())
             }
-            (None, None) => DatabaseBackend::Sqlite(self.sqlite_path),
+            (None, None) => DatabaseBackend::Sqlite(self.sqlite_path.clone()),
         };
+        let read_replica = self.read_replica(&backend, tls)?;
         Ok(DatabaseConfig {
             backend,
             max_connections: self.db_max_connections,
@@ -199,7 +233,60 @@ impl DatabaseArgs {
             write_batch_max: self.write_batch_max,
             write_batch_window: self.write_batch_window,
             events_retention: self.events_retention.0,
+            read_replica,
         })
+    }
+
+    /// The replica of `DATABASE_READ_URL`, or of `DB_READ_HOST` with the
+    /// primary's other `DB_*` settings; TLS as the primary's.
+    fn read_replica(
+        &self,
+        primary: &DatabaseBackend,
+        tls: &PostgresTlsArgs,
+    ) -> Result<Option<ReadReplica>, ConfigError> {
+        let options = match (&self.database_read_url, &self.db_read_host) {
+            (None, None) => return Ok(None),
+            (Some(url), _) => {
+                let url = url.expose_secret();
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return Err(ConfigError::Scheme {
+                        variable: "DATABASE_READ_URL",
+                        expected: "postgres:// or postgresql://",
+                    });
+                }
+                let options: PgConnectOptions =
+                    url.parse().map_err(|err| ConfigError::Invalid {
+                        variable: "DATABASE_READ_URL",
+                        reason: format!("{err}"),
+                    })?;
+                tls.apply(options, Some(url))?
+            }
+            (None, Some(host)) => {
+                let options = PgConnectOptions::new_without_pgpass()
+                    .host(host)
+                    .port(self.db_read_port.unwrap_or(self.db_port))
+                    .username(&self.db_user)
+                    .password(self.db_password.expose_secret())
+                    .database(&self.db_name);
+                tls.apply(options, None)?
+            }
+        };
+        if !matches!(primary, DatabaseBackend::Postgres(_)) {
+            let variable = if self.database_read_url.is_some() {
+                "DATABASE_READ_URL"
+            } else {
+                "DB_READ_HOST"
+            };
+            return Err(ConfigError::Conflict {
+                variable,
+                reason: "a read replica needs a PostgreSQL primary (DATABASE_URL or DB_HOST)"
+                    .into(),
+            });
+        }
+        Ok(Some(ReadReplica {
+            options: options.into(),
+            max_lag: self.db_read_max_lag,
+        }))
     }
 }
 
@@ -509,6 +596,70 @@ mod tests {
         );
         let err = resolve_error(&["--database-url", "postgres://app:hunter2@db:port/x"]);
         assert_eq!(err.variable(), "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_read_replica_comes_from_its_url_or_from_db_read_host_with_the_other_db_settings() {
+        let replica = |args: &[&str]| parse(args).unwrap().database.read_replica;
+        assert!(replica(&["--db-host", "primary"]).is_none());
+        let from_host = replica(&[
+            "--db-host",
+            "primary",
+            "--db-port",
+            "6432",
+            "--db-user",
+            "app",
+            "--db-name",
+            "orders",
+            "--db-read-host",
+            "standby",
+        ])
+        .unwrap();
+        let options = from_host.options.connect_options();
+        assert_eq!(
+            (
+                options.get_host(),
+                options.get_port(),
+                options.get_username()
+            ),
+            ("standby", 6432, "app")
+        );
+        assert_eq!(options.get_database(), Some("orders"));
+        assert_eq!(from_host.max_lag, Duration::from_secs(1));
+        let ported = replica(&[
+            "--db-host",
+            "p",
+            "--db-read-host",
+            "s",
+            "--db-read-port",
+            "5433",
+        ]);
+        assert_eq!(ported.unwrap().options.connect_options().get_port(), 5433);
+        let from_url = replica(&[
+            "--database-url",
+            "postgres://app:pw@primary/orders",
+            "--database-read-url",
+            "postgres://app:pw@standby:5433/orders",
+            "--db-read-host",
+            "ignored",
+            "--db-read-max-lag",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(from_url.options.connect_options().get_host(), "standby");
+        assert_eq!(from_url.max_lag, Duration::from_millis(250));
+
+        let err = resolve_error(&["--db-read-host", "standby"]);
+        assert_eq!(err.variable(), "DB_READ_HOST");
+        assert!(err.to_string().contains("PostgreSQL primary"), "{err}");
+        let err = resolve_error(&[
+            "--db-host",
+            "p",
+            "--database-read-url",
+            "mysql://app:hunter2@standby/x",
+        ]);
+        assert_eq!(err.variable(), "DATABASE_READ_URL");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

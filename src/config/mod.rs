@@ -53,7 +53,7 @@ pub use bus::{BusConfig, KafkaConfig};
 use cache::{CacheArgs, RedisTlsArgs};
 pub use cache::{CacheConfig, LocalCacheConfig, RedisConfig};
 use database::{DatabaseArgs, PostgresTlsArgs};
-pub use database::{DatabaseBackend, DatabaseConfig, PostgresOptions};
+pub use database::{DatabaseBackend, DatabaseConfig, PostgresOptions, ReadReplica};
 pub use error::ConfigError;
 use guard::GuardArgs;
 pub use guard::{CorsSettings, GuardConfig, RateLimitConfig, SecurityHeaders};

@@ -219,7 +219,7 @@ async fn check(
 
 /// Whose keys the request's is, hashed (64 hex digits, whatever the
 /// subject): its verified principal, else its client address.
-fn caller_of(guards: &super::Guards, req: &Request) -> String {
+pub(crate) fn caller_of(guards: &super::Guards, req: &Request) -> String {
     let caller = match req.extensions().get::<Principal>() {
         Some(principal) => format!("{}:{}", principal.kind.as_str(), principal.subject),
         None => {

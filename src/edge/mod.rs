@@ -37,6 +37,7 @@ mod connection;
 pub(crate) mod headers;
 mod https;
 pub(crate) mod idempotency;
+pub(crate) mod own_writes;
 pub(crate) mod rate_limit;
 pub(crate) mod refusals;
 pub(crate) mod server;
@@ -62,15 +63,19 @@ pub(crate) struct Guards {
     security_headers: Arc<headers::SecurityHeaderValues>,
     /// What the guards refused lately (the admin views).
     pub(crate) refusals: refusals::Refusals,
+    /// `None`: no read replica, every read sees every write.
+    pub(crate) own_writes: Option<own_writes::OwnWrites>,
 }
 
 impl Guards {
     /// `verified`: the credentials that verified lately (the rate limits
-    /// count by them).
+    /// count by them); `replica_max_lag`: `DB_READ_MAX_LAG`, with a read
+    /// replica.
     pub(crate) fn new(
         config: &GuardConfig,
         store: Arc<dyn Store>,
         verified: &VerifiedCredentials,
+        replica_max_lag: Option<std::time::Duration>,
     ) -> Self {
         let limit = |limit: RateLimitConfig| {
             Arc::new(RateLimit::new(
@@ -89,6 +94,7 @@ impl Guards {
                 &config.security_headers,
             )),
             refusals: refusals::Refusals::default(),
+            own_writes: replica_max_lag.map(own_writes::OwnWrites::new),
         }
     }
 

@@ -405,12 +405,19 @@ fn method_label(method: &Method) -> &'static str {
 /// What every resource route checks first, in one layer (a layer costs
 /// every request a boxed service and future): 503 until the store is
 /// migrated (it may be down at start-up), then the `Idempotency-Key` of a
-/// POST that creates (see [`idempotency::check_key`]).
+/// POST that creates (see [`idempotency::check_key`]), and, with a read
+/// replica, the caller's own writes (see [`crate::edge::own_writes`]).
 async fn gate_resources(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !state.health.readiness().is_store_ready() {
         return ApiError::NotReady.into_response();
     }
-    idempotency::check_key(&state.guards, state.body_limit, req, next).await
+    let Some(own_writes) = &state.guards.own_writes else {
+        return idempotency::check_key(&state.guards, state.body_limit, req, next).await;
+    };
+    let caller = idempotency::caller_of(&state.guards, &req);
+    let method = req.method().clone();
+    let answer = idempotency::check_key(&state.guards, state.body_limit, req, next);
+    own_writes.around(caller, &method, answer).await
 }
 
 /// Counts the request, its latency by route template, and requests in

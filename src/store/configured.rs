@@ -38,12 +38,21 @@ pub(crate) async fn open(database: &DatabaseConfig, connections: u32) -> anyhow:
             }
         }
         DatabaseBackend::Postgres(options) => {
-            let store = Arc::new(PostgresStore::connect_lazy(
+            let mut store = PostgresStore::connect_lazy(
                 options.connect_options(),
                 connections,
                 database.acquire_timeout,
                 database.events_retention,
-            ));
+            );
+            if let Some(replica) = &database.read_replica {
+                store = store.with_read_replica(
+                    replica.options.connect_options(),
+                    connections,
+                    database.acquire_timeout,
+                    replica.max_lag,
+                );
+            }
+            let store = Arc::new(store);
             Opened {
                 store: Arc::clone(&store) as Arc<dyn Store>,
                 api_keys: Arc::clone(&store) as Arc<dyn ApiKeyTable>,

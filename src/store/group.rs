@@ -280,6 +280,10 @@ impl Store for GroupCommit {
         self.inner.shared_secret(name, fresh).await
     }
 
+    fn replica_lag(&self) -> Option<Option<std::time::Duration>> {
+        self.inner.replica_lag()
+    }
+
     async fn prepare_events(&self, now: chrono::DateTime<chrono::Utc>) -> StoreResult<usize> {
         self.inner.prepare_events(now).await
     }

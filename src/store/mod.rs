@@ -24,6 +24,7 @@ mod migrate;
 pub(crate) mod partitions;
 pub(crate) mod postgres;
 mod purge;
+pub(crate) mod replica;
 pub(crate) mod retention;
 mod rows;
 mod sql;
@@ -325,6 +326,12 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// replica of this database: `fresh` is stored as it if none is yet
     /// (the first caller's wins).
     async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String>;
+
+    /// How far behind the read replica is: `None` without one,
+    /// `Some(None)` while it has not been seen caught up.
+    fn replica_lag(&self) -> Option<Option<Duration>> {
+        None
+    }
 
     /// Makes room for the events created until `now` plus a margin
     /// (PostgreSQL: the partitions of `events`, see [`partitions`]); how

@@ -6,7 +6,8 @@
 //! Migrations take an advisory lock, so replicas starting together apply
 //! each one once.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,8 +19,10 @@ use uuid::Uuid;
 use super::OutboxRow;
 use super::migrate::{self, Embedded};
 use super::partitions;
+use super::replica::{Freshness, SAMPLE_EVERY};
 use super::rows::outbox_row_from_row;
-use super::sql::{Dialect, NamedPool, Sorted, SqlStore, cached, placeholders_from};
+use super::sql::{Dialect, NamedPool, Replica, Sorted, SqlStore, cached, placeholders_from};
+use tokio_util::sync::CancellationToken;
 
 /// PostgreSQL's side of the SQL store.
 pub(crate) struct Pg;
@@ -49,6 +52,106 @@ impl PostgresStore {
         SqlStore::new(NamedPool::new("main", pool), None)
             .with_event_partitions(partitions::width_for(events_retention))
     }
+}
+
+impl PostgresStore {
+    /// Sends the reads a replica may take to the replica at `options`
+    /// (a pool of `max_connections`), while it is at most `max_lag` behind
+    /// and has the caller's writes (see [`super::replica`]); starts the
+    /// task that samples how far behind it is.
+    pub(crate) fn with_read_replica(
+        self,
+        options: PgConnectOptions,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        max_lag: Duration,
+    ) -> Self {
+        let options = options.application_name("highload");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(600))
+            .connect_lazy_with(options.clone());
+        // Connections of its own: a busy pool must not hold up the samples.
+        let single = |options: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy_with(options)
+        };
+        let primary = single(self.primary().connect_options().as_ref().clone());
+        let freshness = Freshness::new(max_lag);
+        let sampler = CancellationToken::new();
+        tokio::spawn(sample_until_stopped(
+            primary,
+            single(options),
+            Arc::clone(&freshness),
+            sampler.clone(),
+        ));
+        self.with_replica(Replica {
+            pool: NamedPool::new("replica", pool),
+            freshness,
+            sampler,
+        })
+    }
+}
+
+/// Compares the replica's replayed WAL position with the primary's every
+/// [`SAMPLE_EVERY`], until `stop`.
+async fn sample_until_stopped(
+    primary: PgPool,
+    replica: PgPool,
+    freshness: Arc<Freshness>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let started = Instant::now();
+        match caught_up(&primary, &replica).await {
+            Ok(caught_up) => {
+                if caught_up {
+                    freshness.caught_up_at(started);
+                }
+                if std::mem::take(&mut failing) {
+                    tracing::info!("the read replica answers again");
+                }
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::new(err)),
+                    "cannot tell how far behind the read replica is; reads go to the primary \
+                     once it is DB_READ_MAX_LAG behind"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    primary.close().await;
+    replica.close().await;
+}
+
+/// Whether the replica has replayed as far as the primary had written
+/// when this was called (a server that is not in recovery has everything).
+async fn caught_up(primary: &PgPool, replica: &PgPool) -> Result<bool, sqlx::Error> {
+    let written: i64 =
+        sqlx::query_scalar("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+            .fetch_one(primary)
+            .await?;
+    let replayed: Option<i64> = sqlx::query_scalar(
+        "SELECT CASE WHEN pg_is_in_recovery() \
+         THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint END",
+    )
+    .fetch_one(replica)
+    .await?;
+    Ok(replayed.is_none_or(|replayed| replayed >= written))
 }
 
 #[async_trait]

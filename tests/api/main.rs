@@ -28,6 +28,7 @@ mod process;
 mod profiling;
 mod rate_limit;
 mod real_stack;
+mod replica;
 mod retention;
 mod services;
 mod tls;

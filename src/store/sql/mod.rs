@@ -24,11 +24,14 @@ use sqlx::pool::PoolConnection;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
 };
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::migrate;
 use super::purge::DeferredDeletes;
+use super::replica::Freshness;
 use super::{
     OutboxBacklog, OutboxRow, Outcome, PoolStats, Store, StoreError, StoreResult, StoredResponse,
     Waiting, Write, Written,
@@ -59,6 +62,28 @@ macro_rules! with_driver_bounds {
             $($body)*
         }
     };
+}
+
+/// `$read` (an expression of `$pool`, a [`NamedPool`]) on the replica
+/// when it may take the read, else (and when the replica fails, or
+/// `$missing` says it has not the row yet) on the primary's readers.
+macro_rules! replicated {
+    ($store:expr, $missing:expr, |$pool:ident| $read:expr) => {{
+        let mut pools = $store.read_pools().peekable();
+        loop {
+            let $pool = pools.next().expect("BUG: the primary is the last pool");
+            let result = $read.await;
+            let last = pools.peek().is_none();
+            match &result {
+                Ok(found) if !last && ($missing)(found) => {}
+                Err(err) if !last => tracing::debug!(
+                    error = %err,
+                    "read from the replica failed; reading from the primary"
+                ),
+                _ => break result,
+            }
+        }
+    }};
 }
 
 mod accounts;
@@ -118,6 +143,16 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// How long each new partition of `events` is, where `events` is
     /// partitioned (PostgreSQL).
     partition_width: Option<Duration>,
+    /// A streaming replica that takes the reads it is fresh enough for
+    /// (see [`crate::store::replica`]).
+    replica: Option<Replica<D::Db>>,
+}
+
+/// A replica's pool, how fresh it is, and the task that samples that.
+pub(crate) struct Replica<DB: Database> {
+    pub(crate) pool: NamedPool<DB>,
+    pub(crate) freshness: Arc<Freshness>,
+    pub(crate) sampler: CancellationToken,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -127,7 +162,36 @@ impl<D: Dialect> SqlStore<D> {
             reader,
             deferred_deletes: None,
             partition_width: None,
+            replica: None,
         }
+    }
+
+    /// The primary's pool.
+    pub(crate) fn primary(&self) -> &Pool<D::Db> {
+        &self.writer.pool
+    }
+
+    /// Sends the reads a replica may take to `replica`.
+    pub(crate) fn with_replica(mut self, replica: Replica<D::Db>) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// The replica, if there is one and it is fresh enough for the
+    /// current caller.
+    fn replica_for_caller(&self) -> Option<&NamedPool<D::Db>> {
+        self.replica
+            .as_ref()
+            .filter(|replica| replica.freshness.serves_caller())
+            .map(|replica| &replica.pool)
+    }
+
+    /// The pools a read tries in turn: the replica when it may take the
+    /// read, then the primary's readers.
+    fn read_pools(&self) -> impl Iterator<Item = &NamedPool<D::Db>> {
+        self.replica_for_caller()
+            .into_iter()
+            .chain(std::iter::once(self.reader()))
     }
 
     /// Partitions `events` in ranges of `width` (PostgreSQL).
@@ -198,6 +262,7 @@ impl<D: Dialect> Store for SqlStore<D>] {
     fn pool_stats(&self) -> Vec<PoolStats> {
         std::iter::once(&self.writer)
             .chain(self.reader.as_ref())
+            .chain(self.replica.as_ref().map(|replica| &replica.pool))
             .map(NamedPool::stats)
             .collect()
     }
@@ -327,6 +392,10 @@ impl<D: Dialect> Store for SqlStore<D>] {
         self.store_or_read_secret(name, fresh).await
     }
 
+    fn replica_lag(&self) -> Option<Option<Duration>> {
+        self.replica.as_ref().map(|replica| replica.freshness.lag())
+    }
+
     async fn prepare_events(&self, now: DateTime<Utc>) -> StoreResult<usize> {
         match self.partition_width {
             Some(width) => self.create_partitions(now, width).await,
@@ -349,6 +418,10 @@ impl<D: Dialect> Store for SqlStore<D>] {
         self.writer.pool.close().await;
         if let Some(reader) = &self.reader {
             reader.pool.close().await;
+        }
+        if let Some(replica) = &self.replica {
+            replica.sampler.cancel();
+            replica.pool.pool.close().await;
         }
     }
 }

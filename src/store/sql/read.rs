@@ -60,57 +60,64 @@ with_driver_bounds! {
     async fn page_of<'q, T: Send + Unpin>(
         &self,
         total: CountKey,
-        select: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
+        select: impl Fn() -> Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
         page: Page,
         map: fn(&<D::Db as Database>::Row) -> Result<T, sqlx::Error>,
         key: fn(&T) -> Key,
     ) -> StoreResult<PageOf<T>> {
-        let mut tx = Self::begin(self.reader(), Some(D::BEGIN_SNAPSHOT)).await?;
         let (scope, user_id, kind) = total;
-        let total: Option<(i64,)> = sqlx::query_as(
-            "SELECT n FROM row_counts WHERE scope = $1 AND user_id = $2 AND type = $3",
-        )
-        .bind(scope.to_owned())
-        .bind(user_id)
-        .bind(kind)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| D::classify(e, "failed to read a total"))?;
-        let mut items = select
-            .bind(i64::from(page.limit) + 1)
-            .bind(page.offset())
-            .try_map(|row| map(&row))
-            .fetch_all(&mut *tx)
+        replicated!(self, |_| false, |pool| async {
+            let mut tx = Self::begin(pool, Some(D::BEGIN_SNAPSHOT)).await?;
+            let total: Option<(i64,)> = sqlx::query_as(
+                "SELECT n FROM row_counts WHERE scope = $1 AND user_id = $2 AND type = $3",
+            )
+            .bind(scope.to_owned())
+            .bind(user_id)
+            .bind(kind.clone())
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| D::classify(e, "failed to list rows"))?;
-        tx.commit()
-            .await
-            .map_err(|e| D::classify(e, "failed to end a read"))?;
-        let more = items.len() > page.limit as usize;
-        items.truncate(page.limit as usize);
-        Ok(PageOf {
-            next: items.last().filter(|_| more).map(key),
-            items,
-            total: total.map_or(0, |(n,)| n.try_into().unwrap_or_default()),
+            .map_err(|e| D::classify(e, "failed to read a total"))?;
+            let mut items = select()
+                .bind(i64::from(page.limit) + 1)
+                .bind(page.offset())
+                .try_map(|row| map(&row))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| D::classify(e, "failed to list rows"))?;
+            tx.commit()
+                .await
+                .map_err(|e| D::classify(e, "failed to end a read"))?;
+            let more = items.len() > page.limit as usize;
+            items.truncate(page.limit as usize);
+            Ok(PageOf {
+                next: items.last().filter(|_| more).map(key),
+                items,
+                total: total.map_or(0, |(n,)| n.try_into().unwrap_or_default()),
+            })
         })
     }
 
     pub(super) async fn find_user(&self, id: Uuid) -> StoreResult<Option<User>> {
-        let mut conn = Self::acquire(self.reader()).await?;
-        sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-            .bind(id)
-            .try_map(|row| user_from_row(&row))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| D::classify(e, "failed to read the user"))
+        replicated!(self, Option::is_none, |pool| async {
+            let mut conn = Self::acquire(pool).await?;
+            sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+                .bind(id)
+                .try_map(|row| user_from_row(&row))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to read the user"))
+        })
     }
 
     pub(super) async fn user_page(&self, page: Page) -> StoreResult<PageOf<User>> {
         let select = Self::list_users_sql(page.after().is_some());
-        let mut query = sqlx::query(&select);
-        if let Some(after) = page.after() {
-            query = query.bind(D::time(&after.created_at)).bind(after.id);
-        }
+        let query = || {
+            let query = sqlx::query(&select);
+            match page.after() {
+                Some(after) => query.bind(D::time(&after.created_at)).bind(after.id),
+                None => query,
+            }
+        };
         self.page_of(users_total(), query, page, |row| user_from_row(row), |user: &User| Key {
             created_at: user.created_at,
             id: user.id,
@@ -119,17 +126,19 @@ with_driver_bounds! {
     }
 
     pub(super) async fn find_event(&self, id: Uuid) -> StoreResult<Option<Event>> {
-        let mut conn = Self::acquire(self.reader()).await?;
         let mut select = concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1").to_owned();
         if let Some(visible) = Self::visible_events() {
             select = format!("{select} AND {visible}");
         }
-        sqlx::query(&select)
-            .bind(id)
-            .try_map(|row| event_from_row(&row))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| D::classify(e, "failed to read the event"))
+        replicated!(self, Option::is_none, |pool| async {
+            let mut conn = Self::acquire(pool).await?;
+            sqlx::query(&select)
+                .bind(id)
+                .try_map(|row| event_from_row(&row))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "failed to read the event"))
+        })
     }
 
     pub(super) async fn event_page(&self, filter: &EventFilter, page: Page) -> StoreResult<PageOf<Event>> {
@@ -142,10 +151,13 @@ with_driver_bounds! {
             });
         }
         let select = Self::list_events_sql(filter, page.after().is_some());
-        let mut query = bind_event_filter(sqlx::query(&select), filter);
-        if let Some(after) = page.after() {
-            query = query.bind(D::time(&after.created_at)).bind(after.id);
-        }
+        let query = || {
+            let query = bind_event_filter(sqlx::query(&select), filter);
+            match page.after() {
+                Some(after) => query.bind(D::time(&after.created_at)).bind(after.id),
+                None => query,
+            }
+        };
         let total = events_total(filter.user_id, filter.event_type.as_ref().map(|t| t.as_str()));
         self.page_of(total, query, page, |row| event_from_row(row), |event: &Event| Key {
             created_at: event.created_at,
@@ -162,16 +174,18 @@ with_driver_bounds! {
         /// The summary, and one type's count (none for a user whose
         /// activity has no types yet).
         type Row = (i64, DateTime<Utc>, Option<String>, Option<i64>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT a.total_events, a.last_event_at, t.type, t.count \
-             FROM user_activity a \
-             LEFT JOIN user_activity_types t ON t.user_id = a.user_id \
-             WHERE a.user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_all(&mut *Self::acquire(self.reader()).await?)
-        .await
-        .map_err(|e| D::classify(e, "failed to read the activity"))?;
+        let rows: Vec<Row> = replicated!(self, |_| false, |pool| async {
+                sqlx::query_as(
+                    "SELECT a.total_events, a.last_event_at, t.type, t.count \
+                     FROM user_activity a \
+                     LEFT JOIN user_activity_types t ON t.user_id = a.user_id \
+                     WHERE a.user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_all(&mut *Self::acquire(pool).await?)
+                .await
+                .map_err(|e| D::classify(e, "failed to read the activity"))
+            })?;
         let summary = rows.first().map(|(total, at, _, _)| (*total, *at));
         let by_type = rows
             .into_iter()

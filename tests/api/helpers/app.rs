@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use highload::config::{Config, DatabaseBackend, KafkaConfig};
+use highload::config::{Config, DatabaseBackend, KafkaConfig, ReadReplica};
 use highload::startup::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,14 @@ pub(crate) fn test_config(data: &TestData) -> Config {
     config.bus.outbox_poll_interval = Duration::from_millis(50);
     config.workers.processing_retry_delay = Duration::from_millis(20);
     match data.database() {
-        Some(database) => config.database.backend = DatabaseBackend::Postgres(database.into()),
+        Some(database) => {
+            config.database.backend = DatabaseBackend::Postgres(database.into());
+            config.database.read_replica = data.replica().map(|replica| ReadReplica {
+                options: replica.into(),
+                // DB_READ_MAX_LAG's default.
+                max_lag: Duration::from_secs(1),
+            });
+        }
         None => {
             config.database.backend = DatabaseBackend::Sqlite(data.dir.path().join("highload.db"));
             config.cache.redis = None;

@@ -45,6 +45,13 @@ impl TestData {
         let (real, name) = self.real.as_ref()?;
         Some(real.database.clone().database(name))
     }
+
+    /// The test's own database on the replica, when the real stack has one
+    /// (`TEST_DATABASE_READ_URL`).
+    pub(crate) fn replica(&self) -> Option<PgConnectOptions> {
+        let (real, name) = self.real.as_ref()?;
+        Some(real.replica.clone()?.database(name))
+    }
 }
 
 impl Drop for TestData {

@@ -60,13 +60,17 @@ macro_rules! real_stack_tests {
 }
 
 /// Where the real stack's services are: `TEST_DATABASE_URL` (a database
-/// the tests may create databases from), `TEST_REDIS_URL`,
-/// `TEST_KAFKA_BROKERS`; the defaults are what `scripts/dev-services.sh`
-/// starts.
+/// the tests may create databases from), `TEST_DATABASE_READ_URL` (its
+/// streaming replica, which the apps read from; empty: none),
+/// `TEST_REDIS_URL`, `TEST_KAFKA_BROKERS`; the defaults are what
+/// `scripts/dev-services.sh` starts.
 #[derive(Debug, Clone)]
 pub(crate) struct RealStack {
     /// The database the tests create theirs from (and drop them from).
     pub database: PgConnectOptions,
+    /// `TEST_DATABASE_READ_URL`: a streaming replica of `database`; each
+    /// test's app reads from its copy of the test's database.
+    pub replica: Option<PgConnectOptions>,
     pub redis_url: String,
     pub kafka_brokers: String,
 }
@@ -85,6 +89,18 @@ impl RealStack {
         Ok(Self {
             database: PgConnectOptions::from_str(&database_url)
                 .map_err(|e| format!("TEST_DATABASE_URL is not a PostgreSQL URL: {e}"))?,
+            // Set empty: no replica.
+            replica: match var(
+                "TEST_DATABASE_READ_URL",
+                "postgres://postgres:postgres@127.0.0.1:5433/postgres",
+            ) {
+                url if url.is_empty() => None,
+                url => {
+                    Some(PgConnectOptions::from_str(&url).map_err(|e| {
+                        format!("TEST_DATABASE_READ_URL is not a PostgreSQL URL: {e}")
+                    })?)
+                }
+            },
             redis_url: var("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
             kafka_brokers: var("TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
         })
@@ -105,8 +121,9 @@ impl RealStack {
             Ok(stack) => stack,
             Err(why) => panic!(
                 "the real stack is unavailable: {why}. Start it with scripts/dev-services.sh \
-                 (or point TEST_DATABASE_URL, TEST_REDIS_URL, TEST_KAFKA_BROKERS at running \
-                 services); a plain `cargo test` leaves the real-stack tests ignored"
+                 (or point TEST_DATABASE_URL, TEST_DATABASE_READ_URL, TEST_REDIS_URL, \
+                 TEST_KAFKA_BROKERS at running services); a plain `cargo test` leaves the \
+                 real-stack tests ignored"
             ),
         }
     }
@@ -114,22 +131,29 @@ impl RealStack {
     /// Asks each service to answer, all at once; the error names every one
     /// that did not.
     async fn check(&self) -> Result<(), String> {
-        let pg = async {
-            let pool = sqlx::PgPool::connect_with(self.database.clone()).await?;
-            sqlx::query("SELECT 1").execute(&pool).await?;
-            pool.close().await;
-            Ok::<_, sqlx::Error>(())
-        };
-        let pg = async {
+        let answers = |options: PgConnectOptions, variable: &'static str| async move {
             let at = format!(
-                "PostgreSQL at {}:{} (TEST_DATABASE_URL)",
-                self.database.get_host(),
-                self.database.get_port()
+                "PostgreSQL at {}:{} ({variable})",
+                options.get_host(),
+                options.get_port()
             );
+            let pg = async {
+                let pool = sqlx::PgPool::connect_with(options).await?;
+                sqlx::query("SELECT 1").execute(&pool).await?;
+                pool.close().await;
+                Ok::<_, sqlx::Error>(())
+            };
             match tokio::time::timeout(CHECK_TIMEOUT, pg).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(format!("{at}: {e}")),
                 Err(_) => Err(format!("{at} did not answer within {CHECK_TIMEOUT:?}")),
+            }
+        };
+        let pg = async {
+            answers(self.database.clone(), "TEST_DATABASE_URL").await?;
+            match &self.replica {
+                Some(replica) => answers(replica.clone(), "TEST_DATABASE_READ_URL").await,
+                None => Ok(()),
             }
         };
         let redis = async {
