@@ -50,7 +50,10 @@
 # comma-separated, or "all": a system-wide `perf record` during each, its
 # report in BENCH_OUT as <time>-<binary>-<stack>-<scenario>[-<rows>].perf.txt;
 # the profiler takes a share of the cores, so that run's figures are lower),
-# BENCH_KAFKA_JMX (the first broker's JMX host:port, for its request
+# BENCH_READ_URL (a streaming replica's server URL without database, such
+# as postgres://postgres:postgres@127.0.0.1:5433 from dev-services.sh: the
+# real stack reads from it, DATABASE_READ_URL), BENCH_KAFKA_JMX (the first
+# broker's JMX host:port, for its request
 # counts; 10000 above its client port by default, as dev-services.sh opens
 # it). Any KAFKA_*, OUTBOX_* or WORKER_* variable of the caller's (but the
 # broker list, topic and group) is passed to the service, for experiments.
@@ -58,8 +61,9 @@
 # On the real stack it also reports the broker's share of a core during
 # each line (broker_cpu) and, after the pipeline, what two idle instances
 # cost it: its CPU share and the consumer fetches per second of each. Each
-# line records the share of a core the service, PostgreSQL, Redis and the
-# broker took during it (cpu), from which scripts/bench/capacity.py derives
+# line records the share of a core the service, PostgreSQL (its primary,
+# and apart the replica dev-services.sh runs), Redis and the broker took
+# during it (cpu), from which scripts/bench/capacity.py derives
 # the capacity model (docs/capacity.md).
 set -euo pipefail
 
@@ -124,6 +128,7 @@ if [ -n "$PROFILE" ]; then
   command -v perf >/dev/null || die "BENCH_PROFILE needs perf (apt-get install linux-perf)"
 fi
 PG_URL=${BENCH_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432}
+READ_URL=${BENCH_READ_URL:-}
 REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 KAFKA_BROKERS=${BENCH_KAFKA_BROKERS:-127.0.0.1:9092}
 TOOLS=${HIGHLOAD_TOOLS_DIR:-$HOME/.cache/highload-tools}
@@ -273,14 +278,26 @@ group_ticks() {
   for pid in $(pgrep -x "$1"); do total=$((total + $(cpu_ticks "$pid"))); done
   echo "$total"
 }
+# replica_ticks: the CPU time so far of the streaming replica that
+# scripts/dev-services.sh runs (its postmaster and every process under it:
+# WAL replay, and the backends of reads sent there), in ticks; 0 without.
+REPLICA_PID_FILE=${HIGHLOAD_DEV_DIR:-$ROOT/.dev}/pg-replica/postmaster.pid
+replica_ticks() {
+  local total=0 pid postmaster
+  postmaster=$(head -n 1 "$REPLICA_PID_FILE" 2>/dev/null) || { echo 0; return; }
+  for pid in $postmaster $(pgrep -P "$postmaster"); do total=$((total + $(cpu_ticks "$pid"))); done
+  echo "$total"
+}
 # component_ticks BROKER_PID: the CPU ticks so far of the service,
-# PostgreSQL, Redis and the broker (the last three 0 on the embedded
-# stack), on one line.
+# PostgreSQL's primary, Redis, the broker and PostgreSQL's replica (the
+# last four 0 on the embedded stack), on one line.
 component_ticks() {
   if [ "$STACK" = real ]; then
-    echo "$(cpu_ticks "$SERVICE_PID") $(group_ticks postgres) $(group_ticks redis-server) $(cpu_ticks "$1")"
+    local replica
+    replica=$(replica_ticks)
+    echo "$(cpu_ticks "$SERVICE_PID") $(($(group_ticks postgres) - replica)) $(group_ticks redis-server) $(cpu_ticks "$1") $replica"
   else
-    echo "$(cpu_ticks "$SERVICE_PID") 0 0 0"
+    echo "$(cpu_ticks "$SERVICE_PID") 0 0 0 0"
   fi
 }
 # broker_fetches: consumer fetch requests the broker has answered since it
@@ -349,6 +366,7 @@ start_service() {
     # without sslmode would mean prefer, TLS where the server offers it.
     env+=(DATABASE_URL="$PG_URL/$DB" DB_SSLMODE=disable REDIS_URL="$REDIS_URL" CACHE_PREFIX="$PREFIX"
       KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="${GROUP:-$TOPIC}")
+    [ -z "$READ_URL" ] || env+=(DATABASE_READ_URL="$READ_URL/$DB?sslmode=disable")
   else
     env+=(SQLITE_PATH="$dir/highload.db")
   fi
@@ -474,9 +492,9 @@ load() {
   # CPU per request: docs/capacity.md); broker_cpu is the broker's, null
   # when it does not run on this machine.
   cpu=$(printf '%s\n%s\n' "$before" "$(component_ticks "$broker")" | awk -v hz="$CLK_TCK" -v ns=$(($(date +%s%N) - t0)) '
-    NR == 1 { for (i = 1; i <= 4; i++) b[i] = $i }
-    NR == 2 { s = ns / 1e9; printf "{\"service\": %.3f, \"postgres\": %.3f, \"redis\": %.3f, \"broker\": %.3f}",
-      ($1 - b[1]) / hz / s, ($2 - b[2]) / hz / s, ($3 - b[3]) / hz / s, ($4 - b[4]) / hz / s }')
+    NR == 1 { for (i = 1; i <= 5; i++) b[i] = $i }
+    NR == 2 { s = ns / 1e9; printf "{\"service\": %.3f, \"postgres\": %.3f, \"redis\": %.3f, \"broker\": %.3f, \"replica\": %.3f}",
+      ($1 - b[1]) / hz / s, ($2 - b[2]) / hz / s, ($3 - b[3]) / hz / s, ($4 - b[4]) / hz / s, ($5 - b[5]) / hz / s }')
   profile_stop
   [ -s "$WORK/wrk.json" ] || { cat "$WORK/wrk.log" >&2; die "wrk reported nothing on $label"; }
   line=$(jq -c --arg b "$BINARY" --arg s "$STACK" --arg sc "$scenario" --arg l "$label" \
@@ -697,11 +715,11 @@ jq -n --arg commit "$COMMIT" --arg dirty "$DIRTY" --arg base "$BASELINE_COMMIT" 
   --arg stamp "$STAMP" --arg load_before "$LOAD_BEFORE" --arg load_after "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --argjson small "$SMALL_ROWS" --argjson large "$LARGE_ROWS" --arg log_level "$LOG_LEVEL" \
   --arg binary "${BENCH_BINARY:-cargo build --release --locked}" --arg only "${ONLY:-all}" \
-  --arg passed "${PASSED_ENV[*]}" \
+  --arg passed "${PASSED_ENV[*]}" --arg read_url "${READ_URL##*@}" \
   '{commit: $commit, scenarios: $only, uncommitted_changes: ($dirty != ""), baseline_commit: (if $base == "" then null else $base end),
     mode: $mode, seconds: $seconds, cpus: $cpus, cpu: $cpu, started_at: $stamp,
     loadavg_before: $load_before, loadavg_after: $load_after, small_rows: $small, large_rows: $large,
-    service_log_level: $log_level, service_env: $passed, load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
+    service_log_level: $log_level, service_env: $passed, read_replica: (if $read_url == "" then null else $read_url end), load_generator: "wrk -t2", new_binary_from: $binary}' >"$WORK/meta.json"
 "$PY" "$BENCH/report.py" "$RESULTS" "$WORK/meta.json" "$OUT_DIR/$STAMP.json" "$OUT_DIR/$STAMP.png"
 echo
 echo "commit ${COMMIT:0:12}${DIRTY:+ (with uncommitted changes)}${BASELINE_COMMIT:+, baseline ${BASELINE_COMMIT:0:12}}," \

@@ -6,7 +6,8 @@ scripts/bench.sh on the real stack.
 
 Reads the run's wrk records (binary "new", stack "real", the small tables)
 and their `cpu` field: the share of a core the service, PostgreSQL, Redis
-and the broker each took during the line. From them:
+and the broker each took during the line, and PostgreSQL's streaming
+replica when the run read from one (BENCH_READ_URL). From them:
 
   1. CPU per request of each component, in microseconds (share of a core
      x 1e6 / requests per second), for every scenario;
@@ -29,6 +30,8 @@ import math
 import sys
 
 COMPONENTS = ("service", "postgres", "redis", "broker")
+NAMES = {"service": "service", "postgres": "PostgreSQL", "redis": "Redis", "broker": "broker",
+         "replica": "replica"}
 # The kinds of request the model is made of, by scenario.
 KINDS = [
     ("get_user", "cached read (GET /api/v1/users/{id})"),
@@ -62,7 +65,7 @@ def records(path):
 
 
 def us_per_request(line, component):
-    return line["cpu"][component] * 1e6 / line["rps"]
+    return line["cpu"].get(component, 0.0) * 1e6 / line["rps"]
 
 
 def fmt(v):
@@ -83,28 +86,31 @@ def main():
     args = parser.parse_args()
     run, lines, drain, ceilings = records(args.run)
     u = args.target_utilization
+    replica = run.get("read_replica")
+    components = COMPONENTS + (("replica",) if replica else ())
 
     print(f"From `{args.run}`: commit {run.get('commit', '?')[:7]}, {run.get('cpus')} cores "
           f"({run.get('cpu', '?')}), {run.get('seconds')} s a line, {run.get('small_rows')} rows, "
           f"`{run.get('load_generator', 'wrk')}` at the connections shown; service, PostgreSQL, Redis "
-          "and the broker on the same machine.\n")
+          "and the broker on the same machine"
+          + (f"; reads from a streaming replica at {replica}, on it too" if replica else "") + ".\n")
 
     print("### 1. CPU per request, by component (µs)\n")
-    print("| scenario | connections | rps | service | PostgreSQL | Redis | broker | total |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | connections | rps | " + " | ".join(NAMES[c] for c in components) + " | total |")
+    print("|---|---:|---:|" + "---:|" * len(components) + "---:|")
     for scenario, line in lines.items():
-        costs = [us_per_request(line, c) for c in COMPONENTS]
+        costs = [us_per_request(line, c) for c in components]
         print(f"| {line['label']} | {line['connections']} | {line['rps']:,.0f} | "
               + " | ".join(fmt(c) for c in costs) + f" | {fmt(sum(costs))} |")
 
     print("\n### 2. What one core of each component sustains (requests/s)\n")
-    print("| kind of request | service | PostgreSQL | Redis | broker |")
-    print("|---|---:|---:|---:|---:|")
+    print("| kind of request | " + " | ".join(NAMES[c] for c in components) + " |")
+    print("|---|" + "---:|" * len(components))
     for scenario, name in KINDS:
         if scenario not in lines:
             continue
         cells = []
-        for c in COMPONENTS:
+        for c in components:
             cost = us_per_request(lines[scenario], c)
             cells.append(f"{1e6 / cost:,.0f}" if cost > 0.05 else "—")
         print(f"| {name} | " + " | ".join(cells) + " |")
