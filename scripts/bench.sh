@@ -13,8 +13,9 @@
 #
 # What it does:
 #   1. builds the release binary (`cargo build --release --locked`, in
-#      $CARGO_TARGET_DIR); with --baseline, REF too, from a git worktree in a
-#      temporary directory, with the same target dir;
+#      $CARGO_TARGET_DIR); with --baseline, REF too (in its baseline/
+#      subdirectory, which the first such run fills), from a git worktree in a
+#      temporary directory;
 #   2. measures the ceilings the targets are ratios of: pgbench running the
 #      transaction of a user create (a user and its outbox row) at -c64 -j2
 #      on a scratch database with the service's schema, and SQLite's
@@ -217,13 +218,17 @@ PY=$TOOLS/bench/bin/python
 
 # --- binaries ------------------------------------------------------------
 
-# build SRC DEST: builds the release binary of the checkout SRC and copies
-# it to DEST (the shared target dir holds one binary at a time).
+# build SRC DEST [TARGET_DIR]: builds the release binary of the checkout SRC
+# in TARGET_DIR (default CARGO_TARGET_DIR) and copies it to DEST. A
+# baseline has a target dir of its own: in a shared one, the crate of two
+# checkouts is one unit to cargo, and after the baseline's build cargo takes
+# the checkout's for fresh and hands back the baseline's binary.
 build() {
-  local src=$1 dest=$2
-  say "building $(git -C "$src" rev-parse --short HEAD) in $src (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  (cd "$src" && cargo build --release --locked --quiet) || die "cargo build --release failed in $src"
-  cp "$CARGO_TARGET_DIR/release/highload" "$dest"
+  local src=$1 dest=$2 target=${3:-$CARGO_TARGET_DIR}
+  say "building $(git -C "$src" rev-parse --short HEAD) in $src (CARGO_TARGET_DIR=$target)"
+  (cd "$src" && CARGO_TARGET_DIR=$target cargo build --release --locked --quiet) \
+    || die "cargo build --release failed in $src"
+  cp "$target/release/highload" "$dest"
 }
 
 COMMIT=$(git rev-parse HEAD)
@@ -242,7 +247,7 @@ if [ -n "$BASELINE" ]; then
   else
     git worktree add --detach --quiet "$WORK/baseline-src" "$BASELINE_COMMIT"
     CLEANUP+=("git -C '$ROOT' worktree remove --force '$WORK/baseline-src'")
-    build "$WORK/baseline-src" "$WORK/highload-baseline"
+    build "$WORK/baseline-src" "$WORK/highload-baseline" "$CARGO_TARGET_DIR/baseline"
   fi
   BINARIES+=(baseline)
 fi
