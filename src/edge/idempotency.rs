@@ -219,21 +219,45 @@ async fn check(
 
 /// Whose keys the request's is, hashed (64 hex digits, whatever the
 /// subject): its verified principal, else its client address.
-pub(crate) fn caller_of(guards: &super::Guards, req: &Request) -> String {
-    let caller = match req.extensions().get::<Principal>() {
-        Some(principal) => format!("{}:{}", principal.kind.as_str(), principal.subject),
-        None => {
-            let peer = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| peer.ip());
-            match guards.client_address(req.headers(), peer) {
-                Some(address) => format!("address:{address}"),
-                None => "anonymous".to_owned(),
-            }
+fn caller_of(guards: &super::Guards, req: &Request) -> String {
+    hex(&Sha256::digest(
+        Caller::of(guards, req).to_string().as_bytes(),
+    ))
+}
+
+/// Who sends a request: its verified principal, else its client address
+/// (as [`super::Guards::client_address`] sees it).
+#[derive(Debug, Hash)]
+pub(crate) enum Caller<'r> {
+    Principal(&'static str, &'r str),
+    Address(std::net::IpAddr),
+    Anonymous,
+}
+
+impl<'r> Caller<'r> {
+    pub(crate) fn of(guards: &super::Guards, req: &'r Request) -> Self {
+        if let Some(principal) = req.extensions().get::<Principal>() {
+            return Self::Principal(principal.kind.as_str(), &principal.subject);
         }
-    };
-    hex(&Sha256::digest(caller.as_bytes()))
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        match guards.client_address(req.headers(), peer) {
+            Some(address) => Self::Address(address),
+            None => Self::Anonymous,
+        }
+    }
+}
+
+impl std::fmt::Display for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Principal(kind, subject) => write!(f, "{kind}:{subject}"),
+            Self::Address(address) => write!(f, "address:{address}"),
+            Self::Anonymous => f.write_str("anonymous"),
+        }
+    }
 }
 
 /// The `Idempotency-Key`, if the request has one: 1–255 visible ASCII

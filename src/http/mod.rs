@@ -414,7 +414,7 @@ async fn gate_resources(State(state): State<AppState>, req: Request, next: Next)
     let Some(own_writes) = &state.guards.own_writes else {
         return idempotency::check_key(&state.guards, state.body_limit, req, next).await;
     };
-    let caller = idempotency::caller_of(&state.guards, &req);
+    let caller = own_writes.caller(&state.guards, &req);
     let method = req.method().clone();
     let answer = idempotency::check_key(&state.guards, state.body_limit, req, next);
     own_writes.around(caller, &method, answer).await

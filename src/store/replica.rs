@@ -12,9 +12,10 @@
 //! start is the replica's *caught-up time*. The replica's lag is how long
 //! ago that was (`db_replica_lag_seconds`).
 //!
-//! **Whose writes.** The edge remembers when each caller (credential, or
-//! address) last wrote ([`crate::edge::own_writes`]), and runs the
-//! caller's reads inside [`reading_after`] that time. A read goes to the
+//! **Whose writes.** The edge names each caller (credential, or address)
+//! and notes its writes in [`Writes`] once they are answered
+//! ([`crate::edge::own_writes`]); it runs the caller's reads inside
+//! [`reading_as`]. A read goes to the
 //! replica only if the replica caught up after it, and only while the lag
 //! is within `DB_READ_MAX_LAG`; otherwise it goes to the primary. So a
 //! client reads its own writes at once, and everyone else reads at most
@@ -31,18 +32,48 @@ use std::time::{Duration, Instant};
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 tokio::task_local! {
-    /// When the caller of the request this task serves last wrote.
-    static WROTE_AT: Option<Instant>;
+    /// The caller of the request this task serves, and where its writes
+    /// are remembered.
+    static CALLER: (Arc<Writes>, u64);
 }
 
-/// Runs `read` as a caller whose last write ended at `wrote_at`.
-pub(crate) async fn reading_after<F: Future>(wrote_at: Option<Instant>, read: F) -> F::Output {
-    WROTE_AT.scope(wrote_at, read).await
+/// When each caller (a key the edge makes of its credential or address)
+/// last wrote, for `DB_READ_MAX_LAG`: older writes do not matter, a
+/// replica further behind takes no reads. At most [`MAX_CALLERS`], the
+/// least recent forgotten first.
+pub(crate) struct Writes(moka::sync::Cache<u64, Instant>);
+
+/// Most callers remembered at once.
+pub(crate) const MAX_CALLERS: u64 = 100_000;
+
+impl Writes {
+    pub(crate) fn new(max_lag: Duration) -> Arc<Self> {
+        Arc::new(Self(
+            moka::sync::Cache::builder()
+                .max_capacity(MAX_CALLERS)
+                .time_to_live(max_lag.max(SAMPLE_EVERY * 2))
+                .build(),
+        ))
+    }
+
+    /// `caller`'s write has just committed.
+    pub(crate) fn wrote(&self, caller: u64) {
+        self.0.insert(caller, Instant::now());
+    }
 }
 
-/// The caller's last write, if this task serves a caller who wrote.
+/// Runs `read` for `caller`, whose writes `writes` remembers. Nothing is
+/// looked up unless the read reaches the store and a replica.
+pub(crate) async fn reading_as<F: Future>(writes: Arc<Writes>, caller: u64, read: F) -> F::Output {
+    CALLER.scope((writes, caller), read).await
+}
+
+/// When the caller of the request this task serves last wrote, if it did.
 fn caller_wrote_at() -> Option<Instant> {
-    WROTE_AT.try_with(|at| *at).ok().flatten()
+    CALLER
+        .try_with(|(writes, caller)| writes.0.get(caller))
+        .ok()
+        .flatten()
 }
 
 /// How fresh the replica is, as the sampler last saw it.
@@ -87,15 +118,16 @@ impl Freshness {
 
     /// Whether the current caller's read may go to the replica.
     pub(crate) fn serves_caller(&self) -> bool {
-        self.serves(caller_wrote_at(), Instant::now())
+        self.serves(caller_wrote_at, Instant::now())
     }
 
-    fn serves(&self, wrote_at: Option<Instant>, now: Instant) -> bool {
+    /// `wrote_at` is asked last: a replica too far behind needs no look-up.
+    fn serves(&self, wrote_at: impl FnOnce() -> Option<Instant>, now: Instant) -> bool {
         let Some(caught_up) = self.caught_up() else {
             return false;
         };
         now.saturating_duration_since(caught_up) <= self.max_lag
-            && wrote_at.is_none_or(|wrote| wrote < caught_up)
+            && wrote_at().is_none_or(|wrote| wrote < caught_up)
     }
 }
 
@@ -107,21 +139,24 @@ mod tests {
     fn a_replica_serves_callers_whose_writes_it_has_within_the_lag() {
         let freshness = Freshness::new(Duration::from_secs(1));
         let start = Instant::now();
-        assert!(!freshness.serves(None, start), "never seen caught up");
+        assert!(!freshness.serves(|| None, start), "never seen caught up");
         freshness.caught_up_at(start);
-        assert!(freshness.serves(None, start));
+        assert!(freshness.serves(|| None, start));
         let wrote = start + Duration::from_millis(5);
-        assert!(!freshness.serves(Some(wrote), wrote), "its write is newer");
-        assert!(freshness.serves(Some(start - Duration::from_millis(1)), wrote));
+        assert!(
+            !freshness.serves(|| Some(wrote), wrote),
+            "its write is newer"
+        );
+        assert!(freshness.serves(|| Some(start - Duration::from_millis(1)), wrote));
         freshness.caught_up_at(wrote + Duration::from_millis(1));
-        assert!(freshness.serves(Some(wrote), wrote + Duration::from_millis(2)));
+        assert!(freshness.serves(|| Some(wrote), wrote + Duration::from_millis(2)));
         freshness.caught_up_at(start);
         assert!(
-            freshness.serves(Some(wrote), wrote + Duration::from_millis(2)),
+            freshness.serves(|| Some(wrote), wrote + Duration::from_millis(2)),
             "an older sample does not move it back"
         );
         assert!(
-            !freshness.serves(None, wrote + Duration::from_millis(1002)),
+            !freshness.serves(|| None, wrote + Duration::from_millis(1002)),
             "past the lag allowed"
         );
     }
@@ -131,8 +166,16 @@ mod tests {
         let freshness = Freshness::new(Duration::from_secs(60));
         freshness.caught_up_at(Instant::now());
         assert!(freshness.serves_caller());
-        let wrote = Some(Instant::now());
-        assert!(!reading_after(wrote, async { freshness.serves_caller() }).await);
-        assert!(reading_after(None, async { freshness.serves_caller() }).await);
+        let writes = Writes::new(Duration::from_secs(60));
+        writes.wrote(1);
+        let serves = |caller| {
+            reading_as(Arc::clone(&writes), caller, async {
+                freshness.serves_caller()
+            })
+        };
+        assert!(!serves(1).await, "the caller who wrote");
+        assert!(serves(2).await, "another caller");
+        freshness.caught_up_at(Instant::now());
+        assert!(serves(1).await, "once the replica caught up");
     }
 }
