@@ -1,12 +1,15 @@
-//! How `events` is cut into partitions on PostgreSQL (migration 0011):
-//! by `created_at`, in ranges of one width, created ahead of time and
-//! dropped whole once every event in them is past `EVENTS_RETENTION`.
+//! How `events` is cut into partitions on PostgreSQL, once
+//! `EVENTS_RETENTION` is set (`sql/partition_events.sql`, run by the first
+//! start with it): by `created_at`, in ranges of one width, created ahead
+//! of time and dropped whole once every event in them is past the
+//! retention. Without a retention `events` stays one table: a list of
+//! events reads one index, not one per partition.
 //!
 //! - The first partition, `events_history`, holds everything before the
 //!   hour after the migration (the rows the table had then).
 //! - Each next one starts where the last ends and is [`width_for`] the
 //!   retention long: an eighth of it, in whole hours, from an hour to 30
-//!   days (30 days when events are kept forever). About ten partitions are
+//!   days (30 days once the retention is turned off again). About ten partitions are
 //!   alive at a time, so a read by id probes few indexes, and an expired
 //!   eighth leaves at once.
 //! - They are made [`ahead`] of time: a service stopped for less than that

@@ -21,7 +21,10 @@ use super::migrate::{self, Embedded};
 use super::partitions;
 use super::replica::{Freshness, SAMPLE_EVERY};
 use super::rows::outbox_row_from_row;
-use super::sql::{Dialect, NamedPool, Replica, Sorted, SqlStore, cached, placeholders_from};
+use super::sql::{
+    Dialect, EventPartitions, NamedPool, PARTITION_EVENTS, PARTITIONED, PARTITIONS_LOCK, Replica,
+    Sorted, SqlStore, cached, placeholders_from,
+};
 use tokio_util::sync::CancellationToken;
 
 /// PostgreSQL's side of the SQL store.
@@ -49,8 +52,10 @@ impl PostgresStore {
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(600))
             .connect_lazy_with(options);
-        SqlStore::new(NamedPool::new("main", pool), None)
-            .with_event_partitions(partitions::width_for(events_retention))
+        SqlStore::new(NamedPool::new("main", pool), None).with_event_partitions(EventPartitions {
+            retention: events_retention,
+            width: partitions::width_for(events_retention),
+        })
     }
 }
 
@@ -249,6 +254,31 @@ impl Dialect for Pg {
         .try_map(|row: PgRow| outbox_row_from_row(&row))
         .fetch_all(pool)
         .await
+    }
+
+    /// In one transaction, under the partitions' lock, so that replicas
+    /// starting together partition it once; `events` is locked (reads and
+    /// writes wait) meanwhile: about a second per million events.
+    async fn partition_events(pool: &PgPool) -> Result<bool, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PARTITIONS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        if sqlx::query_scalar::<_, bool>(PARTITIONED)
+            .fetch_one(&mut *tx)
+            .await?
+        {
+            return Ok(false);
+        }
+        tracing::info!(
+            "partitioning events by time (EVENTS_RETENTION is set); events is locked meanwhile"
+        );
+        // A query without arguments goes as a simple query: several
+        // statements in one.
+        sqlx::Executor::execute(&mut *tx, PARTITION_EVENTS).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Rows another relay claimed meanwhile carry its id, not `holder`.

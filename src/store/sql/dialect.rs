@@ -98,6 +98,12 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         ids: &[i64],
         lease: Duration,
     ) -> Result<Vec<i64>, sqlx::Error>;
+
+    /// Partitions `events` by time unless it is already (PostgreSQL, once
+    /// a retention is set); whether it did.
+    async fn partition_events(_pool: &Pool<Self::Db>) -> Result<bool, sqlx::Error> {
+        Ok(false)
+    }
 }
 
 /// The database errors a [`Dialect`] recognizes.

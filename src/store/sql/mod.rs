@@ -92,6 +92,7 @@ mod dialect;
 mod outbox;
 mod read;
 mod retention;
+pub(crate) use retention::{PARTITION_EVENTS, PARTITIONED, PARTITIONS_LOCK};
 mod statements;
 #[cfg(test)]
 mod tests;
@@ -140,12 +141,20 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// Removes deleted users' events after the users, when the dialect
     /// defers them.
     deferred_deletes: Option<DeferredDeletes>,
-    /// How long each new partition of `events` is, where `events` is
-    /// partitioned (PostgreSQL).
-    partition_width: Option<Duration>,
+    /// PostgreSQL: how `events` is kept (see [`EventPartitions`]).
+    partitions: Option<EventPartitions>,
     /// A streaming replica that takes the reads it is fresh enough for
     /// (see [`crate::store::replica`]).
     replica: Option<Replica<D::Db>>,
+}
+
+/// Where `events` may be partitioned (PostgreSQL).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventPartitions {
+    /// `EVENTS_RETENTION`: set, `events` is partitioned at start-up.
+    pub(crate) retention: Option<Duration>,
+    /// How long each new partition is.
+    pub(crate) width: Duration,
 }
 
 /// A replica's pool, how fresh it is, and the task that samples that.
@@ -161,7 +170,7 @@ impl<D: Dialect> SqlStore<D> {
             writer,
             reader,
             deferred_deletes: None,
-            partition_width: None,
+            partitions: None,
             replica: None,
         }
     }
@@ -194,9 +203,9 @@ impl<D: Dialect> SqlStore<D> {
             .chain(std::iter::once(self.reader()))
     }
 
-    /// Partitions `events` in ranges of `width` (PostgreSQL).
-    pub(crate) fn with_event_partitions(mut self, width: Duration) -> Self {
-        self.partition_width = Some(width);
+    /// Partitions `events` by time once a retention is set (PostgreSQL).
+    pub(crate) fn with_event_partitions(mut self, partitions: EventPartitions) -> Self {
+        self.partitions = Some(partitions);
         self
     }
 
@@ -290,7 +299,20 @@ impl<D: Dialect> Store for SqlStore<D>] {
         if let Some(task) = &self.deferred_deletes {
             task.wake();
         }
-        // Partitions for the writes to come, before any is taken.
+        // Partitioned once a retention is set, with partitions for the
+        // writes to come before any is taken.
+        if let Some(EventPartitions { retention: Some(_), .. }) = self.partitions {
+            let started = std::time::Instant::now();
+            if D::partition_events(&self.writer.pool)
+                .await
+                .map_err(|e| D::classify(e, "failed to partition events"))?
+            {
+                tracing::info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "events is now partitioned by time (EVENTS_RETENTION is set)"
+                );
+            }
+        }
         self.prepare_events(Utc::now()).await?;
         Ok(())
     }
@@ -397,14 +419,14 @@ impl<D: Dialect> Store for SqlStore<D>] {
     }
 
     async fn prepare_events(&self, now: DateTime<Utc>) -> StoreResult<usize> {
-        match self.partition_width {
-            Some(width) => self.create_partitions(now, width).await,
+        match self.partitions {
+            Some(partitions) => self.create_partitions(now, partitions.width).await,
             None => Ok(0),
         }
     }
 
     async fn expire_events(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<usize> {
-        let dropped = match self.partition_width {
+        let dropped = match self.partitions {
             Some(_) => self.drop_expired_partitions(before).await?,
             None => 0,
         };

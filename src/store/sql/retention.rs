@@ -33,12 +33,20 @@ use crate::store::partitions;
 
 /// Taken for the length of a transaction that creates or drops partitions,
 /// so that replicas of the service do it one at a time.
-const PARTITIONS_LOCK: i64 = 0x6869_6768_6c6f_6164;
+pub(crate) const PARTITIONS_LOCK: i64 = 0x6869_6768_6c6f_6164;
 
 /// How long a partition's creation or drop waits for `events` before it
 /// gives up until the next round, rather than queueing every read behind
 /// it.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '2s'";
+
+/// Makes `events` partitioned, in place (the rows it has become the
+/// history partition).
+pub(crate) const PARTITION_EVENTS: &str = include_str!("partition_events.sql");
+
+/// Whether `events` is partitioned.
+pub(crate) const PARTITIONED: &str =
+    "SELECT relkind = 'p' FROM pg_class WHERE oid = 'events'::regclass";
 
 /// Each partition of `events` and where its range ends, earliest first.
 const PARTITIONS: &str = "SELECT c.relname::text, \
@@ -48,11 +56,22 @@ const PARTITIONS: &str = "SELECT c.relname::text, \
 
 with_driver_bounds! {
 [impl<D: Dialect> SqlStore<D>] {
-    /// Creates the partitions that `now` plus [`partitions::ahead`] needs;
-    /// how many.
+    async fn is_partitioned(tx: &mut <D::Db as Database>::Connection) -> StoreResult<bool> {
+        sqlx::query_scalar(PARTITIONED)
+            .persistent(false)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| D::classify(e, "failed to read how events is stored"))
+    }
+
+    /// Creates the partitions that `now` plus [`partitions::ahead`] needs,
+    /// if `events` is partitioned; how many.
     pub(super) async fn create_partitions(&self, now: DateTime<Utc>, width: Duration) -> StoreResult<usize> {
         let mut tx = Self::begin(&self.writer, None).await?;
         Self::lock_partitions(&mut tx).await?;
+        if !Self::is_partitioned(&mut tx).await? {
+            return Ok(0);
+        }
         let existing = Self::partitions(&mut tx).await?;
         let ranges = partitions::to_create(existing.last().map(|(_, end)| *end), now, width);
         for (start, end) in &ranges {

@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use super::{Backend, Place};
 use crate::domain::{Event, EventFilter, EventMessage, EventType, Page};
-use crate::store::{Write, delete_in_batches};
+use crate::store::postgres::PostgresStore;
+use crate::store::{Store, Write, delete_in_batches};
 
 fn created_at(user_id: Uuid, event_type: &str, at: DateTime<Utc>) -> (Event, Write) {
     let event = Event {
@@ -28,7 +29,18 @@ fn created_at(user_id: Uuid, event_type: &str, at: DateTime<Utc>) -> (Event, Wri
 /// them) and the one across it loses its older rows.
 pub(super) async fn expired_events_leave_with_their_totals<D: Backend>() {
     let db = D::fresh().await;
-    let store = db.store();
+    let mut store = db.store();
+    if let Place::Postgres { options, .. } = &db.place {
+        // With a retention, as the service opens it: events partitioned.
+        let keeping = PostgresStore::connect_lazy(
+            (**options).clone(),
+            2,
+            std::time::Duration::from_secs(5),
+            Some(std::time::Duration::from_secs(86_400)),
+        );
+        keeping.migrate().await.unwrap();
+        store = std::sync::Arc::new(keeping);
+    }
     let (ada, created) = crate::store::new_user("ada@example.com");
     store
         .write_one(Write::CreateUser {
@@ -103,6 +115,7 @@ pub(super) async fn expired_events_leave_with_their_totals<D: Backend>() {
                 .unwrap();
         assert_eq!(history, None, "the history partition is dropped whole");
         pool.close().await;
+        store.close().await;
     }
     db.finish().await;
 }

@@ -187,7 +187,8 @@ async fn a_database_of_the_go_services_latest_version_is_taken_over() {
 }
 
 /// A database whose `events` has rows (the Go service's, here 5,000 over
-/// the last 30 days) is partitioned in place: every row stays listed and
+/// the last 30 days) is partitioned in place once a retention is set (and
+/// not before): every row stays listed and
 /// counted, read by id, guarded by its user; and expiry takes the older
 /// half with what it counted.
 #[tokio::test]
@@ -216,14 +217,25 @@ async fn a_populated_events_table_is_partitioned_in_place() {
             .fetch_one(&go)
             .await
             .unwrap();
-    let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5), None);
+    // Without a retention it stays one table.
+    let plain = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5), None);
+    plain.migrate().await.unwrap();
+    plain.close().await;
+    let kind = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT relkind::text FROM pg_class WHERE relname = 'events'",
+        )
+        .fetch_one(&go)
+        .await
+        .unwrap()
+    };
+    assert_eq!(kind().await, "r");
+    let keep = Some(Duration::from_secs(30 * 86_400));
+    let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5), keep);
     store.migrate().await.unwrap();
-    let kind: String =
-        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'events'")
-            .fetch_one(&go)
-            .await
-            .unwrap();
-    assert_eq!(kind, "p", "events is partitioned");
+    // Again, as a restarted replica does.
+    store.migrate().await.unwrap();
+    assert_eq!(kind().await, "p", "events is partitioned");
     let all = store
         .list_events(&EventFilter::default(), Page::default())
         .await

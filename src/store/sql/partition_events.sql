@@ -1,6 +1,8 @@
 -- events becomes partitioned by created_at, so that expired events
 -- (EVENTS_RETENTION) leave by dropping whole partitions, not by deleting
--- rows one by one (see store/partitions.rs).
+-- rows one by one (see store/partitions.rs). Run once, in one transaction,
+-- by the first start with EVENTS_RETENTION set (store/sql/retention.rs);
+-- without a retention events stays one table, which lists read faster.
 --
 -- The rows already there stay where they are: the table is renamed
 -- events_history and attached as the partition of everything before the
