@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::config::error::ConfigError;
-use crate::config::parse::{parse_duration, secret};
+use crate::config::parse::{Retention, parse_duration, parse_retention, secret};
 
 /// Where the data lives, and the pool that reaches it.
 #[derive(Debug, Clone)]
@@ -187,25 +187,6 @@ pub(super) struct DatabaseArgs {
     #[arg(long, env = "EVENTS_RETENTION", value_name = "EVENTS_RETENTION", default_value = "off",
           value_parser = parse_retention)]
     events_retention: Retention,
-}
-
-/// `EVENTS_RETENTION`: `off`, or how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Retention(Option<Duration>);
-
-fn parse_retention(raw: &str) -> Result<Retention, String> {
-    if raw.trim().eq_ignore_ascii_case("off") {
-        return Ok(Retention(None));
-    }
-    match parse_duration(raw)? {
-        d if d < Duration::from_secs(1) => {
-            Err(format!("{raw:?} is too short: at least 1s, or off"))
-        }
-        d if d > Duration::from_secs(100 * 365 * 86_400) => {
-            Err(format!("{raw:?} is too long: at most 100 years, or off"))
-        }
-        d => Ok(Retention(Some(d))),
-    }
 }
 
 impl DatabaseArgs {

@@ -1,5 +1,5 @@
-//! The value parsers that several settings share: durations, sizes and
-//! secrets. A leaf: it imports nothing of the crate.
+//! The value parsers that several settings share: durations, sizes,
+//! secrets and retentions. A leaf: it imports nothing of the crate.
 
 use std::time::Duration;
 
@@ -49,6 +49,25 @@ pub(super) fn parse_size(raw: &str) -> Result<usize, String> {
         .checked_mul(multiplier)
         .filter(|v| *v > 0)
         .ok_or_else(|| "size must be positive and fit in memory".to_string())
+}
+
+/// `EVENTS_RETENTION`: `off`, or how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Retention(pub(super) Option<Duration>);
+
+pub(super) fn parse_retention(raw: &str) -> Result<Retention, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(Retention(None));
+    }
+    match parse_duration(raw)? {
+        d if d < Duration::from_secs(1) => {
+            Err(format!("{raw:?} is too short: at least 1s, or off"))
+        }
+        d if d > Duration::from_secs(100 * 365 * 86_400) => {
+            Err(format!("{raw:?} is too long: at most 100 years, or off"))
+        }
+        d => Ok(Retention(Some(d))),
+    }
 }
 
 #[cfg(test)]

@@ -42,16 +42,7 @@ impl PostgresStore {
         acquire_timeout: Duration,
         events_retention: Option<Duration>,
     ) -> Self {
-        let options = options.application_name("highload");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            // A ping per checkout would cost a round trip per request; a
-            // broken connection fails its query instead, is dropped, and the
-            // request gets a 503.
-            .test_before_acquire(false)
-            .idle_timeout(Duration::from_secs(600))
-            .connect_lazy_with(options);
+        let pool = pool(options, max_connections, acquire_timeout);
         SqlStore::new(NamedPool::new("main", pool), None).with_event_partitions(EventPartitions {
             retention: events_retention,
             width: partitions::width_for(events_retention),
@@ -72,12 +63,7 @@ impl PostgresStore {
         max_lag: Duration,
     ) -> Self {
         let options = options.application_name("highload");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .test_before_acquire(false)
-            .idle_timeout(Duration::from_secs(600))
-            .connect_lazy_with(options.clone());
+        let pool = pool(options.clone(), max_connections, acquire_timeout);
         // Connections of its own: a busy pool must not hold up the samples.
         let single = |options: PgConnectOptions| {
             PgPoolOptions::new()
@@ -100,6 +86,20 @@ impl PostgresStore {
             sampler,
         })
     }
+}
+
+/// A pool of `max_connections` to the server at `options`, connected
+/// lazily.
+fn pool(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        // A ping per checkout would cost a round trip per request; a
+        // broken connection fails its query instead, is dropped, and the
+        // request gets a 503.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(600))
+        .connect_lazy_with(options.application_name("highload"))
 }
 
 /// Compares the replica's replayed WAL position with the primary's every
