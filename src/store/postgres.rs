@@ -173,6 +173,11 @@ impl Dialect for Pg {
     /// (`permissions`, `is_active`, no `shown`): it is kept, renamed
     /// `go_api_keys`, so that migration 0005 can create ours. Its keys are
     /// not taken over (they are recreated with `POST /api/v1/api-keys`).
+    ///
+    /// A database that ran the partitioning of `events` as migration 11
+    /// (a development version did) forgets that record: the partitioning
+    /// now runs at start-up when `EVENTS_RETENTION` is set, and the table
+    /// stays partitioned.
     const BEFORE_MIGRATIONS: &'static str = "DO $$ DECLARE item record; BEGIN \
         IF to_regclass('api_keys') IS NOT NULL \
            AND to_regclass('go_api_keys') IS NULL \
@@ -194,6 +199,10 @@ impl Dialect for Pg {
                       AND indexname LIKE 'api_keys%' LOOP \
             EXECUTE format('ALTER INDEX %I RENAME TO %I', item.indexname, 'go_' || item.indexname); \
           END LOOP; \
+        END IF; \
+        IF to_regclass('_sqlx_migrations') IS NOT NULL THEN \
+          DELETE FROM _sqlx_migrations WHERE version = 11 \
+            AND description = 'events partitioned by time'; \
         END IF; END $$";
     /// Row locks: deleting many events holds up no other writer.
     const DEFERRED_EVENT_DELETES: bool = false;

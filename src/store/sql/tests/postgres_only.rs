@@ -233,7 +233,15 @@ async fn a_populated_events_table_is_partitioned_in_place() {
     let keep = Some(Duration::from_secs(30 * 86_400));
     let store = PostgresStore::connect_lazy(options.clone(), 2, Duration::from_secs(5), keep);
     store.migrate().await.unwrap();
-    // Again, as a restarted replica does.
+    // Again, as a restarted replica does; and past the record of a
+    // development version that partitioned as migration 11.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (11, 'events partitioned by time', true, '\\x00', 0)",
+    )
+    .execute(&go)
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     assert_eq!(kind().await, "p", "events is partitioned");
     let all = store
