@@ -3,9 +3,10 @@
 //!
 //! The layer names each caller (its verified credential, else its
 //! address, as for idempotency keys) by a hash, notes when its writes (a
-//! request that is not GET or HEAD) are answered, and runs its reads
-//! inside [`replica::reading_as`], so that the store sends a read to the
-//! primary until the replica has caught up past the caller's last write.
+//! request of an unsafe method: POST, PUT, DELETE…) are answered, and runs
+//! its reads inside [`replica::reading_as`], so that the store sends a
+//! read to the primary until the replica has caught up past the caller's
+//! last write.
 //!
 //! This holds on the instance that took the write. Behind a load balancer
 //! without affinity, another instance's reads lag at most
@@ -53,7 +54,7 @@ impl OwnWrites {
         method: &Method,
         answer: impl Future<Output = Response>,
     ) -> Response {
-        if matches!(*method, Method::GET | Method::HEAD) {
+        if method.is_safe() {
             return replica::reading_as(Arc::clone(&self.writes), caller, answer).await;
         }
         let response = answer.await;

@@ -288,6 +288,13 @@ impl Store for GroupCommit {
         self.inner.prepare_events(now).await
     }
 
+    async fn drop_expired_partitions(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<usize> {
+        self.inner.drop_expired_partitions(before).await
+    }
+
     async fn expire_events(
         &self,
         before: chrono::DateTime<chrono::Utc>,

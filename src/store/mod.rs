@@ -338,10 +338,14 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// many partitions it created.
     async fn prepare_events(&self, now: DateTime<Utc>) -> StoreResult<usize>;
 
-    /// Removes events created before `before`, with what they counted in
-    /// the lists' totals: whole partitions whose events are all older
-    /// (PostgreSQL), then up to `limit` rows one by one; how many events.
-    /// The activity they added up to stays.
+    /// Drops the partitions of `events` whose events were all created
+    /// before `before` (PostgreSQL), with what they counted in the lists'
+    /// totals; how many events they held.
+    async fn drop_expired_partitions(&self, before: DateTime<Utc>) -> StoreResult<usize>;
+
+    /// Deletes up to `limit` events created before `before`, with what they
+    /// counted in the lists' totals; how many. The activity they added up
+    /// to stays.
     async fn expire_events(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<usize>;
 
     /// Waits for in-flight queries and closes connections.
@@ -399,6 +403,23 @@ where
             Err(err) => return (deleted, Some(err)),
         }
     }
+}
+
+/// Removes every event created before `before`: the partitions wholly
+/// older at once, then the rest `batch` at a time (see
+/// [`delete_in_batches`]); how many, and the error that stopped it early.
+pub(crate) async fn expire_events(
+    store: &dyn Store,
+    before: DateTime<Utc>,
+    batch: u32,
+) -> (usize, Option<StoreError>) {
+    let dropped = match store.drop_expired_partitions(before).await {
+        Ok(dropped) => dropped,
+        Err(err) => return (0, Some(err)),
+    };
+    let (deleted, failed) =
+        delete_in_batches(batch, |batch| store.expire_events(before, batch)).await;
+    (dropped + deleted, failed)
 }
 
 pub(crate) fn activity_from(

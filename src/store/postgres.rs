@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use super::OutboxRow;
 use super::migrate::{self, Embedded};
-use super::partitions;
 use super::replica::{Freshness, SAMPLE_EVERY};
 use super::rows::outbox_row_from_row;
 use super::sql::{
@@ -45,12 +44,9 @@ impl PostgresStore {
         let pool = pool(options, max_connections, acquire_timeout);
         SqlStore::new(NamedPool::new("main", pool), None).with_event_partitions(EventPartitions {
             retention: events_retention,
-            width: partitions::width_for(events_retention),
         })
     }
-}
 
-impl PostgresStore {
     /// Sends the reads a replica may take to the replica at `options`
     /// (a pool of `max_connections`), while it is at most `max_lag` behind
     /// and has the caller's writes (see [`super::replica`]); starts the
@@ -62,26 +58,22 @@ impl PostgresStore {
         acquire_timeout: Duration,
         max_lag: Duration,
     ) -> Self {
-        let options = options.application_name("highload");
-        let pool = pool(options.clone(), max_connections, acquire_timeout);
         // Connections of its own: a busy pool must not hold up the samples.
-        let single = |options: PgConnectOptions| {
-            PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(acquire_timeout)
-                .connect_lazy_with(options)
-        };
-        let primary = single(self.primary().connect_options().as_ref().clone());
+        let primary = pool(
+            self.primary().connect_options().as_ref().clone(),
+            1,
+            acquire_timeout,
+        );
         let freshness = Freshness::new(max_lag);
         let sampler = CancellationToken::new();
         tokio::spawn(sample_until_stopped(
             primary,
-            single(options),
+            pool(options.clone(), 1, acquire_timeout),
             Arc::clone(&freshness),
             sampler.clone(),
         ));
         self.with_replica(Replica {
-            pool: NamedPool::new("replica", pool),
+            pool: NamedPool::new("replica", pool(options, max_connections, acquire_timeout)),
             freshness,
             sampler,
         })

@@ -64,8 +64,7 @@ impl EventRetention {
         let Some(before) = self.keep.and_then(|keep| cut(now, keep)) else {
             return;
         };
-        let (removed, failed) =
-            super::delete_in_batches(BATCH, |batch| self.store.expire_events(before, batch)).await;
+        let (removed, failed) = super::expire_events(self.store.as_ref(), before, BATCH).await;
         self.metrics.events_expired.inc_by(removed as u64);
         if let Some(err) = failed {
             let error = format!("{:#}", anyhow::Error::new(err));

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::migrate;
+use super::partitions;
 use super::purge::DeferredDeletes;
 use super::replica::Freshness;
 use super::{
@@ -151,10 +152,9 @@ pub(crate) struct SqlStore<D: Dialect> {
 /// Where `events` may be partitioned (PostgreSQL).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EventPartitions {
-    /// `EVENTS_RETENTION`: set, `events` is partitioned at start-up.
+    /// `EVENTS_RETENTION`: set, `events` is partitioned at start-up, in
+    /// partitions [`partitions::width_for`] it long.
     pub(crate) retention: Option<Duration>,
-    /// How long each new partition is.
-    pub(crate) width: Duration,
 }
 
 /// A replica's pool, how fresh it is, and the task that samples that.
@@ -420,17 +420,22 @@ impl<D: Dialect> Store for SqlStore<D>] {
 
     async fn prepare_events(&self, now: DateTime<Utc>) -> StoreResult<usize> {
         match self.partitions {
-            Some(partitions) => self.create_partitions(now, partitions.width).await,
+            Some(EventPartitions { retention }) => {
+                self.create_partitions(now, partitions::width_for(retention)).await
+            }
+            None => Ok(0),
+        }
+    }
+
+    async fn drop_expired_partitions(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+        match self.partitions {
+            Some(_) => self.drop_partitions_before(before).await,
             None => Ok(0),
         }
     }
 
     async fn expire_events(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<usize> {
-        let dropped = match self.partitions {
-            Some(_) => self.drop_expired_partitions(before).await?,
-            None => 0,
-        };
-        Ok(dropped + self.delete_expired_events(before, limit).await?)
+        self.delete_expired_events(before, limit).await
     }
 
     async fn close(&self) {

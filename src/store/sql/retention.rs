@@ -102,7 +102,7 @@ with_driver_bounds! {
 
     /// Drops the partitions whose events were all created before `before`;
     /// how many events they held.
-    pub(super) async fn drop_expired_partitions(&self, before: DateTime<Utc>) -> StoreResult<usize> {
+    pub(super) async fn drop_partitions_before(&self, before: DateTime<Utc>) -> StoreResult<usize> {
         let mut removed = 0;
         loop {
             let mut tx = Self::begin(&self.writer, None).await?;

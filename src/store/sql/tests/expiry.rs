@@ -1,27 +1,13 @@
-//! Removing expired events (`Store::expire_events`).
+//! Removing expired events (`store::expire_events`: whole partitions, then
+//! rows in batches).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Backend, Place};
-use crate::domain::{Event, EventFilter, EventMessage, EventType, Page};
+use super::{Backend, Place, add_user, event_at};
+use crate::domain::{EventFilter, EventType, Page};
 use crate::store::postgres::PostgresStore;
-use crate::store::{Store, Write, delete_in_batches};
-
-fn created_at(user_id: Uuid, event_type: &str, at: DateTime<Utc>) -> (Event, Write) {
-    let event = Event {
-        id: Uuid::now_v7(),
-        user_id,
-        event_type: event_type.into(),
-        data: "{}".into(),
-        created_at: at,
-    };
-    let write = Write::CreateEvent {
-        message: EventMessage::for_event(&event),
-        event: event.clone(),
-    };
-    (event, write)
-}
+use crate::store::{Store, expire_events};
 
 /// Events created before the cut leave, with what they counted in each
 /// total; those after stay, and new ones are still taken. On PostgreSQL
@@ -41,14 +27,7 @@ pub(super) async fn expired_events_leave_with_their_totals<D: Backend>() {
         keeping.migrate().await.unwrap();
         store = std::sync::Arc::new(keeping);
     }
-    let (ada, created) = crate::store::new_user("ada@example.com");
-    store
-        .write_one(Write::CreateUser {
-            user: ada.clone(),
-            message: created,
-        })
-        .await
-        .unwrap();
+    let ada = add_user(&store, "ada@example.com").await;
     let now = Utc::now();
     // Past the hour the history partition ends at (PostgreSQL).
     let hour = DateTime::from_timestamp(now.timestamp() - now.timestamp() % 3600, 0).unwrap();
@@ -63,12 +42,12 @@ pub(super) async fn expired_events_leave_with_their_totals<D: Backend>() {
     ];
     let mut events = Vec::new();
     for (kind, at) in plan {
-        let (event, write) = created_at(ada.id, kind, at);
+        let (event, write) = event_at(ada.id, kind, at);
         store.write_one(write).await.unwrap();
         events.push(event);
     }
     let before = t + minutes(30);
-    let (removed, failed) = delete_in_batches(2, |batch| store.expire_events(before, batch)).await;
+    let (removed, failed) = expire_events(store.as_ref(), before, 2).await;
     assert!(failed.is_none(), "{failed:?}");
     assert_eq!(removed, 3);
     for (n, event) in events.iter().enumerate() {
@@ -101,7 +80,7 @@ pub(super) async fn expired_events_leave_with_their_totals<D: Backend>() {
     assert_eq!(total(Some(ada.id), Some("b")).await, (1, 1));
     assert_eq!(store.expire_events(before, 2).await.unwrap(), 0);
 
-    let (_, later) = created_at(ada.id, "a", t + minutes(40));
+    let (_, later) = event_at(ada.id, "a", t + minutes(40));
     store.write_one(later).await.unwrap();
     assert_eq!(total(None, None).await, (3, 3));
     if let Place::Postgres { options, .. } = &db.place {

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
@@ -109,12 +109,17 @@ impl Fresh {
     async fn finish(self) {
         self.store.close().await;
         if let Place::Postgres { admin, name, .. } = self.place {
-            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .execute(&admin)
-                .await
-                .unwrap();
+            drop_database(&admin, &name).await;
         }
     }
+}
+
+/// Drops a database of [`postgres_database`].
+async fn drop_database(admin: &sqlx::PgPool, name: &str) {
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(admin)
+        .await
+        .unwrap();
 }
 
 /// One list statement, as [`SqlStore`] writes it, with what it binds.
@@ -213,14 +218,7 @@ async fn an_activity_is_read_from_one_snapshot<D: Backend>() {
 async fn a_page_and_its_total_are_read_from_one_snapshot<D: Backend>() {
     let db = D::fresh().await;
     let store = db.store();
-    let (ada, created) = user("ada@example.com");
-    store
-        .write_one(Write::CreateUser {
-            user: ada.clone(),
-            message: created,
-        })
-        .await
-        .unwrap();
+    let ada = add_user(&store, "ada@example.com").await;
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -297,17 +295,36 @@ fn user(email: &str) -> (User, EventMessage) {
 }
 
 fn event(user_id: Uuid) -> Write {
+    event_at(user_id, "click", domain::now()).1
+}
+
+/// A new event of `user_id` of type `kind`, created `at`, and its write.
+fn event_at(user_id: Uuid, kind: &str, at: DateTime<Utc>) -> (Event, Write) {
     let event = Event {
         id: Uuid::now_v7(),
         user_id,
-        event_type: "click".into(),
+        event_type: kind.into(),
         data: "{}".into(),
-        created_at: domain::now(),
+        created_at: at,
     };
-    Write::CreateEvent {
+    let write = Write::CreateEvent {
         message: EventMessage::for_event(&event),
-        event,
-    }
+        event: event.clone(),
+    };
+    (event, write)
+}
+
+/// Creates a user with `email` in `store`.
+async fn add_user(store: &Arc<dyn Store>, email: &str) -> User {
+    let (user, message) = user(email);
+    store
+        .write_one(Write::CreateUser {
+            user: user.clone(),
+            message,
+        })
+        .await
+        .unwrap();
+    user
 }
 
 fn kinds(outcomes: &[Outcome]) -> Vec<String> {

@@ -180,10 +180,7 @@ async fn a_database_of_the_go_services_latest_version_is_taken_over() {
     );
     store.close().await;
     go.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    super::drop_database(&admin, &name).await;
 }
 
 /// A database whose `events` has rows (the Go service's, here 5,000 over
@@ -274,8 +271,7 @@ async fn a_populated_events_table_is_partitioned_in_place() {
 
     let before =
         chrono::Utc::now() - chrono::Duration::minutes(8 * 2500) - chrono::Duration::seconds(30);
-    let (removed, failed) =
-        crate::store::delete_in_batches(1000, |batch| store.expire_events(before, batch)).await;
+    let (removed, failed) = crate::store::expire_events(&store, before, 1000).await;
     assert!(failed.is_none(), "{failed:?}");
     assert_eq!(
         removed, 2500,
@@ -296,8 +292,5 @@ async fn a_populated_events_table_is_partitioned_in_place() {
     );
     store.close().await;
     go.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    super::drop_database(&admin, &name).await;
 }
